@@ -1,0 +1,1 @@
+//! resilience-benches (work in progress).

@@ -1,0 +1,1 @@
+//! resilience-examples (work in progress).

@@ -1,0 +1,1 @@
+//! Test fixtures (work in progress).

@@ -1,0 +1,1 @@
+//! resilience-tests (work in progress).

@@ -1,0 +1,2 @@
+//! tower-breaker: part of the tower resilience suite (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! tower-failover: part of the tower resilience suite (work in progress).
+#![forbid(unsafe_code)]
