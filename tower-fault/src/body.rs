@@ -29,18 +29,18 @@ pin_project! {
     /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     /// # }
     /// ```
+    // pin-project-lite cannot carry docs on variant fields; the variants are documented.
+    #[allow(missing_docs)]
     #[project = ResponseBodyProj]
     #[derive(Debug)]
     pub enum ResponseBody<B> {
         /// The inner service's body.
         Inner {
-            /// The body.
             #[pin]
             body: B,
         },
         /// A body produced by the layer.
         Full {
-            /// The bytes not yet yielded.
             data: Option<Bytes>,
         },
     }

@@ -82,18 +82,18 @@ where
 
 pin_project! {
     /// The response future of [`ReqwestService`].
+    // pin-project-lite cannot carry docs on variant fields; the variants are documented.
+    #[allow(missing_docs)]
     #[project = ResponseFutureProj]
     #[allow(missing_debug_implementations)]
     pub enum ResponseFuture {
         /// In flight.
         Pending {
-            /// reqwest's future.
             #[pin]
             inner: ClientFuture,
         },
         /// The request could not be converted (e.g. a URI reqwest cannot parse).
         Invalid {
-            /// The conversion error, until it is returned.
             error: Option<reqwest::Error>,
         },
     }
