@@ -1,1 +1,16 @@
-//! Test fixtures (work in progress).
+//! Test fixtures shared by the suite's crates (not published).
+//!
+//! * [`fault`] — a raw-TCP HTTP/1.1 server scriptable per request: statuses, resets (RST),
+//!   closes, truncated responses, hangs, refused connections; it counts and records what it got.
+//! * [`redis`] — a real `redis-server` (or `REDIS_URL`) on a free loopback port, and a local
+//!   3-node Redis Cluster.
+//! * [`postgres`] — a real PostgreSQL server for the redrive queue.
+//! * [`metrics`] — capture `metrics` emitted by the code under test.
+#![forbid(unsafe_code)]
+
+pub mod fault;
+pub mod metrics;
+pub mod postgres;
+pub mod redis;
+
+mod process;

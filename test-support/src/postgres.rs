@@ -1,0 +1,1 @@
+//! A PostgreSQL fixture (written by the tower-redrive work).
