@@ -1,1 +1,14 @@
-//! resilience-examples (work in progress).
+//! Runnable programs of the tower resilience suite, and the pieces they share.
+//!
+//! The `chaos` binary is the suite's demo: it starts a payments service twice (primary and
+//! standby) behind a fault injector and sends payments through the suite's client stack, then
+//! (with `--naive`) through a plain reqwest retry loop, and compares lost and duplicated payments.
+//!
+//! The modules are the demo's parts, public so the end-to-end suite can reuse them:
+//! [`payments`] (the axum service and its ledger), [`faults`] (the fault injector),
+//! [`server`] (a loopback server that can reset connections and go down).
+#![forbid(unsafe_code)]
+
+pub mod faults;
+pub mod payments;
+pub mod server;
