@@ -1,0 +1,233 @@
+//! Circuit breaker, closed path: bare `service_fn`, recloser, failsafe, tower-resilience's
+//! circuit breaker, and ours — over `http::Request<()>` → `http::Response<()>`, so the breaker's
+//! own bookkeeping is what is measured. Then the same on a multi-threaded runtime with 1, 2 and
+//! 8 tasks sharing one breaker, and the time-window breakers with 1k, 100k and 1M calls inside
+//! the window.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use failsafe::futures::CircuitBreaker as _;
+use http::{Request, Response};
+use resilience_benches::alloc::{CountingAlloc, allocations};
+use resilience_benches::drive::{call_now, poll_now};
+use resilience_benches::fixtures::{BareUnit, bare_unit};
+use resilience_benches::parallel::{bench_parallel, runtime};
+use resilience_benches::report::{self, BARE, bench_calls};
+use tower::{Layer, Service};
+use tower_resilience::circuitbreaker::{CircuitBreakerLayer, SlidingWindowType};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+fn unit_request() -> Request<()> {
+    Request::new(())
+}
+
+/// recloser's async wrapper around the bare service's future (recloser is not a tower layer).
+#[derive(Clone)]
+struct Recloser {
+    breaker: recloser::AsyncRecloser,
+    inner: BareUnit,
+}
+
+impl Recloser {
+    fn new() -> Self {
+        let breaker = recloser::Recloser::custom()
+            .error_rate(0.5)
+            .closed_len(100)
+            .half_open_len(10)
+            .open_wait(Duration::from_secs(30))
+            .build();
+        Self {
+            breaker: breaker.into(),
+            inner: bare_unit(),
+        }
+    }
+
+    fn call(&mut self, req: Request<()>) -> Response<()> {
+        poll_now(self.breaker.call(self.inner.call(req))).expect("closed breaker")
+    }
+}
+
+/// failsafe's futures-aware breaker around the bare service's future.
+#[derive(Clone)]
+struct Failsafe {
+    breaker: failsafe::StateMachine<
+        failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Exponential>,
+        (),
+    >,
+    inner: BareUnit,
+}
+
+impl Failsafe {
+    fn new() -> Self {
+        let policy = failsafe::failure_policy::consecutive_failures(
+            5,
+            failsafe::backoff::exponential(Duration::from_secs(10), Duration::from_secs(60)),
+        );
+        Self {
+            breaker: failsafe::Config::new().failure_policy(policy).build(),
+            inner: bare_unit(),
+        }
+    }
+
+    fn call(&mut self, req: Request<()>) -> Response<()> {
+        poll_now(self.breaker.call(self.inner.call(req))).expect("closed breaker")
+    }
+}
+
+type ResilienceBreaker = tower_resilience::circuitbreaker::CircuitBreaker<
+    BareUnit,
+    tower_resilience::circuitbreaker::DefaultClassifier,
+>;
+
+fn resilience_count() -> ResilienceBreaker {
+    CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .expect("valid config")
+        .layer(bare_unit())
+}
+
+fn resilience_time(window: Duration) -> ResilienceBreaker {
+    CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_type(SlidingWindowType::TimeBased)
+        .sliding_window_duration(window)
+        .build()
+        .expect("valid config")
+        .layer(bare_unit())
+}
+
+fn single(c: &mut criterion::Criterion) {
+    let mut g = report::group(c, "breaker, closed");
+    let mut bare = bare_unit();
+    bench_calls(&mut g, BARE, unit_request, move |r| call_now(&mut bare, r));
+    let mut rec = Recloser::new();
+    bench_calls(&mut g, "recloser", unit_request, move |r| rec.call(r));
+    let mut fs = Failsafe::new();
+    bench_calls(&mut g, "failsafe", unit_request, move |r| fs.call(r));
+    let mut tr = resilience_count();
+    bench_calls(&mut g, "tower-resilience", unit_request, move |r| {
+        call_now(&mut tr, r)
+    });
+    g.finish();
+}
+
+fn multi(c: &mut criterion::Criterion) {
+    let rt = runtime();
+    let mut g = report::group(c, "breaker, closed, multi-threaded (ns/call, wall clock)");
+    for tasks in [1, 2, 8] {
+        bench_parallel(&mut g, &rt, &format!("bare/{tasks} tasks"), tasks, || {
+            let mut s = bare_unit();
+            move || drop(black_box(call_now(&mut s, unit_request())))
+        });
+        let rec = Recloser::new();
+        bench_parallel(
+            &mut g,
+            &rt,
+            &format!("recloser/{tasks} tasks"),
+            tasks,
+            || {
+                let mut s = rec.clone();
+                move || drop(black_box(s.call(unit_request())))
+            },
+        );
+        let tr = resilience_count();
+        bench_parallel(
+            &mut g,
+            &rt,
+            &format!("tower-resilience/{tasks} tasks"),
+            tasks,
+            || {
+                let mut s = tr.clone();
+                move || drop(black_box(call_now(&mut s, unit_request())))
+            },
+        );
+    }
+    g.finish();
+}
+
+/// Calls timed per fill level, after the window was filled.
+const TIMED: u64 = 1000;
+/// Fresh breakers per fill level; the median is reported.
+const ROUNDS: usize = 5;
+
+/// The time-window breaker's cost per call with `fill` calls already inside a one-hour window:
+/// fill (untimed), then time [`TIMED`] more calls; median of [`ROUNDS`] fresh breakers. Not a
+/// criterion function: the fill has to be redone for each measurement, and 1M calls of fill per
+/// criterion sample would take hours for a peer whose cost grows with the window.
+fn time_window<S>(group: &str, id: &str, fill: u64, mut make: impl FnMut() -> S)
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut per_call = Vec::with_capacity(ROUNDS);
+    let mut allocs = 0;
+    for _ in 0..ROUNDS {
+        let mut svc = make();
+        for _ in 0..fill {
+            drop(black_box(call_now(&mut svc, unit_request())));
+        }
+        let requests: Vec<_> = (0..TIMED).map(|_| unit_request()).collect();
+        let mut out = Vec::with_capacity(TIMED as usize);
+        let a0 = allocations();
+        let t0 = Instant::now();
+        for r in requests {
+            out.push(black_box(call_now(&mut svc, r)));
+        }
+        let elapsed = t0.elapsed();
+        allocs += allocations() - a0;
+        per_call.push(elapsed);
+        drop(out);
+    }
+    per_call.sort();
+    let median = per_call[ROUNDS / 2];
+    report::record(group, id, TIMED, median, Some(allocs / ROUNDS as u64));
+    report::note(
+        group,
+        id,
+        format!("{fill} calls in window, then {TIMED} timed; median of {ROUNDS}"),
+    );
+    println!(
+        "{group}/{id}: {:.1} ns/call",
+        median.as_nanos() as f64 / TIMED as f64
+    );
+}
+
+fn windows(c: &mut criterion::Criterion) {
+    // The group is opened for the report's name only; the measurement is `time_window`'s.
+    let g = report::group(c, "breaker, time window (1 h) with N calls inside");
+    let group = report::current_group();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filter.is_empty()
+        && !filter
+            .iter()
+            .any(|f| group.contains(f.as_str()) || "window".contains(f.as_str()))
+    {
+        return;
+    }
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    for fill in [1_000, 100_000, 1_000_000] {
+        time_window(&group, &format!("tower-resilience/{fill}"), fill, || {
+            resilience_time(Duration::from_secs(3600))
+        });
+    }
+    drop(g);
+}
+
+fn main() {
+    let mut c = resilience_benches::criterion();
+    single(&mut c);
+    multi(&mut c);
+    windows(&mut c);
+    c.final_summary();
+    report::finish("breaker");
+}

@@ -1,0 +1,113 @@
+//! Retry on the happy path (no retry needed): bare `service_fn`, tower's `retry` with a simple
+//! attempts policy, tower-resilience's retry, and ours — over `http::Request<Full<Bytes>>` with
+//! three headers, so the one request clone any retry must make is priced in.
+
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use resilience_benches::alloc::CountingAlloc;
+use resilience_benches::drive::call_now;
+use resilience_benches::fixtures::{BareHttp, bare_http, http_request};
+use resilience_benches::parallel::{bench_parallel, runtime};
+use resilience_benches::report::{self, BARE, bench_calls};
+use tower::Layer;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+type Req = Request<Full<Bytes>>;
+type Res = Response<Full<Bytes>>;
+
+/// tower's retry with the simplest useful policy: up to `n` attempts on error.
+#[derive(Clone, Debug)]
+struct Attempts(usize);
+
+impl<E> tower::retry::Policy<Req, Res, E> for Attempts {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(_) if self.0 > 1 => {
+                self.0 -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+fn tower_retry() -> tower::retry::Retry<Attempts, BareHttp> {
+    tower::retry::RetryLayer::new(Attempts(3)).layer(bare_http())
+}
+
+type ResilienceRetry = tower_resilience::retry::Retry<BareHttp, Req, Res, std::convert::Infallible>;
+
+fn resilience_retry() -> ResilienceRetry {
+    tower_resilience::retry::RetryLayer::<Req, Res, std::convert::Infallible>::builder()
+        .max_attempts(3)
+        .fixed_backoff(Duration::from_millis(10))
+        .build()
+        .layer(bare_http())
+}
+
+fn single(c: &mut criterion::Criterion) {
+    let mut g = report::group(c, "retry");
+    let mut bare = bare_http();
+    bench_calls(&mut g, BARE, http_request, move |r| call_now(&mut bare, r));
+    let mut clone_only = bare_http();
+    bench_calls(&mut g, "bare + one request clone", http_request, move |r| {
+        let copy = black_box(&r).clone();
+        drop(black_box(r));
+        call_now(&mut clone_only, copy)
+    });
+    let mut tr = tower_retry();
+    bench_calls(&mut g, "tower::retry", http_request, move |r| {
+        call_now(&mut tr, r)
+    });
+    let mut rr = resilience_retry();
+    bench_calls(&mut g, "tower-resilience retry", http_request, move |r| {
+        call_now(&mut rr, r)
+    });
+    g.finish();
+}
+
+fn multi(c: &mut criterion::Criterion) {
+    let rt = runtime();
+    let mut g = report::group(c, "retry, multi-threaded (ns/call, wall clock)");
+    for tasks in [1, 2, 8] {
+        let bare = bare_http();
+        bench_parallel(&mut g, &rt, &format!("bare/{tasks} tasks"), tasks, || {
+            let mut s = bare;
+            move || drop(black_box(call_now(&mut s, http_request())))
+        });
+        let tr = tower_retry();
+        bench_parallel(
+            &mut g,
+            &rt,
+            &format!("tower::retry/{tasks} tasks"),
+            tasks,
+            || {
+                let mut s = tr.clone();
+                move || drop(black_box(call_now(&mut s, http_request())))
+            },
+        );
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = resilience_benches::criterion();
+    single(&mut c);
+    multi(&mut c);
+    c.final_summary();
+    report::finish("retry");
+}
