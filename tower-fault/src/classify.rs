@@ -162,7 +162,8 @@ pub struct HttpClassifierBuilder {
 
 impl fmt::Debug for HttpClassifierBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClassifierBuilder").finish_non_exhaustive()
+        f.debug_struct("HttpClassifierBuilder")
+            .finish_non_exhaustive()
     }
 }
 
@@ -316,7 +317,9 @@ mod tests {
             assert_eq!(status(&c, code), Class::TRANSIENT, "{code}");
         }
         assert_eq!(status(&c, 429), Class::NOT_PROCESSED);
-        for code in [400, 401, 403, 404, 409, 413, 422, 451, 499, 501, 505, 511, 599, 999] {
+        for code in [
+            400, 401, 403, 404, 409, 413, 422, 451, 499, 501, 505, 511, 599, 999,
+        ] {
             assert_eq!(status(&c, code), Class::Permanent, "{code}");
         }
     }
@@ -327,9 +330,21 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::RETRY_AFTER, "3".parse().unwrap());
         let three = Some(Duration::from_secs(3));
-        assert_eq!(c.classify_status(StatusCode::TOO_MANY_REQUESTS, &headers).retry_after(), three);
-        assert_eq!(c.classify_status(StatusCode::SERVICE_UNAVAILABLE, &headers).retry_after(), three);
-        assert_eq!(c.classify_status(StatusCode::BAD_GATEWAY, &headers).retry_after(), None);
+        assert_eq!(
+            c.classify_status(StatusCode::TOO_MANY_REQUESTS, &headers)
+                .retry_after(),
+            three
+        );
+        assert_eq!(
+            c.classify_status(StatusCode::SERVICE_UNAVAILABLE, &headers)
+                .retry_after(),
+            three
+        );
+        assert_eq!(
+            c.classify_status(StatusCode::BAD_GATEWAY, &headers)
+                .retry_after(),
+            None
+        );
     }
 
     #[test]
@@ -348,7 +363,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
         assert_eq!(
-            c.classify_status(StatusCode::BAD_GATEWAY, &headers).retry_after(),
+            c.classify_status(StatusCode::BAD_GATEWAY, &headers)
+                .retry_after(),
             Some(Duration::from_secs(1))
         );
         let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
@@ -361,12 +377,19 @@ mod tests {
     #[test]
     fn error_classes() {
         let c = HttpClassifier::default();
-        let refused: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let class = Classify::<Response<()>, BoxError>::classify(&c, Err(&refused));
         assert_eq!(class, Class::NOT_PROCESSED);
         let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert_eq!(Classify::<Response<()>, BoxError>::classify(&c, Err(&reset)), Class::TRANSIENT);
+        assert_eq!(
+            Classify::<Response<()>, BoxError>::classify(&c, Err(&reset)),
+            Class::TRANSIENT
+        );
         let other: BoxError = "something odd".into();
-        assert_eq!(Classify::<Response<()>, BoxError>::classify(&c, Err(&other)), Class::TRANSIENT);
+        assert_eq!(
+            Classify::<Response<()>, BoxError>::classify(&c, Err(&other)),
+            Class::TRANSIENT
+        );
     }
 }

@@ -56,7 +56,10 @@ impl fmt::Display for KeyError {
         match self {
             KeyError::Empty => f.pad("idempotency key is empty"),
             KeyError::TooLong { len } => {
-                write!(f, "idempotency key is {len} characters long; at most {MAX_LEN} are allowed")
+                write!(
+                    f,
+                    "idempotency key is {len} characters long; at most {MAX_LEN} are allowed"
+                )
             }
             KeyError::InvalidCharacter { position } => write!(
                 f,
@@ -119,7 +122,9 @@ impl IdempotencyKey {
         match content.len() {
             0 => Err(KeyError::Empty),
             len if len > MAX_LEN => Err(KeyError::TooLong { len }),
-            _ => Ok(Self { key: content.into() }),
+            _ => Ok(Self {
+                key: content.into(),
+            }),
         }
     }
 
@@ -172,7 +177,11 @@ mod tests {
             ("\"esc\\\"aped\"", "esc\"aped"),
             ("  token-1  ", "token-1"),
         ] {
-            assert_eq!(IdempotencyKey::parse_str(input).unwrap().as_str(), content, "{input}");
+            assert_eq!(
+                IdempotencyKey::parse_str(input).unwrap().as_str(),
+                content,
+                "{input}"
+            );
         }
     }
 
@@ -181,8 +190,14 @@ mod tests {
         assert_eq!(IdempotencyKey::parse_str("\"\""), Err(KeyError::Empty));
         assert_eq!(IdempotencyKey::parse_str(""), Err(KeyError::Empty));
         assert_eq!(IdempotencyKey::parse_str("\"abc"), Err(KeyError::Malformed));
-        assert_eq!(IdempotencyKey::parse_str("\"abc\";p=1"), Err(KeyError::Malformed));
-        assert_eq!(IdempotencyKey::parse_str("\"abc\" x"), Err(KeyError::Malformed));
+        assert_eq!(
+            IdempotencyKey::parse_str("\"abc\";p=1"),
+            Err(KeyError::Malformed)
+        );
+        assert_eq!(
+            IdempotencyKey::parse_str("\"abc\" x"),
+            Err(KeyError::Malformed)
+        );
         assert_eq!(
             IdempotencyKey::parse_str("a b"),
             Err(KeyError::InvalidCharacter { position: 1 })
@@ -192,7 +207,10 @@ mod tests {
             Err(KeyError::InvalidCharacter { position: 1 })
         );
         let long = "a".repeat(256);
-        assert_eq!(IdempotencyKey::parse_str(&long), Err(KeyError::TooLong { len: 256 }));
+        assert_eq!(
+            IdempotencyKey::parse_str(&long),
+            Err(KeyError::TooLong { len: 256 })
+        );
         assert!(IdempotencyKey::parse_str(&"a".repeat(255)).is_ok());
         let bad = HeaderValue::from_bytes(b"ab\xff").unwrap();
         assert_eq!(
@@ -207,7 +225,10 @@ mod tests {
         assert_eq!(key.as_str().len(), 36);
         assert_eq!(IdempotencyKey::parse(&key.to_header_value()).unwrap(), key);
         let quoted = IdempotencyKey::parse_str("\"a\\\\b\"").unwrap();
-        assert_eq!(IdempotencyKey::parse(&quoted.to_header_value()).unwrap(), quoted);
+        assert_eq!(
+            IdempotencyKey::parse(&quoted.to_header_value()).unwrap(),
+            quoted
+        );
         assert_ne!(IdempotencyKey::generate(), IdempotencyKey::generate());
     }
 }

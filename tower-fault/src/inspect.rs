@@ -148,7 +148,10 @@ pub fn inspect(err: &(dyn Error + 'static)) -> ErrorInfo {
                 info.kind = kind;
             }
         }
-        current = match link.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+        current = match link
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
             Some(inner) => Some(inner as &(dyn Error + 'static)),
             None => link.source(),
         };

@@ -48,7 +48,9 @@ pub mod reqwest;
 
 pub use attempt::{AttemptContext, EndpointId};
 pub use class::{Class, Delivery};
-pub use classify::{ClassifyFn, Classify, HttpClassifier, HttpClassifierBuilder, Verdict, classify_fn};
+pub use classify::{
+    Classify, ClassifyFn, HttpClassifier, HttpClassifierBuilder, Verdict, classify_fn,
+};
 pub use error_source::AsError;
 pub use idempotency_key::{IDEMPOTENCY_KEY, IdempotencyKey, KeyError};
 pub use inspect::{ErrorInfo, ErrorKind, inspect};

@@ -6,15 +6,15 @@
 //!
 //! ```no_run
 //! use http_body_util::Full;
-//! use tower::{Service, ServiceExt};
+//! use tower::ServiceExt;
 //! use tower_fault::reqwest::ReqwestService;
 //!
 //! # async fn run() -> Result<(), reqwest::Error> {
-//! let mut svc = ReqwestService::new(reqwest::Client::new());
+//! let svc = ReqwestService::new(reqwest::Client::new());
 //! let req = http::Request::post("http://127.0.0.1:8080/payments")
 //!     .body(Full::new(bytes::Bytes::from_static(b"{}")))
 //!     .unwrap();
-//! let res: http::Response<reqwest::Body> = svc.ready().await?.call(req).await?;
+//! let res: http::Response<reqwest::Body> = svc.oneshot(req).await?;
 //! # let _ = res; Ok(()) }
 //! ```
 

@@ -39,7 +39,8 @@ pub fn parse_str(value: &str, now: SystemTime) -> Option<Duration> {
     if value.bytes().all(|b| b.is_ascii_digit()) {
         // Saturate instead of failing: "99999999999999999999" means "a very long time".
         let secs = value.bytes().fold(0u64, |acc, digit| {
-            acc.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+            acc.saturating_mul(10)
+                .saturating_add(u64::from(digit - b'0'))
         });
         return Some(Duration::from_secs(secs).min(CAP));
     }
@@ -92,9 +93,15 @@ mod tests {
             parse_str("Sunday, 06-Nov-94 08:49:47 GMT", now),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(parse_str("Sun Nov  6 08:49:57 1994", now), Some(Duration::from_secs(20)));
-        assert_eq!(parse_str("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_str("Sun, 06 Nov 2094 08:00:00 GMT", now), Some(CAP));
+        assert_eq!(
+            parse_str("Sun Nov  6 08:49:57 1994", now),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            parse_str("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_str("Sat, 06 Nov 2094 08:00:00 GMT", now), Some(CAP));
         assert_eq!(parse_str("Sun, 32 Nov 1994 08:00:00 GMT", now), None);
     }
 
@@ -110,7 +117,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(RETRY_AFTER, HeaderValue::from_static("garbage"));
         headers.append(RETRY_AFTER, HeaderValue::from_static("5"));
-        assert_eq!(from_headers(&headers, SystemTime::now()), Some(Duration::from_secs(5)));
+        assert_eq!(
+            from_headers(&headers, SystemTime::now()),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(from_headers(&HeaderMap::new(), SystemTime::now()), None);
     }
 }
