@@ -10,5 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod faults;
+pub mod load;
+pub mod naive;
 pub mod payments;
+pub mod report;
 pub mod server;
