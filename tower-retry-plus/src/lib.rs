@@ -1,2 +1,83 @@
-//! tower-retry-plus: part of the tower resilience suite (work in progress).
+//! Error-class-aware HTTP retry for tower that never duplicates a side effect.
+//!
+//! [`RetryLayer`] retries what the [tower-fault](tower_fault) classifier calls *transient* —
+//! and only when sending the request again is safe:
+//!
+//! * **Method safety.** `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT` and `DELETE` are retried on
+//!   every transient failure. `POST`, `PATCH` and other non-idempotent methods only on failures
+//!   that prove the request was not processed (connect errors, `REFUSED_STREAM`, 429, a local
+//!   rejection) — unless the request carries an `Idempotency-Key`.
+//!   [`RetryLayerBuilder::idempotency_key`] stamps one (a UUID v7, the same on every attempt),
+//!   which makes them fully retryable against a server running tower-idempotency.
+//! * **Backoff** ([`Backoff`]: exponential, constant, decorrelated) with [`Jitter`] (full by
+//!   default), seedable for tests.
+//! * **Limits**: `max_attempts` (counting the first, default 4), an optional total deadline
+//!   covering attempts and sleeps, an optional per-attempt timeout.
+//! * **Retry-After** (429, 503, a breaker's rejection): the next delay is at least the server's,
+//!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
+//!   last outcome is returned at once.
+//! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer: retries are at most
+//!   20% of requests plus 10 per second over a sliding 10 s window, exactly.
+//! * **Body replay** ([`ReplayBody`]) for any `http_body::Body`: up to 64 KiB is kept and
+//!   replayed byte-identical; `Bytes` frames cost a reference count. A larger body is sent once,
+//!   whole and in order, and not retried.
+//! * The final response carries [`RetryInfo`]; discarded responses are drained while the layer
+//!   sleeps, so their connections can be reused. Per-request settings come from a
+//!   [`RetryOverride`] extension. Every attempt runs in a `retry_attempt` tracing span and the
+//!   `retry_*` metrics are recorded.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_retry_plus::{ReplayBody, RetryInfo, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_fault::BoxError> {
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let upstream = service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+//!     let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     let status = if n < 2 { 503 } else { 200 };
+//!     async move { Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::new())).unwrap()) }
+//! });
+//! let client = ServiceBuilder::new().layer(RetryLayer::default()).service(upstream);
+//!
+//! let req = Request::get("http://upstream/").body(Full::new(Bytes::new()))?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.extensions().get::<RetryInfo>().unwrap().attempts, 3);
+//! # Ok(()) }
+//! ```
+//!
+//! The layer needs a tokio runtime with its time driver (for backoff sleeps and timeouts).
+//! Its error type is [`BoxError`](tower_fault::BoxError): the inner service's error, or one of
+//! the [`error`] module's (downcast to tell them apart).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod body;
+mod budget;
+pub mod error;
+pub mod future;
+mod layer;
+mod observe;
+mod policy;
+mod service;
+
+pub use backoff::{Backoff, Jitter};
+pub use body::ReplayBody;
+pub use budget::{BudgetSnapshot, RetryBudget};
+pub use layer::{DEFAULT_BODY_LIMIT, RetryLayer, RetryLayerBuilder};
+pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
+pub use service::Retry;
+
+/// `retry_requests_total{name,outcome}`: logical requests by [`RetryOutcome`].
+pub const METRIC_REQUESTS: &str = "retry_requests_total";
+/// `retry_attempts_total{name}`: attempts sent, first attempts included (so retries are
+/// `retry_attempts_total - retry_requests_total`).
+pub const METRIC_ATTEMPTS: &str = "retry_attempts_total";
+/// `retry_backoff_seconds{name}`: the delays slept before retries.
+pub const METRIC_BACKOFF: &str = "retry_backoff_seconds";

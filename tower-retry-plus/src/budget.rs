@@ -1,0 +1,331 @@
+//! A retry budget: retries may be at most a ratio of requests, plus a floor, over a sliding
+//! window.
+//!
+//! A budget stops retry storms. When an upstream is down, every request fails and every client
+//! would multiply its load by `max_attempts`; with a budget, retries are capped at
+//! `ratio × requests + floor_per_sec × 10 s` over the last 10 seconds.
+//!
+//! ```
+//! use tower_retry_plus::RetryBudget;
+//!
+//! let budget = RetryBudget::new(0.5, 0).unwrap();
+//! for _ in 0..4 {
+//!     budget.deposit();
+//! }
+//! assert!(budget.try_withdraw());
+//! assert!(budget.try_withdraw());
+//! assert!(!budget.try_withdraw()); // 3 retries would exceed 50% of 4 requests
+//! ```
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::error::ConfigError;
+
+/// Width of one bucket of the sliding window.
+const BUCKET: Duration = Duration::from_millis(500);
+/// Number of buckets: the window is `BUCKET × BUCKETS` = 10 s.
+const BUCKETS: usize = 20;
+
+// One bucket is one `AtomicU64`: [epoch: 24 bits][retries: 20 bits][requests: 20 bits].
+// Packing makes rotating a bucket and counting in it a single compare-and-swap, so a count is
+// never lost to a concurrent rotation.
+const COUNT_BITS: u32 = 20;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << 24) - 1;
+
+fn unpack(word: u64) -> (u64, u64, u64) {
+    (
+        word >> (2 * COUNT_BITS),
+        (word >> COUNT_BITS) & COUNT_MAX,
+        word & COUNT_MAX,
+    )
+}
+
+fn pack(epoch: u64, retries: u64, requests: u64) -> u64 {
+    ((epoch & EPOCH_MASK) << (2 * COUNT_BITS))
+        | (retries.min(COUNT_MAX) << COUNT_BITS)
+        | requests.min(COUNT_MAX)
+}
+
+/// Requests and retries counted in the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSnapshot {
+    /// Logical requests deposited in the window.
+    pub requests: u64,
+    /// Retries withdrawn in the window.
+    pub retries: u64,
+}
+
+struct Inner {
+    ratio: f64,
+    floor: f64,
+    start: Instant,
+    buckets: [AtomicU64; BUCKETS],
+    /// Serialises withdrawals so that check-then-count is exact; deposits never take it.
+    withdraw: Mutex<()>,
+}
+
+/// A retry budget over a sliding 10-second window, shared by every clone.
+///
+/// A retry is admitted only if `retries_in_window + 1 <= ratio × requests_in_window +
+/// floor_per_sec × 10`. The check is exact at every ratio from 0 to 1 (at 0 only the floor
+/// admits retries; at 1 there is at most one retry per request, plus the floor).
+///
+/// Depositing is one atomic compare-and-swap; withdrawing (only on the retry path) takes a
+/// lock so concurrent retries cannot overdraw the budget. Each 500 ms bucket counts up to about
+/// a million requests; beyond that it saturates, which only makes the budget stricter.
+#[derive(Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("ratio", &self.inner.ratio)
+            .field(
+                "floor_per_sec",
+                &(self.inner.floor / self.window().as_secs_f64()),
+            )
+            .field("window", &self.snapshot())
+            .finish()
+    }
+}
+
+impl Default for RetryBudget {
+    /// 20% of requests plus 10 retries per second (Finagle's and Linkerd's defaults).
+    fn default() -> Self {
+        Self::new(0.2, 10).expect("default budget is valid")
+    }
+}
+
+impl RetryBudget {
+    /// A budget admitting retries up to `ratio` of requests plus `floor_per_sec` per second.
+    ///
+    /// # Errors
+    /// If `ratio` is NaN or outside `0.0..=1.0`.
+    pub fn new(ratio: f64, floor_per_sec: u32) -> Result<Self, ConfigError> {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::new(format!(
+                "retry budget ratio must be within 0.0..=1.0, got {ratio}"
+            )));
+        }
+        let window = (BUCKET * BUCKETS as u32).as_secs_f64();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                ratio,
+                floor: f64::from(floor_per_sec) * window,
+                start: Instant::now(),
+                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                withdraw: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The length of the sliding window (10 s).
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        BUCKET * BUCKETS as u32
+    }
+
+    fn epoch(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.inner.start);
+        (elapsed.as_millis() / BUCKET.as_millis()) as u64
+    }
+
+    /// Adds one to the current bucket's requests (`retry == false`) or retries.
+    fn count(&self, epoch: u64, retry: bool) {
+        let slot = &self.inner.buckets[(epoch % BUCKETS as u64) as usize];
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let (stamp, retries, requests) = unpack(current);
+            let (retries, requests) = if stamp == epoch & EPOCH_MASK {
+                (retries, requests)
+            } else {
+                (0, 0)
+            };
+            let next = if retry {
+                pack(epoch, retries + 1, requests)
+            } else {
+                pack(epoch, retries, requests + 1)
+            };
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn sum(&self, epoch: u64) -> BudgetSnapshot {
+        let mut snap = BudgetSnapshot {
+            requests: 0,
+            retries: 0,
+        };
+        for slot in &self.inner.buckets {
+            let (stamp, retries, requests) = unpack(slot.load(Ordering::Acquire));
+            let age = (epoch & EPOCH_MASK).wrapping_sub(stamp) & EPOCH_MASK;
+            if age < BUCKETS as u64 {
+                snap.requests += requests;
+                snap.retries += retries;
+            }
+        }
+        snap
+    }
+
+    /// Records one logical request (the retry layer calls it once per request).
+    pub fn deposit(&self) {
+        self.count(self.epoch(), false);
+    }
+
+    /// Asks for one retry; `true` (and the retry is counted) if the budget admits it.
+    pub fn try_withdraw(&self) -> bool {
+        let _serialised = self
+            .inner
+            .withdraw
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.epoch();
+        let snap = self.sum(epoch);
+        let allowed = self.inner.ratio * snap.requests as f64 + self.inner.floor;
+        if (snap.retries + 1) as f64 <= allowed {
+            self.count(epoch, true);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The requests and retries counted in the current window.
+    #[must_use]
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        self.sum(self.epoch())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn rejects_bad_ratios() {
+        for ratio in [f64::NAN, -0.1, 1.01, f64::INFINITY] {
+            let err = RetryBudget::new(ratio, 10).unwrap_err();
+            assert!(err.message().contains("ratio"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ratio_zero_admits_only_the_floor() {
+        let budget = RetryBudget::new(0.0, 0).unwrap();
+        for _ in 0..1000 {
+            budget.deposit();
+        }
+        assert!(!budget.try_withdraw());
+        let budget = RetryBudget::new(0.0, 1).unwrap();
+        let admitted = (0..100).filter(|_| budget.try_withdraw()).count();
+        assert_eq!(admitted, 10); // 1/s over a 10 s window
+    }
+
+    #[test]
+    fn ratio_one_admits_one_retry_per_request() {
+        let budget = RetryBudget::new(1.0, 0).unwrap();
+        for _ in 0..50 {
+            budget.deposit();
+        }
+        let admitted = (0..200).filter(|_| budget.try_withdraw()).count();
+        assert_eq!(admitted, 50);
+        assert_eq!(
+            budget.snapshot(),
+            BudgetSnapshot {
+                requests: 50,
+                retries: 50
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_slides() {
+        let budget = RetryBudget::new(0.5, 0).unwrap();
+        for _ in 0..10 {
+            budget.deposit();
+        }
+        assert_eq!(budget.snapshot().requests, 10);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..4 {
+            budget.deposit();
+        }
+        assert_eq!(budget.snapshot().requests, 14);
+        tokio::time::advance(Duration::from_millis(5_600)).await;
+        // the first 10 requests left the window; the 4 later ones remain
+        assert_eq!(budget.snapshot().requests, 4);
+        assert!(budget.try_withdraw());
+        assert!(budget.try_withdraw());
+        assert!(!budget.try_withdraw());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            budget.snapshot(),
+            BudgetSnapshot {
+                requests: 0,
+                retries: 0
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_runs_keep_sliding() {
+        let budget = RetryBudget::new(0.2, 0).unwrap();
+        for i in 0..100_000u32 {
+            budget.deposit();
+            if i % 100 == 0 {
+                tokio::time::advance(Duration::from_millis(50)).await;
+            }
+        }
+        // 1000 advances of 50 ms: 50 s passed; only the last 10 s (≈20k requests) count
+        let snap = budget.snapshot();
+        assert!((19_000..=21_000).contains(&snap.requests), "{snap:?}");
+    }
+
+    #[test]
+    fn concurrent_withdrawals_never_overdraw() {
+        let budget = RetryBudget::new(0.3, 0).unwrap();
+        for _ in 0..1000 {
+            budget.deposit();
+        }
+        let admitted: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..500).filter(|_| budget.try_withdraw()).count()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 300);
+    }
+
+    proptest! {
+        #[test]
+        fn admitted_retries_never_exceed_the_formula(
+            ratio in 0.0f64..=1.0,
+            floor in 0u32..5,
+            requests in 0u64..500,
+        ) {
+            let budget = RetryBudget::new(ratio, floor).unwrap();
+            for _ in 0..requests {
+                budget.deposit();
+            }
+            let admitted = (0..2_000).filter(|_| budget.try_withdraw()).count() as f64;
+            let bound = ratio * requests as f64 + f64::from(floor) * 10.0;
+            prop_assert!(admitted <= bound);
+            prop_assert!(admitted > bound - 1.0);
+        }
+    }
+}

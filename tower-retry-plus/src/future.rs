@@ -1,0 +1,389 @@
+//! The response future of [`Retry`](crate::Retry).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Buf;
+use http::{Request, Response, request::Parts};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_fault::{AttemptContext, BoxError, Class, Classify, SeededRng};
+use tower_service::Service;
+use tracing::{Span, field};
+
+use crate::{
+    ReplayBody, RetryInfo, RetryOutcome,
+    error::{AttemptTimedOut, BodyNotReplayable, DeadlineExceeded},
+    layer::Config,
+};
+
+/// At most this many bytes of a discarded response are read (while sleeping before the next
+/// attempt) so its connection can be reused; a larger body is dropped.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// Frames read from a discarded body per poll, so an endless body cannot hog the task.
+const DRAIN_FRAMES_PER_POLL: usize = 32;
+
+/// The per-request bookkeeping that needs no pinning.
+pub(crate) struct Attempts<B, C> {
+    config: Arc<Config<C>>,
+    /// The request head and body kept for retries (`None` when no retry is possible).
+    kept: Option<(Parts, ReplayBody<B>)>,
+    attempt: u32,
+    max_attempts: u32,
+    /// Whether a failure that may have been processed can be retried (idempotent method or an
+    /// `Idempotency-Key`).
+    retry_maybe_processed: bool,
+    total_delay: Duration,
+    last_delay: Duration,
+    rng: Option<SeededRng>,
+    deadline_at: Option<Instant>,
+    drained: usize,
+    span: Span,
+}
+
+enum Decision {
+    Return(RetryOutcome),
+    Retry(Duration),
+}
+
+impl<B, C> Attempts<B, C> {
+    pub(crate) fn new(
+        config: Arc<Config<C>>,
+        kept: Option<(Parts, ReplayBody<B>)>,
+        max_attempts: u32,
+        retry_maybe_processed: bool,
+    ) -> Self {
+        Self {
+            config,
+            kept,
+            attempt: 1,
+            max_attempts,
+            retry_maybe_processed,
+            total_delay: Duration::ZERO,
+            last_delay: Duration::ZERO,
+            rng: None,
+            deadline_at: None,
+            drained: 0,
+            span: Span::none(),
+        }
+    }
+
+    fn open_span(&mut self, delay: Duration) {
+        self.config.metrics.attempt();
+        self.span = tracing::debug_span!(
+            "retry_attempt",
+            retry.name = %self.config.name,
+            attempt = self.attempt,
+            http.request.resend_count = self.attempt - 1,
+            delay_ms = delay.as_millis() as u64,
+            class = field::Empty,
+            http.response.status_code = field::Empty,
+        );
+    }
+
+    fn decide(&mut self, class: &Class) -> Decision {
+        let config = &*self.config;
+        match class {
+            Class::Success => return Decision::Return(RetryOutcome::Success),
+            Class::Permanent => return Decision::Return(RetryOutcome::Permanent),
+            Class::Transient { .. } => {}
+        }
+        if class.possibly_processed() && !self.retry_maybe_processed {
+            return Decision::Return(RetryOutcome::UnsafeMethod);
+        }
+        if self.attempt >= self.max_attempts {
+            return Decision::Return(RetryOutcome::Exhausted);
+        }
+        match &self.kept {
+            Some((_, body)) if body.is_replayable() => {}
+            _ => return Decision::Return(RetryOutcome::NotReplayable),
+        }
+        let rng = self.rng.get_or_insert_with(|| config.rng());
+        let backoff = config
+            .backoff
+            .delay(config.jitter, self.attempt, self.last_delay, rng);
+        let delay = match class.retry_after() {
+            Some(hint) if hint > config.max_retry_after => {
+                return Decision::Return(RetryOutcome::Deadline);
+            }
+            Some(hint) => backoff.max(hint),
+            None => backoff,
+        };
+        if let Some(at) = self.deadline_at {
+            if Instant::now() + delay >= at {
+                return Decision::Return(RetryOutcome::Deadline);
+            }
+        }
+        if let Some(budget) = &config.budget {
+            if !budget.try_withdraw() {
+                return Decision::Return(RetryOutcome::BudgetExhausted);
+            }
+        }
+        config.metrics.backoff(delay);
+        self.last_delay = delay;
+        self.total_delay += delay;
+        Decision::Retry(delay)
+    }
+
+    /// The next attempt's request, or `None` if the body stopped being replayable meanwhile.
+    fn next_request(&mut self) -> Option<Request<ReplayBody<B>>> {
+        let (parts, template) = self.kept.as_mut()?;
+        let body = template.try_clone()?;
+        if let Some(ctx) = parts.extensions.get_mut::<AttemptContext>() {
+            ctx.advance();
+        }
+        self.attempt += 1;
+        Some(Request::from_parts(parts.clone(), body))
+    }
+
+    fn finish<ResB>(
+        &self,
+        result: Result<Response<ResB>, BoxError>,
+        outcome: RetryOutcome,
+    ) -> Result<Response<ResB>, BoxError> {
+        self.config.metrics.outcome(outcome);
+        if outcome != RetryOutcome::Success {
+            tracing::debug!(
+                parent: &self.span,
+                retry.name = %self.config.name,
+                attempts = self.attempt,
+                outcome = outcome.as_str(),
+                "retry layer gave up"
+            );
+        }
+        result.map(|mut res| {
+            res.extensions_mut().insert(RetryInfo {
+                attempts: self.attempt,
+                total_delay: self.total_delay,
+                outcome,
+            });
+            res
+        })
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, ResB> {
+        // An attempt is in flight.
+        Calling { #[pin] future: F },
+        // Sleeping before the next attempt, reading what is left of the discarded response.
+        Sleeping { #[pin] discarded: Option<ResB> },
+        // Waiting for the inner service to be ready for the next attempt.
+        Waiting,
+        Done,
+    }
+}
+
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry).
+    pub struct ResponseFuture<S, B, ResB, C>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S::Future, ResB>,
+        // The per-attempt timeout, then the backoff sleep; they never overlap.
+        #[pin]
+        timer: Option<Sleep>,
+        #[pin]
+        deadline: Option<Sleep>,
+        service: S,
+        attempts: Attempts<B, C>,
+    }
+}
+
+impl<S, B, ResB, C> fmt::Debug for ResponseFuture<S, B, ResB, C>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.attempts.attempt)
+            .field("max_attempts", &self.attempts.max_attempts)
+            .field("total_delay", &self.attempts.total_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResB, C> ResponseFuture<S, B, ResB, C>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    pub(crate) fn start(
+        mut service: S,
+        first: Request<ReplayBody<B>>,
+        mut attempts: Attempts<B, C>,
+    ) -> Self {
+        let config = &attempts.config;
+        let deadline = config.deadline.map(|d| {
+            let at = Instant::now() + d;
+            attempts.deadline_at = Some(at);
+            tokio::time::sleep_until(at)
+        });
+        let timer = config.attempt_timeout.map(tokio::time::sleep);
+        attempts.open_span(Duration::ZERO);
+        let future = attempts.span.in_scope(|| service.call(first));
+        Self {
+            state: State::Calling { future },
+            timer,
+            deadline,
+            service,
+            attempts,
+        }
+    }
+}
+
+fn fired(sleep: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+    sleep
+        .as_pin_mut()
+        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+}
+
+impl<S, B, ResB, C> Future for ResponseFuture<S, B, ResB, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ResB: Body,
+    C: Classify<Response<ResB>, S::Error>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let polled = {
+                        let _entered = this.attempts.span.enter();
+                        future.poll(cx)
+                    };
+                    let (class, result) = match polled {
+                        Poll::Ready(Ok(res)) => {
+                            let class = this.attempts.config.classifier.classify(Ok(&res));
+                            this.attempts
+                                .span
+                                .record("http.response.status_code", res.status().as_u16());
+                            (class, Ok(res))
+                        }
+                        Poll::Ready(Err(err)) => {
+                            let class = this.attempts.config.classifier.classify(Err(&err));
+                            (class, Err(err.into()))
+                        }
+                        Poll::Pending => {
+                            if fired(this.deadline.as_mut(), cx) {
+                                this.state.set(State::Done);
+                                let err = Err(DeadlineExceeded::new().into());
+                                return Poll::Ready(
+                                    this.attempts.finish(err, RetryOutcome::Deadline),
+                                );
+                            }
+                            if this.attempts.config.attempt_timeout.is_none()
+                                || !fired(this.timer.as_mut(), cx)
+                            {
+                                return Poll::Pending;
+                            }
+                            // Cancel the attempt: dropping its future drops its request.
+                            this.state.set(State::Done);
+                            (Class::TRANSIENT, Err(AttemptTimedOut::new().into()))
+                        }
+                    };
+                    this.attempts.span.record("class", class.as_str());
+                    match this.attempts.decide(&class) {
+                        Decision::Return(outcome) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(this.attempts.finish(result, outcome));
+                        }
+                        Decision::Retry(delay) => {
+                            tracing::debug!(
+                                parent: &this.attempts.span,
+                                delay_ms = delay.as_millis() as u64,
+                                "retrying"
+                            );
+                            if delay.is_zero() {
+                                this.state.set(State::Waiting);
+                            } else {
+                                let discarded = result.ok().map(Response::into_body);
+                                this.attempts.drained = 0;
+                                let wake_at = Instant::now() + delay;
+                                match this.timer.as_mut().as_pin_mut() {
+                                    Some(timer) => timer.reset(wake_at),
+                                    None => this.timer.set(Some(tokio::time::sleep_until(wake_at))),
+                                }
+                                this.state.set(State::Sleeping { discarded });
+                            }
+                        }
+                    }
+                }
+                StateProj::Sleeping { mut discarded } => {
+                    drain(discarded.as_mut(), &mut this.attempts.drained, cx);
+                    ready!(this.timer.as_mut().as_pin_mut().expect("armed").poll(cx));
+                    this.state.set(State::Waiting);
+                }
+                StateProj::Waiting => {
+                    if fired(this.deadline.as_mut(), cx) {
+                        this.state.set(State::Done);
+                        let err = Err(DeadlineExceeded::new().into());
+                        return Poll::Ready(this.attempts.finish(err, RetryOutcome::Deadline));
+                    }
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(
+                            this.attempts
+                                .finish(Err(err.into()), RetryOutcome::Permanent),
+                        );
+                    }
+                    let Some(req) = this.attempts.next_request() else {
+                        this.state.set(State::Done);
+                        let err = Err(BodyNotReplayable::new().into());
+                        return Poll::Ready(this.attempts.finish(err, RetryOutcome::NotReplayable));
+                    };
+                    let delay = this.attempts.last_delay;
+                    this.attempts.open_span(delay);
+                    let future = this.attempts.span.in_scope(|| this.service.call(req));
+                    if let Some(timeout) = this.attempts.config.attempt_timeout {
+                        let at = Instant::now() + timeout;
+                        match this.timer.as_mut().as_pin_mut() {
+                            Some(timer) => timer.reset(at),
+                            None => this.timer.set(Some(tokio::time::sleep_until(at))),
+                        }
+                    }
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Done => panic!("retry ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+/// Reads (and drops) what is left of a discarded response, up to [`DRAIN_LIMIT`] bytes.
+fn drain<ResB: Body>(mut body: Pin<&mut Option<ResB>>, drained: &mut usize, cx: &mut Context<'_>) {
+    for _ in 0..DRAIN_FRAMES_PER_POLL {
+        let Some(inner) = body.as_mut().as_pin_mut() else {
+            return;
+        };
+        match inner.poll_frame(cx) {
+            Poll::Pending => return,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *drained += data.remaining();
+                }
+                if *drained > DRAIN_LIMIT {
+                    body.set(None);
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => body.set(None),
+        }
+    }
+    // Still frames to read: come back for them rather than hogging the task.
+    if body.is_some() {
+        cx.waker().wake_by_ref();
+    }
+}

@@ -1,0 +1,474 @@
+//! [`RetryLayer`] and its builder.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tower_fault::{HttpClassifier, SeededRng};
+use tower_layer::Layer;
+
+use crate::{Backoff, Jitter, Retry, RetryBudget, error::ConfigError, observe::Metrics};
+
+/// The default replay limit: request bodies up to 64 KiB are kept for replays.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything a [`Retry`] service reads, shared by every clone of the layer and its services.
+pub(crate) struct Config<C> {
+    pub(crate) classifier: C,
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    pub(crate) max_attempts: u32,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) body_limit: usize,
+    pub(crate) stamp_key: bool,
+    pub(crate) name: String,
+    seed: u64,
+    sequence: AtomicU64,
+    pub(crate) metrics: Metrics,
+}
+
+impl<C> Config<C> {
+    /// A generator for one request's jitter: reproducible from the builder's seed, different
+    /// for every request.
+    pub(crate) fn rng(&self) -> SeededRng {
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        SeededRng::new(SeededRng::new(self.seed.wrapping_add(n)).next_u64())
+    }
+}
+
+impl<C> fmt::Debug for Config<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryConfig")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("budget", &self.budget)
+            .field("body_limit", &self.body_limit)
+            .field("idempotency_key", &self.stamp_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies [`Retry`] to a service.
+///
+/// All services made from one layer value (and its clones) share one configuration and one
+/// retry budget.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_retry_plus::{Backoff, Jitter, RetryLayer};
+///
+/// let layer = RetryLayer::builder()
+///     .name("payments")
+///     .max_attempts(3)
+///     .backoff(Backoff::exponential(Duration::from_millis(50), 2.0, Duration::from_secs(2)))
+///     .jitter(Jitter::Full)
+///     .deadline(Duration::from_secs(10))
+///     .attempt_timeout(Duration::from_secs(2))
+///     .idempotency_key(true)
+///     .build()
+///     .expect("valid configuration");
+/// # let _ = layer;
+/// ```
+pub struct RetryLayer<C = HttpClassifier> {
+    config: Arc<Config<C>>,
+}
+
+impl<C> Clone for RetryLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<C> fmt::Debug for RetryLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Default for RetryLayer {
+    /// 4 attempts, exponential backoff from 100 ms to 10 s with full jitter, Retry-After honoured
+    /// up to 60 s, a 20% + 10/s budget, 64 KiB replay limit, no deadline, no key stamping.
+    fn default() -> Self {
+        RetryLayer::builder()
+            .build()
+            .expect("the default configuration is valid")
+    }
+}
+
+impl RetryLayer {
+    /// A builder starting from the [defaults](RetryLayer::default).
+    #[must_use]
+    pub fn builder() -> RetryLayerBuilder {
+        RetryLayerBuilder::new()
+    }
+}
+
+impl<C> RetryLayer<C> {
+    /// The retry budget shared by the services of this layer, if any.
+    #[must_use]
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.config.budget.as_ref()
+    }
+
+    /// The instance name labelling metrics.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+impl<S, C> Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::from_config(inner, Arc::clone(&self.config))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BudgetChoice {
+    New { ratio: f64, floor_per_sec: u32 },
+    Shared(RetryBudget),
+    Off,
+}
+
+/// Builds a [`RetryLayer`]; every setting is checked by [`build`](Self::build).
+#[derive(Clone)]
+#[must_use]
+pub struct RetryLayerBuilder<C = HttpClassifier> {
+    classifier: C,
+    backoff: Backoff,
+    jitter: Jitter,
+    max_attempts: u32,
+    deadline: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    max_retry_after: Duration,
+    budget: BudgetChoice,
+    body_limit: usize,
+    stamp_key: bool,
+    name: String,
+    seed: Option<u64>,
+}
+
+impl<C> fmt::Debug for RetryLayerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayerBuilder")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("budget", &self.budget)
+            .field("body_limit", &self.body_limit)
+            .field("idempotency_key", &self.stamp_key)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RetryLayerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryLayerBuilder {
+    /// The defaults of [`RetryLayer::default`].
+    pub fn new() -> Self {
+        Self {
+            classifier: HttpClassifier::default(),
+            backoff: Backoff::default(),
+            jitter: Jitter::default(),
+            max_attempts: 4,
+            deadline: None,
+            attempt_timeout: None,
+            max_retry_after: Duration::from_secs(60),
+            budget: BudgetChoice::New {
+                ratio: 0.2,
+                floor_per_sec: 10,
+            },
+            body_limit: DEFAULT_BODY_LIMIT,
+            stamp_key: false,
+            name: "retry".to_owned(),
+            seed: None,
+        }
+    }
+}
+
+impl<C> RetryLayerBuilder<C> {
+    /// Replaces the classifier deciding what is transient (default: [`HttpClassifier`]).
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2> {
+        RetryLayerBuilder {
+            classifier,
+            backoff: self.backoff,
+            jitter: self.jitter,
+            max_attempts: self.max_attempts,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            max_retry_after: self.max_retry_after,
+            budget: self.budget,
+            body_limit: self.body_limit,
+            stamp_key: self.stamp_key,
+            name: self.name,
+            seed: self.seed,
+        }
+    }
+
+    /// The instance name, the `name` label of every metric (default `"retry"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Attempts per request, counting the first (default 4; at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// The backoff curve (default exponential, 100 ms × 2 up to 10 s).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The jitter (default [`Jitter::Full`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// A total deadline per logical request, covering every attempt and every sleep.
+    ///
+    /// The layer never sleeps past it: when the next wait would reach it, the last outcome is
+    /// returned at once. An attempt still running at the deadline fails with
+    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// A timeout per attempt; its expiry is a transient failure
+    /// ([`AttemptTimedOut`](crate::error::AttemptTimedOut)). Must be shorter than the deadline.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest `Retry-After` honoured (default 60 s). A longer hint ends the retries at once,
+    /// returning the response that carried it.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// Uses an existing budget, e.g. one shared by the layers of every client of one upstream.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = BudgetChoice::Shared(budget);
+        self
+    }
+
+    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`).
+    pub fn budget_ratio(mut self, ratio: f64) -> Self {
+        self.budget = match self.budget {
+            BudgetChoice::New { floor_per_sec, .. } => BudgetChoice::New {
+                ratio,
+                floor_per_sec,
+            },
+            _ => BudgetChoice::New {
+                ratio,
+                floor_per_sec: 10,
+            },
+        };
+        self
+    }
+
+    /// The budget's floor: retries per second admitted whatever the ratio (default 10).
+    pub fn budget_floor_per_sec(mut self, floor_per_sec: u32) -> Self {
+        self.budget = match self.budget {
+            BudgetChoice::New { ratio, .. } => BudgetChoice::New {
+                ratio,
+                floor_per_sec,
+            },
+            _ => BudgetChoice::New {
+                ratio: 0.2,
+                floor_per_sec,
+            },
+        };
+        self
+    }
+
+    /// Retries without a budget (only `max_attempts` and the deadline limit them).
+    pub fn no_budget(mut self) -> Self {
+        self.budget = BudgetChoice::Off;
+        self
+    }
+
+    /// Request bodies up to `limit` bytes are kept for replays (default 64 KiB); larger ones are
+    /// sent once and not retried.
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    /// Stamps a generated `Idempotency-Key` (UUID v7) on requests with non-idempotent methods
+    /// that lack one, the same key on every attempt, which makes them retryable on every
+    /// transient failure against a server that deduplicates (tower-idempotency). Off by default.
+    pub fn idempotency_key(mut self, stamp: bool) -> Self {
+        self.stamp_key = stamp;
+        self
+    }
+
+    /// Seeds the jitter, for reproducible delays in tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    ///
+    /// Metric handles are registered here, with the `metrics` recorder installed at this point.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for zero attempts, a backoff whose base exceeds its max or whose
+    /// multiplier is below 1 or NaN, a zero deadline or attempt timeout, an attempt timeout not
+    /// shorter than the deadline, or a budget ratio outside `0.0..=1.0` (or NaN).
+    pub fn build(self) -> Result<RetryLayer<C>, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "max_attempts must be at least 1 (it counts the first attempt)",
+            ));
+        }
+        self.backoff.validate()?;
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(ConfigError::new("deadline must be longer than zero"));
+        }
+        if self.attempt_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new("attempt_timeout must be longer than zero"));
+        }
+        if let (Some(timeout), Some(deadline)) = (self.attempt_timeout, self.deadline) {
+            if timeout >= deadline {
+                return Err(ConfigError::new(format!(
+                    "attempt_timeout ({timeout:?}) must be shorter than the deadline ({deadline:?})"
+                )));
+            }
+        }
+        let budget = match self.budget {
+            BudgetChoice::New {
+                ratio,
+                floor_per_sec,
+            } => Some(RetryBudget::new(ratio, floor_per_sec)?),
+            BudgetChoice::Shared(budget) => Some(budget),
+            BudgetChoice::Off => None,
+        };
+        let seed = self
+            .seed
+            .unwrap_or_else(|| SeededRng::from_entropy().next_u64());
+        Ok(RetryLayer {
+            config: Arc::new(Config {
+                classifier: self.classifier,
+                backoff: self.backoff,
+                jitter: self.jitter,
+                max_attempts: self.max_attempts,
+                deadline: self.deadline,
+                attempt_timeout: self.attempt_timeout,
+                max_retry_after: self.max_retry_after,
+                budget,
+                body_limit: self.body_limit,
+                stamp_key: self.stamp_key,
+                metrics: Metrics::register(&self.name),
+                name: self.name,
+                seed,
+                sequence: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(builder: RetryLayerBuilder) -> String {
+        builder.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_a_clear_message() {
+        let b = RetryLayer::builder;
+        assert!(err(b().max_attempts(0)).contains("max_attempts must be at least 1"));
+        let ms = Duration::from_millis;
+        assert!(
+            err(b().backoff(Backoff::exponential(ms(10), 2.0, ms(5))))
+                .contains("larger than its max")
+        );
+        assert!(
+            err(b().backoff(Backoff::exponential(ms(1), f64::NAN, ms(5)))).contains("multiplier")
+        );
+        assert!(
+            err(b().deadline(ms(100)).attempt_timeout(ms(100)))
+                .contains("shorter than the deadline")
+        );
+        assert!(err(b().deadline(Duration::ZERO)).contains("deadline must be longer than zero"));
+        assert!(err(b().attempt_timeout(Duration::ZERO)).contains("attempt_timeout"));
+        assert!(err(b().budget_ratio(1.5)).contains("ratio"));
+        assert!(err(b().budget_ratio(f64::NAN)).contains("ratio"));
+    }
+
+    #[test]
+    fn defaults_and_shared_budget() {
+        let layer = RetryLayer::default();
+        assert_eq!(layer.config.max_attempts, 4);
+        assert_eq!(layer.config.max_retry_after, Duration::from_secs(60));
+        assert_eq!(layer.config.body_limit, 64 * 1024);
+        assert_eq!(layer.name(), "retry");
+        let budget = RetryBudget::default();
+        let a = RetryLayer::builder()
+            .budget(budget.clone())
+            .build()
+            .unwrap();
+        let b = RetryLayer::builder()
+            .budget(budget.clone())
+            .build()
+            .unwrap();
+        a.budget().unwrap().deposit();
+        assert_eq!(b.budget().unwrap().snapshot().requests, 1);
+        assert!(
+            RetryLayer::builder()
+                .no_budget()
+                .build()
+                .unwrap()
+                .budget()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn seeded_layers_jitter_reproducibly() {
+        let a = RetryLayer::builder().seed(9).build().unwrap();
+        let b = RetryLayer::builder().seed(9).build().unwrap();
+        for _ in 0..3 {
+            assert_eq!(a.config.rng().next_u64(), b.config.rng().next_u64());
+        }
+        assert_ne!(a.config.rng().next_u64(), a.config.rng().next_u64());
+    }
+}

@@ -1,0 +1,137 @@
+//! The [`Retry`] service.
+
+use std::{
+    fmt, mem,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower_fault::{
+    AttemptContext, BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey,
+};
+use tower_service::Service;
+
+use crate::{
+    ReplayBody, RetryOverride,
+    future::{Attempts, ResponseFuture},
+    is_idempotent,
+    layer::Config,
+};
+
+/// Retries transient failures of an HTTP service; made by [`RetryLayer`](crate::RetryLayer).
+///
+/// The inner service takes `http::Request<ReplayBody<B>>`: the layer wraps the request body so
+/// it can be sent again. It is cloned per request and driven ready again before every retry.
+pub struct Retry<S, C = HttpClassifier> {
+    inner: S,
+    config: Arc<Config<C>>,
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, C> Retry<S, C> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<C>>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, B, ResB> Service<Request<B>> for Retry<S, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+    ResB: Body,
+    C: Classify<Response<ResB>, S::Error>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, ResB, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Keep the service that was driven ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let service = mem::replace(&mut self.inner, clone);
+        let config = &self.config;
+
+        let (mut parts, body) = req.into_parts();
+        let max_attempts =
+            RetryOverride::attempts(parts.extensions.get::<RetryOverride>(), config.max_attempts);
+        if let Some(budget) = &config.budget {
+            budget.deposit();
+        }
+        let idempotent = is_idempotent(&parts.method);
+        if config.stamp_key
+            && !idempotent
+            && max_attempts > 1
+            && !parts.headers.contains_key(IDEMPOTENCY_KEY)
+        {
+            parts.headers.insert(
+                IDEMPOTENCY_KEY,
+                IdempotencyKey::generate().to_header_value(),
+            );
+        }
+        let retry_maybe_processed = idempotent || parts.headers.contains_key(IDEMPOTENCY_KEY);
+        if parts.extensions.get::<AttemptContext>().is_none() {
+            parts.extensions.insert(AttemptContext::new());
+        }
+
+        let (first, kept) = if max_attempts > 1 {
+            let body = ReplayBody::new(body, config.body_limit);
+            match body.try_clone() {
+                Some(template) => {
+                    let first = Request::from_parts(parts.clone(), body);
+                    (first, Some((parts, template)))
+                }
+                None => (Request::from_parts(parts, body), None),
+            }
+        } else {
+            (Request::from_parts(parts, ReplayBody::once(body)), None)
+        };
+
+        let attempts = Attempts::new(
+            Arc::clone(config),
+            kept,
+            max_attempts,
+            retry_maybe_processed,
+        );
+        ResponseFuture::start(service, first, attempts)
+    }
+}
