@@ -1,0 +1,174 @@
+//! The layer's response body.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_fault::body::ResponseBody;
+
+pin_project! {
+    /// The body of every response the layer returns.
+    ///
+    /// * `Full`: a body held in memory — a replay, a problem document, or a first execution's
+    ///   response the layer buffered to store it;
+    /// * `Stream`: the inner service's body, streamed untouched, possibly after the bytes the
+    ///   layer already read from it (an oversized response, or one whose reading failed: the
+    ///   error is passed on after the bytes read before it).
+    // pin-project-lite cannot carry docs on variant fields; the variants are documented.
+    #[allow(missing_docs)]
+    #[project = IdempotencyBodyProj]
+    #[derive(Debug)]
+    pub enum IdempotencyBody<B: Body> {
+        /// A complete body.
+        Full {
+            data: Option<Bytes>,
+        },
+        /// The inner body, after an already-read prefix and a pending error.
+        Stream {
+            prefix: Option<Bytes>,
+            error: Option<B::Error>,
+            #[pin]
+            body: B,
+        },
+    }
+}
+
+impl<B: Body> IdempotencyBody<B> {
+    /// A complete body.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        IdempotencyBody::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// The inner body, untouched.
+    pub const fn stream(body: B) -> Self {
+        IdempotencyBody::Stream {
+            prefix: None,
+            error: None,
+            body,
+        }
+    }
+
+    pub(crate) fn resumed(prefix: Bytes, error: Option<B::Error>, body: B) -> Self {
+        IdempotencyBody::Stream {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            error,
+            body,
+        }
+    }
+
+    pub(crate) fn from_layer(body: ResponseBody<B>) -> Self {
+        match body {
+            ResponseBody::Full { data } => IdempotencyBody::Full { data },
+            ResponseBody::Inner { body } => IdempotencyBody::stream(body),
+        }
+    }
+}
+
+impl<B> Body for IdempotencyBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            IdempotencyBodyProj::Full { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+            IdempotencyBodyProj::Stream {
+                prefix,
+                error,
+                body,
+            } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                if let Some(error) = error.take() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                body.poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            IdempotencyBody::Full { data } => data.is_none(),
+            IdempotencyBody::Stream {
+                prefix,
+                error,
+                body,
+            } => prefix.is_none() && error.is_none() && body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            IdempotencyBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            IdempotencyBody::Stream { prefix, body, .. } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn stream_yields_prefix_then_rest() {
+        let body: IdempotencyBody<Full<Bytes>> = IdempotencyBody::resumed(
+            Bytes::from_static(b"head-"),
+            None,
+            Full::new(Bytes::from_static(b"tail")),
+        );
+        assert_eq!(body.size_hint().exact(), Some(9));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "head-tail");
+    }
+
+    /// An empty body whose error type is `&'static str`.
+    struct Empty;
+
+    impl Body for Empty {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_passes_on_a_pending_error_after_prefix() {
+        let mut body = IdempotencyBody::resumed(Bytes::from_static(b"a"), Some("boom"), Empty);
+        assert!(!body.is_end_stream());
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        assert_eq!(body.frame().await.unwrap().unwrap_err(), "boom");
+        assert!(body.frame().await.is_none());
+    }
+}

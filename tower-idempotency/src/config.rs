@@ -1,0 +1,420 @@
+//! The layer's configuration and its validating builder.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use http::{HeaderName, Method, header, request::Parts};
+use tower_fault::{HttpClassifier, IDEMPOTENCY_KEY};
+
+use crate::{
+    error::ConfigError,
+    key::{Scope, authorization_principal},
+    layer::IdempotencyLayer,
+    store::{IdempotencyStore, MemoryStore},
+    waiters::Waiters,
+};
+
+/// The default retention of completed records: 24 hours.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The default lease of a claim: 60 seconds, renewed every third of it while the handler runs.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// The default limit of request and response bodies: 1 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+
+/// What a duplicate of a request still in flight gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Concurrency {
+    /// 409 with this `Retry-After` (the IETF draft's answer; the default, 1 s).
+    Reject {
+        /// The `Retry-After` of the 409.
+        retry_after: Duration,
+    },
+    /// Wait up to `max` for the first request to finish and replay its response (or execute,
+    /// if it released the key); 409 after that. Waiters on the same server are woken when the
+    /// owner finishes; across servers they poll the store with backoff (25 ms doubling to 1 s).
+    Wait {
+        /// The longest wait.
+        max: Duration,
+    },
+}
+
+/// What happens when the store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutagePolicy {
+    /// Answer 503 with this `Retry-After` and do not execute (the default, 1 s).
+    FailClosed {
+        /// The `Retry-After` of the 503.
+        retry_after: Duration,
+    },
+    /// Execute without deduplication (logged at WARN and counted as `store_error`).
+    FailOpen,
+}
+
+type PrincipalFn = dyn Fn(&Parts) -> Option<Scope> + Send + Sync;
+
+/// The validated configuration shared by a layer and its services.
+pub(crate) struct Config {
+    pub(crate) name: Arc<str>,
+    pub(crate) header: HeaderName,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) require_key: bool,
+    pub(crate) principal: Arc<PrincipalFn>,
+    pub(crate) require_principal: bool,
+    pub(crate) fingerprint_headers: Vec<HeaderName>,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) lease: Duration,
+    pub(crate) ttl: Duration,
+    pub(crate) concurrency: Concurrency,
+    pub(crate) outage: OutagePolicy,
+    pub(crate) classifier: HttpClassifier,
+    pub(crate) never_replay: Vec<HeaderName>,
+}
+
+/// Everything a layer's services share: configuration, store, local waiters.
+pub(crate) struct Shared<St> {
+    pub(crate) config: Config,
+    pub(crate) store: St,
+    pub(crate) waiters: Waiters,
+}
+
+impl<St> fmt::Debug for Shared<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("Idempotency")
+            .field("name", &c.name)
+            .field("header", &c.header)
+            .field("methods", &c.methods)
+            .field("require_key", &c.require_key)
+            .field("require_principal", &c.require_principal)
+            .field("max_request_bytes", &c.max_request_bytes)
+            .field("max_response_bytes", &c.max_response_bytes)
+            .field("lease", &c.lease)
+            .field("ttl", &c.ttl)
+            .field("concurrency", &c.concurrency)
+            .field("outage", &c.outage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`IdempotencyLayer`]; [`build`](Builder::build) validates the configuration.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::Method;
+/// use tower_idempotency::{Concurrency, IdempotencyLayer, MemoryStore, OutagePolicy, Scope};
+///
+/// let layer = IdempotencyLayer::builder()
+///     .name("payments")
+///     .store(MemoryStore::new(50_000))
+///     .methods([Method::POST])
+///     .require_key()
+///     // The caller is whoever the auth middleware in front of us put in the extensions.
+///     .principal(|parts| parts.extensions.get::<String>().map(Scope::new))
+///     .require_principal()
+///     .ttl(Duration::from_secs(72 * 3600))
+///     .concurrency(Concurrency::Wait { max: Duration::from_secs(5) })
+///     .on_store_outage(OutagePolicy::FailClosed { retry_after: Duration::from_secs(2) })
+///     .build()?;
+/// # let _ = layer;
+///
+/// let err = IdempotencyLayer::builder().ttl(Duration::ZERO).build().unwrap_err();
+/// assert!(err.to_string().contains("ttl"));
+/// # Ok::<_, tower_idempotency::error::ConfigError>(())
+/// ```
+#[must_use]
+pub struct Builder<St = MemoryStore> {
+    store: St,
+    name: String,
+    header: HeaderName,
+    methods: Vec<Method>,
+    require_key: bool,
+    principal: Arc<PrincipalFn>,
+    require_principal: bool,
+    fingerprint_headers: Vec<HeaderName>,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+    lease: Duration,
+    ttl: Duration,
+    concurrency: Concurrency,
+    outage: OutagePolicy,
+    classifier: HttpClassifier,
+    never_replay: Vec<HeaderName>,
+}
+
+impl<St: fmt::Debug> fmt::Debug for Builder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("store", &self.store)
+            .field("name", &self.name)
+            .field("methods", &self.methods)
+            .field("lease", &self.lease)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder<MemoryStore> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder<MemoryStore> {
+    /// The defaults: memory store, `Idempotency-Key`, POST and PATCH, optional key, principal
+    /// from `Authorization` (anonymous scope without it), fingerprint over `Content-Type`,
+    /// 1 MiB bodies, 60 s lease, 24 h TTL, 409 on in-flight duplicates, fail closed.
+    pub fn new() -> Self {
+        Self {
+            store: MemoryStore::default(),
+            name: "default".to_owned(),
+            header: IDEMPOTENCY_KEY,
+            methods: vec![Method::POST, Method::PATCH],
+            require_key: false,
+            principal: Arc::new(authorization_principal),
+            require_principal: false,
+            fingerprint_headers: vec![header::CONTENT_TYPE],
+            max_request_bytes: DEFAULT_MAX_BYTES,
+            max_response_bytes: DEFAULT_MAX_BYTES,
+            lease: DEFAULT_LEASE,
+            ttl: DEFAULT_TTL,
+            concurrency: Concurrency::Reject {
+                retry_after: Duration::from_secs(1),
+            },
+            outage: OutagePolicy::FailClosed {
+                retry_after: Duration::from_secs(1),
+            },
+            classifier: HttpClassifier::default(),
+            never_replay: Vec::new(),
+        }
+    }
+}
+
+impl<St> Builder<St> {
+    /// Uses another store (for instance a shared [`RedisStore`](crate::RedisStore)).
+    pub fn store<T: IdempotencyStore>(self, store: T) -> Builder<T> {
+        Builder {
+            store,
+            name: self.name,
+            header: self.header,
+            methods: self.methods,
+            require_key: self.require_key,
+            principal: self.principal,
+            require_principal: self.require_principal,
+            fingerprint_headers: self.fingerprint_headers,
+            max_request_bytes: self.max_request_bytes,
+            max_response_bytes: self.max_response_bytes,
+            lease: self.lease,
+            ttl: self.ttl,
+            concurrency: self.concurrency,
+            outage: self.outage,
+            classifier: self.classifier,
+            never_replay: self.never_replay,
+        }
+    }
+
+    /// The instance name, the `name` label of the metrics (default `default`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The request header carrying the key (default `Idempotency-Key`).
+    pub fn header(mut self, name: HeaderName) -> Self {
+        self.header = name;
+        self
+    }
+
+    /// The methods deduplicated (default POST and PATCH); others pass through.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Answers 400 to a request without a key. By default such requests pass through without
+    /// deduplication (counted as `missing_key`).
+    pub fn require_key(mut self) -> Self {
+        self.require_key = true;
+        self
+    }
+
+    /// How to tell callers apart: records are keyed by (principal, key), so two principals never
+    /// see each other's responses. The default is the `Authorization` header (hashed). `None`
+    /// means no principal: the request uses the one anonymous scope, or gets 401 with
+    /// [`require_principal`](Builder::require_principal).
+    pub fn principal<F>(mut self, extract: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Scope> + Send + Sync + 'static,
+    {
+        self.principal = Arc::new(extract);
+        self
+    }
+
+    /// Answers 401 to a keyed request without a principal instead of using the anonymous scope.
+    pub fn require_principal(mut self) -> Self {
+        self.require_principal = true;
+        self
+    }
+
+    /// The request headers that are part of the fingerprint besides method, path, query and
+    /// body (default `Content-Type`).
+    pub fn fingerprint_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.fingerprint_headers = names.into_iter().collect();
+        self
+    }
+
+    /// The largest request body of a keyed request (default 1 MiB); larger ones get 413 and the
+    /// handler does not run.
+    pub fn max_request_bytes(mut self, limit: usize) -> Self {
+        self.max_request_bytes = limit;
+        self
+    }
+
+    /// The largest response body kept for replay (default 1 MiB). A larger response streams
+    /// to the client untouched and leaves a record that answers replays with the
+    /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// The lease of a claim (default 60 s), renewed every third of it while the handler runs.
+    /// If the process dies, the next request with the key executes once the lease expires.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long completed records are kept (default 24 h).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// What in-flight duplicates get (default [`Concurrency::Reject`] with 1 s).
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// What happens when the store is unreachable (default [`OutagePolicy::FailClosed`], 1 s).
+    pub fn on_store_outage(mut self, policy: OutagePolicy) -> Self {
+        self.outage = policy;
+        self
+    }
+
+    /// The classifier deciding what is kept: responses it calls `Transient` (5xx, 408, 429 by
+    /// default) release the key so a retry executes again; all others are stored.
+    pub fn classifier(mut self, classifier: HttpClassifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// A response header never replayed, besides `Set-Cookie`, authentication and hop-by-hop
+    /// headers (which never are).
+    pub fn never_replay(mut self, name: HeaderName) -> Self {
+        self.never_replay.push(name);
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the nonsensical setting.
+    pub fn build(self) -> Result<IdempotencyLayer<St>, ConfigError>
+    where
+        St: IdempotencyStore,
+    {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name must not be empty"));
+        }
+        if self.methods.is_empty() {
+            return Err(ConfigError::new("methods must name at least one method"));
+        }
+        if self.ttl.is_zero() {
+            return Err(ConfigError::new("ttl must be greater than zero"));
+        }
+        if self.lease < Duration::from_millis(10) {
+            return Err(ConfigError::new(format!(
+                "lease must be at least 10ms (got {:?}); it is renewed every third of it",
+                self.lease
+            )));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_request_bytes must be greater than zero",
+            ));
+        }
+        if self.max_response_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_response_bytes must be greater than zero",
+            ));
+        }
+        if let Concurrency::Wait { max } = self.concurrency {
+            if max.is_zero() {
+                return Err(ConfigError::new(
+                    "Concurrency::Wait needs a max greater than zero (use Concurrency::Reject to answer 409 at once)",
+                ));
+            }
+        }
+        if self.fingerprint_headers.contains(&self.header) {
+            return Err(ConfigError::new(
+                "the idempotency key header cannot be part of the fingerprint",
+            ));
+        }
+        Ok(IdempotencyLayer::from_shared(Shared {
+            config: Config {
+                name: self.name.into(),
+                header: self.header,
+                methods: self.methods,
+                require_key: self.require_key,
+                principal: self.principal,
+                require_principal: self.require_principal,
+                fingerprint_headers: self.fingerprint_headers,
+                max_request_bytes: self.max_request_bytes,
+                max_response_bytes: self.max_response_bytes,
+                lease: self.lease,
+                ttl: self.ttl,
+                concurrency: self.concurrency,
+                outage: self.outage,
+                classifier: self.classifier,
+                never_replay: self.never_replay,
+            },
+            store: self.store,
+            waiters: Waiters::new(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonsense_is_refused_with_a_clear_message() {
+        let cases: Vec<(Builder, &str)> = vec![
+            (Builder::new().name(""), "name"),
+            (Builder::new().methods([]), "methods"),
+            (Builder::new().ttl(Duration::ZERO), "ttl"),
+            (Builder::new().lease(Duration::from_millis(1)), "lease"),
+            (Builder::new().max_request_bytes(0), "max_request_bytes"),
+            (Builder::new().max_response_bytes(0), "max_response_bytes"),
+            (
+                Builder::new().concurrency(Concurrency::Wait {
+                    max: Duration::ZERO,
+                }),
+                "Wait",
+            ),
+            (
+                Builder::new().fingerprint_headers([IDEMPOTENCY_KEY]),
+                "fingerprint",
+            ),
+        ];
+        for (builder, word) in cases {
+            let err = builder.build().unwrap_err();
+            assert!(err.message().contains(word), "{err}");
+        }
+        assert!(Builder::new().build().is_ok());
+    }
+}

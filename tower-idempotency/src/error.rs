@@ -1,0 +1,97 @@
+//! Errors: invalid configuration, and a store that could not answer.
+
+use std::{error::Error, fmt};
+
+use tower_fault::BoxError;
+
+/// A builder was given a configuration that makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// What is wrong.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid idempotency configuration: {}", self.message)
+    }
+}
+
+impl Error for ConfigError {}
+
+/// A store operation failed (unreachable, timed out, full, corrupt record).
+///
+/// The layer turns it into its outage policy (fail closed with 503, or fail open); it never
+/// reaches the client as an error value.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Option<BoxError>,
+}
+
+/// What kind of store failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The backend could not be reached or answered with an error.
+    Backend,
+    /// A bounded store is full of records it may not evict (in-flight claims).
+    Full,
+    /// A record could not be decoded.
+    Corrupt,
+}
+
+impl StoreError {
+    /// A store error of a kind, with its cause.
+    pub fn new(kind: StoreErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A store error without a cause.
+    #[must_use]
+    pub const fn from_kind(kind: StoreErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// The kind of failure.
+    #[must_use]
+    pub const fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            StoreErrorKind::Backend => "idempotency store unavailable",
+            StoreErrorKind::Full => "idempotency store is full of in-flight claims",
+            StoreErrorKind::Corrupt => "idempotency store returned a corrupt record",
+        };
+        match &self.source {
+            Some(source) => write!(f, "{what}: {source}"),
+            None => f.pad(what),
+        }
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}

@@ -1,0 +1,252 @@
+//! What identifies a record: the caller's scope, the key, the request's fingerprint, and the
+//! fencing token of a claim.
+
+use std::fmt;
+
+use http::{HeaderName, request::Parts};
+use sha2::{Digest, Sha256};
+use tower_fault::IdempotencyKey;
+
+/// The principal a record belongs to: two scopes never see each other's records.
+///
+/// Built from any string that identifies the caller (a user id, a tenant, a token); only a
+/// SHA-256 digest of it is kept, so secrets (an `Authorization` header) never reach the store.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    digest: [u8; 16],
+}
+
+impl Scope {
+    /// The scope of a principal.
+    #[must_use]
+    pub fn new(principal: impl AsRef<[u8]>) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"principal\0");
+        hasher.update(principal.as_ref());
+        let full = hasher.finalize();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        Self { digest }
+    }
+
+    /// The one scope shared by requests without a principal.
+    #[must_use]
+    pub const fn anonymous() -> Self {
+        Self { digest: [0; 16] }
+    }
+
+    /// Whether this is the anonymous scope.
+    #[must_use]
+    pub fn is_anonymous(&self) -> bool {
+        self.digest == [0; 16]
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_anonymous() {
+            f.write_str("Scope(anonymous)")
+        } else {
+            write!(f, "Scope({}…)", hex::encode(&self.digest[..4]))
+        }
+    }
+}
+
+/// The default principal: the `Authorization` header (hashed by [`Scope::new`]).
+#[must_use]
+pub fn authorization_principal(parts: &Parts) -> Option<Scope> {
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|value| Scope::new(value.as_bytes()))
+}
+
+/// The store key of a record: a digest of (scope, idempotency key).
+///
+/// Its text form is 32 hex digits (128 bits), safe in any store and free of the caller's key
+/// characters; stores may prefix it and hash-tag it (`idem:{…}`) for Redis Cluster.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RecordKey {
+    text: Box<str>,
+}
+
+impl RecordKey {
+    /// The record key of an idempotency key in a scope.
+    #[must_use]
+    pub fn new(scope: &Scope, key: &IdempotencyKey) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(scope.digest);
+        hasher.update(key.as_str().as_bytes());
+        let digest = hasher.finalize();
+        Self {
+            text: hex::encode(&digest[..16]).into_boxed_str(),
+        }
+    }
+
+    /// The key as text (32 hex digits).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// A short prefix for logs (keys are never logged in full).
+    #[must_use]
+    pub fn short(&self) -> &str {
+        &self.text[..8]
+    }
+}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordKey({}…)", self.short())
+    }
+}
+
+/// A SHA-256 fingerprint of what a request asks for: method, path and query, chosen headers and
+/// the body. The same key with another fingerprint is a misuse of the key (422).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Fingerprints a request.
+    #[must_use]
+    pub fn compute(parts: &Parts, headers: &[HeaderName], body: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(parts.method.as_str().as_bytes());
+        hasher.update(b"\n");
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        hasher.update(target.as_bytes());
+        hasher.update(b"\n");
+        for name in headers {
+            hasher.update(name.as_str().as_bytes());
+            for value in parts.headers.get_all(name) {
+                hasher.update(b":");
+                hasher.update(value.as_bytes());
+            }
+            hasher.update(b"\n");
+        }
+        hasher.update((body.len() as u64).to_be_bytes());
+        hasher.update(body);
+        Self(hasher.finalize().into())
+    }
+
+    /// The raw digest.
+    #[must_use]
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A fingerprint from its raw digest (as a store read it back).
+    #[must_use]
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// The fencing token of a claim, inserted into the request's extensions before the handler runs.
+///
+/// Completion is a compare-and-set on this token, so an owner whose lease expired can never
+/// overwrite a newer record. Tokens of one key only grow, so a handler can fence its own writes
+/// with it too (store it beside the effect and refuse a write carrying a smaller token).
+///
+/// ```
+/// use axum::{Extension, routing::post, Router};
+/// use tower_idempotency::{FencingToken, IdempotencyLayer};
+///
+/// async fn create(Extension(token): Extension<FencingToken>) -> String {
+///     format!("executed under token {}", token.get())
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/orders", post(create))
+///     .layer(IdempotencyLayer::memory());
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(u64);
+
+impl FencingToken {
+    /// A token from its value.
+    #[must_use]
+    pub const fn new(value: u64) -> Self {
+        Self(value)
+    }
+
+    /// The token's value.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, uri: &str, ct: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn fingerprint_covers_method_target_headers_body() {
+        let ct = [http::header::CONTENT_TYPE];
+        let base = Fingerprint::compute(&parts("POST", "/a?x=1", Some("json")), &ct, b"body");
+        assert_eq!(
+            base,
+            Fingerprint::compute(&parts("POST", "/a?x=1", Some("json")), &ct, b"body")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::compute(&parts("PATCH", "/a?x=1", Some("json")), &ct, b"body")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::compute(&parts("POST", "/b?x=1", Some("json")), &ct, b"body")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::compute(&parts("POST", "/a?x=2", Some("json")), &ct, b"body")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::compute(&parts("POST", "/a?x=1", Some("text")), &ct, b"body")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::compute(&parts("POST", "/a?x=1", Some("json")), &ct, b"bodY")
+        );
+        // Headers not chosen do not count.
+        assert_eq!(
+            Fingerprint::compute(&parts("POST", "/a?x=1", Some("json")), &[], b"body"),
+            Fingerprint::compute(&parts("POST", "/a?x=1", Some("text")), &[], b"body"),
+        );
+    }
+
+    #[test]
+    fn record_keys_separate_scopes() {
+        let key = IdempotencyKey::parse_str("k").unwrap();
+        let a = RecordKey::new(&Scope::new("alice"), &key);
+        let b = RecordKey::new(&Scope::new("bob"), &key);
+        assert_ne!(a, b);
+        assert_ne!(a, RecordKey::new(&Scope::anonymous(), &key));
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+}

@@ -1,0 +1,114 @@
+//! The problem+json (RFC 9457) responses the layer answers with, one stable `type` each.
+
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+use http_body::Body;
+use tower_fault::problem::Problem;
+
+use crate::body::IdempotencyBody;
+
+/// `type` of the 400 for a missing key (with `require_key`).
+pub const MISSING_KEY: &str = "https://docs.rs/tower-idempotency/problems/missing-key";
+/// `type` of the 400 for a malformed key (or more than one key header).
+pub const INVALID_KEY: &str = "https://docs.rs/tower-idempotency/problems/invalid-key";
+/// `type` of the 401 for a request without a principal (with `require_principal`).
+pub const MISSING_PRINCIPAL: &str = "https://docs.rs/tower-idempotency/problems/missing-principal";
+/// `type` of the 413 for a request body over `max_request_bytes`.
+pub const REQUEST_TOO_LARGE: &str = "https://docs.rs/tower-idempotency/problems/request-too-large";
+/// `type` of the 400 for a request body that could not be read.
+pub const UNREADABLE_BODY: &str = "https://docs.rs/tower-idempotency/problems/unreadable-body";
+/// `type` of the 409 (with `Retry-After`) for a key whose first request is still running.
+pub const IN_FLIGHT: &str = "https://docs.rs/tower-idempotency/problems/in-flight";
+/// `type` of the 422 for a key reused with another request (body, route, method, headers).
+pub const KEY_REUSED: &str = "https://docs.rs/tower-idempotency/problems/key-reused";
+/// `type` of the 409 for a key that executed but whose response was too large to keep: the
+/// request is **not** executed again.
+pub const NOT_REPLAYABLE: &str =
+    "https://docs.rs/tower-idempotency/problems/response-not-replayable";
+/// `type` of the 503 (with `Retry-After`) when the store is unreachable and the layer fails
+/// closed.
+pub const STORE_UNAVAILABLE: &str = "https://docs.rs/tower-idempotency/problems/store-unavailable";
+
+pub(crate) fn respond<B: Body>(problem: Problem) -> Response<IdempotencyBody<B>> {
+    problem
+        .into_response::<B>()
+        .map(IdempotencyBody::from_layer)
+}
+
+pub(crate) fn missing_key(header: &str) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        MISSING_KEY,
+        "Idempotency key required",
+    )
+    .detail(format!("this endpoint requires an `{header}` header"))
+}
+
+pub(crate) fn invalid_key(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        INVALID_KEY,
+        "Invalid idempotency key",
+    )
+    .detail(detail)
+}
+
+pub(crate) fn missing_principal() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        MISSING_PRINCIPAL,
+        "Authentication required",
+    )
+    .detail("idempotent requests must identify their caller")
+}
+
+pub(crate) fn request_too_large(limit: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        REQUEST_TOO_LARGE,
+        "Request body too large",
+    )
+    .detail(format!(
+        "idempotent request bodies are limited to {limit} bytes"
+    ))
+}
+
+pub(crate) fn unreadable_body() -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        UNREADABLE_BODY,
+        "Request body could not be read",
+    )
+}
+
+pub(crate) fn in_flight(retry_after: Duration) -> Problem {
+    Problem::new(StatusCode::CONFLICT, IN_FLIGHT, "Request in progress")
+        .detail("a request with this idempotency key is still being processed")
+        .retry_after(retry_after)
+}
+
+pub(crate) fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        KEY_REUSED,
+        "Idempotency key reused",
+    )
+    .detail("this idempotency key was used for a different request")
+}
+
+pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {
+    Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
+        "the request with this idempotency key was executed (status {}), but its response was larger than {limit} bytes and was not kept",
+        status.as_u16()
+    ))
+}
+
+pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        STORE_UNAVAILABLE,
+        "Idempotency store unavailable",
+    )
+    .retry_after(retry_after)
+}

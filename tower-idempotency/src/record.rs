@@ -1,0 +1,271 @@
+//! What a completed record holds, how it is encoded for a store, and which headers it keeps.
+
+use std::{error::Error, fmt};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+use crate::key::Fingerprint;
+
+/// Whether a response header is never stored nor replayed: cookies, credentials and hop-by-hop
+/// headers (`Set-Cookie`, `Set-Cookie2`, `WWW-Authenticate`, `Proxy-Authenticate`,
+/// `Authorization`, `Proxy-Authorization`, `Connection`, `Keep-Alive`, `Proxy-Connection`,
+/// `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`) and `Content-Length` (recomputed from the
+/// stored body).
+#[must_use]
+pub fn is_never_replayed(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "set-cookie"
+            | "set-cookie2"
+            | "www-authenticate"
+            | "proxy-authenticate"
+            | "authorization"
+            | "proxy-authorization"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// A response kept for replay: status, headers (every value of multi-valued ones, in order) and
+/// body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers, without those that are never replayed.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// Keeps what may be replayed of a response: drops what [`is_never_replayed`] names, the `extra` denied
+    /// names, and headers the `Connection` header names.
+    #[must_use]
+    pub fn capture(
+        status: StatusCode,
+        headers: &HeaderMap,
+        extra: &[HeaderName],
+        body: Bytes,
+    ) -> Self {
+        let connection_named: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let headers = headers
+            .iter()
+            .filter(|(name, _)| {
+                !is_never_replayed(name)
+                    && !extra.contains(name)
+                    && !connection_named.iter().any(|c| c == name.as_str())
+            })
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// What a completed key answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response, replayed as it was.
+    Response(StoredResponse),
+    /// The request executed but its response body was larger than the layer keeps; replays get
+    /// the documented `response-not-replayable` problem instead of a second execution.
+    TooLarge {
+        /// The status of the original response.
+        status: StatusCode,
+        /// The limit that was exceeded, in bytes.
+        limit: u64,
+    },
+}
+
+/// A completed record: the request's fingerprint and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedRecord {
+    /// The fingerprint of the request that executed.
+    pub fingerprint: Fingerprint,
+    /// What replays answer.
+    pub outcome: Outcome,
+}
+
+/// A record a store could not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError;
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("stored idempotency record is corrupt")
+    }
+}
+
+impl Error for DecodeError {}
+
+const TAG_RESPONSE: u8 = 1;
+const TAG_TOO_LARGE: u8 = 2;
+
+impl Outcome {
+    /// A compact binary encoding (for stores that keep bytes).
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Outcome::Response(res) => {
+                let size = res
+                    .headers
+                    .iter()
+                    .map(|(n, v)| 6 + n.as_str().len() + v.len())
+                    .sum::<usize>();
+                let mut out = BytesMut::with_capacity(5 + size + res.body.len());
+                out.put_u8(TAG_RESPONSE);
+                out.put_u16(res.status.as_u16());
+                out.put_u16(u16::try_from(res.headers.len()).unwrap_or(u16::MAX));
+                for (name, value) in res.headers.iter().take(usize::from(u16::MAX)) {
+                    out.put_u16(name.as_str().len() as u16);
+                    out.put_slice(name.as_str().as_bytes());
+                    out.put_u32(value.len() as u32);
+                    out.put_slice(value.as_bytes());
+                }
+                out.put_slice(&res.body);
+                out.freeze()
+            }
+            Outcome::TooLarge { status, limit } => {
+                let mut out = BytesMut::with_capacity(11);
+                out.put_u8(TAG_TOO_LARGE);
+                out.put_u16(status.as_u16());
+                out.put_u64(*limit);
+                out.freeze()
+            }
+        }
+    }
+
+    /// Decodes [`Outcome::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`DecodeError`] if the bytes are not such an encoding.
+    pub fn decode(mut data: Bytes) -> Result<Self, DecodeError> {
+        fn need(data: &Bytes, n: usize) -> Result<(), DecodeError> {
+            if data.remaining() < n {
+                Err(DecodeError)
+            } else {
+                Ok(())
+            }
+        }
+        need(&data, 3)?;
+        let tag = data.get_u8();
+        let status = StatusCode::from_u16(data.get_u16()).map_err(|_| DecodeError)?;
+        match tag {
+            TAG_RESPONSE => {
+                need(&data, 2)?;
+                let count = data.get_u16();
+                let mut headers = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    need(&data, 2)?;
+                    let len = usize::from(data.get_u16());
+                    need(&data, len)?;
+                    let name =
+                        HeaderName::from_bytes(&data.split_to(len)).map_err(|_| DecodeError)?;
+                    need(&data, 4)?;
+                    let len = data.get_u32() as usize;
+                    need(&data, len)?;
+                    let value = HeaderValue::from_maybe_shared(data.split_to(len))
+                        .map_err(|_| DecodeError)?;
+                    headers.push((name, value));
+                }
+                Ok(Outcome::Response(StoredResponse {
+                    status,
+                    headers,
+                    body: data,
+                }))
+            }
+            TAG_TOO_LARGE => {
+                need(&data, 8)?;
+                Ok(Outcome::TooLarge {
+                    status,
+                    limit: data.get_u64(),
+                })
+            }
+            _ => Err(DecodeError),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn capture_drops_secrets_and_hop_by_hop_keeps_multi_values() {
+        let mut headers = HeaderMap::new();
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("www-authenticate", HeaderValue::from_static("Basic"));
+        headers.append("connection", HeaderValue::from_static("close, x-hop"));
+        headers.append("x-hop", HeaderValue::from_static("1"));
+        headers.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.append("x-private", HeaderValue::from_static("p"));
+        headers.append("link", HeaderValue::from_static("<a>"));
+        headers.append("link", HeaderValue::from_static("<b>"));
+        headers.append("content-type", HeaderValue::from_static("text/plain"));
+        let stored = StoredResponse::capture(
+            StatusCode::CREATED,
+            &headers,
+            &[HeaderName::from_static("x-private")],
+            Bytes::from_static(b"x"),
+        );
+        let names: Vec<&str> = stored.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["link", "link", "content-type"]);
+        assert_eq!(stored.headers[0].1, "<a>");
+        assert_eq!(stored.headers[1].1, "<b>");
+    }
+
+    #[test]
+    fn decode_rejects_garbage() {
+        assert_eq!(Outcome::decode(Bytes::from_static(b"")), Err(DecodeError));
+        assert_eq!(
+            Outcome::decode(Bytes::from_static(b"\x09\x00\xc8")),
+            Err(DecodeError)
+        );
+        assert_eq!(
+            Outcome::decode(Bytes::from_static(b"\x01\x00\xc8\x00\x05")),
+            Err(DecodeError)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_round_trips(
+            status in 200u16..600,
+            headers in proptest::collection::vec(("[a-z][a-z0-9-]{0,20}", "[ -~]{0,40}"), 0..8),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            limit in any::<u64>(),
+        ) {
+            let res = StoredResponse {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+                    .collect(),
+                body: Bytes::from(body),
+            };
+            let outcome = Outcome::Response(res);
+            prop_assert_eq!(Outcome::decode(outcome.encode()).unwrap(), outcome);
+            let tomb = Outcome::TooLarge { status: StatusCode::from_u16(status).unwrap(), limit };
+            prop_assert_eq!(Outcome::decode(tomb.encode()).unwrap(), tomb);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! [`Idempotency`], the service.
+
+use std::{
+    fmt, mem,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_fault::{BoxError, IdempotencyKey};
+use tower_service::Service;
+
+use crate::{
+    body::IdempotencyBody,
+    config::Shared,
+    flow,
+    future::ResponseFuture,
+    key::Scope,
+    problems,
+    store::IdempotencyStore,
+    telemetry::{self, Outcome},
+};
+
+/// The service [`IdempotencyLayer`](crate::IdempotencyLayer) makes.
+///
+/// Its error is the inner service's: every failure of its own (bad key, conflict, store outage)
+/// is a problem+json response, so it fits an axum `Router` as it is.
+///
+/// The inner response body must be `Unpin` (axum's, hyper's and `http-body-util`'s bodies are);
+/// the request body must be buildable from `Bytes` (the layer reads it to fingerprint it, then
+/// hands the handler an equal body).
+pub struct Idempotency<S, St> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S: Clone, St> Clone for Idempotency<S, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for Idempotency<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .field("config", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, St> Idempotency<S, St> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared<St>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, St, B, ResB> Service<Request<B>> for Idempotency<S, St>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: IdempotencyStore,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Send + 'static,
+{
+    type Response = Response<IdempotencyBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Keep the service that was polled ready; leave a clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let config = &self.shared.config;
+        if !config.methods.contains(req.method()) {
+            return ResponseFuture::passthrough(inner.call(req));
+        }
+        let mut values = req.headers().get_all(&config.header).iter();
+        let key = match (values.next(), values.next()) {
+            (None, _) => {
+                telemetry::request(&config.name, Outcome::MissingKey);
+                if config.require_key {
+                    return ResponseFuture::ready(problems::respond(problems::missing_key(
+                        config.header.as_str(),
+                    )));
+                }
+                return ResponseFuture::passthrough(inner.call(req));
+            }
+            (Some(_), Some(_)) => Err(format!("more than one `{}` header", config.header)),
+            (Some(value), None) => IdempotencyKey::parse(value).map_err(|e| e.to_string()),
+        };
+        let key = match key {
+            Ok(key) => key,
+            Err(detail) => {
+                telemetry::request(&config.name, Outcome::InvalidKey);
+                return ResponseFuture::ready(problems::respond(problems::invalid_key(detail)));
+            }
+        };
+        let (parts, body) = req.into_parts();
+        let scope = match (config.principal)(&parts) {
+            Some(scope) => scope,
+            None if config.require_principal => {
+                telemetry::request(&config.name, Outcome::MissingPrincipal);
+                return ResponseFuture::ready(problems::respond(problems::missing_principal()));
+            }
+            None => Scope::anonymous(),
+        };
+        ResponseFuture::keyed(Box::pin(flow::run(
+            Arc::clone(&self.shared),
+            inner,
+            parts,
+            body,
+            key,
+            scope,
+        )))
+    }
+}

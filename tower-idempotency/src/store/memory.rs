@@ -1,0 +1,257 @@
+//! The in-process store: sharded, bounded, with TTL expiry.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{Claim, IdempotencyStore, StoreFuture};
+use crate::{
+    error::{StoreError, StoreErrorKind},
+    key::{FencingToken, Fingerprint, RecordKey},
+    record::CompletedRecord,
+};
+
+/// The default number of records a [`MemoryStore`] keeps.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+const MAX_SHARDS: usize = 64;
+
+/// An in-process store: the default, right for a single server instance.
+///
+/// Records live in up to 64 independently locked shards (a request locks one shard for a
+/// hash-map operation; there is no global lock). The store is bounded: when a shard is full it
+/// drops expired records, then the completed record closest to expiry; if it is full of
+/// in-flight claims, the claim fails with [`StoreErrorKind::Full`] (so the outage policy
+/// applies) rather than evicting a claim and risking a second execution.
+///
+/// Expiry follows tokio's clock, so tests can use paused time. Clones share the records.
+///
+/// ```
+/// use tower_idempotency::{IdempotencyLayer, MemoryStore};
+///
+/// let store = MemoryStore::new(10_000);
+/// // Two layers (say, two routers) sharing one store.
+/// let a = IdempotencyLayer::builder().store(store.clone()).build().unwrap();
+/// let b = IdempotencyLayer::builder().store(store).name("admin").build().unwrap();
+/// # let _ = (a, b);
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    shard_capacity: usize,
+    capacity: usize,
+    next_token: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<RecordKey, Entry>,
+}
+
+struct Entry {
+    expires: Instant,
+    state: State,
+}
+
+enum State {
+    Claimed {
+        token: FencingToken,
+        fingerprint: Fingerprint,
+    },
+    Completed(Arc<CompletedRecord>),
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &self.inner.capacity)
+            .field("shards", &self.inner.shards.len())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl MemoryStore {
+    /// A store keeping at most about `capacity` records (at least 1).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let shards = (capacity / 16).clamp(1, MAX_SHARDS);
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+                shard_capacity: capacity.div_ceil(shards),
+                capacity,
+                next_token: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The number of records held (including expired ones not yet swept).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| lock(s).map.len()).sum()
+    }
+
+    /// Whether the store holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &RecordKey) -> &Mutex<Shard> {
+        // Record keys are hex digests: their first digits are uniformly distributed.
+        let prefix = u16::from_str_radix(&key.as_str()[..4], 16).unwrap_or(0);
+        &self.inner.shards[usize::from(prefix) % self.inner.shards.len()]
+    }
+
+    fn claim_now(
+        &self,
+        key: &RecordKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = Instant::now();
+        let mut shard = lock(self.shard(key));
+        if let Some(entry) = shard.map.get(key).filter(|e| e.expires > now) {
+            return Ok(match &entry.state {
+                State::Claimed { fingerprint, .. } => Claim::InFlight {
+                    fingerprint: *fingerprint,
+                    lease_remaining: Some(entry.expires - now),
+                },
+                State::Completed(record) => Claim::Completed(Arc::clone(record)),
+            });
+        }
+        if !shard.map.contains_key(key) && shard.map.len() >= self.inner.shard_capacity {
+            shard.make_room(now, self.inner.shard_capacity)?;
+        }
+        let token = FencingToken::new(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
+        shard.map.insert(
+            key.clone(),
+            Entry {
+                expires: now + lease,
+                state: State::Claimed {
+                    token,
+                    fingerprint: *fingerprint,
+                },
+            },
+        );
+        Ok(Claim::Acquired(token))
+    }
+
+    /// Runs `f` on the live claim `token` holds; `false` if there is none.
+    fn with_claim(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        f: impl FnOnce(&mut Shard, Instant),
+    ) -> bool {
+        let now = Instant::now();
+        let mut shard = lock(self.shard(key));
+        let owned = matches!(
+            shard.map.get(key),
+            Some(Entry { expires, state: State::Claimed { token: t, .. } }) if *t == token && *expires > now
+        );
+        if owned {
+            f(&mut shard, now);
+        }
+        owned
+    }
+}
+
+impl Shard {
+    /// Frees one slot: expired records first, then the completed record closest to expiry.
+    fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
+        self.map.retain(|_, e| e.expires > now);
+        if self.map.len() < capacity {
+            return Ok(());
+        }
+        let victim = self
+            .map
+            .iter()
+            .filter(|(_, e)| matches!(e.state, State::Completed(_)))
+            .min_by_key(|(_, e)| e.expires)
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(k) => {
+                self.map.remove(&k);
+                Ok(())
+            }
+            None => Err(StoreError::from_kind(StoreErrorKind::Full)),
+        }
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl IdempotencyStore for MemoryStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+    ) -> StoreFuture<'a, Claim> {
+        let result = self.claim_now(key, fingerprint, lease);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let ok = self.with_claim(key, token, |shard, now| {
+            if let Some(entry) = shard.map.get_mut(key) {
+                entry.expires = now + lease;
+            }
+        });
+        Box::pin(std::future::ready(Ok(ok)))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: FencingToken,
+        record: &'a CompletedRecord,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let ok = self.with_claim(key, token, |shard, now| {
+            shard.map.insert(
+                key.clone(),
+                Entry {
+                    expires: now + ttl,
+                    state: State::Completed(Arc::new(record.clone())),
+                },
+            );
+        });
+        Box::pin(std::future::ready(Ok(ok)))
+    }
+
+    fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> StoreFuture<'a, bool> {
+        let ok = self.with_claim(key, token, |shard, _| {
+            shard.map.remove(key);
+        });
+        Box::pin(std::future::ready(Ok(ok)))
+    }
+}
