@@ -1,2 +1,84 @@
-//! tower-failover: part of the tower resilience suite (work in progress).
+//! Health-checked failover for tower: priority tiers of endpoints, power-of-two-choices inside
+//! a tier, active probes with hysteresis, passive ejection, and an explicit all-down policy.
+//!
+//! A [`Failover`] is built from **tiers** of **endpoints**. Tier 0 holds the primaries; later
+//! tiers are standbys that take traffic only when no primary is usable (or, with
+//! [`spill`](FailoverBuilder::spill), Envoy-style partial spill). Inside a tier, requests are
+//! spread by power of two choices on in-flight requests (or round-robin). An endpoint is a name,
+//! a base URI and a tower service; requests are rewritten to the endpoint's scheme, authority
+//! and optional path prefix, so one shared hyper or reqwest client can serve all of them.
+//!
+//! Health has two sources:
+//!
+//! * **active probes** ([`Probe`], [`HttpProbe`] shallow or deep) run by a background task
+//!   with interval, jitter, timeout, a separate unhealthy interval and bounded concurrency;
+//!   `unhealthy_threshold` failures in a row take an endpoint down and `healthy_threshold`
+//!   passes bring it back (no flapping on intermittent probe loss);
+//! * **passive ejection**: `N` consecutive `Transient` outcomes of live traffic (as classified
+//!   by tower-fault's [`HttpClassifier`](tower_fault::HttpClassifier)) eject an endpoint for
+//!   a jittered, exponentially growing time that decays while it stays healthy. It returns
+//!   after that time once a probe or one trial request passes.
+//!
+//! When nothing is usable the call fails fast with [`error::NoHealthyEndpoint`] (a
+//! `Transient`, *not processed* rejection for an outer retry), or waits a bounded time for a
+//! recovery, or ignores health ([`AllDown`]). Under tower-fault's retry, failover reads the
+//! request's [`AttemptContext`](tower_fault::AttemptContext) and sends a retried request to an
+//! endpoint it has not tried yet.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{Service, ServiceExt, service_fn};
+//! use tower_failover::{Endpoint, Failover};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_fault::BoxError> {
+//! // One "client" for every endpoint: it just echoes the URI it was sent to.
+//! let client = service_fn(|req: Request<()>| async move {
+//!     Ok::<_, Infallible>(Response::new(req.uri().to_string()))
+//! });
+//! let mut failover = Failover::builder()
+//!     .tier([Endpoint::new("primary", "http://10.0.0.1:8080", client)])
+//!     .tier([Endpoint::new("standby", "http://10.0.0.2:8080/v1", client)])
+//!     .build()?;
+//! let res = failover.ready().await?.call(Request::get("/orders").body(())?).await?;
+//! assert_eq!(res.body(), "http://10.0.0.1:8080/orders");
+//!
+//! // Take the primary out of rotation: traffic fails over to the standby.
+//! let _drain = failover.handle().remove("primary");
+//! let res = failover.ready().await?.call(Request::get("/orders").body(())?).await?;
+//! assert_eq!(res.body(), "http://10.0.0.2:8080/v1/orders");
+//! # Ok(()) }
+//! ```
+//!
+//! # Metrics
+//!
+//! `failover_endpoint_healthy{name,endpoint}` (1/0), `failover_requests_total{name,endpoint}`,
+//! `failover_ejections_total{name,endpoint,cause}` (`consecutive_failures`, `trial_failed`),
+//! `failover_active_tier{name}` (-1 when none). Handles are registered with the recorder that
+//! is current when the failover is built (or an endpoint added).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod config;
+mod endpoint;
+pub mod error;
+mod events;
+pub mod future;
+mod handle;
+mod probe;
+mod prober;
+mod server;
+mod service;
+mod shared;
+
+pub use builder::FailoverBuilder;
+pub use config::{AllDown, Balance, InitialState, TierPolicy};
+pub use endpoint::{Endpoint, EndpointInfo, EndpointSnapshot, EndpointStatus};
+pub use events::{Cause, HealthEvent, HealthEvents};
+pub use handle::{Drain, FailoverHandle};
+pub use probe::{HttpProbe, Probe, ProbeFn, ProbeFuture, ProbeOutcome, probe_fn};
+pub use server::{NO_HEALTHY_ENDPOINT_TYPE, ServerMode, ServerModeFuture};
+pub use service::Failover;
+pub use tower_fault::EndpointId;

@@ -1,0 +1,263 @@
+//! Endpoints: what the user declares, what probes and events see, and the URI rewrite.
+
+use std::{fmt, sync::Arc};
+
+use http::{
+    Request, Uri,
+    uri::{Authority, PathAndQuery, Scheme},
+};
+use tower_fault::EndpointId;
+
+use crate::error::ConfigError;
+
+/// One upstream: a unique name, a base URI and the tower service that reaches it.
+///
+/// The base URI's scheme and authority replace the request's; a non-root path in it is a prefix
+/// prepended to the request's path (`http://10.0.0.7:8080/v2` sends `/orders?id=1` to
+/// `http://10.0.0.7:8080/v2/orders?id=1`). Every endpoint can therefore share one hyper or
+/// reqwest client.
+///
+/// ```
+/// use tower::service_fn;
+/// use tower_failover::Endpoint;
+///
+/// let svc = service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) });
+/// let primary = Endpoint::new("eu-1", "http://10.0.0.7:8080", svc);
+/// # let _ = primary;
+/// ```
+pub struct Endpoint<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) base: Result<Uri, String>,
+    pub(crate) service: S,
+}
+
+impl<S> fmt::Debug for Endpoint<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Endpoint<S> {
+    /// An endpoint. An unparsable `base` is reported by `build()` (or `FailoverHandle::add`).
+    pub fn new<U>(name: impl Into<Arc<str>>, base: U, service: S) -> Self
+    where
+        U: TryInto<Uri>,
+        U::Error: fmt::Display,
+    {
+        Self {
+            name: name.into(),
+            base: base.try_into().map_err(|e| e.to_string()),
+            service,
+        }
+    }
+}
+
+/// What probes, events and snapshots know about an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The id failover assigned (the one recorded in `tower_fault::AttemptContext`).
+    pub id: EndpointId,
+    /// The configured name (unique within a failover set).
+    pub name: Arc<str>,
+    /// The priority tier, 0 being the primary.
+    pub tier: usize,
+    /// The base URI.
+    pub base_uri: Uri,
+}
+
+impl EndpointInfo {
+    /// The URI of `path_and_query` on this endpoint's authority (the base path is *not*
+    /// prepended: probe paths such as `/healthz` are absolute).
+    ///
+    /// # Panics
+    ///
+    /// Never for a valid `path_and_query` (it is parsed; an invalid one yields the root path).
+    #[must_use]
+    pub fn uri_for(&self, path_and_query: &str) -> Uri {
+        let mut parts = self.base_uri.clone().into_parts();
+        parts.path_and_query = Some(
+            PathAndQuery::try_from(path_and_query)
+                .unwrap_or_else(|_| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).unwrap_or_else(|_| self.base_uri.clone())
+    }
+}
+
+/// The health status of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EndpointStatus {
+    /// Not probed yet (initial state [`InitialState::ProbeFirst`](crate::InitialState)); takes no traffic.
+    Unknown,
+    /// Takes traffic.
+    Healthy,
+    /// Failed `unhealthy_threshold` consecutive probes; back after `healthy_threshold` passes.
+    Unhealthy,
+    /// Ejected by passive detection (consecutive transient failures of live traffic); back after
+    /// its ejection time, once a probe or one trial request passes.
+    Ejected,
+    /// Removed at runtime; in-flight requests drain, new ones never come.
+    Removed,
+}
+
+impl EndpointStatus {
+    pub(crate) const fn to_u8(self) -> u8 {
+        match self {
+            EndpointStatus::Unknown => 0,
+            EndpointStatus::Healthy => 1,
+            EndpointStatus::Unhealthy => 2,
+            EndpointStatus::Ejected => 3,
+            EndpointStatus::Removed => 4,
+        }
+    }
+
+    pub(crate) const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => EndpointStatus::Healthy,
+            2 => EndpointStatus::Unhealthy,
+            3 => EndpointStatus::Ejected,
+            4 => EndpointStatus::Removed,
+            _ => EndpointStatus::Unknown,
+        }
+    }
+
+    /// A short stable label (`unknown`, `healthy`, `unhealthy`, `ejected`, `removed`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndpointStatus::Unknown => "unknown",
+            EndpointStatus::Healthy => "healthy",
+            EndpointStatus::Unhealthy => "unhealthy",
+            EndpointStatus::Ejected => "ejected",
+            EndpointStatus::Removed => "removed",
+        }
+    }
+}
+
+impl fmt::Display for EndpointStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A point-in-time view of one endpoint (see [`FailoverHandle::endpoints`](crate::FailoverHandle::endpoints)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointSnapshot {
+    /// Who.
+    pub info: Arc<EndpointInfo>,
+    /// Its status.
+    pub status: EndpointStatus,
+    /// Requests sent to it and not finished yet.
+    pub in_flight: usize,
+    /// Consecutive transient failures of live traffic since the last success.
+    pub consecutive_failures: u32,
+    /// How many times passive detection ejected it.
+    pub ejections: u64,
+}
+
+/// The scheme, authority and optional path prefix an endpoint rewrites requests to.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: Option<Box<str>>,
+}
+
+impl Target {
+    pub(crate) fn from_base(name: &str, base: &Result<Uri, String>) -> Result<Self, ConfigError> {
+        let uri = base
+            .as_ref()
+            .map_err(|e| ConfigError::new(format!("endpoint `{name}`: invalid base URI: {e}")))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(ConfigError::new(format!(
+                "endpoint `{name}`: base URI `{uri}` needs a scheme and an authority (e.g. `http://10.0.0.7:8080`)"
+            )));
+        };
+        if uri.query().is_some() {
+            return Err(ConfigError::new(format!(
+                "endpoint `{name}`: base URI `{uri}` must not have a query"
+            )));
+        }
+        let path = uri.path().trim_end_matches('/');
+        Ok(Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            prefix: (!path.is_empty()).then(|| path.into()),
+        })
+    }
+
+    /// Points `req` at this endpoint. Allocation-free unless a path prefix is configured.
+    pub(crate) fn rewrite<B>(&self, req: &mut Request<B>) {
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        let pq = parts.path_and_query.take();
+        parts.path_and_query = Some(match (&self.prefix, pq) {
+            (None, Some(pq)) => pq,
+            (None, None) => PathAndQuery::from_static("/"),
+            (Some(prefix), pq) => {
+                let rest = pq.as_ref().map_or("/", PathAndQuery::as_str);
+                let rest = if rest.starts_with('/') {
+                    rest.to_owned()
+                } else {
+                    format!("/{rest}")
+                };
+                PathAndQuery::try_from(format!("{prefix}{rest}"))
+                    .unwrap_or_else(|_| PathAndQuery::from_static("/"))
+            }
+        });
+        // Scheme, authority and path are all set, so this cannot fail.
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(base: &str) -> Target {
+        Target::from_base("t", &base.parse::<Uri>().map_err(|e| e.to_string())).unwrap()
+    }
+
+    fn rewrite(t: &Target, uri: &str) -> String {
+        let mut req = Request::builder().uri(uri).body(()).unwrap();
+        t.rewrite(&mut req);
+        req.uri().to_string()
+    }
+
+    #[test]
+    fn rewrites_authority_and_prefix() {
+        let plain = target("http://10.0.0.7:8080");
+        assert_eq!(
+            rewrite(&plain, "https://api.example/orders?id=1"),
+            "http://10.0.0.7:8080/orders?id=1"
+        );
+        assert_eq!(rewrite(&plain, "/x"), "http://10.0.0.7:8080/x");
+        let prefixed = target("https://b.internal/v2/");
+        assert_eq!(
+            rewrite(&prefixed, "http://api/orders?id=1"),
+            "https://b.internal/v2/orders?id=1"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_bases() {
+        let relative = Target::from_base("r", &Ok(Uri::from_static("/only/path")));
+        assert!(
+            relative
+                .unwrap_err()
+                .message()
+                .contains("scheme and an authority")
+        );
+        let query = Target::from_base("q", &Ok(Uri::from_static("http://a/?x=1")));
+        assert!(query.unwrap_err().message().contains("query"));
+        let unparsable = Target::from_base("u", &Err("bad".into()));
+        assert!(unparsable.unwrap_err().message().contains("`u`"));
+    }
+}

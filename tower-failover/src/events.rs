@@ -1,0 +1,101 @@
+//! Typed health events a program can subscribe to.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+use crate::endpoint::{EndpointInfo, EndpointStatus};
+
+/// Why an endpoint's status changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// Sent once per endpoint to a new subscriber: the current status (`from == to`).
+    Snapshot,
+    /// The endpoint was added (at build time or through the handle).
+    Added,
+    /// The endpoint was removed through the handle.
+    Removed,
+    /// Active probes failed (`unhealthy_threshold` in a row, or the first one in probe-first
+    /// mode); the last failure's reason.
+    ProbeFailed(String),
+    /// Active probes passed (`healthy_threshold` in a row, the first one in probe-first mode, or
+    /// one after an ejection ended).
+    ProbePassed,
+    /// Live traffic failed transiently this many times in a row: passive ejection.
+    ConsecutiveFailures(u32),
+    /// The one trial request after an ejection succeeded.
+    TrialPassed,
+    /// The one trial request after an ejection failed: ejected again, for longer.
+    TrialFailed,
+}
+
+impl Cause {
+    /// A short stable label for logs and metrics.
+    #[must_use]
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Cause::Snapshot => "snapshot",
+            Cause::Added => "added",
+            Cause::Removed => "removed",
+            Cause::ProbeFailed(_) => "probe_failed",
+            Cause::ProbePassed => "probe_passed",
+            Cause::ConsecutiveFailures(_) => "consecutive_failures",
+            Cause::TrialPassed => "trial_passed",
+            Cause::TrialFailed => "trial_failed",
+        }
+    }
+}
+
+/// An endpoint's status changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    /// Which endpoint.
+    pub endpoint: Arc<EndpointInfo>,
+    /// The status before.
+    pub from: EndpointStatus,
+    /// The status now.
+    pub to: EndpointStatus,
+    /// Why.
+    pub cause: Cause,
+}
+
+/// The stream of [`HealthEvent`]s returned by
+/// [`FailoverHandle::subscribe`](crate::FailoverHandle::subscribe).
+///
+/// It starts with one [`Cause::Snapshot`] event per endpoint, then every change in order. Events
+/// are queued per subscriber (health changes are rare); drop the stream to unsubscribe. The
+/// stream ends when the failover set is dropped.
+#[derive(Debug)]
+pub struct HealthEvents {
+    rx: mpsc::UnboundedReceiver<HealthEvent>,
+}
+
+impl HealthEvents {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<HealthEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the failover set is gone.
+    pub async fn recv(&mut self) -> Option<HealthEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<HealthEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Stream for HealthEvents {
+    type Item = HealthEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HealthEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}

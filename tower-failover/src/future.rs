@@ -1,0 +1,258 @@
+//! The response future of [`Failover`](crate::Failover).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_fault::{AttemptContext, BoxError, Classify};
+use tower_service::Service;
+
+use crate::{
+    endpoint::EndpointStatus,
+    error::NoHealthyEndpoint,
+    shared::{Entry, Shared},
+};
+
+/// Counts a request in flight on an endpoint until it finishes or is dropped.
+pub(crate) struct CallGuard<S> {
+    pub(crate) entry: Arc<Entry<S>>,
+    pub(crate) trial: bool,
+    done: bool,
+}
+
+impl<S> CallGuard<S> {
+    /// Starts a request on `entry`: records it in the attempt context, rewrites the URI,
+    /// counts it.
+    pub(crate) fn begin<B>(
+        entry: Arc<Entry<S>>,
+        trial: bool,
+        req: &mut Request<B>,
+        ctx: Option<&AttemptContext>,
+    ) -> Self {
+        if let Some(ctx) = ctx {
+            ctx.record_endpoint(entry.info.id);
+        }
+        entry.target.rewrite(req);
+        entry.in_flight.fetch_add(1, Ordering::Relaxed);
+        entry.requests.increment(1);
+        Self {
+            entry,
+            trial,
+            done: false,
+        }
+    }
+}
+
+impl<S> Drop for CallGuard<S> {
+    fn drop(&mut self) {
+        if self.trial && !self.done {
+            // Cancelled before an answer: let another request be the trial.
+            self.entry.trial.store(false, Ordering::Release);
+        }
+        let before = self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 && self.entry.status() == EndpointStatus::Removed {
+            self.entry.drained.notify_waiters();
+        }
+    }
+}
+
+pub(crate) type WaitFuture<S> = Pin<Box<dyn Future<Output = Option<(Arc<Entry<S>>, bool)>> + Send>>;
+
+/// Waits (woken by recoveries and ejection ends, never polling) for a usable endpoint.
+pub(crate) fn wait_for_endpoint<S, C>(shared: Arc<Shared<S, C>>, max: Duration) -> WaitFuture<S>
+where
+    S: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let deadline = Instant::now() + max;
+        let mut rng = shared.clone_rng();
+        loop {
+            let notified = shared.recovered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let snap = shared.load_snapshot();
+            if let Some(i) = shared.claim_trial(&snap) {
+                return Some((snap.entries[i].clone(), true));
+            }
+            if let Some(c) = shared.candidates(&snap, &mut rng) {
+                if let Some((i, _)) = shared.pick(&snap, &c, &mut rng) {
+                    return Some((snap.entries[i].clone(), false));
+                }
+            }
+            let wake_at = shared
+                .next_trial_at(&snap)
+                .map_or(deadline, |t| t.min(deadline));
+            drop(snap);
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    })
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, B> {
+        Called { #[pin] fut: F },
+        NotReady { svc: S, req: Option<Request<B>> },
+        Waiting { wait: WaitFuture<S>, req: Option<Request<B>>, ctx: Option<AttemptContext> },
+        Failed { err: Option<NoHealthyEndpoint> },
+    }
+}
+
+pin_project! {
+    /// The response future of [`Failover`](crate::Failover).
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, S, B>,
+        guard: Option<CallGuard<S>>,
+        shared: Arc<Shared<S, C>>,
+    }
+}
+
+impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::NotReady { .. } => "not_ready",
+            State::Waiting { .. } => "waiting",
+            State::Failed { .. } => "failed",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("endpoint", &self.guard.as_ref().map(|g| &g.entry.info.name))
+            .finish()
+    }
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn called(fut: S::Future, guard: CallGuard<S>, shared: Arc<Shared<S, C>>) -> Self {
+        Self {
+            state: State::Called { fut },
+            guard: Some(guard),
+            shared,
+        }
+    }
+
+    pub(crate) fn not_ready(
+        svc: S,
+        req: Request<B>,
+        guard: CallGuard<S>,
+        shared: Arc<Shared<S, C>>,
+    ) -> Self {
+        Self {
+            state: State::NotReady {
+                svc,
+                req: Some(req),
+            },
+            guard: Some(guard),
+            shared,
+        }
+    }
+
+    pub(crate) fn waiting(
+        wait: WaitFuture<S>,
+        req: Request<B>,
+        ctx: Option<AttemptContext>,
+        shared: Arc<Shared<S, C>>,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                wait,
+                req: Some(req),
+                ctx,
+            },
+            guard: None,
+            shared,
+        }
+    }
+
+    pub(crate) fn failed(err: NoHealthyEndpoint, shared: Arc<Shared<S, C>>) -> Self {
+        Self {
+            state: State::Failed { err: Some(err) },
+            guard: None,
+            shared,
+        }
+    }
+}
+
+impl<S, B, C> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { fut } => {
+                    let res = ready!(fut.poll(cx));
+                    if let Some(guard) = this.guard.as_mut() {
+                        let class = this.shared.classifier.classify(res.as_ref());
+                        this.shared.record(&guard.entry, class, guard.trial);
+                        guard.done = true;
+                    }
+                    return Poll::Ready(res.map_err(Into::into));
+                }
+                StateProj::NotReady { svc, req } => match ready!(svc.poll_ready(cx)) {
+                    Ok(()) => {
+                        let req = req.take().expect("request present until called");
+                        let fut = svc.call(req);
+                        this.state.set(State::Called { fut });
+                    }
+                    Err(err) => {
+                        if let Some(guard) = this.guard.as_mut() {
+                            let class = this.shared.classifier.classify(Err(&err));
+                            this.shared.record(&guard.entry, class, guard.trial);
+                            guard.done = true;
+                        }
+                        return Poll::Ready(Err(err.into()));
+                    }
+                },
+                StateProj::Waiting { wait, req, ctx } => {
+                    if let Some((entry, trial)) = ready!(wait.as_mut().poll(cx)) {
+                        let mut req = req.take().expect("request present until sent");
+                        let svc = entry.service.clone();
+                        *this.guard = Some(CallGuard::begin(entry, trial, &mut req, ctx.as_ref()));
+                        this.state.set(State::NotReady {
+                            svc,
+                            req: Some(req),
+                        });
+                    } else {
+                        let hint = this.shared.retry_hint(&this.shared.load_snapshot());
+                        return Poll::Ready(Err(NoHealthyEndpoint::new(hint).into()));
+                    }
+                }
+                StateProj::Failed { err } => {
+                    let err = err.take().unwrap_or_else(|| NoHealthyEndpoint::new(None));
+                    return Poll::Ready(Err(err.into()));
+                }
+            }
+        }
+    }
+}

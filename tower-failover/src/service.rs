@@ -1,0 +1,272 @@
+//! The [`Failover`] service.
+
+use std::{
+    fmt,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+};
+
+use http::Request;
+use tower_fault::{AttemptContext, BoxError, Classify, HttpClassifier, SeededRng};
+use tower_service::Service;
+
+use crate::{
+    builder::FailoverBuilder,
+    config::AllDown,
+    error::NoHealthyEndpoint,
+    events::HealthEvents,
+    future::{CallGuard, ResponseFuture, wait_for_endpoint},
+    handle::FailoverHandle,
+    server::ServerMode,
+    shared::{Candidates, Entry, Shared, Snapshot},
+};
+
+/// Health-checked failover over priority tiers of endpoints.
+///
+/// Built with [`Failover::builder`]. Every clone shares one set of endpoints, their health and
+/// the background probe task; the task stops when the last clone (and the last
+/// [`FailoverHandle`]) is dropped.
+///
+/// * `poll_ready` is ready as soon as one usable endpoint of the active tier is ready (two
+///   random candidates first, by power of two choices on in-flight requests, then the rest of
+///   the tier); a pending endpoint never stalls the others, and the wakers of every endpoint
+///   polled are kept registered, so nothing spins. When no endpoint is usable it is ready too:
+///   the call then fails fast, waits, or goes to a trial endpoint according to [`AllDown`].
+/// * `call` rewrites the request URI to the chosen endpoint, records the endpoint in the
+///   request's [`AttemptContext`] (if any) and, when the polled endpoint was already tried by
+///   this logical request, sends it to an untried healthy endpoint instead.
+/// * Each outcome is classified with the classifier `C`: `Transient` outcomes in a row eject
+///   the endpoint (passive detection).
+///
+/// Errors are `BoxError`: the endpoint service's error, or
+/// [`NoHealthyEndpoint`](crate::error::NoHealthyEndpoint).
+pub struct Failover<S, C = HttpClassifier> {
+    pub(crate) shared: Arc<Shared<S, C>>,
+    snap: Arc<Snapshot<S>>,
+    ready: Option<(Arc<Entry<S>>, S)>,
+    pending: Vec<(Arc<Entry<S>>, S)>,
+    rng: SeededRng,
+}
+
+impl<S, C> fmt::Debug for Failover<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failover")
+            .field("name", &self.shared.name)
+            .field("endpoints", &self.snap.entries.len())
+            .field("ready", &self.ready.as_ref().map(|(e, _)| &e.info.name))
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Clone for Failover<S, C> {
+    /// A clone shares the endpoints and their health; it is not ready until polled.
+    fn clone(&self) -> Self {
+        Self::from_shared(self.shared.clone())
+    }
+}
+
+impl<S> Failover<S> {
+    /// A builder; add at least one [`tier`](FailoverBuilder::tier).
+    #[must_use]
+    pub fn builder() -> FailoverBuilder<S> {
+        FailoverBuilder::new()
+    }
+}
+
+impl<S, C> Failover<S, C> {
+    pub(crate) fn from_shared(shared: Arc<Shared<S, C>>) -> Self {
+        Self {
+            snap: shared.load_snapshot(),
+            rng: shared.clone_rng(),
+            shared,
+            ready: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The name used in metrics and logs.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A handle to add and remove endpoints and read their state.
+    #[must_use]
+    pub fn handle(&self) -> FailoverHandle<S, C> {
+        FailoverHandle::new(self.shared.clone())
+    }
+
+    /// Subscribes to health events (see [`HealthEvents`]).
+    #[must_use]
+    pub fn subscribe(&self) -> HealthEvents {
+        self.shared.subscribe()
+    }
+
+    /// Wraps this service so that "no healthy endpoint" becomes a `503` problem response
+    /// (for axum and other servers); see [`ServerMode`].
+    #[must_use]
+    pub fn server_mode(self) -> ServerMode<Self> {
+        ServerMode::new(self)
+    }
+
+    fn refresh(&mut self) {
+        if self.shared.generation.load(Ordering::Acquire) != self.snap.generation {
+            self.snap = self.shared.load_snapshot();
+        }
+    }
+}
+
+/// Whether `entry` is still a candidate for a request.
+fn eligible<S>(cands: &Candidates, snap: &Snapshot<S>, entry: &Arc<Entry<S>>) -> bool {
+    cands.admits(entry)
+        && snap.entries[cands.range.clone()]
+            .iter()
+            .any(|e| Arc::ptr_eq(e, entry))
+}
+
+impl<S, C, B> Service<Request<B>> for Failover<S, C>
+where
+    S: Service<Request<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.refresh();
+        let version = self.shared.version.load(Ordering::Acquire);
+        let Some(cands) = self.shared.candidates(&self.snap, &mut self.rng) else {
+            // All down: `call` fails fast, waits or sends a trial, per the all-down policy.
+            self.ready = None;
+            self.pending.clear();
+            return Poll::Ready(Ok(()));
+        };
+        if let Some((entry, _)) = &self.ready {
+            if eligible(&cands, &self.snap, entry) {
+                return Poll::Ready(Ok(()));
+            }
+            self.ready = None;
+        }
+        let mut failed = false;
+        // Endpoints that were pending last time keep their place (and their registered wakers).
+        let mut i = 0;
+        while i < self.pending.len() {
+            if !eligible(&cands, &self.snap, &self.pending[i].0) {
+                self.pending.swap_remove(i);
+                continue;
+            }
+            match self.pending[i].1.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.ready = Some(self.pending.swap_remove(i));
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(err)) => {
+                    let (entry, _) = self.pending.swap_remove(i);
+                    let class = self.shared.classifier.classify(Err(&err));
+                    self.shared.record(&entry, class, false);
+                    failed = true;
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        let picked = self.shared.pick(&self.snap, &cands, &mut self.rng);
+        let first = picked.map(|(a, b)| [Some(a), b]).unwrap_or_default();
+        let rest = cands
+            .range
+            .clone()
+            .filter(|i| first.iter().all(|f| *f != Some(*i)));
+        for idx in first.into_iter().flatten().chain(rest) {
+            let entry = &self.snap.entries[idx];
+            if !cands.admits(entry) || self.pending.iter().any(|(e, _)| Arc::ptr_eq(e, entry)) {
+                continue;
+            }
+            let mut svc = entry.service.clone();
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.ready = Some((entry.clone(), svc));
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(err)) => {
+                    let class = self.shared.classifier.classify(Err(&err));
+                    self.shared.record(entry, class, false);
+                    failed = true;
+                }
+                Poll::Pending => self.pending.push((entry.clone(), svc)),
+            }
+        }
+        self.shared.register_waiter(cx.waker());
+        if failed || self.shared.version.load(Ordering::Acquire) != version {
+            // Health changed while we looked (or an endpoint's readiness failed and nothing
+            // else will wake us): look again, once.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let ctx = req.extensions().get::<AttemptContext>().cloned();
+        let shared = &self.shared;
+        let snap = &self.snap;
+        if let Some(i) = shared.claim_trial(snap) {
+            // The one trial request of an endpoint whose ejection is over; the polled service
+            // stays ready for the next call.
+            let entry = snap.entries[i].clone();
+            let svc = entry.service.clone();
+            let guard = CallGuard::begin(entry, true, &mut req, ctx.as_ref());
+            return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+        }
+        let ready = self.ready.take();
+        if let Some((entry, svc)) = ready {
+            let tried = ctx.as_ref().is_some_and(|c| c.was_tried(entry.info.id));
+            if !tried {
+                let mut svc = svc;
+                let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+                let fut = svc.call(req);
+                return ResponseFuture::called(fut, guard, shared.clone());
+            }
+            let was_tried = |id| ctx.as_ref().is_some_and(|c| c.was_tried(id));
+            let cands = shared.candidates(snap, &mut self.rng);
+            if let Some(i) = shared.untried(snap, cands.as_ref(), &was_tried) {
+                self.ready = Some((entry, svc));
+                let entry = snap.entries[i].clone();
+                let svc = entry.service.clone();
+                let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+                return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+            }
+            // Every usable endpoint was tried: the polled one will do.
+            let mut svc = svc;
+            let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+            let fut = svc.call(req);
+            return ResponseFuture::called(fut, guard, shared.clone());
+        }
+        // Not polled ready: everything is down (or the caller skipped `poll_ready`).
+        let was_tried = |id| ctx.as_ref().is_some_and(|c| c.was_tried(id));
+        if let Some(cands) = shared.candidates(snap, &mut self.rng) {
+            let i = shared
+                .untried(snap, Some(&cands), &was_tried)
+                .or_else(|| shared.pick(snap, &cands, &mut self.rng).map(|(a, _)| a));
+            if let Some(i) = i {
+                let entry = snap.entries[i].clone();
+                let svc = entry.service.clone();
+                let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+                return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+            }
+        }
+        match shared.all_down {
+            AllDown::Wait(max) => {
+                let wait = wait_for_endpoint(shared.clone(), max);
+                ResponseFuture::waiting(wait, req, ctx, shared.clone())
+            }
+            AllDown::FailFast | AllDown::Panic => {
+                tracing::debug!(failover = &*shared.name, "no healthy endpoint");
+                ResponseFuture::failed(
+                    NoHealthyEndpoint::new(shared.retry_hint(snap)),
+                    shared.clone(),
+                )
+            }
+        }
+    }
+}

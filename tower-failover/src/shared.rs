@@ -1,0 +1,714 @@
+//! The state shared by every clone of a failover set: endpoints, their health, events.
+
+use std::{
+    ops::Range,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::Waker,
+    time::Duration,
+};
+
+use metrics::{Counter, Gauge};
+use tokio::{
+    sync::{Notify, mpsc},
+    time::Instant,
+};
+use tower_fault::{Class, EndpointId, SeededRng};
+
+use crate::{
+    config::{
+        AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy, ejection_time,
+    },
+    endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
+    events::{Cause, HealthEvent, HealthEvents},
+    probe::ProbeOutcome,
+};
+
+pub(crate) const REQUESTS: &str = "failover_requests_total";
+pub(crate) const HEALTHY: &str = "failover_endpoint_healthy";
+pub(crate) const EJECTIONS: &str = "failover_ejections_total";
+pub(crate) const ACTIVE_TIER: &str = "failover_active_tier";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Health bookkeeping that changes rarely, behind the entry's lock.
+#[derive(Debug, Default)]
+struct Slow {
+    probe_passes: u32,
+    probe_failures: u32,
+    /// Ejections in a row (decays while the endpoint stays healthy).
+    ejection_streak: u32,
+    recovered_at: Option<Instant>,
+}
+
+/// One endpoint: its service prototype and its health.
+pub(crate) struct Entry<S> {
+    pub(crate) info: Arc<EndpointInfo>,
+    pub(crate) target: Target,
+    pub(crate) service: S,
+    status: AtomicU8,
+    pub(crate) in_flight: AtomicUsize,
+    failures: AtomicU32,
+    ejected_until: AtomicU64,
+    pub(crate) trial: AtomicBool,
+    ejections: AtomicU64,
+    slow: Mutex<Slow>,
+    pub(crate) drained: Notify,
+    pub(crate) requests: Counter,
+    healthy_gauge: Gauge,
+    ejected_failures: Counter,
+    ejected_trial: Counter,
+}
+
+impl<S> std::fmt::Debug for Entry<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("info", &self.info)
+            .field("status", &self.status())
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Entry<S> {
+    pub(crate) fn new(
+        name: &Arc<str>,
+        info: EndpointInfo,
+        target: Target,
+        service: S,
+        status: EndpointStatus,
+    ) -> Self {
+        let labels = [
+            ("name", name.to_string()),
+            ("endpoint", info.name.to_string()),
+        ];
+        let healthy_gauge = metrics::gauge!(HEALTHY, &labels);
+        healthy_gauge.set(if status == EndpointStatus::Healthy {
+            1.0
+        } else {
+            0.0
+        });
+        let ejection = |cause: &'static str| metrics::counter!(EJECTIONS, "name" => name.to_string(), "endpoint" => info.name.to_string(), "cause" => cause);
+        Self {
+            requests: metrics::counter!(REQUESTS, &labels),
+            healthy_gauge,
+            ejected_failures: ejection("consecutive_failures"),
+            ejected_trial: ejection("trial_failed"),
+            info: Arc::new(info),
+            target,
+            service,
+            status: AtomicU8::new(status.to_u8()),
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            trial: AtomicBool::new(false),
+            ejections: AtomicU64::new(0),
+            slow: Mutex::default(),
+            drained: Notify::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn status(&self) -> EndpointStatus {
+        EndpointStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.status.load(Ordering::Acquire) == EndpointStatus::Healthy.to_u8()
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn snapshot(&self) -> EndpointSnapshot {
+        EndpointSnapshot {
+            info: self.info.clone(),
+            status: self.status(),
+            in_flight: self.load(),
+            consecutive_failures: self.failures.load(Ordering::Relaxed),
+            ejections: self.ejections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The endpoint list, sorted by tier; replaced wholesale on add/remove.
+#[derive(Debug)]
+pub(crate) struct Snapshot<S> {
+    pub(crate) generation: u64,
+    pub(crate) entries: Vec<Arc<Entry<S>>>,
+    /// `entries[tiers[t].clone()]` is tier `t` (possibly empty).
+    pub(crate) tiers: Vec<Range<usize>>,
+}
+
+impl<S> Snapshot<S> {
+    pub(crate) fn new(generation: u64, mut entries: Vec<Arc<Entry<S>>>) -> Self {
+        entries.sort_by_key(|e| e.info.tier);
+        let num_tiers = entries.last().map_or(0, |e| e.info.tier + 1);
+        let mut tiers = Vec::with_capacity(num_tiers);
+        let mut start = 0;
+        for t in 0..num_tiers {
+            let end = start
+                + entries[start..]
+                    .iter()
+                    .take_while(|e| e.info.tier == t)
+                    .count();
+            tiers.push(start..end);
+            start = end;
+        }
+        Self {
+            generation,
+            entries,
+            tiers,
+        }
+    }
+
+    /// The first tier with a healthy endpoint.
+    pub(crate) fn active_tier(&self) -> Option<usize> {
+        self.tiers
+            .iter()
+            .position(|r| self.entries[r.clone()].iter().any(|e| e.is_healthy()))
+    }
+}
+
+/// Which endpoints a pick may choose from.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidates {
+    pub(crate) range: Range<usize>,
+    /// Panic mode: every endpoint that is not removed counts as usable.
+    pub(crate) panic: bool,
+}
+
+impl Candidates {
+    #[inline]
+    pub(crate) fn admits<S>(&self, e: &Entry<S>) -> bool {
+        if self.panic {
+            e.status() != EndpointStatus::Removed
+        } else {
+            e.is_healthy()
+        }
+    }
+}
+
+/// Everything every clone of one failover set shares.
+pub(crate) struct Shared<S, C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) classifier: C,
+    pub(crate) balance: Balance,
+    pub(crate) tier_policy: TierPolicy,
+    pub(crate) all_down: AllDown,
+    pub(crate) ejection: EjectionConfig,
+    pub(crate) probe: Option<ProbeConfig>,
+    pub(crate) initial: InitialState,
+    pub(crate) snapshot: RwLock<Arc<Snapshot<S>>>,
+    pub(crate) generation: AtomicU64,
+    /// Bumped on every status or membership change (lost-wakeup check in `poll_ready`).
+    pub(crate) version: AtomicU64,
+    pub(crate) rr: AtomicUsize,
+    seed: u64,
+    clones: AtomicU64,
+    pub(crate) ejected: AtomicUsize,
+    rng: Mutex<SeededRng>,
+    waiters: Mutex<Vec<Waker>>,
+    pub(crate) recovered: Notify,
+    pub(crate) prober_wake: Arc<Notify>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<HealthEvent>>>,
+    active_tier: Gauge,
+    next_id: AtomicU64,
+    epoch: Instant,
+}
+
+impl<S, C> std::fmt::Debug for Shared<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("balance", &self.balance)
+            .field("tier_policy", &self.tier_policy)
+            .field("all_down", &self.all_down)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Drop for Shared<S, C> {
+    fn drop(&mut self) {
+        // Wakes the probe task so it notices, at once, that the set is gone.
+        self.prober_wake.notify_one();
+    }
+}
+
+pub(crate) struct SharedConfig<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) classifier: C,
+    pub(crate) balance: Balance,
+    pub(crate) tier_policy: TierPolicy,
+    pub(crate) all_down: AllDown,
+    pub(crate) ejection: EjectionConfig,
+    pub(crate) probe: Option<ProbeConfig>,
+    pub(crate) initial: InitialState,
+    pub(crate) seed: u64,
+}
+
+impl<S, C> Shared<S, C> {
+    pub(crate) fn new(cfg: SharedConfig<C>) -> Self {
+        let active_tier = metrics::gauge!(ACTIVE_TIER, "name" => cfg.name.to_string());
+        Self {
+            active_tier,
+            name: cfg.name,
+            classifier: cfg.classifier,
+            balance: cfg.balance,
+            tier_policy: cfg.tier_policy,
+            all_down: cfg.all_down,
+            ejection: cfg.ejection,
+            probe: cfg.probe,
+            initial: cfg.initial,
+            snapshot: RwLock::new(Arc::new(Snapshot::new(0, Vec::new()))),
+            generation: AtomicU64::new(0),
+            version: AtomicU64::new(0),
+            rr: AtomicUsize::new(0),
+            seed: cfg.seed,
+            clones: AtomicU64::new(0),
+            ejected: AtomicUsize::new(0),
+            rng: Mutex::new(SeededRng::new(cfg.seed ^ 0xE1EC_7ED0)),
+            waiters: Mutex::default(),
+            recovered: Notify::new(),
+            prober_wake: Arc::new(Notify::new()),
+            subscribers: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A generator for a new clone of the service (each clone draws its own sequence).
+    pub(crate) fn clone_rng(&self) -> SeededRng {
+        let n = self.clones.fetch_add(1, Ordering::Relaxed);
+        SeededRng::new(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    pub(crate) fn load_snapshot(&self) -> Arc<Snapshot<S>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn next_id(&self) -> EndpointId {
+        EndpointId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn nanos_since_epoch(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64
+    }
+
+    pub(crate) fn ejected_until(&self, e: &Entry<S>) -> Instant {
+        self.epoch + Duration::from_nanos(e.ejected_until.load(Ordering::Acquire))
+    }
+
+    // ----- selection -------------------------------------------------------------------------
+
+    /// The endpoints a request may go to now, or `None` when none is usable.
+    pub(crate) fn candidates(&self, snap: &Snapshot<S>, rng: &mut SeededRng) -> Option<Candidates> {
+        match self.tier_policy {
+            TierPolicy::Strict => {
+                for range in &snap.tiers {
+                    if snap.entries[range.clone()].iter().any(|e| e.is_healthy()) {
+                        return Some(Candidates {
+                            range: range.clone(),
+                            panic: false,
+                        });
+                    }
+                }
+            }
+            TierPolicy::Spill { overprovisioning } => {
+                let healthy = |r: &Range<usize>| {
+                    snap.entries[r.clone()]
+                        .iter()
+                        .filter(|e| e.is_healthy())
+                        .count()
+                };
+                let mut total = 0.0;
+                let mut left = 1.0;
+                for r in &snap.tiers {
+                    let share = tier_share(healthy(r), r.len(), overprovisioning, left);
+                    total += share;
+                    left -= share;
+                }
+                if total > 0.0 {
+                    let mut draw = rng.next_f64() * total;
+                    let mut left = 1.0;
+                    let mut last = None;
+                    for r in &snap.tiers {
+                        let share = tier_share(healthy(r), r.len(), overprovisioning, left);
+                        left -= share;
+                        if share > 0.0 {
+                            last = Some(r.clone());
+                            if draw < share {
+                                return Some(Candidates {
+                                    range: r.clone(),
+                                    panic: false,
+                                });
+                            }
+                            draw -= share;
+                        }
+                    }
+                    if let Some(range) = last {
+                        return Some(Candidates {
+                            range,
+                            panic: false,
+                        });
+                    }
+                }
+            }
+        }
+        if self.all_down == AllDown::Panic && !snap.entries.is_empty() {
+            return Some(Candidates {
+                range: 0..snap.entries.len(),
+                panic: true,
+            });
+        }
+        None
+    }
+
+    /// The first and (if any) second choice among `cands` (indices into the snapshot).
+    pub(crate) fn pick(
+        &self,
+        snap: &Snapshot<S>,
+        cands: &Candidates,
+        rng: &mut SeededRng,
+    ) -> Option<(usize, Option<usize>)> {
+        let slice = &snap.entries[cands.range.clone()];
+        let k = slice.iter().filter(|e| cands.admits(e)).count();
+        if k == 0 {
+            return None;
+        }
+        let nth = |n: usize| {
+            slice
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| cands.admits(e))
+                .nth(n)
+                .map_or(cands.range.start, |(i, _)| cands.range.start + i)
+        };
+        match self.balance {
+            Balance::P2c => {
+                if k == 1 {
+                    return Some((nth(0), None));
+                }
+                let a = rng.below(k as u64) as usize;
+                let mut b = rng.below(k as u64 - 1) as usize;
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (nth(a), nth(b));
+                if snap.entries[b].load() < snap.entries[a].load() {
+                    Some((b, Some(a)))
+                } else {
+                    Some((a, Some(b)))
+                }
+            }
+            Balance::RoundRobin => {
+                let n = self.rr.fetch_add(1, Ordering::Relaxed) % k;
+                Some((nth(n), (k > 1).then(|| nth((n + 1) % k))))
+            }
+        }
+    }
+
+    /// A healthy endpoint this request has not tried yet, preferring the active tier, then the
+    /// tiers after it, then those before it.
+    pub(crate) fn untried(
+        &self,
+        snap: &Snapshot<S>,
+        cands: Option<&Candidates>,
+        tried: &dyn Fn(EndpointId) -> bool,
+    ) -> Option<usize> {
+        let admits = |e: &Entry<S>| cands.map_or_else(|| e.is_healthy(), |c| c.admits(e));
+        let start = cands.map_or(0, |c| c.range.start);
+        let n = snap.entries.len();
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| admits(&snap.entries[i]) && !tried(snap.entries[i].info.id))
+    }
+
+    /// Claims the one trial request of an ejected endpoint whose ejection time is over, if any
+    /// (only in or above the active tier: a trial never moves traffic to a standby).
+    pub(crate) fn claim_trial(&self, snap: &Snapshot<S>) -> Option<usize> {
+        if self.ejected.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let now = self.nanos_since_epoch(Instant::now());
+        let max_tier = snap.active_tier().unwrap_or(usize::MAX);
+        snap.entries.iter().position(|e| {
+            e.info.tier <= max_tier
+                && e.status() == EndpointStatus::Ejected
+                && e.ejected_until.load(Ordering::Acquire) <= now
+                && e.trial
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+        })
+    }
+
+    /// When an endpoint might become usable again: the earliest end of an ejection, or the
+    /// unhealthy probe interval.
+    pub(crate) fn retry_hint(&self, snap: &Snapshot<S>) -> Option<Duration> {
+        let now = Instant::now();
+        let ejection = snap
+            .entries
+            .iter()
+            .filter(|e| e.status() == EndpointStatus::Ejected)
+            .map(|e| self.ejected_until(e).saturating_duration_since(now))
+            .min();
+        ejection.or_else(|| self.probe.as_ref().map(|p| p.unhealthy_interval))
+    }
+
+    /// The earliest moment an ejected endpoint becomes eligible for a trial.
+    pub(crate) fn next_trial_at(&self, snap: &Snapshot<S>) -> Option<Instant> {
+        snap.entries
+            .iter()
+            .filter(|e| e.status() == EndpointStatus::Ejected && !e.trial.load(Ordering::Acquire))
+            .map(|e| self.ejected_until(e))
+            .min()
+    }
+
+    // ----- waking ----------------------------------------------------------------------------
+
+    pub(crate) fn register_waiter(&self, waker: &Waker) {
+        let mut waiters = lock(&self.waiters);
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Called after the endpoint list or any status changed.
+    pub(crate) fn changed(&self, snap: &Snapshot<S>) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.active_tier
+            .set(snap.active_tier().map_or(-1.0, |t| t as f64));
+        self.recovered.notify_waiters();
+        self.wake_all();
+    }
+
+    // ----- events ----------------------------------------------------------------------------
+
+    pub(crate) fn subscribe(&self) -> HealthEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subs = lock(&self.subscribers);
+        for e in &self.load_snapshot().entries {
+            let status = e.status();
+            let _ = tx.send(HealthEvent {
+                endpoint: e.info.clone(),
+                from: status,
+                to: status,
+                cause: Cause::Snapshot,
+            });
+        }
+        subs.push(tx);
+        HealthEvents::new(rx)
+    }
+
+    pub(crate) fn emit(&self, event: HealthEvent) {
+        let mut subs = lock(&self.subscribers);
+        subs.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    // ----- transitions -----------------------------------------------------------------------
+
+    /// Moves `e` to `to` (the caller holds `e.slow`). Emits the event, logs, updates metrics.
+    fn set_status(&self, e: &Entry<S>, slow: &mut Slow, to: EndpointStatus, cause: Cause) {
+        let from = e.status();
+        if from == to {
+            return;
+        }
+        e.status.store(to.to_u8(), Ordering::Release);
+        if from == EndpointStatus::Ejected {
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+        if to == EndpointStatus::Ejected {
+            self.ejected.fetch_add(1, Ordering::AcqRel);
+        }
+        if to == EndpointStatus::Healthy {
+            slow.recovered_at = Some(Instant::now());
+            e.failures.store(0, Ordering::Relaxed);
+        }
+        e.healthy_gauge.set(if to == EndpointStatus::Healthy {
+            1.0
+        } else {
+            0.0
+        });
+        let (name, endpoint) = (&*self.name, &*e.info.name);
+        if to == EndpointStatus::Healthy {
+            tracing::info!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint healthy");
+        } else if from == EndpointStatus::Healthy || to == EndpointStatus::Ejected {
+            tracing::warn!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint out of rotation");
+        } else {
+            tracing::info!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint status changed");
+        }
+        self.emit(HealthEvent {
+            endpoint: e.info.clone(),
+            from,
+            to,
+            cause,
+        });
+        self.changed(&self.load_snapshot());
+    }
+
+    fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
+        let now = Instant::now();
+        let cfg = &self.ejection;
+        if let Some(recovered) = slow.recovered_at {
+            if !cfg.decay.is_zero() {
+                let stable =
+                    now.saturating_duration_since(recovered).as_nanos() / cfg.decay.as_nanos();
+                slow.ejection_streak = slow
+                    .ejection_streak
+                    .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
+            }
+        }
+        slow.ejection_streak = slow.ejection_streak.saturating_add(1);
+        let d = ejection_time(
+            cfg.base,
+            cfg.max,
+            slow.ejection_streak,
+            &mut lock(&self.rng),
+        );
+        e.ejected_until
+            .store(self.nanos_since_epoch(now + d), Ordering::Release);
+        e.ejections.fetch_add(1, Ordering::Relaxed);
+        match cause {
+            Cause::TrialFailed => e.ejected_trial.increment(1),
+            _ => e.ejected_failures.increment(1),
+        }
+        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
+        e.failures.store(0, Ordering::Relaxed);
+        if e.status() == EndpointStatus::Ejected {
+            // A failed trial: same status, longer ejection; still worth an event.
+            self.emit(HealthEvent {
+                endpoint: e.info.clone(),
+                from: EndpointStatus::Ejected,
+                to: EndpointStatus::Ejected,
+                cause,
+            });
+            self.changed(&self.load_snapshot());
+        } else {
+            self.set_status(e, slow, EndpointStatus::Ejected, cause);
+        }
+    }
+
+    /// Feeds the class of a finished request to passive detection.
+    pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: bool) {
+        if class.is_transient() {
+            if trial {
+                let mut slow = lock(&e.slow);
+                if e.status() == EndpointStatus::Ejected {
+                    self.eject(e, &mut slow, Cause::TrialFailed);
+                }
+                e.trial.store(false, Ordering::Release);
+                return;
+            }
+            let threshold = self.ejection.consecutive_failures;
+            if threshold == 0 {
+                return;
+            }
+            let n = e.failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if n >= threshold && e.is_healthy() {
+                let mut slow = lock(&e.slow);
+                if e.is_healthy() {
+                    self.eject(e, &mut slow, Cause::ConsecutiveFailures(n));
+                }
+            }
+        } else {
+            if e.failures.load(Ordering::Relaxed) != 0 {
+                e.failures.store(0, Ordering::Relaxed);
+            }
+            if trial {
+                let mut slow = lock(&e.slow);
+                if e.status() == EndpointStatus::Ejected {
+                    self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::TrialPassed);
+                }
+                e.trial.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Feeds one probe verdict through the hysteresis.
+    pub(crate) fn on_probe(&self, e: &Entry<S>, outcome: ProbeOutcome) {
+        let Some(cfg) = &self.probe else { return };
+        let mut slow = lock(&e.slow);
+        let status = e.status();
+        match outcome {
+            ProbeOutcome::Healthy => {
+                slow.probe_passes = slow.probe_passes.saturating_add(1);
+                slow.probe_failures = 0;
+                let to_healthy = match status {
+                    EndpointStatus::Unknown => true,
+                    EndpointStatus::Unhealthy => slow.probe_passes >= cfg.healthy_threshold,
+                    EndpointStatus::Ejected => Instant::now() >= self.ejected_until(e),
+                    EndpointStatus::Healthy | EndpointStatus::Removed => false,
+                };
+                if to_healthy {
+                    self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::ProbePassed);
+                }
+            }
+            ProbeOutcome::Unhealthy(reason) => {
+                slow.probe_failures = slow.probe_failures.saturating_add(1);
+                slow.probe_passes = 0;
+                tracing::debug!(failover = &*self.name, endpoint = &*e.info.name, %reason, failures = slow.probe_failures, "probe failed");
+                let to_unhealthy = match status {
+                    EndpointStatus::Unknown => true,
+                    EndpointStatus::Healthy | EndpointStatus::Ejected => {
+                        slow.probe_failures >= cfg.unhealthy_threshold
+                    }
+                    EndpointStatus::Unhealthy | EndpointStatus::Removed => false,
+                };
+                if to_unhealthy {
+                    self.set_status(
+                        e,
+                        &mut slow,
+                        EndpointStatus::Unhealthy,
+                        Cause::ProbeFailed(reason.into_owned()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Marks `e` removed (new requests never pick it; in-flight ones finish).
+    pub(crate) fn mark_removed(&self, e: &Entry<S>) {
+        let mut slow = lock(&e.slow);
+        self.set_status(e, &mut slow, EndpointStatus::Removed, Cause::Removed);
+    }
+
+    /// Announces a new endpoint.
+    pub(crate) fn announce(&self, e: &Entry<S>) {
+        let status = e.status();
+        self.emit(HealthEvent {
+            endpoint: e.info.clone(),
+            from: EndpointStatus::Unknown,
+            to: status,
+            cause: Cause::Added,
+        });
+    }
+}
+
+/// The share of traffic a tier takes under spill (before normalisation).
+pub(crate) fn tier_share(healthy: usize, total: usize, overprovisioning: f64, left: f64) -> f64 {
+    if total == 0 || left <= 0.0 {
+        return 0.0;
+    }
+    (healthy as f64 / total as f64 * overprovisioning)
+        .min(1.0)
+        .min(left)
+}
