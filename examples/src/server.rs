@@ -5,7 +5,16 @@
 //! `axum::serve` hides the sockets; this accept loop over `hyper::server::conn::http1` keeps
 //! them, which is what a fault injector needs.
 
-use std::{convert::Infallible, io, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -13,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
-    sync::watch,
+    sync::{Notify, watch},
     task::{JoinHandle, JoinSet},
 };
 use tower::ServiceExt;
@@ -65,8 +74,10 @@ impl ChaosServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Takes the server down: the listener is closed (connects are refused) and every open
-    /// connection is reset.
+    /// Takes the server down: the listener is closed (connects are refused), idle connections
+    /// are reset at once, and a connection with a request in flight is reset as soon as that
+    /// request's response is produced (a drain: work already started completes, as when a
+    /// process is stopped by an orchestrator).
     pub fn go_down(&self) {
         self.down.send_replace(true);
     }
@@ -187,19 +198,99 @@ async fn serve_connection<S, B>(
     };
     let handle = ConnHandle::new();
     let per_request = handle.clone();
+    let busy = Arc::new(Busy::default());
+    let tracker = Arc::clone(&busy);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(per_request.clone());
-        service.clone().oneshot(req)
+        let guard = tracker.enter();
+        let fut = service.clone().oneshot(req);
+        // The guard lives in the response body: the request counts as in flight until its
+        // response has been handed to the connection in full.
+        async move {
+            fut.await.map(|res| {
+                res.map(|inner| GuardedBody {
+                    inner,
+                    _guard: guard,
+                })
+            })
+        }
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let outage = async {
+        let _ = down.wait_for(|is_down| *is_down).await;
+        busy.idle().await;
+    };
     tokio::select! {
+        // Polled first: a response being written is flushed before an outage reset.
+        biased;
         _ = conn => return,
         () = handle.reset_requested() => {}
-        _ = down.wait_for(|is_down| *is_down) => stats.outage_reset(),
+        () = outage => stats.outage_reset(),
     }
     let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+}
+
+/// Requests in flight on one connection.
+#[derive(Debug, Default)]
+struct Busy {
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+struct BusyGuard(Arc<Busy>);
+
+pin_project_lite::pin_project! {
+    struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        _guard: BusyGuard,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Busy {
+    fn enter(self: &Arc<Self>) -> BusyGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        BusyGuard(Arc::clone(self))
+    }
+
+    async fn idle(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
 }
 
 fn split_for_reset(stream: TcpStream) -> io::Result<(TcpStream, std::net::TcpStream)> {
@@ -305,5 +396,41 @@ mod tests {
         }
         assert!(back, "the server comes back on the same address");
         assert_eq!(ledger.times_recorded("c"), 1);
+    }
+
+    #[tokio::test]
+    async fn going_down_drains_the_request_in_flight() {
+        let ledger = Ledger::new();
+        let plan = FaultPlan {
+            spike: 1.0,
+            spike_delay: (Duration::from_millis(300), Duration::from_millis(300)),
+            ..FaultPlan::default()
+        };
+        let (server, faults) = start(plan, &ledger).await;
+        let client = reqwest::Client::new();
+        let slow = tokio::spawn(
+            client
+                .post(server.url("/payments"))
+                .json(&payment("slow"))
+                .send(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.go_down();
+        let res = slow
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
+        assert_eq!(res.status(), 201);
+        assert_eq!(ledger.times_recorded("slow"), 1);
+        let err = client
+            .post(server.url("/payments"))
+            .json(&payment("late"))
+            .send()
+            .await
+            .expect_err("down");
+        assert!(
+            err.is_connect() || tower_fault::inspect(&err).kind == tower_fault::ErrorKind::Reset
+        );
+        assert_eq!(faults.stats().snapshot().outage_resets, 1);
     }
 }
