@@ -1,0 +1,561 @@
+//! Behaviour of the retry layer against scripted upstreams, on tokio's paused clock.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tower_fault::{AttemptContext, BoxError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey};
+use tower_retry_plus::{
+    Backoff, Jitter, ReplayBody, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome,
+    RetryOverride,
+    error::{AttemptTimedOut, DeadlineExceeded},
+};
+
+use support::{Step, call, chunked, get, post, scripted};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Fast, deterministic settings: constant 10 ms backoff, no jitter, no budget.
+fn fast() -> RetryLayerBuilder {
+    RetryLayer::builder()
+        .backoff(Backoff::constant(10 * MS))
+        .jitter(Jitter::None)
+        .no_budget()
+}
+
+fn info<B>(res: &Response<B>) -> RetryInfo {
+    *res.extensions()
+        .get::<RetryInfo>()
+        .expect("RetryInfo on the final response")
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_503_503_then_returns_200() {
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(503)]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.len(), 3);
+    let attempts: Vec<u32> = log.all().iter().map(|s| s.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3], "AttemptContext advanced per attempt");
+    let info = info(&res);
+    assert_eq!(
+        (info.attempts, info.total_delay, info.outcome),
+        (3, 20 * MS, RetryOutcome::Success)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failure_is_sent_once() {
+    let (upstream, log) = scripted([Step::Status(404)]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(log.len(), 1);
+    assert_eq!(info(&res).outcome, RetryOutcome::Permanent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_returns_the_last_response_with_its_body() {
+    let (upstream, log) = scripted([Step::Status(503); 10]);
+    let mut svc = fast().max_attempts(3).build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(log.len(), 3);
+    assert_eq!(info(&res).outcome, RetryOutcome::Exhausted);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "attempt 3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_503_without_key_is_not_retried() {
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(503)]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(log.len(), 1);
+    assert_eq!(info(&res).outcome, RetryOutcome::UnsafeMethod);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_503_with_key_is_retried() {
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(503)]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let mut req = post("http://up/pay", "{}");
+    req.headers_mut()
+        .insert(IDEMPOTENCY_KEY, "order-42".parse().unwrap());
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stamped_key_is_the_same_on_every_attempt_and_only_on_unsafe_methods() {
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(502)]);
+    let mut svc = fast()
+        .idempotency_key(true)
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let res = call(&mut svc, post("http://up/pay", "{\"amount\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = log.all();
+    assert_eq!(seen.len(), 3);
+    let keys: Vec<_> = seen
+        .iter()
+        .map(|s| s.headers.get(IDEMPOTENCY_KEY).cloned().unwrap())
+        .collect();
+    assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+    let key = IdempotencyKey::parse(&keys[0]).unwrap();
+    assert_eq!(uuid_version(key.as_str()), '7');
+    assert!(seen.iter().all(|s| s.body == "{\"amount\":1}"));
+
+    let (upstream, log) = scripted([]);
+    let mut svc = fast()
+        .idempotency_key(true)
+        .build()
+        .unwrap()
+        .layer(upstream);
+    call(&mut svc, get("http://up/")).await.unwrap();
+    assert!(log.all()[0].headers.get(IDEMPOTENCY_KEY).is_none());
+}
+
+fn uuid_version(s: &str) -> char {
+    s.chars().nth(14).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_failures_that_prove_no_processing_are_retried() {
+    let (upstream, log) = scripted([Step::Refused, Step::Status(429), Step::Rejected(MS)]);
+    let mut svc = fast().max_attempts(5).build().unwrap().layer(upstream);
+    let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_reset_after_send_without_key_is_not_retried() {
+    let (upstream, log) = scripted([Step::Reset]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let err = call(&mut svc, post("http://up/pay", "{}"))
+        .await
+        .unwrap_err();
+    let io = err
+        .downcast_ref::<std::io::Error>()
+        .expect("the inner error is returned");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(log.len(), 1);
+
+    // the same failure is retried for an idempotent method
+    let (upstream, log) = scripted([Step::Reset]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(
+        &mut svc,
+        Request::put("http://up/x").body(support::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_sets_the_next_delay() {
+    let (upstream, log) = scripted([Step::StatusRetryAfter(429, "2")]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = log.all();
+    assert_eq!(seen.len(), 2);
+    let waited = seen[1].at - seen[0].at;
+    assert!(waited >= Duration::from_secs(2), "waited only {waited:?}");
+    assert!(waited < Duration::from_millis(2_100), "waited {waited:?}");
+    assert_eq!(info(&res).total_delay, Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_rejection_hint_is_waited_out() {
+    let (upstream, log) = scripted([Step::Rejected(Duration::from_secs(3))]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = log.all();
+    assert!(seen[1].at - seen[0].at >= Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_past_the_deadline_returns_at_once() {
+    let (upstream, log) = scripted([Step::StatusRetryAfter(503, "5")]);
+    let mut svc = fast()
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let start = Instant::now();
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO, "slept uselessly");
+    assert_eq!(res.status(), 503);
+    assert_eq!(log.len(), 1);
+    assert_eq!(info(&res).outcome, RetryOutcome::Deadline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_above_the_cap_returns_at_once() {
+    let (upstream, log) = scripted([Step::StatusRetryAfter(503, "120")]);
+    let mut svc = fast()
+        .max_retry_after(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let start = Instant::now();
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!((res.status().as_u16(), log.len()), (503, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_is_never_exceeded() {
+    let deadline = Duration::from_secs(1);
+    for (steps, attempt_timeout, backoff) in [
+        (vec![Step::Hang; 10], Some(300 * MS), 100 * MS),
+        (vec![Step::Status(503); 10], None, 350 * MS),
+        (vec![Step::Hang], None, 10 * MS),
+        (
+            vec![Step::Status(503), Step::Hang, Step::Status(503)],
+            Some(900 * MS),
+            50 * MS,
+        ),
+    ] {
+        let (upstream, _log) = scripted(steps);
+        let mut builder = RetryLayer::builder()
+            .max_attempts(10)
+            .deadline(deadline)
+            .backoff(Backoff::constant(backoff))
+            .jitter(Jitter::None);
+        if let Some(t) = attempt_timeout {
+            builder = builder.attempt_timeout(t);
+        }
+        let mut svc = builder.build().unwrap().layer(upstream);
+        let start = Instant::now();
+        let result = call(&mut svc, get("http://up/")).await;
+        assert!(start.elapsed() <= deadline, "took {:?}", start.elapsed());
+        if let Err(err) = result {
+            assert!(
+                err.is::<DeadlineExceeded>() || err.is::<AttemptTimedOut>(),
+                "unexpected error {err}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_is_a_transient_failure() {
+    let (upstream, log) = scripted([Step::Hang]);
+    let mut svc = fast()
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let start = Instant::now();
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.len(), 2);
+    assert_eq!(start.elapsed(), Duration::from_secs(1) + 10 * MS);
+
+    // a timed-out POST may have been processed: not retried
+    let (upstream, log) = scripted([Step::Hang]);
+    let mut svc = fast()
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let err = call(&mut svc, post("http://up/pay", "{}"))
+        .await
+        .unwrap_err();
+    assert!(err.is::<AttemptTimedOut>(), "{err}");
+    assert_eq!(log.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_are_replayed_identical() {
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(500)]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let req = Request::put("http://up/doc")
+        .body(chunked(&["alpha-", "beta-", "gamma"]))
+        .unwrap();
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let bodies: Vec<_> = log.all().into_iter().map(|s| s.body).collect();
+    assert_eq!(bodies, ["alpha-beta-gamma"; 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_limit_streaming_body_is_sent_once_and_whole() {
+    let (upstream, log) = scripted([Step::Status(503)]);
+    let mut svc = fast().body_limit(8).build().unwrap().layer(upstream);
+    let req = Request::put("http://up/doc")
+        .body(chunked(&["0123", "4567", "89ab", "cdef"]))
+        .unwrap();
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(info(&res).outcome, RetryOutcome::NotReplayable);
+    let seen = log.all();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, "0123456789abcdef");
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_request_overrides() {
+    let (upstream, log) = scripted([Step::Status(503); 10]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let mut req = get("http://up/");
+    req.extensions_mut().insert(RetryOverride::disabled());
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!((res.status().as_u16(), log.len()), (503, 1));
+
+    let mut req = get("http://up/");
+    req.extensions_mut().insert(RetryOverride::max_attempts(2));
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(info(&res).attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_caps_retries_under_a_total_outage() {
+    for (ratio, floor) in [(0.2, 0), (0.5, 0), (0.0, 1), (1.0, 0)] {
+        let (upstream, log) = scripted([Step::Status(503); 10_000]);
+        let mut svc = fast()
+            .backoff(Backoff::constant(Duration::ZERO))
+            .budget_ratio(ratio)
+            .budget_floor_per_sec(floor)
+            .build()
+            .unwrap()
+            .layer(upstream);
+        let requests = 500;
+        for _ in 0..requests {
+            let res = call(&mut svc, get("http://up/")).await.unwrap();
+            assert_eq!(res.status(), 503);
+        }
+        let attempts = log.len() as f64;
+        let bound = f64::from(requests) * (1.0 + ratio) + f64::from(floor) * 10.0;
+        assert!(
+            attempts <= bound,
+            "ratio {ratio}: {attempts} attempts > {bound}"
+        );
+        // without a budget it would be 4 attempts per request
+        assert!(
+            attempts >= bound - 4.0,
+            "ratio {ratio}: budget too strict ({attempts})"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_is_shared_by_clones_of_the_layer() {
+    let layer = fast()
+        .budget_ratio(0.0)
+        .budget_floor_per_sec(0)
+        .build()
+        .unwrap();
+    let (upstream, log) = scripted([Step::Status(503); 4]);
+    let mut a = layer.clone().layer(upstream.clone());
+    let mut b = layer.layer(upstream);
+    let res = call(&mut a, get("http://up/")).await.unwrap();
+    assert_eq!(info(&res).outcome, RetryOutcome::BudgetExhausted);
+    call(&mut b, get("http://up/")).await.unwrap();
+    assert_eq!(log.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_context_carries_tried_endpoints() {
+    let seen_tried = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&seen_tried);
+    let upstream = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let ctx = req.extensions().get::<AttemptContext>().cloned().unwrap();
+            let flag = Arc::clone(&flag);
+            async move {
+                if ctx.attempt() == 2 {
+                    flag.store(ctx.was_tried(EndpointId(1)), Ordering::SeqCst);
+                }
+                ctx.record_endpoint(EndpointId(ctx.attempt().into()));
+                let status = if ctx.attempt() == 1 { 503 } else { 200 };
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(status)
+                        .body(support::empty())
+                        .unwrap(),
+                )
+            }
+        },
+    );
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        seen_tried.load(Ordering::SeqCst),
+        "attempt 2 did not see endpoint 1 as tried"
+    );
+}
+
+/// Counts `poll_ready` calls, to prove readiness is driven per attempt.
+#[derive(Clone)]
+struct CountReady<S> {
+    inner: S,
+    ready: Arc<AtomicUsize>,
+}
+
+impl<S: Service<R>, R> Service<R> for CountReady<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.ready.fetch_add(1, Ordering::SeqCst);
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_service_is_driven_ready_for_every_attempt() {
+    let (upstream, _log) = scripted([Step::Status(503), Step::Status(503)]);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut svc = fast().build().unwrap().layer(CountReady {
+        inner: upstream,
+        ready: Arc::clone(&ready),
+    });
+    call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(ready.load(Ordering::SeqCst), 3);
+}
+
+/// A response body that says whether it was read to its end.
+struct Tracked {
+    data: Option<Bytes>,
+    finished: Arc<AtomicUsize>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.data.take() {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None => {
+                self.finished.fetch_add(1, Ordering::SeqCst);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn discarded_response_bodies_are_drained() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (f, c) = (Arc::clone(&finished), Arc::clone(&calls));
+    let upstream = tower::service_fn(
+        move |_req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let body = Tracked {
+                data: Some(Bytes::from_static(b"error page")),
+                finished: Arc::clone(&f),
+            };
+            let status = if n < 2 { 503 } else { 200 };
+            async move { Ok::<_, BoxError>(Response::builder().status(status).body(body).unwrap()) }
+        },
+    );
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        2,
+        "both 503 bodies read to their end"
+    );
+}
+
+#[test]
+fn metrics_and_retry_info() {
+    let capture = test_support::metrics::Capture::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let layer = fast().name("orders").max_attempts(4).build().unwrap();
+        let (upstream, _log) = scripted([Step::Status(503), Step::Status(503), Step::Status(200)]);
+        let mut svc = layer.clone().layer(upstream);
+        let res = call(&mut svc, get("http://up/")).await.unwrap();
+        assert_eq!(info(&res).attempts, 3);
+        let (upstream, _log) = scripted([Step::Status(503); 4]);
+        let mut svc = layer.clone().layer(upstream);
+        let res = call(&mut svc, get("http://up/")).await.unwrap();
+        assert_eq!((info(&res).attempts, info(&res).total_delay), (4, 30 * MS));
+        let (upstream, _log) = scripted([Step::Status(503)]);
+        let mut svc = layer.layer(upstream);
+        call(&mut svc, post("http://up/", "x")).await.unwrap();
+    });
+    let snap = capture.snapshot();
+    let requests = |outcome| {
+        snap.counter(
+            "retry_requests_total",
+            &[("name", "orders"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(requests("success"), Some(1));
+    assert_eq!(requests("exhausted"), Some(1));
+    assert_eq!(requests("unsafe_method"), Some(1));
+    assert_eq!(requests("budget_exhausted"), Some(0));
+    assert_eq!(
+        snap.counter("retry_attempts_total", &[("name", "orders")]),
+        Some(3 + 4 + 1)
+    );
+    assert_eq!(
+        snap.histogram_count("retry_backoff_seconds", &[("name", "orders")]),
+        2 + 3
+    );
+    assert!(
+        snap.histogram("retry_backoff_seconds", &[("name", "orders")])
+            .iter()
+            .all(|s| (*s - 0.01).abs() < 1e-9)
+    );
+}
+
+#[test]
+fn retry_service_is_clone_send_sync_and_its_future_is_send() {
+    fn assert_bounds<T: Clone + Send + Sync + 'static>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+    let (upstream, _log) = scripted::<http_body_util::Full<Bytes>>([]);
+    let mut svc = RetryLayer::default().layer(upstream);
+    assert_bounds(&svc);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let fut = svc.call(get("http://up/"));
+    assert_send(&fut);
+}
