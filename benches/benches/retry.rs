@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use resilience_benches::alloc::CountingAlloc;
 use resilience_benches::drive::call_now;
-use resilience_benches::fixtures::{BareHttp, bare_http, http_request};
+use resilience_benches::fixtures::{BareHttp, BareHttpOf, bare_http, bare_http_of, http_request};
 use resilience_benches::parallel::{bench_parallel, runtime};
 use resilience_benches::report::{self, BARE, bench_calls};
 use tower::Layer;
@@ -59,8 +59,33 @@ fn resilience_retry() -> ResilienceRetry {
         .layer(bare_http())
 }
 
+type Ours = tower_retry_plus::Retry<BareHttpOf<tower_retry_plus::ReplayBody<Full<Bytes>>>>;
+
+/// Ours with its defaults (4 attempts, full-jitter exponential backoff, the shared retry budget).
+fn ours() -> Ours {
+    tower_retry_plus::RetryLayer::default().layer(bare_http_of())
+}
+
+/// Ours without the retry budget (no shared counter touched per request).
+fn ours_no_budget() -> Ours {
+    tower_retry_plus::RetryLayer::builder()
+        .no_budget()
+        .build()
+        .expect("valid config")
+        .layer(bare_http_of())
+}
+
+const GROUP: &str = "retry (no retry needed)";
+const MULTI: &str = "retry, multi-threaded (ns/call, wall clock, request built in the loop)";
+
 fn single(c: &mut criterion::Criterion) {
-    let mut g = report::group(c, "retry");
+    // Our layer needs a tokio context (its timers); nothing is spawned or slept on this path.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let _guard = rt.enter();
+    let mut g = report::group(c, GROUP);
     let mut bare = bare_http();
     bench_calls(&mut g, BARE, http_request, move |r| call_now(&mut bare, r));
     let mut clone_only = bare_http();
@@ -77,12 +102,23 @@ fn single(c: &mut criterion::Criterion) {
     bench_calls(&mut g, "tower-resilience retry", http_request, move |r| {
         call_now(&mut rr, r)
     });
+    let mut o = ours();
+    bench_calls(&mut g, "ours (tower-retry-plus)", http_request, move |r| {
+        call_now(&mut o, r)
+    });
+    let mut o = ours_no_budget();
+    bench_calls(&mut g, "ours, no budget", http_request, move |r| {
+        call_now(&mut o, r)
+    });
     g.finish();
+    report::compare(GROUP, "ours (tower-retry-plus)", "tower::retry");
+    report::compare(GROUP, "ours, no budget", "tower::retry");
+    report::compare(GROUP, "ours (tower-retry-plus)", "tower-resilience retry");
 }
 
 fn multi(c: &mut criterion::Criterion) {
     let rt = runtime();
-    let mut g = report::group(c, "retry, multi-threaded (ns/call, wall clock)");
+    let mut g = report::group(c, MULTI);
     for tasks in [1, 2, 8] {
         let bare = bare_http();
         bench_parallel(&mut g, &rt, &format!("bare/{tasks} tasks"), tasks, || {
@@ -99,6 +135,16 @@ fn multi(c: &mut criterion::Criterion) {
                 let mut s = tr.clone();
                 move || drop(black_box(call_now(&mut s, http_request())))
             },
+        );
+        let o = ours();
+        bench_parallel(&mut g, &rt, &format!("ours/{tasks} tasks"), tasks, || {
+            let mut s = o.clone();
+            move || drop(black_box(call_now(&mut s, http_request())))
+        });
+        report::compare(
+            MULTI,
+            &format!("ours/{tasks} tasks"),
+            &format!("tower::retry/{tasks} tasks"),
         );
     }
     g.finish();

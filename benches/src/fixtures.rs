@@ -27,14 +27,17 @@ pub fn http_request() -> Request<Full<Bytes>> {
 /// The future of the bare services: answers at once.
 pub type BareFuture<T> = Ready<Result<T, Infallible>>;
 
-/// A bare `service_fn` answering `200` with an empty `Full<Bytes>` body.
-pub type BareHttp = ServiceFn<fn(Request<Full<Bytes>>) -> BareFuture<Response<Full<Bytes>>>>;
+/// A bare `service_fn` over `http::Request<B>` answering `200` with an empty `Full<Bytes>` body.
+pub type BareHttpOf<B> = ServiceFn<fn(Request<B>) -> BareFuture<Response<Full<Bytes>>>>;
+
+/// [`BareHttpOf`] the shared request's body type.
+pub type BareHttp = BareHttpOf<Full<Bytes>>;
 
 /// A bare `service_fn` over `http::Request<()>` answering `200` with `()`: the breaker group's
 /// inner service, so the breaker's own cost is what is measured.
 pub type BareUnit = ServiceFn<fn(Request<()>) -> BareFuture<Response<()>>>;
 
-fn answer_http(_req: Request<Full<Bytes>>) -> BareFuture<Response<Full<Bytes>>> {
+fn answer_http<B>(_req: Request<B>) -> BareFuture<Response<Full<Bytes>>> {
     ready(Ok(Response::new(Full::new(Bytes::new()))))
 }
 
@@ -45,7 +48,13 @@ fn answer_unit(_req: Request<()>) -> BareFuture<Response<()>> {
 /// The bare HTTP service.
 #[must_use]
 pub fn bare_http() -> BareHttp {
-    tower::service_fn(answer_http as fn(_) -> _)
+    bare_http_of()
+}
+
+/// The bare HTTP service over any request body type (e.g. a retry layer's replayable body).
+#[must_use]
+pub fn bare_http_of<B>() -> BareHttpOf<B> {
+    tower::service_fn(answer_http::<B> as fn(_) -> _)
 }
 
 /// The bare unit service.

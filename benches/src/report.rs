@@ -7,7 +7,6 @@
 //! overhead over the group's bare service, and the ratios asked for with [`compare`]) and writes it
 //! to `target/bench-report/<bench>.md`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -34,10 +33,30 @@ struct Stats {
     note: Option<String>,
 }
 
+/// The rows of one group, in the order they were first measured.
+#[derive(Debug, Default)]
+struct Rows(Vec<(String, Stats)>);
+
+impl Rows {
+    fn get(&self, id: &str) -> Option<&Stats> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, s)| s)
+    }
+
+    fn entry(&mut self, id: &str) -> &mut Stats {
+        let idx = if let Some(i) = self.0.iter().position(|(i, _)| i == id) {
+            i
+        } else {
+            self.0.push((id.to_owned(), Stats::default()));
+            self.0.len() - 1
+        };
+        &mut self.0[idx].1
+    }
+}
+
 #[derive(Debug, Default)]
 struct Book {
     /// group → id → stats, in insertion order of groups.
-    groups: Vec<(String, BTreeMap<String, Stats>)>,
+    groups: Vec<(String, Rows)>,
     /// group → (ours, peer) pairs to print as ratios.
     pairs: Vec<(String, String, String)>,
 }
@@ -54,10 +73,10 @@ fn with_stats(group: &str, id: &str, f: impl FnOnce(&mut Stats)) {
     let idx = if let Some(i) = book.groups.iter().position(|(g, _)| g == group) {
         i
     } else {
-        book.groups.push((group.to_owned(), BTreeMap::new()));
+        book.groups.push((group.to_owned(), Rows::default()));
         book.groups.len() - 1
     };
-    f(book.groups[idx].1.entry(id.to_owned()).or_default());
+    f(book.groups[idx].1.entry(id));
 }
 
 /// Records one externally timed sample (for benches that cannot use [`bench_calls`], such as
@@ -197,7 +216,7 @@ pub fn render() -> String {
         let _ = writeln!(out, "\n### {group}\n");
         let _ = writeln!(out, "| bench | ns/call | allocs/call | over bare | note |");
         let _ = writeln!(out, "|---|---:|---:|---:|---|");
-        for (id, stats) in rows {
+        for (id, stats) in &rows.0 {
             let Some(ns) = stats.ns_per_call() else {
                 continue;
             };
