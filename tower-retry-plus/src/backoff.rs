@@ -196,6 +196,8 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
@@ -231,6 +233,60 @@ mod tests {
             seen_below_nominal |= d < 7 * MS;
         }
         assert!(seen_below_nominal, "equal jitter never randomised");
+    }
+
+    fn any_jitter() -> impl Strategy<Value = Jitter> {
+        prop_oneof![
+            Just(Jitter::None),
+            Just(Jitter::Full),
+            Just(Jitter::Equal),
+            Just(Jitter::Decorrelated),
+        ]
+    }
+
+    fn any_backoff() -> impl Strategy<Value = Backoff> {
+        (0u64..5_000, 0u64..60_000, 1.0f64..10.0, 0u8..3).prop_map(|(a, b, multiplier, kind)| {
+            let (base, max) = (
+                Duration::from_millis(a.min(b)),
+                Duration::from_millis(a.max(b)),
+            );
+            match kind {
+                0 => Backoff::exponential(base, multiplier, max),
+                1 => Backoff::constant(base),
+                _ => Backoff::decorrelated(base, max),
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn jitter_stays_within_its_bounds(
+            backoff in any_backoff(),
+            jitter in any_jitter(),
+            retry in 1u32..200,
+            previous_ms in 0u64..120_000,
+            seed: u64,
+        ) {
+            prop_assert!(backoff.validate().is_ok());
+            let previous = Duration::from_millis(previous_ms);
+            let nominal = backoff.nominal(retry, previous);
+            prop_assert!(nominal <= backoff.max());
+            let mut rng = SeededRng::new(seed);
+            let d = backoff.delay(jitter, retry, previous, &mut rng);
+            let low = match jitter {
+                Jitter::None => nominal,
+                Jitter::Full => Duration::ZERO,
+                Jitter::Equal => nominal / 2,
+                Jitter::Decorrelated => backoff.base().min(nominal),
+            };
+            prop_assert!(low <= d && d <= nominal, "{d:?} outside [{low:?}, {nominal:?}]");
+        }
+
+        #[test]
+        fn exponential_never_shrinks(base_ms in 1u64..1_000, multiplier in 1.0f64..4.0, retry in 1u32..100) {
+            let b = Backoff::exponential(Duration::from_millis(base_ms), multiplier, Duration::from_secs(30));
+            prop_assert!(b.nominal(retry, Duration::ZERO) <= b.nominal(retry + 1, Duration::ZERO));
+        }
     }
 
     #[test]
