@@ -1,2 +1,97 @@
-//! tower-breaker: part of the tower resilience suite (work in progress).
+//! A lock-free circuit breaker for tower, with true sliding windows and bounded half-open probes.
+//!
+//! A [`Breaker`] watches the outcomes of calls to one upstream and stops sending to it when it
+//! fails too often, so callers fail fast and the upstream can recover:
+//!
+//! * **Closed** — calls flow; each outcome is classified by tower-fault ([`Classify`]):
+//!   `Transient` is a failure, `Permanent` is ignored (a 404 says nothing about the upstream's
+//!   health), `Success` a success. The breaker trips on any of: a failure rate at or above a
+//!   threshold once `minimum_calls` are in the window; a slow-call rate at or above a threshold
+//!   (a call slower than `slow_call_duration` is slow even if it succeeded); N consecutive
+//!   failures. The window is either the last N calls ([`Window::Count`], a true ring) or the
+//!   last D ([`Window::Time`], fixed buckets).
+//! * **Open** — calls are rejected at once with a [`BreakerError`](error::BreakerError) whose
+//!   `retry_after()` is the remaining open time and whose `source()` is a
+//!   [`tower_fault::Rejected`], so an outer retry waits and failover moves on. The open duration
+//!   grows exponentially (with jitter) on consecutive re-opens and falls back after the breaker
+//!   stays closed; a longer upstream `Retry-After` (429/503) stretches it.
+//! * **Half-open** — at most `half_open_permits` probes are admitted, exactly, under any
+//!   concurrency; a dropped probe frees its permit; that many successes close the breaker, a
+//!   failure (or a half-open deadline with probes still in flight) re-opens it.
+//!
+//! The closed path is atomics only: admitting a call is one load, recording a success after a
+//! success is one `fetch_add` and one load. No mutex, no allocation, no boxed future.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_breaker::{Breaker, State, Window};
+//! use tower_fault::{BoxError, RetryAfterHint};
+//!
+//! let breaker = Breaker::builder()
+//!     .name("inventory")
+//!     .window(Window::count(20))
+//!     .minimum_calls(10)
+//!     .failure_rate_threshold(0.5)
+//!     .open_duration(Duration::from_secs(5), Duration::from_secs(60))
+//!     .build()
+//!     .unwrap();
+//! let mut client = ServiceBuilder::new()
+//!     .layer(breaker.layer())
+//!     .service(service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, BoxError>(http::Response::builder().status(502).body(()).unwrap())
+//!     }));
+//!
+//! for _ in 0..10 {
+//!     let _ = client.ready().await.unwrap().call(http::Request::new(())).await;
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! let err = client.ready().await.unwrap().call(http::Request::new(())).await.unwrap_err();
+//! let open = err.downcast_ref::<tower_breaker::error::BreakerError>().unwrap();
+//! assert!(open.retry_after().unwrap() <= Duration::from_secs(5));
+//! # }
+//! ```
+//!
+//! Also here: manual control ([`Breaker::force_open`], [`Breaker::force_closed`],
+//! [`Breaker::disable`], [`Breaker::reset`]), typed transition events
+//! ([`Breaker::subscribe`]), keyed breakers in a bounded map with an open-fraction guard
+//! ([`keyed::KeyedBreakerLayer`]), and a server mode answering `503` + `Retry-After` +
+//! problem+json for axum routers ([`BreakerLayer::server_mode`]).
+//!
+//! # Metrics
+//!
+//! With the default `metrics` feature: `breaker_state{name}` (0 closed, 1 half-open, 2 open),
+//! `breaker_transitions_total{name,from,to}`, `breaker_calls_total{name,result}` (`success`,
+//! `failure`, `slow`, `ignored`, `rejected`). The call counters are registered when the breaker
+//! is built — install your recorder first. Transitions are also logged with `tracing` at WARN.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod breaker;
+mod config;
+mod core;
+pub mod error;
+mod events;
+pub mod future;
+mod guard;
+pub mod keyed;
+mod layer;
+pub mod server;
+mod service;
+mod state;
+mod telemetry;
+mod window;
+
+pub use breaker::{Breaker, OwnedPermit, Permit};
+pub use config::{BreakerBuilder, Outcome, Window};
+pub use events::{Cause, SUBSCRIBER_CAPACITY, Transition, Transitions};
+pub use keyed::KeyedBreakerLayer;
+pub use layer::BreakerLayer;
+pub use server::ServerBreakerLayer;
+pub use service::CircuitBreaker;
+pub use state::State;
+pub use window::WindowCounts;
+
+#[doc(no_inline)]
+pub use tower_fault::{Class, Classify, HttpClassifier};

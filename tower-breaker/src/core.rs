@@ -1,0 +1,604 @@
+//! The shared state machine behind a [`Breaker`](crate::Breaker) handle.
+//!
+//! The closed path reads one word (state + generation) to admit a call and, to record it,
+//! touches the window (one `fetch_add` and one load for a success after a success) plus, on a
+//! failure, one counter. Everything that changes state happens under a mutex that only
+//! transitions take, so transitions are serialised and their events are published in order.
+
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tower_fault::{Class, SeededRng};
+
+use crate::{
+    Outcome, State,
+    config::Config,
+    error::BreakerError,
+    events::{Cause, Subscribers, Transition, Transitions},
+    guard::FleetGuard,
+    state::{half_open, pack, unpack},
+    telemetry::{CallResult, Telemetry},
+    window::{CALL, FAILURE, SLOW, Window, WindowCounts},
+};
+
+const NEVER: u64 = u64::MAX;
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// How a permit's outcome is to be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Closed: recorded in the window, evaluated by the trip rules.
+    Tracked,
+    /// A half-open probe.
+    Probe,
+    /// Disabled: recorded in the window and metrics, never trips.
+    MetricsOnly,
+    /// Forced closed: only counted in metrics.
+    Untracked,
+}
+
+/// The admission ticket of one call (no reference to the breaker: the holder has one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawPermit {
+    generation: u64,
+    kind: Kind,
+    start: Option<Instant>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: Arc<str>,
+    cfg: Config,
+    window: Window,
+    start: Instant,
+    /// `generation << 3 | state`.
+    state: AtomicU64,
+    /// See [`half_open`].
+    half_open: AtomicU64,
+    /// Nanoseconds since `start` at which an open breaker lets probes through.
+    open_until: AtomicU64,
+    /// Nanoseconds since `start` at which the breaker went half-open.
+    half_open_since: AtomicU64,
+    consecutive: AtomicU64,
+    /// How many consecutive re-opens the current open duration is for.
+    streak: AtomicU64,
+    /// When the breaker last closed after having been open ([`NEVER`] if never).
+    closed_at: AtomicU64,
+    /// The largest `Retry-After` (ns) of a failure since the last transition.
+    retry_hint: AtomicU64,
+    rng: AtomicU64,
+    /// Taken by transitions only; holds the event subscribers.
+    lock: Mutex<Subscribers>,
+    telemetry: Telemetry,
+    guard: Option<Arc<FleetGuard>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .field("window", &self.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(
+        name: String,
+        cfg: Config,
+        window: Window,
+        seed: u64,
+        guard: Option<Arc<FleetGuard>>,
+    ) -> Self {
+        Self {
+            telemetry: Telemetry::new(&name),
+            name: name.into(),
+            cfg,
+            window,
+            start: Instant::now(),
+            state: AtomicU64::new(pack(0, State::Closed)),
+            half_open: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
+            consecutive: AtomicU64::new(0),
+            streak: AtomicU64::new(0),
+            closed_at: AtomicU64::new(NEVER),
+            retry_hint: AtomicU64::new(0),
+            rng: AtomicU64::new(seed),
+            lock: Mutex::new(Subscribers::default()),
+            guard,
+        }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.start))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Subscribers> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn state(&self) -> State {
+        unpack(self.state.load(Acquire)).1
+    }
+
+    pub(crate) fn counts(&self) -> WindowCounts {
+        let now = if self.window.needs_clock() {
+            self.now_nanos()
+        } else {
+            0
+        };
+        // A momentarily inconsistent count window settles within a few records.
+        (0..64)
+            .find_map(|_| self.window.snapshot(now))
+            .unwrap_or_default()
+    }
+
+    /// The remaining open time, if the breaker is open.
+    pub(crate) fn remaining_open(&self) -> Option<Duration> {
+        if self.state() != State::Open {
+            return None;
+        }
+        let until = self.open_until.load(Acquire);
+        Some(Duration::from_nanos(until.saturating_sub(self.now_nanos())))
+    }
+
+    pub(crate) fn subscribe(&self) -> Transitions {
+        self.lock().subscribe()
+    }
+
+    /// A uniform draw in `[0, 1)` from the breaker's seeded SplitMix64 sequence (lock-free).
+    pub(crate) fn random_f64(&self) -> f64 {
+        SeededRng::new(self.rng.fetch_add(GOLDEN_GAMMA, Relaxed)).next_f64()
+    }
+
+    #[inline]
+    fn start_time(&self) -> Option<Instant> {
+        self.cfg.slow_call_duration.map(|_| Instant::now())
+    }
+
+    // ----- admission -------------------------------------------------------------------------
+
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Result<RawPermit, BreakerError> {
+        let word = self.state.load(Acquire);
+        let (generation, state) = unpack(word);
+        if state == State::Closed {
+            return Ok(RawPermit {
+                generation,
+                kind: Kind::Tracked,
+                start: self.start_time(),
+            });
+        }
+        self.acquire_slow(word)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, mut word: u64) -> Result<RawPermit, BreakerError> {
+        // Each pass either answers or follows a transition; a breaker cannot change state more
+        // than a few times while one caller looks at it, but bound the loop anyway.
+        for _ in 0..16 {
+            let (generation, state) = unpack(word);
+            let permit = |kind| RawPermit {
+                generation,
+                kind,
+                start: self.start_time(),
+            };
+            match state {
+                State::Closed => return Ok(permit(Kind::Tracked)),
+                State::ForcedClosed => return Ok(permit(Kind::Untracked)),
+                State::Disabled => return Ok(permit(Kind::MetricsOnly)),
+                State::ForcedOpen => return Err(self.reject(State::ForcedOpen, None)),
+                State::Open => {
+                    let now = self.now_nanos();
+                    let until = self.open_until.load(Acquire);
+                    if now < until {
+                        let remaining = Duration::from_nanos(until - now);
+                        return Err(self.reject(State::Open, Some(remaining)));
+                    }
+                    self.open_elapsed(word, now);
+                }
+                State::HalfOpen => match self.admit_probe(generation) {
+                    Ok(()) => return Ok(permit(Kind::Probe)),
+                    Err(Full::Stale) => {}
+                    Err(Full::Full { in_flight }) => {
+                        let timed_out = self.cfg.half_open_timeout.is_some_and(|timeout| {
+                            in_flight > 0
+                                && self
+                                    .now_nanos()
+                                    .saturating_sub(self.half_open_since.load(Relaxed))
+                                    >= nanos(timeout)
+                        });
+                        if !timed_out {
+                            return Err(self.reject(State::HalfOpen, None));
+                        }
+                        self.reopen(word, Cause::HalfOpenTimeout);
+                    }
+                },
+            }
+            word = self.state.load(Acquire);
+        }
+        let state = unpack(word).1;
+        Err(self.reject(state, None))
+    }
+
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> BreakerError {
+        self.telemetry.call(CallResult::Rejected);
+        BreakerError::new(state, retry_after)
+    }
+
+    fn admit_probe(&self, generation: u64) -> Result<(), Full> {
+        let permits = self.cfg.half_open_permits;
+        let mut word = self.half_open.load(Acquire);
+        loop {
+            if !half_open::generation_matches(word, generation) {
+                return Err(Full::Stale);
+            }
+            let in_flight = half_open::in_flight(word);
+            if in_flight + half_open::successes(word) >= permits {
+                return Err(Full::Full { in_flight });
+            }
+            match self
+                .half_open
+                .compare_exchange_weak(word, word + 1, AcqRel, Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    fn release_probe(&self, generation: u64, success: bool) -> Option<u64> {
+        let mut word = self.half_open.load(Acquire);
+        loop {
+            if !half_open::generation_matches(word, generation) || half_open::in_flight(word) == 0 {
+                return None;
+            }
+            let next = if success {
+                word - 1 + (1 << 16)
+            } else {
+                word - 1
+            };
+            match self
+                .half_open
+                .compare_exchange_weak(word, next, AcqRel, Acquire)
+            {
+                Ok(_) => return Some(half_open::successes(next)),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    // ----- recording -------------------------------------------------------------------------
+
+    /// A permit dropped without an outcome (a cancelled call): frees a probe slot.
+    pub(crate) fn release(&self, permit: RawPermit) {
+        if permit.kind == Kind::Probe {
+            self.release_probe(permit.generation, false);
+        }
+    }
+
+    pub(crate) fn record(&self, permit: RawPermit, class: Class) {
+        let outcome = match class {
+            Class::Success => Outcome::Success,
+            Class::Transient { .. } => Outcome::Failure,
+            Class::Permanent => self.cfg.permanent,
+        };
+        let clock = permit.start.is_some() || self.window.needs_clock();
+        let now = clock.then(Instant::now);
+        let slow = match (self.cfg.slow_call_duration, permit.start, now) {
+            (Some(limit), Some(start), Some(now)) if outcome != Outcome::Ignored => {
+                now.saturating_duration_since(start) >= limit
+            }
+            _ => false,
+        };
+        self.telemetry.call(match (outcome, slow) {
+            (Outcome::Ignored, _) => CallResult::Ignored,
+            (Outcome::Failure, _) => CallResult::Failure,
+            (Outcome::Success, true) => CallResult::Slow,
+            (Outcome::Success, false) => CallResult::Success,
+        });
+        let now_nanos = now.map_or(0, |now| nanos(now.saturating_duration_since(self.start)));
+        match permit.kind {
+            Kind::Untracked => {}
+            Kind::MetricsOnly => {
+                if outcome != Outcome::Ignored
+                    && self.state.load(Acquire) == pack(permit.generation, State::Disabled)
+                {
+                    self.window.record(sample(outcome, slow), now_nanos);
+                }
+            }
+            Kind::Tracked => self.record_closed(permit.generation, outcome, slow, class, now_nanos),
+            Kind::Probe => self.record_probe(permit.generation, outcome, class),
+        }
+    }
+
+    #[inline]
+    fn record_closed(&self, generation: u64, outcome: Outcome, slow: bool, class: Class, now: u64) {
+        if outcome == Outcome::Ignored {
+            return;
+        }
+        let word = self.state.load(Acquire);
+        if word != pack(generation, State::Closed) {
+            return; // admitted before a transition: says nothing about the current state
+        }
+        self.window.record(sample(outcome, slow), now);
+        if outcome == Outcome::Failure {
+            self.note_hint(class);
+            let run = self.consecutive.fetch_add(1, Relaxed) + 1;
+            if self
+                .cfg
+                .consecutive_failures
+                .is_some_and(|limit| run >= u64::from(limit))
+            {
+                self.trip(word, Cause::ConsecutiveFailures, None);
+                return;
+            }
+        } else if self.consecutive.load(Relaxed) != 0 {
+            self.consecutive.store(0, Relaxed);
+        }
+        if outcome == Outcome::Failure || slow {
+            self.evaluate(word, now);
+        }
+    }
+
+    fn note_hint(&self, class: Class) {
+        if let Some(hint) = class.retry_after()
+            && self.cfg.honor_retry_after
+        {
+            self.retry_hint.fetch_max(nanos(hint), Relaxed);
+        }
+    }
+
+    #[cold]
+    fn evaluate(&self, word: u64, now: u64) {
+        let Some(counts) = self.window.snapshot(now) else {
+            return;
+        };
+        if counts.calls < self.cfg.minimum_calls {
+            return;
+        }
+        if self
+            .cfg
+            .failure_rate
+            .is_some_and(|t| counts.failure_rate() >= t)
+        {
+            self.trip(word, Cause::FailureRate, Some(counts));
+        } else if self
+            .cfg
+            .slow_call_rate
+            .is_some_and(|t| counts.slow_call_rate() >= t)
+        {
+            self.trip(word, Cause::SlowCallRate, Some(counts));
+        }
+    }
+
+    fn record_probe(&self, generation: u64, outcome: Outcome, class: Class) {
+        let word = pack(generation, State::HalfOpen);
+        match outcome {
+            Outcome::Ignored => {
+                self.release_probe(generation, false);
+            }
+            Outcome::Success => {
+                if let Some(successes) = self.release_probe(generation, true)
+                    && successes >= self.cfg.half_open_permits
+                {
+                    self.close(word);
+                }
+            }
+            Outcome::Failure => {
+                if self.state.load(Acquire) == word {
+                    self.note_hint(class);
+                    self.reopen(word, Cause::ProbeFailed);
+                }
+            }
+        }
+    }
+
+    // ----- transitions (under the lock) ------------------------------------------------------
+
+    #[cold]
+    fn trip(&self, word: u64, cause: Cause, counts: Option<WindowCounts>) {
+        let mut subs = self.lock();
+        if self.state.load(Acquire) != word {
+            return;
+        }
+        if let Some(guard) = &self.guard
+            && !guard.try_open()
+        {
+            tracing::debug!(
+                breaker = %self.name,
+                cause = cause.as_str(),
+                "circuit breaker would open, but too many breakers of its set are open"
+            );
+            return;
+        }
+        let now = self.now_nanos();
+        let open_for = self.next_open_duration(now, true);
+        self.open_until
+            .store(now.saturating_add(nanos(open_for)), Release);
+        self.transition(&mut subs, word, State::Open, cause, counts, Some(open_for));
+    }
+
+    #[cold]
+    fn reopen(&self, word: u64, cause: Cause) {
+        let mut subs = self.lock();
+        if self.state.load(Acquire) != word {
+            return;
+        }
+        let now = self.now_nanos();
+        let open_for = self.next_open_duration(now, false);
+        self.open_until
+            .store(now.saturating_add(nanos(open_for)), Release);
+        self.transition(&mut subs, word, State::Open, cause, None, Some(open_for));
+    }
+
+    #[cold]
+    fn open_elapsed(&self, word: u64, now: u64) {
+        let mut subs = self.lock();
+        if self.state.load(Acquire) != word {
+            return;
+        }
+        let next_generation = unpack(word).0 + 1;
+        self.half_open
+            .store(half_open::pack(next_generation, 0, 0), Release);
+        self.half_open_since.store(now, Relaxed);
+        self.retry_hint.store(0, Relaxed);
+        self.transition(
+            &mut subs,
+            word,
+            State::HalfOpen,
+            Cause::OpenElapsed,
+            None,
+            None,
+        );
+    }
+
+    #[cold]
+    fn close(&self, word: u64) {
+        let mut subs = self.lock();
+        if self.state.load(Acquire) != word {
+            return;
+        }
+        self.clear_counts();
+        self.closed_at.store(self.now_nanos(), Relaxed);
+        self.transition(
+            &mut subs,
+            word,
+            State::Closed,
+            Cause::ProbesSucceeded,
+            None,
+            None,
+        );
+    }
+
+    fn clear_counts(&self) {
+        self.window.clear();
+        self.consecutive.store(0, Relaxed);
+        self.retry_hint.store(0, Relaxed);
+    }
+
+    /// The open duration for the next open: exponential in the re-open streak, jittered, and
+    /// stretched to an upstream's `Retry-After` when that is longer.
+    fn next_open_duration(&self, now: u64, from_closed: bool) -> Duration {
+        let cfg = &self.cfg;
+        let streak = if from_closed {
+            let closed_at = self.closed_at.load(Relaxed);
+            if closed_at == NEVER || now.saturating_sub(closed_at) >= nanos(cfg.backoff_reset_after)
+            {
+                0
+            } else {
+                self.streak.load(Relaxed) + 1
+            }
+        } else {
+            self.streak.load(Relaxed) + 1
+        };
+        self.streak.store(streak, Relaxed);
+        let exponent = i32::try_from(streak.min(1024)).unwrap_or(1024);
+        let grown = cfg.open_base.as_secs_f64() * cfg.open_multiplier.powi(exponent);
+        let capped = grown.min(cfg.open_max.as_secs_f64());
+        let draw = self.random_f64();
+        let mut open_for = Duration::from_secs_f64(capped * (1.0 - cfg.open_jitter * draw));
+        let hint = Duration::from_nanos(self.retry_hint.swap(0, Relaxed));
+        if hint > open_for {
+            open_for = hint.min(cfg.open_max);
+        }
+        open_for.max(Duration::from_millis(1))
+    }
+
+    fn transition(
+        &self,
+        subs: &mut Subscribers,
+        word: u64,
+        to: State,
+        cause: Cause,
+        counts: Option<WindowCounts>,
+        open_for: Option<Duration>,
+    ) {
+        let (generation, from) = unpack(word);
+        self.state.store(pack(generation + 1, to), Release);
+        if let Some(guard) = &self.guard
+            && from.is_ejecting()
+            && !to.is_ejecting()
+        {
+            guard.release();
+        }
+        self.telemetry.transition(from, to);
+        let transition = Transition {
+            name: Arc::clone(&self.name),
+            from,
+            to,
+            cause,
+            failure_rate: counts.map(|c| c.failure_rate()),
+            slow_call_rate: counts.map(|c| c.slow_call_rate()),
+            open_for,
+        };
+        tracing::warn!(
+            breaker = %self.name,
+            from = from.as_str(),
+            to = to.as_str(),
+            cause = cause.as_str(),
+            failure_rate = transition.failure_rate,
+            open_for = ?open_for,
+            "circuit breaker state changed"
+        );
+        subs.publish(&transition);
+    }
+
+    // ----- manual control --------------------------------------------------------------------
+
+    pub(crate) fn manual(&self, to: State) {
+        let mut subs = self.lock();
+        let word = self.state.load(Acquire);
+        let from = unpack(word).1;
+        if to == State::Closed {
+            self.clear_counts();
+            self.streak.store(0, Relaxed);
+            self.closed_at.store(NEVER, Relaxed);
+        }
+        if from != to {
+            self.transition(&mut subs, word, to, Cause::Manual, None, None);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(guard) = &self.guard
+            && self.state().is_ejecting()
+        {
+            guard.release();
+        }
+    }
+}
+
+enum Full {
+    /// The breaker left this half-open period.
+    Stale,
+    /// Every permit is taken.
+    Full { in_flight: u64 },
+}
+
+use std::sync::atomic::Ordering::AcqRel;
+
+fn sample(outcome: Outcome, slow: bool) -> u8 {
+    let mut s = CALL;
+    if outcome == Outcome::Failure {
+        s |= FAILURE;
+    }
+    if slow {
+        s |= SLOW;
+    }
+    s
+}

@@ -1,0 +1,507 @@
+//! Keyed breakers: one breaker per upstream authority, route or tenant, in a bounded map.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    hash::Hash,
+    marker::PhantomData,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, header::HOST, uri::Authority};
+use tokio::time::Instant;
+use tower_fault::{BoxError, Classify, HttpClassifier};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    Breaker, BreakerBuilder, State, breaker::Guarded, error::ConfigError, future::ResponseFuture,
+    guard::FleetGuard,
+};
+
+/// Extracts the key of the breaker a request goes through.
+pub trait MakeKey<Req>: Clone + Send + Sync + 'static {
+    /// The key (its `Display` form names the key's breaker: `"{name}/{key}"`).
+    type Key: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static;
+
+    /// The key of `req`; `None` lets the request through unguarded.
+    fn make_key(&self, req: &Req) -> Option<Self::Key>;
+}
+
+/// The default key: the request's authority (from its URI, else its `Host` header).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByAuthority;
+
+impl<B> MakeKey<Request<B>> for ByAuthority {
+    type Key = Authority;
+
+    fn make_key(&self, req: &Request<B>) -> Option<Authority> {
+        req.uri().authority().cloned().or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        })
+    }
+}
+
+/// A key made by a closure; see [`KeyedBreakerBuilder::key_fn`].
+pub struct KeyFn<F, K> {
+    f: F,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<F: Clone, K> Clone for KeyFn<F, K> {
+    fn clone(&self) -> Self {
+        Self {
+            f: self.f.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<F, K> fmt::Debug for KeyFn<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFn").finish_non_exhaustive()
+    }
+}
+
+impl<Req, K, F> MakeKey<Req> for KeyFn<F, K>
+where
+    F: Fn(&Req) -> Option<K> + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    type Key = K;
+
+    fn make_key(&self, req: &Req) -> Option<K> {
+        (self.f)(req)
+    }
+}
+
+struct Entry<C> {
+    shared: Arc<Guarded<C>>,
+    last_used: AtomicU64,
+}
+
+/// The bounded map of breakers shared by a keyed layer's services.
+struct Registry<K, C> {
+    template: BreakerBuilder,
+    classifier: C,
+    map: RwLock<HashMap<K, Entry<C>>>,
+    max_keys: usize,
+    idle_timeout: Duration,
+    guard: Option<Arc<FleetGuard>>,
+    start: Instant,
+    last_sweep: AtomicU64,
+}
+
+impl<K, C> fmt::Debug for Registry<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("name", &self.template.name_ref())
+            .field("max_keys", &self.max_keys)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<K, C> Registry<K, C>
+where
+    K: Hash + Eq + Clone + fmt::Display,
+    C: Clone,
+{
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.start))
+    }
+
+    fn get(&self, key: &K) -> Arc<Guarded<C>> {
+        let now = self.now();
+        if let Some(entry) = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            entry.last_used.store(now, Relaxed);
+            return Arc::clone(&entry.shared);
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = map.get(key) {
+            entry.last_used.store(now, Relaxed);
+            return Arc::clone(&entry.shared);
+        }
+        let idle = nanos(self.idle_timeout);
+        if map.len() >= self.max_keys || now.saturating_sub(self.last_sweep.load(Relaxed)) >= idle {
+            self.evict(&mut map, now);
+        }
+        let mut builder = self
+            .template
+            .clone()
+            .name(format!("{}/{key}", self.template.name_ref()));
+        builder.guard.clone_from(&self.guard);
+        let breaker = builder
+            .build()
+            .expect("the template was validated by KeyedBreakerBuilder::build");
+        let shared = Arc::new(Guarded {
+            breaker,
+            classifier: self.classifier.clone(),
+        });
+        map.insert(
+            key.clone(),
+            Entry {
+                shared: Arc::clone(&shared),
+                last_used: AtomicU64::new(now),
+            },
+        );
+        if let Some(guard) = &self.guard {
+            guard.set_keys(map.len());
+        }
+        shared
+    }
+
+    /// Drops idle closed breakers; when still at capacity, the least recently used ones
+    /// (closed first) down to 90% of `max_keys`.
+    fn evict(&self, map: &mut HashMap<K, Entry<C>>, now: u64) {
+        self.last_sweep.store(now, Relaxed);
+        let idle = nanos(self.idle_timeout);
+        let closed = |entry: &Entry<C>| entry.shared.breaker.state() == State::Closed;
+        map.retain(|_, entry| {
+            !(closed(entry) && now.saturating_sub(entry.last_used.load(Relaxed)) >= idle)
+        });
+        if map.len() >= self.max_keys {
+            let target = self.max_keys - (self.max_keys / 10).max(1);
+            let mut order: Vec<(bool, u64, K)> = map
+                .iter()
+                .map(|(key, entry)| (!closed(entry), entry.last_used.load(Relaxed), key.clone()))
+                .collect();
+            order.sort_unstable_by_key(|(open, used, _)| (*open, *used));
+            for (_, _, key) in order.into_iter().take(map.len() - target) {
+                map.remove(&key);
+            }
+        }
+        if let Some(guard) = &self.guard {
+            guard.set_keys(map.len());
+        }
+    }
+}
+
+/// Builds a [`KeyedBreakerLayer`]; see [`KeyedBreakerLayer::builder`].
+#[derive(Debug, Clone)]
+pub struct KeyedBreakerBuilder<M = ByAuthority, K = Authority, C = HttpClassifier> {
+    template: BreakerBuilder,
+    make_key: M,
+    classifier: C,
+    max_keys: usize,
+    idle_timeout: Duration,
+    max_open_fraction: Option<f64>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
+    /// The most breakers kept at once (default 1024). When full, idle closed breakers go
+    /// first, then the least recently used (closed ones before open ones).
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// A closed breaker unused this long is dropped (default 10 minutes).
+    #[must_use]
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Never let more than this fraction of the keys be open (or half-open) at once; a trip
+    /// beyond it is refused and the breaker stays closed. At least one breaker may always open.
+    #[must_use]
+    pub fn max_open_fraction(mut self, fraction: f64) -> Self {
+        self.max_open_fraction = Some(fraction);
+        self
+    }
+
+    /// Uses another classifier.
+    #[must_use]
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedBreakerBuilder<M, K, C2> {
+        KeyedBreakerBuilder {
+            template: self.template,
+            make_key: self.make_key,
+            classifier,
+            max_keys: self.max_keys,
+            idle_timeout: self.idle_timeout,
+            max_open_fraction: self.max_open_fraction,
+            _key: PhantomData,
+        }
+    }
+
+    /// Keys requests with a closure (route, tenant…); `None` lets a request through unguarded.
+    ///
+    /// ```
+    /// use tower_breaker::{Breaker, keyed::KeyedBreakerLayer};
+    ///
+    /// let layer = KeyedBreakerLayer::builder(Breaker::builder().name("routes"))
+    ///     .key_fn(|req: &http::Request<()>| Some(req.uri().path().to_owned()))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn key_fn<Req, K2, F>(self, f: F) -> KeyedBreakerBuilder<KeyFn<F, K2>, K2, C>
+    where
+        F: Fn(&Req) -> Option<K2> + Clone + Send + Sync + 'static,
+    {
+        KeyedBreakerBuilder {
+            template: self.template,
+            make_key: KeyFn {
+                f,
+                _key: PhantomData,
+            },
+            classifier: self.classifier,
+            max_keys: self.max_keys,
+            idle_timeout: self.idle_timeout,
+            max_open_fraction: self.max_open_fraction,
+            _key: PhantomData,
+        }
+    }
+
+    /// Validates the template and the map settings.
+    ///
+    /// # Errors
+    ///
+    /// The template's [`ConfigError`], a zero `max_keys` or `idle_timeout`, or a
+    /// `max_open_fraction` outside `(0, 1]`.
+    pub fn build(self) -> Result<KeyedBreakerLayer<M, K, C>, ConfigError> {
+        self.template.check()?;
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if let Some(f) = self.max_open_fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(ConfigError::new(
+                "max_open_fraction",
+                format!("must be between 0 and 1 (exclusive of 0), got {f}"),
+            ));
+        }
+        Ok(KeyedBreakerLayer {
+            make_key: self.make_key,
+            registry: Arc::new(Registry {
+                template: self.template,
+                classifier: self.classifier,
+                map: RwLock::new(HashMap::new()),
+                max_keys: self.max_keys,
+                idle_timeout: self.idle_timeout,
+                guard: self.max_open_fraction.map(|f| Arc::new(FleetGuard::new(f))),
+                start: Instant::now(),
+                last_sweep: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// One breaker per key (by default the request's authority), created on first use from a
+/// template [`BreakerBuilder`], in a bounded map that evicts idle closed breakers.
+///
+/// Each key's breaker is named `"{template name}/{key}"` (its metrics' `name` label), so the
+/// number of series is bounded by `max_keys` live keys.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use tower::{Service, ServiceExt, service_fn};
+/// use tower_breaker::{Breaker, State, keyed::KeyedBreakerLayer};
+/// use tower_fault::BoxError;
+/// use tower_layer::Layer;
+///
+/// let layer = KeyedBreakerLayer::builder(Breaker::builder().name("hosts").consecutive_failures(1))
+///     .max_keys(100)
+///     .max_open_fraction(0.5)
+///     .build()
+///     .unwrap();
+/// let mut svc = layer.layer(service_fn(|req: http::Request<()>| async move {
+///     let status = if req.uri().host() == Some("down.test") { 503 } else { 200 };
+///     Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+/// }));
+/// for uri in ["http://down.test/", "http://up.test/"] {
+///     let _ = svc.ready().await.unwrap().call(http::Request::get(uri).body(()).unwrap()).await;
+/// }
+/// let down = layer.breaker(&"down.test".parse().unwrap()).unwrap();
+/// assert_eq!(down.state(), State::Open);
+/// assert_eq!(layer.breaker(&"up.test".parse().unwrap()).unwrap().state(), State::Closed);
+/// # }
+/// ```
+pub struct KeyedBreakerLayer<M = ByAuthority, K = Authority, C = HttpClassifier> {
+    make_key: M,
+    registry: Arc<Registry<K, C>>,
+}
+
+impl<M: Clone, K, C> Clone for KeyedBreakerLayer<M, K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            make_key: self.make_key.clone(),
+            registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+impl<M, K, C> fmt::Debug for KeyedBreakerLayer<M, K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakerLayer")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyedBreakerLayer {
+    /// A builder keyed by authority, with `template` for each key's breaker.
+    #[must_use]
+    pub fn builder(template: BreakerBuilder) -> KeyedBreakerBuilder {
+        KeyedBreakerBuilder {
+            template,
+            make_key: ByAuthority,
+            classifier: HttpClassifier::default(),
+            max_keys: 1024,
+            idle_timeout: Duration::from_secs(600),
+            max_open_fraction: None,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<M, K, C> KeyedBreakerLayer<M, K, C>
+where
+    K: Hash + Eq + Clone + fmt::Display,
+    C: Clone,
+{
+    /// The breaker of `key`, if it exists now.
+    #[must_use]
+    pub fn breaker(&self, key: &K) -> Option<Breaker> {
+        let map = self
+            .registry
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get(key).map(|entry| entry.shared.breaker.clone())
+    }
+
+    /// How many breakers exist now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.registry
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no breaker exists yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many breakers are open or half-open.
+    #[must_use]
+    pub fn open_count(&self) -> usize {
+        let map = self
+            .registry
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.values()
+            .filter(|entry| entry.shared.breaker.state().is_ejecting())
+            .count()
+    }
+
+    /// Drops closed breakers idle for longer than the idle timeout now (this also happens
+    /// whenever a new key arrives and the last sweep is older than the idle timeout).
+    pub fn evict_idle(&self) {
+        let now = self.registry.now();
+        let mut map = self
+            .registry
+            .map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.registry.evict(&mut map, now);
+    }
+}
+
+impl<S, M: Clone, K, C> Layer<S> for KeyedBreakerLayer<M, K, C> {
+    type Service = KeyedCircuitBreaker<S, M, K, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedCircuitBreaker {
+            inner,
+            make_key: self.make_key.clone(),
+            registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+/// A service guarded by one breaker per key; see [`KeyedBreakerLayer`].
+pub struct KeyedCircuitBreaker<S, M = ByAuthority, K = Authority, C = HttpClassifier> {
+    inner: S,
+    make_key: M,
+    registry: Arc<Registry<K, C>>,
+}
+
+impl<S: Clone, M: Clone, K, C> Clone for KeyedCircuitBreaker<S, M, K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            make_key: self.make_key.clone(),
+            registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+impl<S: fmt::Debug, M, K, C> fmt::Debug for KeyedCircuitBreaker<S, M, K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, M, K, C, Req> Service<Req> for KeyedCircuitBreaker<S, M, K, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    M: MakeKey<Req, Key = K>,
+    K: Hash + Eq + Clone + fmt::Display,
+    C: Classify<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let Some(key) = self.make_key.make_key(&req) else {
+            return ResponseFuture::called(self.inner.call(req), None);
+        };
+        match self.registry.get(&key).acquire() {
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), Some(permit)),
+            Err(rejected) => ResponseFuture::rejected(rejected),
+        }
+    }
+}

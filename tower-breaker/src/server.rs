@@ -1,0 +1,155 @@
+//! Server mode: answer `503` + `Retry-After` + problem+json instead of returning an error.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Response, StatusCode};
+use tower_fault::{Classify, HttpClassifier, RetryAfterHint, body::ResponseBody, problem::Problem};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{Breaker, State, breaker::Guarded, error::BreakerError, future::ServerResponseFuture};
+
+/// The problem `type` of a server-mode rejection.
+pub const PROBLEM_TYPE: &str = "https://docs.rs/tower-breaker/problems/open";
+
+/// A [`BreakerLayer`](crate::BreakerLayer) in server mode; see
+/// [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode).
+///
+/// A rejected request gets `503 Service Unavailable` with a `Retry-After` of the remaining open
+/// time plus up to 10% jitter (rounded up to whole seconds; 1 s when half-open and full, none
+/// when forced open) and an RFC 9457 body of type [`PROBLEM_TYPE`]. The response body type is
+/// [`ResponseBody<B>`] and the error type is the inner service's, so an axum `Router` with
+/// `Infallible` routes accepts it:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use axum::{Router, routing::get};
+/// use tower_breaker::Breaker;
+///
+/// let breaker = Breaker::builder().name("checkout").build().unwrap();
+/// let app: Router = Router::new()
+///     .route("/checkout", get(|| async { "ok" }))
+///     .layer(breaker.layer().server_mode());
+/// # let _ = app;
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerBreakerLayer<C = HttpClassifier> {
+    breaker: Breaker,
+    classifier: C,
+}
+
+impl<C> ServerBreakerLayer<C> {
+    pub(crate) fn from_parts(breaker: Breaker, classifier: C) -> Self {
+        Self {
+            breaker,
+            classifier,
+        }
+    }
+
+    /// The breaker.
+    #[must_use]
+    pub const fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+}
+
+impl<S, C: Clone> Layer<S> for ServerBreakerLayer<C> {
+    type Service = ServerCircuitBreaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerCircuitBreaker {
+            inner,
+            shared: Arc::new(Guarded {
+                breaker: self.breaker.clone(),
+                classifier: self.classifier.clone(),
+            }),
+        }
+    }
+}
+
+/// A service guarded by a breaker in server mode; see [`ServerBreakerLayer`].
+#[derive(Debug)]
+pub struct ServerCircuitBreaker<S, C = HttpClassifier> {
+    inner: S,
+    shared: Arc<Guarded<C>>,
+}
+
+impl<S: Clone, C> Clone for ServerCircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, C> ServerCircuitBreaker<S, C> {
+    /// The breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.shared.breaker
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the guard, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req, B> Service<Req> for ServerCircuitBreaker<S, C>
+where
+    S: Service<Req, Response = Response<B>>,
+    C: Classify<Response<B>, S::Error>,
+{
+    type Response = Response<ResponseBody<B>>;
+    type Error = S::Error;
+    type Future = ServerResponseFuture<S::Future, C, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.shared.acquire() {
+            Ok(permit) => ServerResponseFuture::called(self.inner.call(req), permit),
+            Err(rejected) => ServerResponseFuture::rejected(self.problem(&rejected)),
+        }
+    }
+}
+
+impl<S, C> ServerCircuitBreaker<S, C> {
+    fn problem<B>(&self, rejected: &BreakerError) -> Response<ResponseBody<B>> {
+        let retry_after = match (rejected.retry_after(), rejected.state()) {
+            (Some(remaining), _) => {
+                let jitter = remaining.mul_f64(0.1 * self.shared.breaker.inner.random_f64());
+                Some(remaining + jitter)
+            }
+            (None, State::HalfOpen) => Some(Duration::from_secs(1)),
+            (None, _) => None,
+        };
+        let mut problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PROBLEM_TYPE,
+            "Circuit breaker open",
+        )
+        .detail(format!("{}: {rejected}", self.shared.breaker.name()));
+        if let Some(delay) = retry_after {
+            problem = problem.retry_after(delay);
+        }
+        problem.into_response()
+    }
+}

@@ -1,0 +1,176 @@
+//! A fixed ring of buckets over the last D, keyed by epoch.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::{CALL, FAILURE, SLOW, Sample, WindowCounts};
+
+/// The largest number of buckets (tags must stay unambiguous).
+pub(crate) const MAX_BUCKETS: u32 = 1000;
+
+const FIELD: u32 = 18;
+const MASK: u64 = (1 << FIELD) - 1;
+const TAG_SHIFT: u32 = 3 * FIELD;
+/// Epochs are tagged modulo this (plus one, so that tag 0 means "empty").
+const TAG_MODULUS: u64 = 1023;
+
+const fn packed(sample: Sample) -> u64 {
+    (sample & CALL) as u64
+        | ((((sample & FAILURE) >> 1) as u64) << FIELD)
+        | ((((sample & SLOW) >> 2) as u64) << (2 * FIELD))
+}
+
+const fn tag(epoch: u64) -> u64 {
+    epoch % TAG_MODULUS + 1
+}
+
+/// `buckets` buckets of `width` nanoseconds each; bucket `epoch % buckets` holds epoch `epoch`.
+///
+/// Each bucket is one word: a 10-bit epoch tag and three 18-bit counters (up to 262,143 calls
+/// per bucket; beyond that a bucket stops counting, which keeps its rates). A record is one CAS
+/// on one word, which both resets a stale bucket and counts the call, so rotation needs no lock.
+/// When the newest epoch advances, buckets that no longer belong to the window are cleared, so
+/// a tag can never be mistaken for a newer epoch's after a long idle period. Memory and the cost
+/// of a record are independent of traffic; a snapshot reads every bucket once.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    width: u64,
+    latest: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+}
+
+impl TimeWindow {
+    pub(crate) fn new(width_nanos: u64, buckets: u32) -> Self {
+        Self {
+            width: width_nanos.max(1),
+            latest: AtomicU64::new(0),
+            buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    /// Whether bucket `index` holding `tag_bits` belongs to the window ending at `epoch`.
+    fn valid(&self, index: u64, tag_bits: u64, epoch: u64) -> bool {
+        let n = self.len();
+        let back = (epoch % n + n - index) % n;
+        tag_bits != 0 && back <= epoch && tag(epoch - back) == tag_bits
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, sample: Sample, now_nanos: u64) {
+        let epoch = now_nanos / self.width;
+        let latest = self.latest.load(Relaxed);
+        if epoch > latest {
+            self.advance(latest, epoch);
+        } else if epoch + self.len() <= latest {
+            return; // older than the whole window
+        }
+        let slot = &self.buckets[(epoch % self.len()) as usize];
+        let tag = tag(epoch);
+        let add = packed(sample);
+        let mut current = slot.load(Relaxed);
+        loop {
+            let next = if current >> TAG_SHIFT == tag {
+                if current & MASK == MASK {
+                    return;
+                }
+                current + add
+            } else {
+                (tag << TAG_SHIFT) | add
+            };
+            match slot.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Moves the newest epoch from `latest` to `epoch` and clears the buckets the epochs in
+    /// between are about to reuse. This keeps the invariant that every bucket holds an epoch of
+    /// the last `buckets` epochs (or nothing), which is what makes the short tags unambiguous.
+    #[cold]
+    fn advance(&self, latest: u64, epoch: u64) {
+        if self
+            .latest
+            .compare_exchange(latest, epoch, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let n = self.len();
+        if epoch - latest >= n {
+            // Everything is older than the window. A sample of `epoch` recorded concurrently
+            // in the instant between the CAS above and this sweep may be lost.
+            for bucket in &*self.buckets {
+                bucket.store(0, Relaxed);
+            }
+            return;
+        }
+        for entering in latest + 1..=epoch {
+            let bucket = &self.buckets[(entering % n) as usize];
+            let word = bucket.load(Relaxed);
+            // The bucket holds `entering - n` (stale) or, already, `entering` (keep it).
+            if word != 0 && word >> TAG_SHIFT != tag(entering) {
+                let _ = bucket.compare_exchange(word, 0, Relaxed, Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now_nanos: u64) -> WindowCounts {
+        let epoch = now_nanos / self.width;
+        let mut counts = WindowCounts::default();
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            let word = bucket.load(Relaxed);
+            if self.valid(index as u64, word >> TAG_SHIFT, epoch) {
+                counts.calls += word & MASK;
+                counts.failures += (word >> FIELD) & MASK;
+                counts.slow += (word >> (2 * FIELD)) & MASK;
+            }
+        }
+        counts
+    }
+
+    pub(crate) fn clear(&self) {
+        for bucket in &*self.buckets {
+            bucket.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn forgets_a_bucket_when_it_ages_out() {
+        let w = TimeWindow::new(S, 10);
+        w.record(CALL | FAILURE, S / 2);
+        assert_eq!(w.snapshot(9 * S + S / 2).failures, 1);
+        assert_eq!(w.snapshot(10 * S).failures, 0);
+    }
+
+    #[test]
+    fn long_idle_never_resurrects_a_tag() {
+        let w = TimeWindow::new(S, 10);
+        w.record(CALL | FAILURE, 3 * S);
+        // Same bucket and same tag, 10 * 1023 epochs later: cleared on the advance.
+        let later = (3 + 10 * TAG_MODULUS) * S;
+        assert_eq!(tag(3), tag(later / S));
+        w.record(CALL, later);
+        let counts = w.snapshot(later);
+        assert_eq!((counts.calls, counts.failures), (1, 0));
+    }
+
+    #[test]
+    fn a_full_bucket_stops_counting() {
+        let w = TimeWindow::new(S, 2);
+        for _ in 0..=MASK + 5 {
+            w.record(CALL, 0);
+        }
+        assert_eq!(w.snapshot(0).calls, MASK);
+    }
+}
