@@ -1,0 +1,310 @@
+//! Picking endpoints: p2c, round-robin, tiers, spill, readiness, retried requests, URIs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Mock, get, who};
+use http::{Request, Response};
+use tower::{Service, ServiceExt};
+use tower_failover::{AllDown, Balance, Endpoint, EndpointStatus, Failover};
+use tower_fault::{AttemptContext, BoxError};
+
+type F = Failover<Mock>;
+
+async fn send(f: &mut F, req: Request<String>) -> Result<Response<String>, BoxError> {
+    f.ready().await?.call(req).await
+}
+
+fn endpoints(mocks: &[&Mock]) -> Vec<Endpoint<Mock>> {
+    mocks
+        .iter()
+        .map(|m| Endpoint::new(m.0.name, m.base(), (*m).clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn p2c_keeps_in_flight_load_balanced() {
+    let mocks: Vec<Mock> = ["a", "b", "c", "d"].into_iter().map(Mock::new).collect();
+    for m in &mocks {
+        m.0.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let mut f = Failover::builder()
+        .tier(endpoints(&mocks.iter().collect::<Vec<_>>()))
+        .seed(7)
+        .build()
+        .unwrap();
+    // Keep every request in flight: p2c must keep the in-flight counts within a small gap,
+    // where a uniform random pick would drift apart by tens (sd ≈ 8.7 per endpoint at 400).
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held.push(f.ready().await.unwrap().call(get("/")));
+    }
+    let loads: Vec<usize> = f.handle().endpoints().iter().map(|e| e.in_flight).collect();
+    let (min, max) = (*loads.iter().min().unwrap(), *loads.iter().max().unwrap());
+    assert_eq!(loads.iter().sum::<usize>(), 400);
+    assert!(max - min <= 3, "p2c load gap too wide: {loads:?}");
+    drop(held);
+    assert!(
+        f.handle().endpoints().iter().all(|e| e.in_flight == 0),
+        "dropped futures release their slot"
+    );
+}
+
+#[tokio::test]
+async fn p2c_spreads_sequential_load_within_a_statistical_bound() {
+    let mocks: Vec<Mock> = ["a", "b", "c", "d"].into_iter().map(Mock::new).collect();
+    let mut f = Failover::builder()
+        .tier(endpoints(&mocks.iter().collect::<Vec<_>>()))
+        .seed(3)
+        .build()
+        .unwrap();
+    for _ in 0..4000 {
+        send(&mut f, get("/")).await.unwrap();
+    }
+    for m in &mocks {
+        // Binomial(4000, 1/4): sd ≈ 27; 5 sd either side.
+        assert!(
+            (865..=1135).contains(&m.hits()),
+            "{}: {}",
+            m.0.name,
+            m.hits()
+        );
+    }
+}
+
+#[tokio::test]
+async fn round_robin_is_exact() {
+    let mocks: Vec<Mock> = ["a", "b", "c"].into_iter().map(Mock::new).collect();
+    let mut f = Failover::builder()
+        .tier(endpoints(&mocks.iter().collect::<Vec<_>>()))
+        .balance(Balance::RoundRobin)
+        .build()
+        .unwrap();
+    for _ in 0..300 {
+        send(&mut f, get("/")).await.unwrap();
+    }
+    assert!(
+        mocks.iter().all(|m| m.hits() == 100),
+        "{:?}",
+        mocks.iter().map(Mock::hits).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn clones_share_health_and_spread_load() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let f = Failover::builder()
+        .tier(endpoints(&[&a, &b]))
+        .balance(Balance::RoundRobin)
+        .build()
+        .unwrap();
+    // axum clones the service per request: the spread must survive that.
+    for _ in 0..10 {
+        f.clone().oneshot(get("/")).await.unwrap();
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
+}
+
+#[tokio::test]
+async fn strict_priority_sends_everything_to_the_primary_tier() {
+    let (p1, p2, s) = (Mock::new("p1"), Mock::new("p2"), Mock::new("s"));
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&p1, &p2]))
+        .tier(endpoints(&[&s]))
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        send(&mut f, get("/")).await.unwrap();
+    }
+    assert_eq!(s.hits(), 0);
+    assert_eq!(p1.hits() + p2.hits(), 100);
+    assert!(p1.hits() > 20 && p2.hits() > 20);
+}
+
+#[tokio::test]
+async fn spill_moves_a_share_to_the_standby_tier() {
+    let primaries: Vec<Mock> = ["p1", "p2", "p3", "p4"]
+        .into_iter()
+        .map(Mock::new)
+        .collect();
+    let s = Mock::new("s");
+    let mut f = Failover::builder()
+        .tier(endpoints(&primaries.iter().collect::<Vec<_>>()))
+        .tier(endpoints(&[&s]))
+        .spill(1.4)
+        .eject_after(1)
+        .ejection_time(Duration::from_secs(600), Duration::from_secs(600))
+        .seed(11)
+        .build()
+        .unwrap();
+    let handle = f.handle();
+    // All healthy: the primary tier keeps everything (4/4 × 1.4 ≥ 1).
+    for _ in 0..200 {
+        send(&mut f, get("/")).await.unwrap();
+    }
+    assert_eq!(s.hits(), 0);
+    // Eject two primaries: 2/4 × 1.4 = 70% stays, 30% spills.
+    primaries[0].set_status(503);
+    primaries[1].set_status(503);
+    while ["p1", "p2"]
+        .iter()
+        .any(|n| handle.endpoint(n).unwrap().status != EndpointStatus::Ejected)
+    {
+        send(&mut f, get("/")).await.unwrap();
+    }
+    let before = s.hits();
+    for _ in 0..2000 {
+        send(&mut f, get("/")).await.unwrap();
+    }
+    let spilled = s.hits() - before;
+    assert!(
+        (520..=680).contains(&spilled),
+        "expected ~600 of 2000 on the standby, got {spilled}"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_endpoint_does_not_stall_the_tier() {
+    let (hung, b, c) = (Mock::new("hung"), Mock::new("b"), Mock::new("c"));
+    hung.set_ready(false);
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&hung, &b, &c]))
+        .seed(5)
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        let res = tokio::time::timeout(Duration::from_secs(1), send(&mut f, get("/"))).await;
+        let res = res
+            .expect("poll_ready must not wait for the pending endpoint")
+            .unwrap();
+        assert_ne!(who(&res), "hung");
+    }
+    assert_eq!(hung.hits(), 0);
+    assert_eq!(b.hits() + c.hits(), 100);
+}
+
+#[tokio::test]
+async fn poll_ready_waits_for_any_endpoint_and_is_woken() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    a.set_ready(false);
+    b.set_ready(false);
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&a, &b]))
+        .build()
+        .unwrap();
+    let mut task = tokio_test::task::spawn(async move { send(&mut f, get("/")).await });
+    assert!(task.poll().is_pending());
+    let polls = a.polls() + b.polls();
+    assert!(task.poll().is_pending());
+    assert!(
+        !task.is_woken(),
+        "nothing changed: no self-wake (no busy spin)"
+    );
+    b.set_ready(true);
+    assert!(
+        task.is_woken(),
+        "the ready endpoint's waker reaches the caller"
+    );
+    let res = match task.poll() {
+        std::task::Poll::Ready(res) => res.unwrap(),
+        std::task::Poll::Pending => panic!("b is ready"),
+    };
+    assert_eq!(who(&res), "b");
+    assert!(a.polls() + b.polls() <= polls + 4);
+}
+
+#[tokio::test]
+async fn retried_request_goes_to_an_untried_endpoint() {
+    let (a, b, s) = (Mock::new("a"), Mock::new("b"), Mock::new("s"));
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&a, &b]))
+        .tier(endpoints(&[&s]))
+        .build()
+        .unwrap();
+    let ids: Vec<_> = f
+        .handle()
+        .endpoints()
+        .iter()
+        .map(|e| (e.info.name.clone(), e.info.id))
+        .collect();
+    let id = |n: &str| ids.iter().find(|(name, _)| &**name == n).unwrap().1;
+    for _ in 0..20 {
+        let ctx = AttemptContext::new();
+        let mut req = get("/");
+        req.extensions_mut().insert(ctx.clone());
+        let first = send(&mut f, req).await.unwrap();
+        let first = who(&first).to_owned();
+        assert!(
+            ctx.was_tried(id(&first)),
+            "failover records the endpoint it picked"
+        );
+        let mut retry = get("/");
+        let mut next = ctx.clone();
+        next.advance();
+        retry.extensions_mut().insert(next);
+        let second = send(&mut f, retry).await.unwrap();
+        assert_ne!(
+            who(&second),
+            first,
+            "a retry avoids the endpoint already tried"
+        );
+        assert_ne!(
+            who(&second),
+            "s",
+            "another primary is untried: no need for the standby"
+        );
+        // Third attempt: both primaries tried, the standby is the untried one.
+        let mut third = get("/");
+        third.extensions_mut().insert(ctx.clone());
+        assert_eq!(who(&send(&mut f, third).await.unwrap()), "s");
+        assert_eq!(ctx.endpoints_tried().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn uri_is_rewritten_to_the_endpoint() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let mut f = Failover::builder()
+        .tier([Endpoint::new("a", "http://10.0.0.1:8080/api/", a)])
+        .tier([Endpoint::new("b", "https://b.internal", b)])
+        .build()
+        .unwrap();
+    let res = send(&mut f, get("http://public.example/orders?id=7"))
+        .await
+        .unwrap();
+    assert_eq!(res.body(), "a http://10.0.0.1:8080/api/orders?id=7");
+    let _ = f.handle().remove("a");
+    let res = send(&mut f, get("/orders?id=7")).await.unwrap();
+    assert_eq!(res.body(), "b https://b.internal/orders?id=7");
+}
+
+#[tokio::test]
+async fn panic_mode_uses_every_endpoint_when_all_are_down() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    a.set_status(503);
+    b.set_status(503);
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&a]))
+        .tier(endpoints(&[&b]))
+        .eject_after(1)
+        .when_all_down(AllDown::Panic)
+        .build()
+        .unwrap();
+    for _ in 0..40 {
+        let res = send(&mut f, get("/")).await.unwrap();
+        assert_eq!(res.status(), 503);
+    }
+    assert!(
+        f.handle()
+            .endpoints()
+            .iter()
+            .all(|e| e.status == EndpointStatus::Ejected)
+    );
+    assert!(
+        a.hits() > 5 && b.hits() > 5,
+        "panic mode spreads over all: {} / {}",
+        a.hits(),
+        b.hits()
+    );
+}
