@@ -1,0 +1,184 @@
+//! Errors: configuration, queue, and the failures the layer adds.
+//!
+//! Every error the [`Redrive`](crate::Redrive) service adds is boxed into a
+//! [`BoxError`](tower_fault::BoxError) and can be recovered with `downcast_ref`.
+
+use std::{error::Error, fmt, time::Duration};
+
+use tower_fault::BoxError;
+
+use crate::entry::EntryId;
+
+/// A configuration that makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid redrive configuration: {}", self.message)
+    }
+}
+
+impl Error for ConfigError {}
+
+/// A queue operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The worker's lease on the entry expired and another worker claimed it (or it was
+    /// requeued/purged meanwhile); the outcome was not recorded.
+    LeaseLost {
+        /// The entry.
+        id: EntryId,
+    },
+    /// The database schema is newer than this version of the crate understands.
+    SchemaTooNew {
+        /// The version found.
+        found: i64,
+        /// The newest version this crate ships.
+        supported: i64,
+    },
+    /// The store failed (I/O, SQL, connection).
+    Backend {
+        /// What the queue was doing.
+        op: &'static str,
+        /// The store's error.
+        source: BoxError,
+    },
+}
+
+impl QueueError {
+    pub(crate) fn backend(op: &'static str, source: impl Into<BoxError>) -> Self {
+        QueueError::Backend {
+            op,
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::LeaseLost { id } => {
+                write!(
+                    f,
+                    "lease on redrive entry {id} was lost before its outcome was recorded"
+                )
+            }
+            QueueError::SchemaTooNew { found, supported } => write!(
+                f,
+                "redrive queue schema version {found} is newer than this build supports ({supported}); upgrade tower-redrive"
+            ),
+            QueueError::Backend { op, source } => {
+                write!(f, "redrive queue failed to {op}: {source}")
+            }
+        }
+    }
+}
+
+impl Error for QueueError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            QueueError::Backend { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+/// The request body is larger than the configured cap, so it could not be persisted; it was
+/// neither sent nor queued (never truncated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTooLarge {
+    /// The configured cap in bytes.
+    pub limit: usize,
+}
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request body exceeds the redrive cap of {} bytes; it was not sent and not queued",
+            self.limit
+        )
+    }
+}
+
+impl Error for BodyTooLarge {}
+
+/// Reading the request body failed before anything was sent.
+#[derive(Debug)]
+pub struct BodyError {
+    source: BoxError,
+}
+
+impl BodyError {
+    pub(crate) fn new(source: BoxError) -> Self {
+        Self { source }
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("failed to read the request body; it was not sent and not queued")
+    }
+}
+
+impl Error for BodyError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// A request failed transiently and could not be persisted: nothing was acknowledged.
+///
+/// The caller must treat the request as failed (it may or may not have reached the upstream,
+/// as the `failure` description says).
+#[derive(Debug)]
+pub struct EnqueueFailed {
+    failure: String,
+    source: QueueError,
+}
+
+impl EnqueueFailed {
+    pub(crate) fn new(failure: String, source: QueueError) -> Self {
+        Self { failure, source }
+    }
+
+    /// The transient failure that made the request worth queueing.
+    #[must_use]
+    pub fn failure(&self) -> &str {
+        &self.failure
+    }
+
+    /// A suggested wait before the caller tries again.
+    #[must_use]
+    pub const fn retry_after(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+impl fmt::Display for EnqueueFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request failed ({}) and could not be queued for re-delivery",
+            self.failure
+        )
+    }
+}
+
+impl Error for EnqueueFailed {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}

@@ -1,0 +1,465 @@
+//! [`SqliteQueue`]: the embedded store — one file, WAL, no server.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Claim, QueueFuture, RedriveQueue,
+    row::{COLUMNS, INSERT_COLUMNS, InsertValues, RawRow, attempt_json, new_lease_token},
+};
+use crate::{
+    QueueError,
+    clock::Timestamp,
+    entry::{
+        AttemptRecord, Claimed, EntryId, EntryRecord, EntryState, LeaseToken, NewEntry,
+        PurgeReport, QueueStats,
+    },
+};
+
+/// The schema migrations this crate ships for SQLite: `(version, SQL)`, applied in order by
+/// [`SqliteQueue::open`].
+pub const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_entries.sql"))];
+
+/// A queue in a SQLite file.
+///
+/// The file is opened in WAL mode with `synchronous = FULL`, so an entry whose
+/// [`enqueue`](RedriveQueue::enqueue) returned is on disk and survives a crash or a restart.
+/// Every call runs on tokio's blocking pool. Several processes may open the same file (SQLite
+/// serialises writers; a 5 s busy timeout absorbs contention), but for many workers on many
+/// machines use [`PostgresQueue`](crate::PostgresQueue).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_redrive::{NewEntry, RedriveQueue, SqliteQueue, StoredRequest, Timestamp};
+///
+/// let dir = tempfile::tempdir()?;
+/// let queue = SqliteQueue::open(dir.path().join("redrive.db")).await?;
+/// let request = StoredRequest::new(http::Method::POST, "http://upstream/payments".parse()?);
+/// let id = queue.enqueue(NewEntry::new(request, Timestamp::from_millis(0))).await?;
+/// assert_eq!(queue.stats().await?.pending, 1);
+/// # let _ = id; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteQueue {
+    conn: Arc<Mutex<Connection>>,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteQueue")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Fail {
+    Sql(rusqlite::Error),
+    Queue(QueueError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl SqliteQueue {
+    /// Opens (creating if needed) the queue file and applies pending migrations.
+    ///
+    /// # Errors
+    /// If the file cannot be opened, or its schema is newer than this crate.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, QueueError> {
+        let path = path.as_ref().to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|e| QueueError::backend("open the database", e))?
+    }
+
+    /// [`open`](Self::open), on the current thread.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_blocking(path: impl AsRef<Path>) -> Result<Self, QueueError> {
+        let path = path.as_ref().to_owned();
+        let conn =
+            Connection::open(&path).map_err(|e| QueueError::backend("open the database", e))?;
+        Self::setup(conn, Some(path))
+    }
+
+    /// A queue in memory (lost when dropped) — for tests and examples.
+    ///
+    /// # Errors
+    /// If SQLite cannot allocate the database.
+    pub fn open_in_memory() -> Result<Self, QueueError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| QueueError::backend("open the database", e))?;
+        Self::setup(conn, None)
+    }
+
+    fn setup(mut conn: Connection, path: Option<PathBuf>) -> Result<Self, QueueError> {
+        let op = "prepare the database";
+        if path.is_some() {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(|e| QueueError::backend(op, e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(QueueError::backend(
+                    op,
+                    format!("journal_mode is {mode}, not WAL"),
+                ));
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| QueueError::backend(op, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| QueueError::backend(op, e))?;
+        migrate(&mut conn).map_err(|f| fail("migrate the schema", f))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The file, unless in memory.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+    ) -> QueueFuture<'_, T> {
+        let conn = Arc::clone(&self.conn);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&mut conn).map_err(|f| fail(op, f))
+            })
+            .await
+            .map_err(|e| QueueError::backend(op, e))?
+        })
+    }
+}
+
+fn fail(op: &'static str, f: Fail) -> QueueError {
+    match f {
+        Fail::Sql(e) => QueueError::backend(op, e),
+        Fail::Queue(e) => e,
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), Fail> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS redrive_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM redrive_schema",
+        [],
+        |r| r.get(0),
+    )?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(Fail::Queue(QueueError::SchemaTooNew {
+            found: current,
+            supported: latest,
+        }));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO redrive_schema (version, applied_at) VALUES (?1, ?2)",
+            params![
+                version,
+                crate::clock::Clock::now(&crate::clock::SystemClock).as_millis()
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        id: row.get(0)?,
+        state: row.get(1)?,
+        ordering_key: row.get(2)?,
+        idempotency_key: row.get(3)?,
+        method: row.get(4)?,
+        uri: row.get(5)?,
+        headers: row.get(6)?,
+        body: row.get(7)?,
+        enqueued_at: row.get(8)?,
+        available_at: row.get(9)?,
+        attempts: row.get(10)?,
+        first_attempt_at: row.get(11)?,
+        last_attempt_at: row.get(12)?,
+        finished_at: row.get(13)?,
+        reason: row.get(14)?,
+        history: row.get(15)?,
+        lease_token: row.get(16)?,
+    })
+}
+
+fn insert(conn: &Connection, v: &InsertValues) -> rusqlite::Result<EntryId> {
+    let sql = format!(
+        "INSERT INTO redrive_entries ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id"
+    );
+    conn.prepare_cached(&sql)?
+        .query_row(
+            params![
+                v.state,
+                v.ordering_key,
+                v.idempotency_key,
+                v.method,
+                v.uri,
+                v.headers,
+                v.body,
+                v.enqueued_at,
+                v.available_at,
+                v.attempts,
+                v.first_attempt_at,
+                v.last_attempt_at,
+                v.history,
+                v.reason,
+                v.finished_at,
+            ],
+            |r| r.get(0),
+        )
+        .map(EntryId)
+}
+
+fn lease_checked(changed: usize, id: EntryId) -> Result<(), Fail> {
+    if changed == 0 {
+        Err(Fail::Queue(QueueError::LeaseLost { id }))
+    } else {
+        Ok(())
+    }
+}
+
+impl RedriveQueue for SqliteQueue {
+    fn enqueue(&self, entry: NewEntry) -> QueueFuture<'_, EntryId> {
+        let values = InsertValues::new(entry, None);
+        self.run("enqueue", move |c| Ok(insert(c, &values)?))
+    }
+
+    fn enqueue_dead(&self, entry: NewEntry, reason: String) -> QueueFuture<'_, EntryId> {
+        let values = InsertValues::new(entry, Some(reason));
+        self.run("record a dead letter", move |c| Ok(insert(c, &values)?))
+    }
+
+    fn has_pending(&self, ordering_key: &str) -> QueueFuture<'_, bool> {
+        let key = ordering_key.to_owned();
+        self.run("look up pending entries", move |c| {
+            Ok(c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM redrive_entries WHERE state = 'pending' AND ordering_key = ?1)",
+            )?
+            .query_row([key], |r| r.get(0))?)
+        })
+    }
+
+    fn claim(&self, claim: Claim<'_>) -> QueueFuture<'_, Vec<Claimed>> {
+        let worker = claim.worker.to_owned();
+        let now = claim.now.as_millis();
+        let until = claim.now.add(claim.lease).as_millis();
+        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        let token = new_lease_token();
+        self.run("claim entries", move |c| {
+            let sql = format!(
+                "UPDATE redrive_entries SET lease_owner = ?1, lease_token = ?2, lease_until = ?3
+                 WHERE id IN (
+                   SELECT e.id FROM redrive_entries e
+                   WHERE e.state = 'pending' AND e.available_at <= ?4
+                     AND (e.lease_until IS NULL OR e.lease_until <= ?4)
+                     AND (e.ordering_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM redrive_entries o
+                       WHERE o.state = 'pending' AND o.ordering_key = e.ordering_key AND o.id < e.id))
+                   ORDER BY e.available_at, e.id LIMIT ?5)
+                 RETURNING {COLUMNS}"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows: Vec<RawRow> = stmt
+                .query_map(params![worker, token, until, now, limit], raw)?
+                .collect::<Result<_, _>>()?;
+            rows.sort_by_key(|r| (r.available_at, r.id));
+            Ok(rows.into_iter().map(RawRow::into_claimed).collect())
+        })
+    }
+
+    fn complete(
+        &self,
+        id: EntryId,
+        lease: LeaseToken,
+        attempt: AttemptRecord,
+    ) -> QueueFuture<'_, ()> {
+        let json = attempt_json(&attempt);
+        self.run("record a delivery", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE redrive_entries SET state = 'delivered', attempts = attempts + 1,
+                       first_attempt_at = COALESCE(first_attempt_at, ?3), last_attempt_at = ?3,
+                       finished_at = ?3, history = json_insert(history, '$[#]', json(?4)),
+                       lease_owner = NULL, lease_token = NULL, lease_until = NULL
+                     WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
+                )?
+                .execute(params![id.0, lease.0, attempt.at, json])?;
+            lease_checked(changed, id)
+        })
+    }
+
+    fn reschedule(
+        &self,
+        id: EntryId,
+        lease: LeaseToken,
+        attempt: AttemptRecord,
+        next: Timestamp,
+    ) -> QueueFuture<'_, ()> {
+        let json = attempt_json(&attempt);
+        self.run("reschedule an entry", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE redrive_entries SET attempts = attempts + 1, available_at = ?5,
+                       first_attempt_at = COALESCE(first_attempt_at, ?3), last_attempt_at = ?3,
+                       history = json_insert(history, '$[#]', json(?4)),
+                       lease_owner = NULL, lease_token = NULL, lease_until = NULL
+                     WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
+                )?
+                .execute(params![id.0, lease.0, attempt.at, json, next.as_millis()])?;
+            lease_checked(changed, id)
+        })
+    }
+
+    fn dead_letter(
+        &self,
+        id: EntryId,
+        lease: LeaseToken,
+        attempt: Option<AttemptRecord>,
+        reason: String,
+        now: Timestamp,
+    ) -> QueueFuture<'_, ()> {
+        let json = attempt.as_ref().map(attempt_json);
+        let at = attempt.as_ref().map(|a| a.at);
+        self.run("dead-letter an entry", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE redrive_entries SET state = 'dead', reason = ?3, finished_at = ?4,
+                       attempts = attempts + (?5 IS NOT NULL),
+                       first_attempt_at = COALESCE(first_attempt_at, ?6),
+                       last_attempt_at = COALESCE(?6, last_attempt_at),
+                       history = CASE WHEN ?5 IS NULL THEN history ELSE json_insert(history, '$[#]', json(?5)) END,
+                       lease_owner = NULL, lease_token = NULL, lease_until = NULL
+                     WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
+                )?
+                .execute(params![id.0, lease.0, reason, now.as_millis(), json, at])?;
+            lease_checked(changed, id)
+        })
+    }
+
+    fn get(&self, id: EntryId) -> QueueFuture<'_, Option<EntryRecord>> {
+        self.run("read an entry", move |c| {
+            let sql = format!("SELECT {COLUMNS} FROM redrive_entries WHERE id = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([id.0], raw)
+                .optional()?
+                .map(RawRow::into_record))
+        })
+    }
+
+    fn list(
+        &self,
+        state: EntryState,
+        after: Option<EntryId>,
+        limit: usize,
+    ) -> QueueFuture<'_, Vec<EntryRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("list entries", move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM redrive_entries WHERE state = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            );
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map(params![state.as_str(), after.map_or(0, |a| a.0), limit], raw)?
+                .map(|r| r.map(RawRow::into_record))
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn requeue(&self, id: EntryId, now: Timestamp) -> QueueFuture<'_, bool> {
+        self.run("requeue a dead letter", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE redrive_entries SET state = 'pending', enqueued_at = ?2, available_at = ?2,
+                       finished_at = NULL, reason = NULL,
+                       lease_owner = NULL, lease_token = NULL, lease_until = NULL
+                     WHERE id = ?1 AND state = 'dead'",
+                )?
+                .execute(params![id.0, now.as_millis()])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn purge(&self, id: EntryId) -> QueueFuture<'_, bool> {
+        self.run("purge a dead letter", move |c| {
+            let changed = c
+                .prepare_cached("DELETE FROM redrive_entries WHERE id = ?1 AND state = 'dead'")?
+                .execute([id.0])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn purge_finished(
+        &self,
+        delivered_before: Timestamp,
+        dead_before: Timestamp,
+    ) -> QueueFuture<'_, PurgeReport> {
+        self.run("purge finished entries", move |c| {
+            let tx = c.transaction()?;
+            let delivered = tx.execute(
+                "DELETE FROM redrive_entries WHERE state = 'delivered' AND finished_at < ?1",
+                [delivered_before.as_millis()],
+            )?;
+            let dead = tx.execute(
+                "DELETE FROM redrive_entries WHERE state = 'dead' AND finished_at < ?1",
+                [dead_before.as_millis()],
+            )?;
+            tx.commit()?;
+            Ok(PurgeReport {
+                delivered: delivered as u64,
+                dead: dead as u64,
+            })
+        })
+    }
+
+    fn stats(&self) -> QueueFuture<'_, QueueStats> {
+        self.run("read queue statistics", |c| {
+            Ok(c.prepare_cached(
+                "SELECT
+                   (SELECT COUNT(*) FROM redrive_entries WHERE state = 'pending'),
+                   (SELECT COUNT(*) FROM redrive_entries WHERE state = 'dead'),
+                   (SELECT COUNT(*) FROM redrive_entries WHERE state = 'delivered'),
+                   (SELECT MIN(enqueued_at) FROM redrive_entries WHERE state = 'pending'),
+                   (SELECT MIN(MAX(available_at, COALESCE(lease_until, 0))) FROM redrive_entries WHERE state = 'pending')",
+            )?
+            .query_row([], |r| {
+                Ok(QueueStats {
+                    pending: r.get::<_, i64>(0)? as u64,
+                    dead: r.get::<_, i64>(1)? as u64,
+                    delivered: r.get::<_, i64>(2)? as u64,
+                    oldest_pending: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
+                    next_due: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_millis),
+                })
+            })?)
+        })
+    }
+}

@@ -1,0 +1,734 @@
+//! [`Redriver`]: the worker that delivers queued requests on a schedule.
+
+use std::{
+    fmt,
+    future::{Future, poll_fn},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use tokio::sync::{broadcast, oneshot};
+use tower_fault::{
+    BoxError, Class, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey, SeededRng,
+};
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::{
+    ConfigError, QueueError,
+    clock::{Clock, SystemClock, Timestamp},
+    entry::{AttemptRecord, Claimed, PurgeReport, QueueStats},
+    events::RedriveEvent,
+    layer::describe,
+    metrics as m,
+    queue::{Claim, RedriveQueue},
+    schedule::Schedule,
+};
+
+/// How long finished entries are kept before the janitor deletes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Delivered entries (default 48 hours).
+    pub delivered: Duration,
+    /// Dead letters (default 30 days).
+    pub dead: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            delivered: Duration::from_secs(48 * 3600),
+            dead: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// What one claim round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunReport {
+    /// Entries claimed.
+    pub claimed: usize,
+    /// Delivered.
+    pub delivered: usize,
+    /// Failed transiently and rescheduled.
+    pub rescheduled: usize,
+    /// Moved to the dead-letter queue.
+    pub dead_lettered: usize,
+    /// Outcomes discarded because the lease was lost, or not recorded because the store failed.
+    pub unrecorded: usize,
+}
+
+struct WorkerShared<C> {
+    name: Arc<str>,
+    worker_id: String,
+    queue: Arc<dyn RedriveQueue>,
+    classifier: C,
+    clock: Arc<dyn Clock>,
+    schedule: Schedule,
+    rng: Mutex<SeededRng>,
+    lease: Duration,
+    batch: usize,
+    rate_interval: Option<Duration>,
+    poll_interval: Duration,
+    janitor_interval: Duration,
+    retention: Retention,
+    depth_threshold: Option<u64>,
+    events: broadcast::Sender<RedriveEvent>,
+    above_threshold: AtomicBool,
+    next_slot: Mutex<Option<tokio::time::Instant>>,
+    next_janitor: Mutex<Option<Timestamp>>,
+    last_stats: Mutex<QueueStats>,
+}
+
+/// Delivers queued requests through a client stack, on a [`Schedule`].
+///
+/// Each round it claims due entries (at most one per ordering key, with a lease), sends each
+/// through the service — normally the same stack the [`RedriveLayer`](crate::RedriveLayer) wraps,
+/// without the layer — and records the outcome:
+///
+/// * success → delivered (kept for the janitor's retention);
+/// * transient failure → rescheduled on the schedule (jittered; a longer `Retry-After` wins), or
+///   dead-lettered with its last error once the schedule is over;
+/// * permanent failure → dead-lettered with the reason;
+/// * an entry that cannot be read back → dead-lettered as corrupt, never dropped.
+///
+/// Delivery is at least once: if a worker dies mid-delivery its lease expires and another worker
+/// takes the entry over. Every delivery carries the entry's `Idempotency-Key`, so a server running
+/// an idempotency layer executes it once.
+///
+/// Run it as a background task with [`spawn`](Self::spawn) or [`run`](Self::run), or drive it
+/// yourself with [`run_once`](Self::run_once) and [`run_janitor`](Self::run_janitor).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::{convert::Infallible, sync::Arc, time::Duration};
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower::service_fn;
+/// use tower_redrive::{NewEntry, RedriveQueue, Redriver, SqliteQueue, StoredRequest, SystemClock, Clock};
+///
+/// let queue = Arc::new(SqliteQueue::open_in_memory()?);
+/// let request = StoredRequest::new(http::Method::POST, "http://upstream/orders".parse()?);
+/// queue.enqueue(NewEntry::new(request, SystemClock.now())).await?;
+///
+/// let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {
+///     Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+/// });
+/// let mut worker = Redriver::builder(queue.clone(), upstream)
+///     .name("orders")
+///     .lease(Duration::from_secs(60))
+///     .build()?;
+/// let report = worker.run_once().await?;
+/// assert_eq!(report.delivered, 1);
+/// # Ok(()) }
+/// ```
+pub struct Redriver<S, C = HttpClassifier> {
+    service: S,
+    shared: Arc<WorkerShared<C>>,
+}
+
+impl<S: Clone, C> Clone for Redriver<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, C> fmt::Debug for Redriver<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redriver")
+            .field("name", &self.shared.name)
+            .field("worker_id", &self.shared.worker_id)
+            .field("queue", &self.shared.queue)
+            .field("lease", &self.shared.lease)
+            .field("batch", &self.shared.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Redriver<S> {
+    /// A builder over a queue and the service that delivers.
+    pub fn builder(queue: Arc<dyn RedriveQueue>, service: S) -> RedriverBuilder<S> {
+        RedriverBuilder {
+            service,
+            queue,
+            name: "default".into(),
+            worker_id: None,
+            classifier: HttpClassifier::default(),
+            clock: Arc::new(SystemClock),
+            schedule: Schedule::default(),
+            rng: None,
+            lease: Duration::from_secs(300),
+            batch: 32,
+            max_rate: None,
+            poll_interval: Duration::from_secs(1),
+            janitor_interval: Duration::from_secs(600),
+            retention: Retention::default(),
+            depth_threshold: None,
+        }
+    }
+}
+
+/// Builds a [`Redriver`].
+pub struct RedriverBuilder<S, C = HttpClassifier> {
+    service: S,
+    queue: Arc<dyn RedriveQueue>,
+    name: Arc<str>,
+    worker_id: Option<String>,
+    classifier: C,
+    clock: Arc<dyn Clock>,
+    schedule: Schedule,
+    rng: Option<SeededRng>,
+    lease: Duration,
+    batch: usize,
+    max_rate: Option<f64>,
+    poll_interval: Duration,
+    janitor_interval: Duration,
+    retention: Retention,
+    depth_threshold: Option<u64>,
+}
+
+impl<S, C> fmt::Debug for RedriverBuilder<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedriverBuilder")
+            .field("name", &self.name)
+            .field("lease", &self.lease)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> RedriverBuilder<S, C> {
+    /// The instance name: the `name` label of the metrics and events.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// This worker's id, recorded as the lease owner (default: name, process id and a random
+    /// suffix).
+    #[must_use]
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Classifies delivery outcomes (default [`HttpClassifier`]).
+    #[must_use]
+    pub fn classifier<C2>(self, classifier: C2) -> RedriverBuilder<S, C2> {
+        RedriverBuilder {
+            service: self.service,
+            queue: self.queue,
+            name: self.name,
+            worker_id: self.worker_id,
+            classifier,
+            clock: self.clock,
+            schedule: self.schedule,
+            rng: self.rng,
+            lease: self.lease,
+            batch: self.batch,
+            max_rate: self.max_rate,
+            poll_interval: self.poll_interval,
+            janitor_interval: self.janitor_interval,
+            retention: self.retention,
+            depth_threshold: self.depth_threshold,
+        }
+    }
+
+    /// The clock (default [`SystemClock`]).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The re-delivery schedule (default [`Schedule::default`]).
+    #[must_use]
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Seeds the jitter (tests).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(SeededRng::new(seed));
+        self
+    }
+
+    /// How long a claimed entry is reserved for this worker (default 5 minutes). Make it longer
+    /// than a delivery can take through the stack (retries included): an entry whose lease
+    /// expires mid-delivery may be delivered again by another worker.
+    #[must_use]
+    pub const fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Entries claimed per round (default 32).
+    #[must_use]
+    pub const fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// At most this many deliveries per second, across clones of this worker (default
+    /// unlimited): load levelling for an upstream that just recovered.
+    #[must_use]
+    pub const fn max_rate(mut self, per_second: f64) -> Self {
+        self.max_rate = Some(per_second);
+        self
+    }
+
+    /// The longest pause between rounds when nothing is due (default 1 s); the worker wakes
+    /// earlier when it knows an entry falls due.
+    #[must_use]
+    pub const fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How often [`run`](Redriver::run) runs the janitor (default 10 minutes).
+    #[must_use]
+    pub const fn janitor_interval(mut self, interval: Duration) -> Self {
+        self.janitor_interval = interval;
+        self
+    }
+
+    /// How long finished entries are kept.
+    #[must_use]
+    pub const fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Emits [`RedriveEvent::DepthAboveThreshold`] when the queue depth reaches `threshold` (and
+    /// [`RedriveEvent::DepthBelowThreshold`] when it falls back).
+    #[must_use]
+    pub const fn depth_alert(mut self, threshold: u64) -> Self {
+        self.depth_threshold = Some(threshold);
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// An empty name, a zero lease, batch, poll or janitor interval or retention, or a rate that
+    /// is not a positive number.
+    pub fn build(self) -> Result<Redriver<S, C>, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("the worker name must not be empty"));
+        }
+        for (what, d) in [
+            ("lease", self.lease),
+            ("poll_interval", self.poll_interval),
+            ("janitor_interval", self.janitor_interval),
+            ("delivered retention", self.retention.delivered),
+            ("dead-letter retention", self.retention.dead),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(format!(
+                    "{what} must be greater than zero"
+                )));
+            }
+        }
+        if self.batch == 0 {
+            return Err(ConfigError::new("batch must be at least 1"));
+        }
+        let rate_interval = match self.max_rate {
+            None => None,
+            Some(r) if r.is_finite() && r > 0.0 => Some(Duration::from_secs_f64(1.0 / r)),
+            Some(r) => {
+                return Err(ConfigError::new(format!(
+                    "max_rate must be a positive number of deliveries per second, got {r}"
+                )));
+            }
+        };
+        let mut rng = self.rng.unwrap_or_else(SeededRng::from_entropy);
+        let worker_id = self.worker_id.unwrap_or_else(|| {
+            format!(
+                "{}-{}-{:08x}",
+                self.name,
+                std::process::id(),
+                rng.next_u64() as u32
+            )
+        });
+        Ok(Redriver {
+            service: self.service,
+            shared: Arc::new(WorkerShared {
+                name: self.name,
+                worker_id,
+                queue: self.queue,
+                classifier: self.classifier,
+                clock: self.clock,
+                schedule: self.schedule,
+                rng: Mutex::new(rng),
+                lease: self.lease,
+                batch: self.batch,
+                rate_interval,
+                poll_interval: self.poll_interval,
+                janitor_interval: self.janitor_interval,
+                retention: self.retention,
+                depth_threshold: self.depth_threshold,
+                events: broadcast::channel(256).0,
+                above_threshold: AtomicBool::new(false),
+                next_slot: Mutex::new(None),
+                next_janitor: Mutex::new(None),
+                last_stats: Mutex::new(QueueStats::default()),
+            }),
+        })
+    }
+}
+
+enum Recorded {
+    Delivered,
+    Rescheduled,
+    DeadLettered,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S, C, ResB> Redriver<S, C>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    C: Classify<Response<ResB>, BoxError>,
+{
+    /// Receives [`RedriveEvent`]s from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<RedriveEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// This worker's lease-owner id.
+    #[must_use]
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// One round: claims due entries, delivers them, records the outcomes, refreshes the gauges.
+    ///
+    /// # Errors
+    /// If the queue cannot be read. Failures to record an outcome are logged and counted
+    /// (`store_error`); the entry's lease then expires and it is delivered again.
+    pub async fn run_once(&mut self) -> Result<RunReport, QueueError> {
+        let shared = Arc::clone(&self.shared);
+        let claimed = shared
+            .queue
+            .claim(Claim {
+                worker: &shared.worker_id,
+                now: shared.clock.now(),
+                lease: shared.lease,
+                limit: shared.batch,
+            })
+            .await?;
+        let mut report = RunReport {
+            claimed: claimed.len(),
+            ..RunReport::default()
+        };
+        for entry in claimed {
+            let id = entry.id;
+            let (result, recorded) = self.deliver(entry).await;
+            metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
+                .increment(1);
+            match recorded {
+                Ok(Recorded::Delivered) => report.delivered += 1,
+                Ok(Recorded::Rescheduled) => report.rescheduled += 1,
+                Ok(Recorded::DeadLettered) => report.dead_lettered += 1,
+                Err(QueueError::LeaseLost { .. }) => {
+                    tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+                    report.unrecorded += 1;
+                }
+                Err(e) => {
+                    tracing::error!(name = %shared.name, %id, error = %e, "could not record a delivery outcome; the entry will be delivered again");
+                    report.unrecorded += 1;
+                }
+            }
+        }
+        refresh_gauges(&shared).await?;
+        Ok(report)
+    }
+
+    async fn deliver(&mut self, entry: Claimed) -> (&'static str, Result<Recorded, QueueError>) {
+        let shared = Arc::clone(&self.shared);
+        let attempt = entry.attempts + 1;
+        let request = match entry.request {
+            Ok(request) => request,
+            Err(reason) => {
+                let now = shared.clock.now();
+                let record = AttemptRecord::new(attempt, now, "corrupt", reason.clone());
+                let reason = format!("corrupt entry: {reason}");
+                let r = dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
+                return ("corrupt", r);
+            }
+        };
+        let mut req = request.to_request();
+        if !req.headers().contains_key(IDEMPOTENCY_KEY) {
+            if let Ok(key) = IdempotencyKey::parse_str(&entry.idempotency_key) {
+                req.headers_mut()
+                    .insert(IDEMPOTENCY_KEY, key.to_header_value());
+            }
+        }
+        pace(&shared).await;
+        let span =
+            tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
+        let ready: Result<(), BoxError> = poll_fn(|cx| self.service.poll_ready(cx))
+            .await
+            .map_err(Into::into);
+        let result = match ready {
+            Ok(()) => self
+                .service
+                .call(req)
+                .instrument(span)
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        let now = shared.clock.now();
+        let class = shared.classifier.classify(result.as_ref());
+        let outcome = describe(&result);
+        drop(result);
+        let record = AttemptRecord::new(attempt, now, class.as_str(), outcome.clone());
+        match class {
+            Class::Success => {
+                tracing::debug!(name = %shared.name, id = %entry.id, attempt, "delivered");
+                let r = shared.queue.complete(entry.id, entry.lease, record).await;
+                ("delivered", r.map(|()| Recorded::Delivered))
+            }
+            Class::Permanent => {
+                let reason = format!("permanent failure: {outcome}");
+                let r = dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
+                ("permanent", r)
+            }
+            Class::Transient { retry_after, .. } => {
+                let age = now.since(entry.enqueued_at);
+                let delay = {
+                    let mut rng = lock(&shared.rng);
+                    shared.schedule.next_delay(age, retry_after, &mut rng)
+                };
+                if let Some(delay) = delay {
+                    tracing::debug!(name = %shared.name, id = %entry.id, attempt, %outcome, delay_secs = delay.as_secs(), "delivery failed; rescheduled");
+                    let r = shared
+                        .queue
+                        .reschedule(entry.id, entry.lease, record, now.add(delay))
+                        .await;
+                    ("transient", r.map(|()| Recorded::Rescheduled))
+                } else {
+                    let reason = format!(
+                        "schedule exhausted after {attempt} attempts over {}; last error: {outcome}",
+                        humanize(age)
+                    );
+                    let r =
+                        dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
+                    ("exhausted", r)
+                }
+            }
+        }
+    }
+
+    /// Reads the queue's counts, updates the gauges, and emits depth-threshold events.
+    ///
+    /// # Errors
+    /// If the queue cannot be read.
+    pub async fn refresh_gauges(&self) -> Result<QueueStats, QueueError> {
+        refresh_gauges(&self.shared).await
+    }
+
+    /// Deletes finished entries past their retention.
+    ///
+    /// # Errors
+    /// If the queue fails.
+    pub async fn run_janitor(&self) -> Result<PurgeReport, QueueError> {
+        run_janitor(&self.shared).await
+    }
+
+    /// Runs rounds until `shutdown` resolves: claims and delivers, sleeps until the next entry is
+    /// due (at most the poll interval), and runs the janitor every janitor interval.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let shared = Arc::clone(&self.shared);
+            let mut pause = shared.poll_interval;
+            match self.run_once().await {
+                Ok(report) if report.claimed >= shared.batch => pause = Duration::ZERO,
+                Ok(_) => {
+                    let now = shared.clock.now();
+                    if let Some(due) = lock(&shared.last_stats).next_due {
+                        if due > now {
+                            pause = pause.min(due.since(now));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(name = %shared.name, error = %e, "redrive round failed"),
+            }
+            let now = shared.clock.now();
+            let janitor_due = lock(&shared.next_janitor).is_none_or(|at| at <= now);
+            if janitor_due {
+                if let Err(e) = run_janitor(&shared).await {
+                    tracing::warn!(name = %shared.name, error = %e, "redrive janitor failed");
+                }
+                *lock(&shared.next_janitor) = Some(now.add(shared.janitor_interval));
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+impl<S, C, ResB> Redriver<S, C>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    C: Classify<Response<ResB>, BoxError>,
+    ResB: Send + 'static,
+{
+    /// Spawns [`run`](Self::run) on the current tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> RedriverHandle {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        RedriverHandle {
+            shutdown: Some(tx),
+            task,
+        }
+    }
+}
+
+/// A running [`Redriver`] task.
+#[derive(Debug)]
+pub struct RedriverHandle {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RedriverHandle {
+    /// Stops the worker after its current round and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Kills the worker at once, mid-delivery if need be (what a crash does; its leases expire).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 86_400 {
+        format!("{:.1} days", secs as f64 / 86_400.0)
+    } else if secs >= 3600 {
+        format!("{:.1} hours", secs as f64 / 3600.0)
+    } else {
+        format!("{secs} s")
+    }
+}
+
+async fn refresh_gauges<C>(shared: &WorkerShared<C>) -> Result<QueueStats, QueueError> {
+    let stats = shared.queue.stats().await?;
+    let now = shared.clock.now();
+    let name = shared.name.to_string();
+    metrics::gauge!(m::QUEUE_DEPTH, "name" => name.clone()).set(stats.pending as f64);
+    metrics::gauge!(m::DEAD_LETTERS, "name" => name.clone()).set(stats.dead as f64);
+    let age = stats
+        .oldest_pending
+        .map_or(0.0, |t| now.since(t).as_secs_f64());
+    metrics::gauge!(m::OLDEST_AGE_SECONDS, "name" => name).set(age);
+    if let Some(threshold) = shared.depth_threshold {
+        let above = stats.pending >= threshold;
+        if shared.above_threshold.swap(above, Ordering::SeqCst) != above {
+            let name = Arc::clone(&shared.name);
+            let depth = stats.pending;
+            let event = if above {
+                tracing::warn!(%name, depth, threshold, "redrive queue depth above threshold");
+                RedriveEvent::DepthAboveThreshold {
+                    name,
+                    depth,
+                    threshold,
+                }
+            } else {
+                tracing::info!(%name, depth, threshold, "redrive queue depth back below threshold");
+                RedriveEvent::DepthBelowThreshold {
+                    name,
+                    depth,
+                    threshold,
+                }
+            };
+            let _ = shared.events.send(event);
+        }
+    }
+    *lock(&shared.last_stats) = stats;
+    Ok(stats)
+}
+
+async fn run_janitor<C>(shared: &WorkerShared<C>) -> Result<PurgeReport, QueueError> {
+    let now = shared.clock.now();
+    let report = shared
+        .queue
+        .purge_finished(
+            now.sub(shared.retention.delivered),
+            now.sub(shared.retention.dead),
+        )
+        .await?;
+    if report.delivered + report.dead > 0 {
+        tracing::info!(name = %shared.name, delivered = report.delivered, dead = report.dead, "janitor removed finished entries");
+    }
+    Ok(report)
+}
+
+async fn dead_letter<C>(
+    shared: &WorkerShared<C>,
+    id: crate::entry::EntryId,
+    lease: crate::entry::LeaseToken,
+    record: AttemptRecord,
+    reason: String,
+    attempts: u32,
+) -> Result<Recorded, QueueError> {
+    let now = shared.clock.now();
+    shared
+        .queue
+        .dead_letter(id, lease, Some(record), reason.clone(), now)
+        .await?;
+    tracing::warn!(name = %shared.name, %id, attempts, %reason, "entry dead-lettered");
+    let _ = shared.events.send(RedriveEvent::DeadLettered {
+        name: Arc::clone(&shared.name),
+        id,
+        reason,
+        attempts,
+    });
+    Ok(Recorded::DeadLettered)
+}
+
+async fn pace<C>(shared: &WorkerShared<C>) {
+    let Some(interval) = shared.rate_interval else {
+        return;
+    };
+    let slot = {
+        let mut next = lock(&shared.next_slot);
+        let now = tokio::time::Instant::now();
+        let slot = next.map_or(now, |n| n.max(now));
+        *next = Some(slot + interval);
+        slot
+    };
+    tokio::time::sleep_until(slot).await;
+}
