@@ -1,23 +1,4 @@
-//! How long to wait between attempts: a [`Backoff`] curve and a [`Jitter`] that randomises it.
-//!
-//! The curve gives a *nominal* delay for each retry; the jitter turns it into the delay actually
-//! slept. Full jitter (the default) sends the fewest calls under contention; see the AWS
-//! "Exponential Backoff And Jitter" analysis. AWS's *decorrelated jitter* algorithm is
-//! [`Backoff::decorrelated`] with [`Jitter::Decorrelated`].
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_fault::SeededRng;
-//! use tower_retry_plus::{Backoff, Jitter};
-//!
-//! let backoff = Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(1));
-//! assert_eq!(backoff.nominal(3, Duration::ZERO), Duration::from_millis(400));
-//! assert_eq!(backoff.nominal(10, Duration::ZERO), Duration::from_secs(1));
-//!
-//! let mut rng = SeededRng::new(7);
-//! let d = backoff.delay(Jitter::Full, 3, Duration::ZERO, &mut rng);
-//! assert!(d <= Duration::from_millis(400));
-//! ```
+//! Backoff curves and jitter.
 
 use std::time::Duration;
 
@@ -25,7 +6,26 @@ use tower_fault::SeededRng;
 
 use crate::error::ConfigError;
 
-/// The curve of nominal delays between attempts.
+/// The curve of nominal delays between attempts; a [`Jitter`] randomises them.
+///
+/// The curve gives a *nominal* delay for each retry; the jitter turns it into the delay actually
+/// slept. Full jitter (the default) sends the fewest calls under contention; see the AWS
+/// "Exponential Backoff And Jitter" analysis. AWS's *decorrelated jitter* algorithm is
+/// [`Backoff::decorrelated`] with [`Jitter::Decorrelated`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_fault::SeededRng;
+/// use tower_retry_plus::{Backoff, Jitter};
+///
+/// let backoff = Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(1));
+/// assert_eq!(backoff.nominal(3, Duration::ZERO), Duration::from_millis(400));
+/// assert_eq!(backoff.nominal(10, Duration::ZERO), Duration::from_secs(1));
+///
+/// let mut rng = SeededRng::new(7);
+/// let d = backoff.delay(Jitter::Full, 3, Duration::ZERO, &mut rng);
+/// assert!(d <= Duration::from_millis(400));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Backoff {

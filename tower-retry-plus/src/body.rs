@@ -1,24 +1,4 @@
-//! [`ReplayBody`]: a request body that can be sent again.
-//!
-//! The first attempt streams the original body while keeping up to a limit of its bytes (as
-//! `Bytes` handles: a frame that already is `Bytes` costs a reference count, not a copy). Later
-//! attempts replay the kept frames byte-identical, then continue reading the original where the
-//! previous attempt stopped, if it did not read it to the end. A body that turns out larger than
-//! the limit stops being kept — the attempt reading it still sends every byte, in order — and is
-//! no longer replayable.
-//!
-//! ```
-//! use bytes::Bytes;
-//! use http_body_util::{BodyExt, Full};
-//! use tower_retry_plus::ReplayBody;
-//!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let first = ReplayBody::new(Full::new(Bytes::from_static(b"payload")), 64 * 1024);
-//! let second = first.try_clone().expect("small bodies are replayable");
-//! assert_eq!(first.collect().await.unwrap().to_bytes(), "payload");
-//! assert_eq!(second.collect().await.unwrap().to_bytes(), "payload");
-//! # });
-//! ```
+//! The replayable request body.
 
 use std::{
     fmt,
@@ -34,7 +14,27 @@ use tower_fault::BoxError;
 
 use crate::error::BodyNotReplayable;
 
-/// A request body that can be replayed for another attempt; see the [module docs](self).
+/// A request body that can be sent again, for another attempt.
+///
+/// The first attempt streams the original body while keeping up to a limit of its bytes (as
+/// `Bytes` handles: a frame that already is `Bytes` costs a reference count, not a copy). Later
+/// attempts replay the kept frames byte-identical, then continue reading the original where the
+/// previous attempt stopped, if it did not read it to the end. A body that turns out larger than
+/// the limit stops being kept — the attempt reading it still sends every byte, in order — and is
+/// no longer replayable.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use tower_retry_plus::ReplayBody;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let first = ReplayBody::new(Full::new(Bytes::from_static(b"payload")), 64 * 1024);
+/// let second = first.try_clone().expect("small bodies are replayable");
+/// assert_eq!(first.collect().await.unwrap().to_bytes(), "payload");
+/// assert_eq!(second.collect().await.unwrap().to_bytes(), "payload");
+/// # });
+/// ```
 ///
 /// `Send` and `Sync` whenever `B: Send`, so it suits clients that require `Sync` bodies
 /// (reqwest). Clones made with [`ReplayBody::try_clone`] are meant to be polled one after the

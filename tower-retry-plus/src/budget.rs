@@ -1,21 +1,4 @@
-//! A retry budget: retries may be at most a ratio of requests, plus a floor, over a sliding
-//! window.
-//!
-//! A budget stops retry storms. When an upstream is down, every request fails and every client
-//! would multiply its load by `max_attempts`; with a budget, retries are capped at
-//! `ratio × requests + floor_per_sec × 10 s` over the last 10 seconds.
-//!
-//! ```
-//! use tower_retry_plus::RetryBudget;
-//!
-//! let budget = RetryBudget::new(0.5, 0).unwrap();
-//! for _ in 0..4 {
-//!     budget.deposit();
-//! }
-//! assert!(budget.try_withdraw());
-//! assert!(budget.try_withdraw());
-//! assert!(!budget.try_withdraw()); // 3 retries would exceed 50% of 4 requests
-//! ```
+//! The retry budget.
 
 use std::{
     fmt,
@@ -75,6 +58,22 @@ struct Inner {
 }
 
 /// A retry budget over a sliding 10-second window, shared by every clone.
+///
+/// A budget stops retry storms. When an upstream is down, every request fails and every client
+/// would multiply its load by `max_attempts`; with a budget, retries are capped at
+/// `ratio × requests + floor_per_sec × 10 s` over the last 10 seconds.
+///
+/// ```
+/// use tower_retry_plus::RetryBudget;
+///
+/// let budget = RetryBudget::new(0.5, 0).unwrap();
+/// for _ in 0..4 {
+///     budget.deposit();
+/// }
+/// assert!(budget.try_withdraw());
+/// assert!(budget.try_withdraw());
+/// assert!(!budget.try_withdraw()); // 3 retries would exceed 50% of 4 requests
+/// ```
 ///
 /// A retry is admitted only if `retries_in_window + 1 <= ratio × requests_in_window +
 /// floor_per_sec × 10`. The check is exact at every ratio from 0 to 1 (at 0 only the floor

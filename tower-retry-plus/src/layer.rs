@@ -114,7 +114,6 @@ impl Default for RetryLayer {
 
 impl RetryLayer {
     /// A builder starting from the [defaults](RetryLayer::default).
-    #[must_use]
     pub fn builder() -> RetryLayerBuilder {
         RetryLayerBuilder::new()
     }
@@ -446,10 +445,7 @@ mod tests {
             .budget(budget.clone())
             .build()
             .unwrap();
-        let b = RetryLayer::builder()
-            .budget(budget.clone())
-            .build()
-            .unwrap();
+        let b = RetryLayer::builder().budget(budget).build().unwrap();
         a.budget().unwrap().deposit();
         assert_eq!(b.budget().unwrap().snapshot().requests, 1);
         assert!(

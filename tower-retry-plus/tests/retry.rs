@@ -122,7 +122,7 @@ async fn stamped_key_is_the_same_on_every_attempt_and_only_on_unsafe_methods() {
         .iter()
         .map(|s| s.headers.get(IDEMPOTENCY_KEY).cloned().unwrap())
         .collect();
-    assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
     let key = IdempotencyKey::parse(&keys[0]).unwrap();
     assert_eq!(uuid_version(key.as_str()), '7');
     assert!(seen.iter().all(|s| s.body == "{\"amount\":1}"));

@@ -132,9 +132,10 @@ pub fn post(uri: &str, body: &'static str) -> Request<Full<Bytes>> {
 }
 
 /// A streaming body of unknown size.
-pub fn chunked(
-    chunks: &[&'static str],
-) -> StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>> {
+pub type Chunked = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+/// A streaming body of unknown size made of `chunks`.
+pub fn chunked(chunks: &[&'static str]) -> Chunked {
     let frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
         .iter()
         .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
