@@ -1,0 +1,178 @@
+//! Shared test helpers: an axum app that counts executions, a loopback server, a client.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use tower_fault::IdempotencyKey;
+use tower_idempotency::{
+    FencingToken, Fingerprint, IdempotencyLayer, IdempotencyStore, RecordKey, Scope,
+    record::{CompletedRecord, Outcome, StoredResponse},
+    store::Claim,
+};
+
+/// What the handler does, shared by every route of the app.
+#[derive(Clone, Default)]
+pub struct Handler {
+    pub executions: Arc<AtomicUsize>,
+    pub delay: Duration,
+    /// Status of the first `fail_first` executions (then 201).
+    pub fail_status: Option<StatusCode>,
+    pub fail_first: usize,
+    /// Size of the response body (0: a short text).
+    pub body_len: usize,
+}
+
+impl Handler {
+    pub fn count(&self) -> usize {
+        self.executions.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(State(h): State<Handler>, req: Request) -> Response {
+    let n = h.executions.fetch_add(1, Ordering::SeqCst) + 1;
+    let token = req.extensions().get::<FencingToken>().map(|t| t.get());
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    if !h.delay.is_zero() {
+        tokio::time::sleep(h.delay).await;
+    }
+    if let Some(status) = h.fail_status {
+        if n <= h.fail_first {
+            return (status, "try again").into_response();
+        }
+    }
+    let text = if h.body_len > 0 {
+        "x".repeat(h.body_len)
+    } else {
+        format!(
+            "execution {n} token {token:?} body {}",
+            String::from_utf8_lossy(&body)
+        )
+    };
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header("content-type", "text/plain")
+        .header("x-multi", "one")
+        .header("x-multi", "two")
+        .header("set-cookie", "session=secret")
+        .header("www-authenticate", "Bearer")
+        .body(Body::from(text))
+        .unwrap()
+}
+
+/// `POST /orders` and `POST /other`, both counting into `handler`.
+pub fn app<St: IdempotencyStore>(handler: Handler, layer: IdempotencyLayer<St>) -> Router {
+    Router::new()
+        .route("/orders", post(handle))
+        .route("/other", post(handle))
+        .with_state(handler)
+        .layer(layer)
+}
+
+/// Serves `app` on a loopback port.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A POST with a key (and optional principal) and a body.
+pub async fn post_key(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut req = client
+        .post(format!("http://{addr}{path}"))
+        .header("idempotency-key", key)
+        .header("content-type", "text/plain")
+        .body(body.to_owned());
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    req.send().await.unwrap()
+}
+
+/// The `type` of a problem+json body.
+pub async fn problem_type(res: reqwest::Response) -> String {
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let doc: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    doc["type"].as_str().unwrap().to_owned()
+}
+
+/// A stale owner (its lease expired, someone else claimed) cannot complete, renew or release.
+pub async fn stale_owner_is_fenced<St, F, Fut>(store: &St, lease: Duration, pass: F)
+where
+    St: IdempotencyStore,
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let key = RecordKey::new(&Scope::new("fence"), &IdempotencyKey::generate());
+    let fp = Fingerprint::from_bytes([7; 32]);
+    let Claim::Acquired(stale) = store.claim(&key, &fp, lease).await.unwrap() else {
+        panic!("free key")
+    };
+    pass(lease + Duration::from_millis(50)).await;
+    let Claim::Acquired(fresh) = store.claim(&key, &fp, lease).await.unwrap() else {
+        panic!("lease expired")
+    };
+    assert!(fresh > stale, "tokens grow: {fresh:?} > {stale:?}");
+    let record = |body: &'static str| CompletedRecord {
+        fingerprint: fp,
+        outcome: Outcome::Response(StoredResponse {
+            status: StatusCode::OK,
+            headers: vec![],
+            body: body.into(),
+        }),
+    };
+    let ttl = Duration::from_secs(60);
+    assert!(!store.renew(&key, stale, lease).await.unwrap());
+    assert!(
+        !store
+            .complete(&key, stale, &record("stale"), ttl)
+            .await
+            .unwrap()
+    );
+    assert!(!store.release(&key, stale).await.unwrap());
+    assert!(
+        store
+            .complete(&key, fresh, &record("fresh"), ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete(&key, fresh, &record("again"), ttl)
+            .await
+            .unwrap(),
+        "completed records are final"
+    );
+    match store.claim(&key, &fp, lease).await.unwrap() {
+        Claim::Completed(rec) => assert_eq!(*rec, record("fresh")),
+        other => panic!("expected the fresh record, got {other:?}"),
+    }
+}

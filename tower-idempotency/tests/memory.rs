@@ -1,0 +1,519 @@
+//! The layer over the memory store, on real axum servers (and in-process routers where the
+//! clock is paused).
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{body::Body, http::StatusCode};
+use common::{Handler, app, client, post_key, problem_type, serve};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tokio::task::JoinSet;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_fault::IdempotencyKey;
+use tower_idempotency::{
+    Concurrency, IdempotencyLayer, IdempotencyStore, MemoryStore, OutagePolicy, RecordKey, Scope,
+    problems, store::Claim,
+};
+
+fn slow(delay_ms: u64) -> Handler {
+    Handler {
+        delay: Duration::from_millis(delay_ms),
+        ..Handler::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_duplicates_execute_once_and_the_rest_get_409() {
+    let handler = slow(600);
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    let mut set = JoinSet::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        set.spawn(async move { post_key(&client, addr, "/orders", "k-50", None, "item").await });
+    }
+    let (mut created, mut conflicts) = (0, 0);
+    while let Some(res) = set.join_next().await {
+        let res = res.unwrap();
+        match res.status().as_u16() {
+            201 => created += 1,
+            409 => {
+                assert_eq!(res.headers()["retry-after"], "1");
+                assert_eq!(problem_type(res).await, problems::IN_FLIGHT);
+                conflicts += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((created, conflicts), (1, 49));
+    assert_eq!(handler.count(), 1);
+
+    // Once complete, a duplicate is a byte-identical replay with the marker.
+    let first_body = "execution 1 token Some";
+    let replay = post_key(&client, addr, "/orders", "k-50", None, "item").await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert!(replay.text().await.unwrap().starts_with(first_body));
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_gives_every_duplicate_the_replay() {
+    let handler = slow(300);
+    let layer = IdempotencyLayer::builder()
+        .concurrency(Concurrency::Wait {
+            max: Duration::from_secs(10),
+        })
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    let mut set = JoinSet::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        set.spawn(async move {
+            let res = post_key(&client, addr, "/orders", "k-wait", None, "item").await;
+            let replayed = res.headers().contains_key("idempotent-replayed");
+            (res.status(), replayed, res.text().await.unwrap())
+        });
+    }
+    let mut bodies = Vec::new();
+    let mut replays = 0;
+    while let Some(res) = set.join_next().await {
+        let (status, replayed, body) = res.unwrap();
+        assert_eq!(status, 201);
+        replays += usize::from(replayed);
+        bodies.push(body);
+    }
+    assert_eq!(handler.count(), 1);
+    assert_eq!(replays, 49);
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+}
+
+#[tokio::test]
+async fn replay_is_byte_identical_keeps_multi_values_and_drops_secrets() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    let first = post_key(&client, addr, "/orders", "k-replay", None, "payload").await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    assert_eq!(
+        first.headers().get_all("set-cookie").iter().count(),
+        1,
+        "the original is untouched"
+    );
+    let first_body = first.bytes().await.unwrap();
+
+    let again = post_key(&client, addr, "/orders", "k-replay", None, "payload").await;
+    assert_eq!(again.status(), 201);
+    let headers = again.headers().clone();
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["content-type"], "text/plain");
+    let multi: Vec<_> = headers.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["one", "two"]);
+    assert!(headers.get("set-cookie").is_none());
+    assert!(headers.get("www-authenticate").is_none());
+    assert_eq!(again.bytes().await.unwrap(), first_body);
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test]
+async fn same_key_with_another_body_or_route_is_422() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    assert_eq!(
+        post_key(&client, addr, "/orders", "k-fp", None, "a")
+            .await
+            .status(),
+        201
+    );
+    let other_body = post_key(&client, addr, "/orders", "k-fp", None, "b").await;
+    assert_eq!(other_body.status(), 422);
+    assert_eq!(problem_type(other_body).await, problems::KEY_REUSED);
+    let other_route = post_key(&client, addr, "/other", "k-fp", None, "a").await;
+    assert_eq!(other_route.status(), 422);
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test]
+async fn principals_with_the_same_key_are_isolated() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    let alice = post_key(
+        &client,
+        addr,
+        "/orders",
+        "shared",
+        Some("Bearer alice"),
+        "x",
+    )
+    .await;
+    let bob = post_key(&client, addr, "/orders", "shared", Some("Bearer bob"), "x").await;
+    let alice_body = alice.text().await.unwrap();
+    let bob_body = bob.text().await.unwrap();
+    assert_ne!(alice_body, bob_body);
+    assert_eq!(handler.count(), 2);
+    let alice_again = post_key(
+        &client,
+        addr,
+        "/orders",
+        "shared",
+        Some("Bearer alice"),
+        "x",
+    )
+    .await;
+    assert_eq!(alice_again.text().await.unwrap(), alice_body);
+    // Bob with another body is a mismatch in *his* scope only; anonymous has its own scope.
+    let anon = post_key(&client, addr, "/orders", "shared", None, "x").await;
+    assert_eq!(anon.status(), 201);
+    assert!(anon.headers().get("idempotent-replayed").is_none());
+    assert_eq!(handler.count(), 3);
+}
+
+#[tokio::test]
+async fn transient_outcome_releases_the_key_for_the_retry() {
+    let handler = Handler {
+        fail_status: Some(StatusCode::SERVICE_UNAVAILABLE),
+        fail_first: 1,
+        ..Handler::default()
+    };
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    assert_eq!(
+        post_key(&client, addr, "/orders", "k-5xx", None, "x")
+            .await
+            .status(),
+        503
+    );
+    let retry = post_key(&client, addr, "/orders", "k-5xx", None, "x").await;
+    assert_eq!(retry.status(), 201);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(handler.count(), 2);
+    // A permanent 4xx is kept like a success.
+    let handler = Handler {
+        fail_status: Some(StatusCode::BAD_REQUEST),
+        fail_first: 1,
+        ..Handler::default()
+    };
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    assert_eq!(
+        post_key(&client, addr, "/orders", "k-4xx", None, "x")
+            .await
+            .status(),
+        400
+    );
+    let replay = post_key(&client, addr, "/orders", "k-4xx", None, "x").await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test]
+async fn inner_errors_release_the_key() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(IdempotencyLayer::memory())
+        .service(service_fn(move |_req: Request<Body>| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err("upstream down")
+                } else {
+                    Ok(Response::new(Body::from("ok")))
+                }
+            }
+        }));
+    let req = || {
+        Request::post("/x")
+            .header("idempotency-key", "k-err")
+            .body(Body::from("b"))
+            .unwrap()
+    };
+    assert_eq!(
+        svc.clone().oneshot(req()).await.unwrap_err(),
+        "upstream down"
+    );
+    assert_eq!(svc.clone().oneshot(req()).await.unwrap().status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn oversized_request_is_413_and_oversized_response_streams_then_refuses_replay() {
+    let handler = Handler {
+        body_len: 4096,
+        ..Handler::default()
+    };
+    let layer = IdempotencyLayer::builder()
+        .max_request_bytes(16)
+        .max_response_bytes(1024)
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    let big = post_key(&client, addr, "/orders", "k-413", None, &"y".repeat(17)).await;
+    assert_eq!(big.status(), 413);
+    assert_eq!(problem_type(big).await, problems::REQUEST_TOO_LARGE);
+    assert_eq!(handler.count(), 0);
+
+    let first = post_key(&client, addr, "/orders", "k-big", None, "small").await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        first.bytes().await.unwrap().len(),
+        4096,
+        "streamed untouched"
+    );
+    let again = post_key(&client, addr, "/orders", "k-big", None, "small").await;
+    assert_eq!(again.status(), 409);
+    assert!(again.headers().get("retry-after").is_none());
+    assert_eq!(problem_type(again).await, problems::NOT_REPLAYABLE);
+    assert_eq!(handler.count(), 1, "never a second execution");
+}
+
+#[tokio::test]
+async fn keys_and_principals_are_validated() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    // No key: passes through without dedup.
+    for _ in 0..2 {
+        let res = client
+            .post(format!("http://{addr}/orders"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    assert_eq!(handler.count(), 2);
+    let invalid = post_key(&client, addr, "/orders", "has space", None, "x").await;
+    assert_eq!(invalid.status(), 400);
+    assert_eq!(problem_type(invalid).await, problems::INVALID_KEY);
+    let quoted = post_key(&client, addr, "/orders", "\"sf-key\"", None, "x").await;
+    assert_eq!(quoted.status(), 201);
+    let bare = post_key(&client, addr, "/orders", "sf-key", None, "x").await;
+    assert_eq!(
+        bare.headers()["idempotent-replayed"],
+        "true",
+        "sf-string and bare token are one key"
+    );
+
+    let strict = IdempotencyLayer::builder()
+        .require_key()
+        .require_principal()
+        .build()
+        .unwrap();
+    let addr = serve(app(Handler::default(), strict)).await;
+    let res = client
+        .post(format!("http://{addr}/orders"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(problem_type(res).await, problems::MISSING_KEY);
+    let res = post_key(&client, addr, "/orders", "k", None, "x").await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(problem_type(res).await, problems::MISSING_PRINCIPAL);
+    assert_eq!(
+        post_key(&client, addr, "/orders", "k", Some("Bearer a"), "x")
+            .await
+            .status(),
+        201
+    );
+}
+
+async fn call(router: &axum::Router, key: &str) -> (StatusCode, bool, String) {
+    let req = Request::post("/orders")
+        .header("idempotency-key", key)
+        .body(Body::from("x"))
+        .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let replayed = res.headers().contains_key("idempotent-replayed");
+    let status = res.status();
+    let body =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, replayed, body)
+}
+
+#[tokio::test(start_paused = true)]
+async fn completed_records_expire_after_the_ttl() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    assert!(!call(&router, "k-ttl").await.1);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(call(&router, "k-ttl").await.1, "replayed within the TTL");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(!call(&router, "k-ttl").await.1, "executed again after it");
+    assert_eq!(handler.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_owners_lease_expires_and_the_next_request_executes() {
+    let store = MemoryStore::default();
+    let key = RecordKey::new(
+        &Scope::anonymous(),
+        &IdempotencyKey::parse_str("k-crash").unwrap(),
+    );
+    let parts = Request::post("/orders")
+        .header("content-type", "text/plain")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let fp = tower_idempotency::Fingerprint::compute(&parts, &[http::header::CONTENT_TYPE], b"x");
+    // A process claims the key and dies without completing.
+    let lease = Duration::from_secs(30);
+    assert!(matches!(
+        store.claim(&key, &fp, lease).await.unwrap(),
+        Claim::Acquired(_)
+    ));
+
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .store(store)
+        .lease(lease)
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    let req = || {
+        Request::post("/orders")
+            .header("idempotency-key", "k-crash")
+            .header("content-type", "text/plain")
+            .body(Body::from("x"))
+            .unwrap()
+    };
+    assert_eq!(router.clone().oneshot(req()).await.unwrap().status(), 409);
+    tokio::time::advance(lease + Duration::from_millis(1)).await;
+    assert_eq!(router.clone().oneshot(req()).await.unwrap().status(), 201);
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_while_a_slow_handler_runs() {
+    let handler = slow(10_000);
+    let layer = IdempotencyLayer::builder()
+        .lease(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    let slow_call = tokio::spawn({
+        let router = router.clone();
+        async move { call(&router, "k-lease").await }
+    });
+    // Well past the 3 s lease, the key is still held by the running handler.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(call(&router, "k-lease").await.0, StatusCode::CONFLICT);
+    let (status, _, first_body) = slow_call.await.unwrap();
+    assert_eq!(status, 201);
+    let (_, replayed, body) = call(&router, "k-lease").await;
+    assert!(replayed);
+    assert_eq!(body, first_body);
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_fences_a_stale_owner() {
+    common::stale_owner_is_fenced(
+        &MemoryStore::default(),
+        Duration::from_secs(5),
+        |d| async move {
+            tokio::time::advance(d).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fencing_token_reaches_the_handler() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let body = post_key(&client(), addr, "/orders", "k-token", None, "x")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("token Some("), "{body}");
+}
+
+#[tokio::test]
+async fn bounded_memory_store_fails_closed_when_full_of_claims() {
+    let store = MemoryStore::new(1);
+    let fp = tower_idempotency::Fingerprint::from_bytes([1; 32]);
+    let a = RecordKey::new(
+        &Scope::anonymous(),
+        &IdempotencyKey::parse_str("a").unwrap(),
+    );
+    assert!(matches!(
+        store.claim(&a, &fp, Duration::from_secs(60)).await.unwrap(),
+        Claim::Acquired(_)
+    ));
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    let (status, _, _) = call(&router, "b").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(handler.count(), 0);
+
+    let open = IdempotencyLayer::builder()
+        .store(store)
+        .on_store_outage(OutagePolicy::FailOpen)
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), open);
+    assert_eq!(call(&router, "b").await.0, StatusCode::CREATED);
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test]
+async fn metrics_count_results_and_store_latency() {
+    let capture = test_support::metrics::Capture::start();
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder().name("orders").build().unwrap();
+    let router = app(handler, layer);
+    call(&router, "m1").await;
+    call(&router, "m1").await;
+    call(&router, "bad key").await;
+    let snap = capture.snapshot();
+    let count = |result| {
+        snap.counter(
+            "idempotency_requests_total",
+            &[("name", "orders"), ("result", result)],
+        )
+    };
+    assert_eq!(count("executed"), Some(1));
+    assert_eq!(count("replayed"), Some(1));
+    assert_eq!(count("invalid_key"), Some(1));
+    assert_eq!(
+        snap.histogram_count(
+            "idempotency_store_seconds",
+            &[("name", "orders"), ("op", "claim")]
+        ),
+        2
+    );
+    assert_eq!(
+        snap.histogram_count(
+            "idempotency_store_seconds",
+            &[("name", "orders"), ("op", "complete")]
+        ),
+        1
+    );
+}

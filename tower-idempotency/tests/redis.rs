@@ -1,0 +1,365 @@
+//! The layer over a real redis-server (started by the fixture, or `REDIS_URL`), and over a
+//! local 3-node Redis Cluster.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Handler, app, client, post_key, problem_type, serve};
+use test_support::redis::{RedisCluster, RedisServer};
+use tokio::task::JoinSet;
+use tower_fault::IdempotencyKey;
+use tower_idempotency::{
+    Fingerprint, IdempotencyLayer, IdempotencyStore, OutagePolicy, RecordKey, RedisStore, Scope,
+    problems, store::Claim,
+};
+
+async fn redis() -> Option<RedisServer> {
+    match RedisServer::start().await {
+        Ok(server) => Some(server),
+        Err(e) if test_support::redis::required() => panic!("Redis is required: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+async fn layer(
+    url: &str,
+    build: impl FnOnce(tower_idempotency::Builder<RedisStore>) -> tower_idempotency::Builder<RedisStore>,
+) -> IdempotencyLayer<RedisStore> {
+    let store = RedisStore::connect(url).await.unwrap();
+    build(IdempotencyLayer::builder().store(store))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_sharing_one_redis_execute_once() {
+    let Some(redis) = redis().await else { return };
+    let handler = Handler {
+        delay: Duration::from_millis(600),
+        ..Handler::default()
+    };
+    let a = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let b = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let client = client();
+    let mut set = JoinSet::new();
+    for i in 0..50 {
+        let client = client.clone();
+        let addr = if i % 2 == 0 { a } else { b };
+        set.spawn(async move {
+            post_key(&client, addr, "/orders", "two-servers", None, "x")
+                .await
+                .status()
+                .as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = set.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        49,
+        "{statuses:?}"
+    );
+    assert_eq!(handler.count(), 1);
+    for addr in [a, b] {
+        let replay = post_key(&client, addr, "/orders", "two-servers", None, "x").await;
+        assert_eq!(replay.status(), 201);
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    }
+    assert_eq!(handler.count(), 1);
+}
+
+/// Commands the client sent (round trips), from `INFO commandstats`. Commands run *inside* the
+/// Lua scripts are counted there too under their own names; they must all be ones the scripts
+/// use, so a command the client sent directly would still be noticed.
+async fn round_trips(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    const IN_SCRIPTS: &[&str] = &["hmget", "hset", "pexpire", "pttl", "time", "del"];
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut sent = 0;
+    for line in info
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_"))
+    {
+        let (name, stats) = line.split_once(':').unwrap();
+        let calls: u64 = stats
+            .split("calls=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        match name {
+            "info" | "config|resetstat" => {}
+            "evalsha" | "eval" | "script|load" => sent += calls,
+            other => assert!(IN_SCRIPTS.contains(&other), "unexpected command {other}"),
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn round_trips_are_two_for_a_first_request_and_one_for_a_replay() {
+    let Some(redis) = redis().await else { return };
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let client = client();
+    // Warm up: the first use loads the scripts (EVALSHA → NOSCRIPT → SCRIPT LOAD → EVALSHA).
+    post_key(&client, addr, "/orders", "warm-up", None, "x").await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        post_key(&client, addr, "/orders", "rtt", None, "x")
+            .await
+            .status(),
+        201
+    );
+    let first = round_trips(&mut admin).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let replay = post_key(&client, addr, "/orders", "rtt", None, "x").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let second = round_trips(&mut admin).await;
+    println!("redis round trips: first request {first}, replay {second}");
+    assert_eq!((first, second), (2, 1));
+}
+
+#[tokio::test]
+async fn records_expire_with_a_short_ttl() {
+    let Some(redis) = redis().await else { return };
+    let handler = Handler::default();
+    let layer = layer(redis.url(), |b| b.ttl(Duration::from_millis(700))).await;
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    post_key(&client, addr, "/orders", "ttl", None, "x").await;
+    let replay = post_key(&client, addr, "/orders", "ttl", None, "x").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let again = post_key(&client, addr, "/orders", "ttl", None, "x").await;
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    assert_eq!(handler.count(), 2);
+}
+
+#[tokio::test]
+async fn a_crashed_owners_lease_expires() {
+    let Some(redis) = redis().await else { return };
+    let store = RedisStore::connect(redis.url()).await.unwrap();
+    let parts = http::Request::post("/orders")
+        .header("content-type", "text/plain")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let fp = Fingerprint::compute(&parts, &[http::header::CONTENT_TYPE], b"x");
+    let key = RecordKey::new(
+        &Scope::anonymous(),
+        &IdempotencyKey::parse_str("crash").unwrap(),
+    );
+    let lease = Duration::from_millis(400);
+    assert!(matches!(
+        store.claim(&key, &fp, lease).await.unwrap(),
+        Claim::Acquired(_)
+    ));
+
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .store(store)
+        .lease(lease)
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    assert_eq!(
+        post_key(&client, addr, "/orders", "crash", None, "x")
+            .await
+            .status(),
+        409
+    );
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert_eq!(
+        post_key(&client, addr, "/orders", "crash", None, "x")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test]
+async fn redis_store_fences_a_stale_owner() {
+    let Some(redis) = redis().await else { return };
+    let store = RedisStore::connect(redis.url()).await.unwrap();
+    common::stale_owner_is_fenced(&store, Duration::from_millis(200), tokio::time::sleep).await;
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_or_open_as_configured() {
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    if std::env::var("REDIS_URL").is_ok() {
+        eprintln!("skipping: cannot stop a Redis given by REDIS_URL");
+        return;
+    }
+    let handler = Handler::default();
+    let closed = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let open = serve(app(
+        handler.clone(),
+        layer(redis.url(), |b| b.on_store_outage(OutagePolicy::FailOpen)).await,
+    ))
+    .await;
+    let client = client();
+    assert_eq!(
+        post_key(&client, closed, "/orders", "before", None, "x")
+            .await
+            .status(),
+        201
+    );
+    redis.stop().unwrap();
+
+    let res = post_key(&client, closed, "/orders", "down", None, "x").await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(problem_type(res).await, problems::STORE_UNAVAILABLE);
+    assert_eq!(handler.count(), 1, "fail closed: not executed");
+
+    let res = post_key(&client, open, "/orders", "down", None, "x").await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(handler.count(), 2, "fail open: executed without dedup");
+
+    redis.restart().unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post_key(&client, closed, "/orders", "after", None, "x")
+            .await
+            .status()
+            .as_u16();
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 201, "the connection manager reconnects");
+}
+
+#[tokio::test]
+async fn redis_dying_mid_request_never_panics_nor_executes_twice() {
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    if std::env::var("REDIS_URL").is_ok() {
+        eprintln!("skipping: cannot stop a Redis given by REDIS_URL");
+        return;
+    }
+    let handler = Handler {
+        delay: Duration::from_millis(400),
+        ..Handler::default()
+    };
+    let addr = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let client = client();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move {
+            post_key(&client, addr, "/orders", "mid", None, "x")
+                .await
+                .status()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    redis.stop().unwrap();
+    // The handler ran: its response is delivered even though it could not be recorded.
+    assert_eq!(first.await.unwrap(), 201);
+    // A retry while the store is down is refused, not executed a second time.
+    assert_eq!(
+        post_key(&client, addr, "/orders", "mid", None, "x")
+            .await
+            .status(),
+        503
+    );
+    assert_eq!(handler.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_on_a_three_node_redis_cluster() {
+    let cluster = match RedisCluster::start(3).await {
+        Ok(cluster) => cluster,
+        Err(e) if test_support::redis::required() => panic!("Redis Cluster is required: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let store = RedisStore::connect_cluster(cluster.urls()).await.unwrap();
+    let handler = Handler {
+        delay: Duration::from_millis(200),
+        ..Handler::default()
+    };
+    let layer = IdempotencyLayer::builder()
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    // Keys spread over the three nodes' slots; each has 3 concurrent duplicates.
+    let mut set = JoinSet::new();
+    for key in 0..12 {
+        for _ in 0..3 {
+            let client = client.clone();
+            set.spawn(async move {
+                post_key(&client, addr, "/orders", &format!("c-{key}"), None, "x")
+                    .await
+                    .status()
+                    .as_u16()
+            });
+        }
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = set.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        24,
+        "{statuses:?}"
+    );
+    assert_eq!(handler.count(), 12);
+    for key in 0..12 {
+        let replay = post_key(&client, addr, "/orders", &format!("c-{key}"), None, "x").await;
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    }
+    common::stale_owner_is_fenced(&store, Duration::from_millis(200), tokio::time::sleep).await;
+}
