@@ -1,0 +1,430 @@
+//! The breaker's state machine on tokio's paused clock.
+
+use std::{future::Future, pin::pin, task::Poll, time::Duration};
+
+use tower::{Service, ServiceExt, service_fn};
+use tower_breaker::{Breaker, Cause, State, Window, error::BreakerError};
+use tower_fault::{BoxError, Class, Delivery, RetryAfterHint};
+
+const S: Duration = Duration::from_secs(1);
+
+fn fail(breaker: &Breaker) {
+    breaker.try_acquire().expect("admitted").failure();
+}
+
+fn succeed(breaker: &Breaker) {
+    breaker.try_acquire().expect("admitted").success();
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_after_the_threshold_even_after_100k_successes() {
+    let breaker = Breaker::builder()
+        .window(Window::count(100))
+        .minimum_calls(20)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    for _ in 0..100_000 {
+        succeed(&breaker);
+    }
+    assert_eq!(breaker.counts().calls, 100);
+    // A true ring: 50 failures out of the last 100 calls reach 50%.
+    for i in 1..=50 {
+        assert_eq!(breaker.state(), State::Closed, "opened early, after {i} failures");
+        fail(&breaker);
+    }
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_and_a_success_resets_the_run() {
+    let breaker = Breaker::builder()
+        .no_failure_rate()
+        .consecutive_failures(3)
+        .build()
+        .unwrap();
+    fail(&breaker);
+    fail(&breaker);
+    succeed(&breaker);
+    fail(&breaker);
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Closed);
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_forgets_failures_exactly_when_they_age_out() {
+    let breaker = Breaker::builder()
+        .window(Window::time_with_buckets(10 * S, 10))
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    tokio::time::advance(S / 2).await;
+    for _ in 0..3 {
+        fail(&breaker); // 3 calls < minimum: no trip
+    }
+    tokio::time::advance(9 * S + S / 2 - Duration::from_millis(1)).await; // t = 9.999 s
+    assert_eq!(breaker.counts().failures, 3);
+    tokio::time::advance(Duration::from_millis(1)).await; // t = 10 s: bucket [0, 1) left
+    assert_eq!(breaker.counts().failures, 0);
+    succeed(&breaker);
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Closed, "old failures must not count");
+    assert_eq!(breaker.counts().calls, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_rejects_with_the_remaining_time_as_a_not_processed_transient() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(10 * S, 60 * S)
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    fail(&breaker);
+    tokio::time::advance(4 * S).await;
+    let err = breaker.try_acquire().unwrap_err();
+    assert_eq!(err.state(), State::Open);
+    assert_eq!(err.retry_after(), Some(6 * S));
+    let boxed: BoxError = Box::new(err);
+    let class = tower_fault::Classify::<http::Response<()>, BoxError>::classify(
+        &tower_fault::HttpClassifier::default(),
+        Err(&boxed),
+    );
+    assert_eq!(
+        class,
+        Class::Transient {
+            retry_after: Some(6 * S),
+            delivery: Delivery::NotProcessed
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_are_ignored_unless_configured() {
+    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    for _ in 0..10 {
+        breaker.try_acquire().unwrap().record(Class::Permanent);
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.counts().calls, 0);
+
+    let strict = Breaker::builder()
+        .consecutive_failures(2)
+        .permanent_outcome(tower_breaker::Outcome::Failure)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        strict.try_acquire().unwrap().record(Class::Permanent);
+    }
+    assert_eq!(strict.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_successes_trip_the_slow_call_rule() {
+    let breaker = Breaker::builder()
+        .no_failure_rate()
+        .slow_calls(S, 0.5)
+        .window(Window::count(10))
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let mut events = breaker.subscribe();
+    let mut svc = breaker.layer().layer(service_fn(|delay: Duration| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, BoxError>(http::Response::new(()))
+    }));
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(S / 10).await.unwrap();
+    }
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(2 * S).await.unwrap();
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let event = events.recv().await.unwrap();
+    assert_eq!(event.cause, Cause::SlowCallRate);
+    assert_eq!(event.slow_call_rate, Some(0.5));
+    assert_eq!(event.failure_rate, Some(0.0));
+}
+
+use tower_layer::Layer;
+
+/// Trips a half-open-capable breaker and waits for its open duration.
+async fn half_open(permits: u32, timeout: Option<Duration>) -> Breaker {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(S, 60 * S)
+        .open_jitter(0.0)
+        .half_open_permits(permits)
+        .half_open_timeout(timeout)
+        .build()
+        .unwrap();
+    fail(&breaker);
+    tokio::time::advance(S).await;
+    breaker
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_exactly_the_permits_and_closes_after_them() {
+    let breaker = half_open(3, None).await;
+    let probes: Vec<_> = (0..3).map(|_| breaker.try_acquire().unwrap()).collect();
+    assert_eq!(breaker.state(), State::HalfOpen);
+    let err = breaker.try_acquire().unwrap_err();
+    assert_eq!(err.state(), State::HalfOpen);
+    let mut probes = probes.into_iter();
+    probes.next().unwrap().success();
+    // A success keeps its slot: still only 3 probes per half-open period.
+    assert!(breaker.try_acquire().is_err());
+    probes.next().unwrap().success();
+    assert_eq!(breaker.state(), State::HalfOpen);
+    probes.next().unwrap().success();
+    assert_eq!(breaker.state(), State::Closed);
+    succeed(&breaker);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens() {
+    let breaker = half_open(2, None).await;
+    let a = breaker.try_acquire().unwrap();
+    let b = breaker.try_acquire().unwrap();
+    a.failure();
+    assert_eq!(breaker.state(), State::Open);
+    b.success(); // a probe of the old half-open period: ignored
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_frees_its_permit() {
+    let breaker = half_open(1, None).await;
+    let mut svc = breaker.layer().layer(service_fn(|_: ()| async {
+        std::future::pending::<Result<http::Response<()>, BoxError>>().await
+    }));
+    let probe = svc.ready().await.unwrap().call(());
+    // The only permit is taken.
+    let rejected = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(rejected.downcast_ref::<BreakerError>().is_some());
+    drop(probe); // the caller gave up
+    let mut second = pin!(svc.ready().await.unwrap().call(()));
+    assert!(
+        futures_util::poll!(second.as_mut()).is_pending(),
+        "the freed permit admits the next probe"
+    );
+    assert_eq!(breaker.state(), State::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_half_open_deadline_reopens_when_probes_hang() {
+    let breaker = half_open(1, Some(5 * S)).await;
+    let mut events = breaker.subscribe();
+    let hung = breaker.try_acquire_owned().unwrap();
+    tokio::time::advance(5 * S - Duration::from_millis(1)).await;
+    assert_eq!(breaker.try_acquire().unwrap_err().state(), State::HalfOpen);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let err = breaker.try_acquire().unwrap_err();
+    assert_eq!(err.state(), State::Open);
+    assert_eq!(err.retry_after(), Some(2 * S), "second open in a row doubles");
+    let seen: Vec<_> = std::iter::from_fn(|| events.try_recv())
+        .map(|t| (t.from, t.to, t.cause))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (State::Open, State::HalfOpen, Cause::OpenElapsed),
+            (State::HalfOpen, State::Open, Cause::HalfOpenTimeout)
+        ]
+    );
+    hung.success(); // finally answers: too late to count
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_duration_grows_caps_and_resets_after_staying_closed() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(S, 8 * S)
+        .open_jitter(0.0)
+        .backoff_reset_after(30 * S)
+        .build()
+        .unwrap();
+    let mut events = breaker.subscribe();
+    let mut opens = Vec::new();
+    fail(&breaker);
+    for _ in 0..5 {
+        let open_for = breaker.retry_after().unwrap();
+        opens.push(open_for.as_secs());
+        tokio::time::advance(open_for).await;
+        fail(&breaker); // the probe fails
+    }
+    assert_eq!(opens, [1, 2, 4, 8, 8]);
+    tokio::time::advance(8 * S).await;
+    succeed(&breaker);
+    assert_eq!(breaker.state(), State::Closed);
+    // Re-tripping soon after closing continues the streak...
+    tokio::time::advance(10 * S).await;
+    fail(&breaker);
+    assert_eq!(breaker.retry_after(), Some(8 * S));
+    tokio::time::advance(8 * S).await;
+    succeed(&breaker);
+    // ...staying closed long enough resets it.
+    tokio::time::advance(30 * S).await;
+    fail(&breaker);
+    assert_eq!(breaker.retry_after(), Some(S));
+    let opened: Vec<_> = std::iter::from_fn(|| events.try_recv())
+        .filter_map(|t| t.open_for)
+        .map(|d| d.as_secs())
+        .collect();
+    assert_eq!(opened, [1, 2, 4, 8, 8, 8, 8, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_stays_within_its_fraction() {
+    for seed in 0..50 {
+        let breaker = Breaker::builder()
+            .consecutive_failures(1)
+            .open_duration(10 * S, 60 * S)
+            .open_jitter(0.2)
+            .seed(seed)
+            .build()
+            .unwrap();
+        fail(&breaker);
+        let open_for = breaker.retry_after().unwrap();
+        assert!((8 * S..=10 * S).contains(&open_for), "{open_for:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_retry_after_longer_than_the_open_duration_sets_it() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(S, 60 * S)
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    breaker.try_acquire().unwrap().record(Class::TRANSIENT.with_retry_after(Some(30 * S)));
+    assert_eq!(breaker.retry_after(), Some(30 * S));
+    tokio::time::advance(30 * S).await;
+    // Capped at the max open duration.
+    breaker.try_acquire().unwrap().record(Class::TRANSIENT.with_retry_after(Some(600 * S)));
+    assert_eq!(breaker.retry_after(), Some(60 * S));
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_arrive_in_order_with_their_causes() {
+    let breaker = Breaker::builder()
+        .window(Window::count(10))
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .open_duration(S, 10 * S)
+        .build()
+        .unwrap();
+    let mut events = breaker.subscribe();
+    succeed(&breaker);
+    succeed(&breaker);
+    fail(&breaker);
+    fail(&breaker);
+    tokio::time::advance(S).await;
+    succeed(&breaker);
+    breaker.force_open();
+    breaker.reset();
+    breaker.disable();
+    breaker.force_closed();
+    let seen: Vec<_> = std::iter::from_fn(|| events.try_recv())
+        .map(|t| (t.from, t.to, t.cause))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (State::Closed, State::Open, Cause::FailureRate),
+            (State::Open, State::HalfOpen, Cause::OpenElapsed),
+            (State::HalfOpen, State::Closed, Cause::ProbesSucceeded),
+            (State::Closed, State::ForcedOpen, Cause::Manual),
+            (State::ForcedOpen, State::Closed, Cause::Manual),
+            (State::Closed, State::Disabled, Cause::Manual),
+            (State::Disabled, State::ForcedClosed, Cause::Manual),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_control() {
+    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    breaker.force_open();
+    let err = breaker.try_acquire().unwrap_err();
+    assert_eq!((err.state(), err.retry_after()), (State::ForcedOpen, None));
+
+    breaker.force_closed();
+    for _ in 0..10 {
+        fail(&breaker);
+    }
+    assert_eq!(breaker.state(), State::ForcedClosed);
+    assert_eq!(breaker.counts().calls, 0, "forced closed records nothing");
+
+    breaker.disable();
+    for _ in 0..10 {
+        fail(&breaker);
+    }
+    assert_eq!(breaker.state(), State::Disabled, "metrics only: never trips");
+    assert_eq!(breaker.counts().failures, 10);
+
+    breaker.reset();
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.counts().calls, 0);
+    fail(&breaker);
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_admitted_before_a_transition_is_not_counted_after_it() {
+    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    let old = breaker.try_acquire_owned().unwrap();
+    breaker.force_open();
+    breaker.reset();
+    old.failure();
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Closed, "the stale failure must not count");
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_delegates_and_rejection_is_immediate() {
+    let breaker = Breaker::builder().consecutive_failures(1).build().unwrap();
+    breaker.force_open();
+    let mut svc = breaker.layer().layer(service_fn(|_: ()| async {
+        Ok::<_, BoxError>(http::Response::new(()))
+    }));
+    let fut = svc.ready().await.unwrap().call(());
+    let mut fut = pin!(fut);
+    let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    let Poll::Ready(Err(err)) = polled else {
+        panic!("rejection must be ready at the first poll");
+    };
+    assert!(err.is::<BreakerError>());
+}
+
+#[test]
+fn nonsense_configuration_is_a_build_error() {
+    let cases: Vec<(tower_breaker::BreakerBuilder, &str)> = vec![
+        (Breaker::builder().failure_rate_threshold(0.0), "failure_rate_threshold"),
+        (Breaker::builder().failure_rate_threshold(1.5), "failure_rate_threshold"),
+        (Breaker::builder().window(Window::count(0)), "window"),
+        (Breaker::builder().window(Window::time(Duration::ZERO)), "window"),
+        (Breaker::builder().window(Window::count(10)).minimum_calls(11), "minimum_calls"),
+        (Breaker::builder().no_failure_rate(), "failure_rate_threshold"),
+        (Breaker::builder().consecutive_failures(0), "consecutive_failures"),
+        (Breaker::builder().open_duration(10 * S, S), "open_duration"),
+        (Breaker::builder().open_duration(Duration::ZERO, S), "open_duration"),
+        (Breaker::builder().open_multiplier(0.5), "open_multiplier"),
+        (Breaker::builder().open_jitter(1.0), "open_jitter"),
+        (Breaker::builder().half_open_permits(0), "half_open_permits"),
+        (Breaker::builder().half_open_timeout(Some(Duration::ZERO)), "half_open_timeout"),
+        (Breaker::builder().slow_calls(Duration::ZERO, 0.5), "slow_calls"),
+        (Breaker::builder().name(""), "name"),
+    ];
+    for (builder, field) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.field(), field, "{err}");
+        assert!(!err.message().is_empty());
+    }
+}
