@@ -242,3 +242,24 @@ async fn hanging_upstream_is_cut_by_the_attempt_timeout() {
     assert_eq!(server.requests(), 2);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn works_over_the_hyper_util_legacy_client() {
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+    let server = FaultServer::with_script([
+        Action::Respond(Reply::status(503).header("retry-after", "0")),
+        Action::ResetAfterRequest,
+    ])
+    .await;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let svc = fast().build().unwrap().layer(client);
+    let req = Request::put(server.url("/doc"))
+        .body(Full::new(Bytes::from_static(b"v2")))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.extensions().get::<RetryInfo>().unwrap().attempts, 3);
+    let bodies: Vec<_> = server.received().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, [b"v2".to_vec(), b"v2".to_vec(), b"v2".to_vec()]);
+}
