@@ -110,8 +110,10 @@ type BodyCheck = Arc<dyn Fn(StatusCode, &Bytes) -> Result<(), String> + Send + S
 /// let client = service_fn(|_req: http::Request<Full<Bytes>>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{\"db\":\"up\"}"))))
 /// });
-/// let shallow = HttpProbe::shallow(client.clone(), "/healthz");
-/// let deep = HttpProbe::deep(client, "/ready", |status, body| {
+/// // The request body type is a parameter (default `Full<Bytes>`); name it when it is not
+/// // inferred from where the probe is used.
+/// let shallow = HttpProbe::<_, Full<Bytes>>::shallow(client.clone(), "/healthz");
+/// let deep = HttpProbe::<_, Full<Bytes>>::deep(client, "/ready", |status, body| {
 ///     if status.is_success() && body.as_ref() == b"{\"db\":\"up\"}" { Ok(()) } else { Err("db down".into()) }
 /// });
 /// # let _ = (shallow, deep);

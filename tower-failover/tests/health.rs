@@ -606,7 +606,7 @@ async fn runtime_add_and_remove_with_drain() {
     assert!(drain.is_woken());
     assert!(drain.poll().is_ready());
     // Remove `b` too: the standby tier takes over.
-    let _ = handle.remove("b").unwrap();
+    drop(handle.remove("b").unwrap());
     assert_eq!(who(&send(&mut f, get("/")).await.unwrap()), "c");
     let seen: Vec<(String, Cause)> = std::iter::from_fn(|| events.try_recv())
         .map(|e: HealthEvent| (e.endpoint.name.to_string(), e.cause))
