@@ -11,8 +11,8 @@ use test_support::redis::{RedisCluster, RedisServer};
 use tokio::task::JoinSet;
 use tower_fault::IdempotencyKey;
 use tower_idempotency::{
-    Fingerprint, IdempotencyLayer, IdempotencyStore, OutagePolicy, RecordKey, RedisStore, Scope,
-    problems, store::Claim,
+    Concurrency, Fingerprint, IdempotencyLayer, IdempotencyStore, OutagePolicy, RecordKey,
+    RedisStore, Scope, problems, store::Claim,
 };
 
 async fn redis() -> Option<RedisServer> {
@@ -362,4 +362,38 @@ async fn works_on_a_three_node_redis_cluster() {
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
     }
     common::stale_owner_is_fenced(&store, Duration::from_millis(200), tokio::time::sleep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_across_servers_polls_and_replays() {
+    let Some(redis) = redis().await else { return };
+    let handler = Handler {
+        delay: Duration::from_millis(300),
+        ..Handler::default()
+    };
+    let wait = |b: tower_idempotency::Builder<RedisStore>| {
+        b.concurrency(Concurrency::Wait {
+            max: Duration::from_secs(10),
+        })
+    };
+    let a = serve(app(handler.clone(), layer(redis.url(), wait).await)).await;
+    let b = serve(app(handler.clone(), layer(redis.url(), wait).await)).await;
+    let client = client();
+    let mut set = JoinSet::new();
+    for i in 0..10 {
+        let client = client.clone();
+        let addr = if i % 2 == 0 { a } else { b };
+        set.spawn(async move {
+            let res = post_key(&client, addr, "/orders", "wait-across", None, "x").await;
+            (res.status().as_u16(), res.text().await.unwrap())
+        });
+    }
+    let mut bodies = Vec::new();
+    while let Some(res) = set.join_next().await {
+        let (status, body) = res.unwrap();
+        assert_eq!(status, 201);
+        bodies.push(body);
+    }
+    assert!(bodies.iter().all(|b| b == &bodies[0]), "{bodies:?}");
+    assert_eq!(handler.count(), 1);
 }

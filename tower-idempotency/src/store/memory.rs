@@ -255,3 +255,70 @@ impl IdempotencyStore for MemoryStore {
         Box::pin(std::future::ready(Ok(ok)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Outcome;
+    use proptest::prelude::*;
+    use tower_fault::IdempotencyKey;
+
+    fn key(i: u16) -> RecordKey {
+        RecordKey::new(
+            &crate::Scope::anonymous(),
+            &IdempotencyKey::parse_str(&format!("k{i}")).unwrap(),
+        )
+    }
+
+    fn done() -> CompletedRecord {
+        CompletedRecord {
+            fingerprint: Fingerprint::from_bytes([0; 32]),
+            outcome: Outcome::TooLarge {
+                status: http::StatusCode::OK,
+                limit: 1,
+            },
+        }
+    }
+
+    fn now<T>(f: StoreFuture<'_, T>) -> Result<T, StoreError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    proptest! {
+        /// Whatever the traffic, the store stays within its bound and never evicts a live claim:
+        /// a key claimed and not finished is always still claimed.
+        #[test]
+        fn bounded_and_never_evicts_claims(
+            capacity in 1usize..40,
+            ops in proptest::collection::vec((0u16..64, any::<bool>()), 1..300),
+        ) {
+            let store = MemoryStore::new(capacity);
+            let fp = Fingerprint::from_bytes([0; 32]);
+            let lease = Duration::from_secs(600);
+            let mut live: HashMap<u16, FencingToken> = HashMap::new();
+            for (k, finish) in ops {
+                match now(store.claim(&key(k), &fp, lease)) {
+                    Ok(Claim::Acquired(token)) => {
+                        if finish {
+                            prop_assert!(now(store.complete(&key(k), token, &done(), lease)).unwrap());
+                        } else {
+                            live.insert(k, token);
+                        }
+                    }
+                    Ok(Claim::InFlight { .. }) => prop_assert!(live.contains_key(&k)),
+                    Ok(Claim::Completed(_)) => prop_assert!(!live.contains_key(&k)),
+                    Err(e) => prop_assert_eq!(e.kind(), StoreErrorKind::Full),
+                }
+                prop_assert!(store.len() <= store.inner.shard_capacity * store.inner.shards.len());
+                prop_assert!(store.len() <= capacity + store.inner.shards.len());
+            }
+            for (k, token) in live {
+                prop_assert!(now(store.renew(&key(k), token, lease)).unwrap(), "claim {} was evicted", k);
+            }
+        }
+    }
+}
