@@ -101,8 +101,29 @@ fn resilience_time(window: Duration) -> ResilienceBreaker {
         .layer(bare_unit())
 }
 
+type Ours = <tower_breaker::BreakerLayer as Layer<BareUnit>>::Service;
+
+fn ours(window: tower_breaker::Window) -> Ours {
+    tower_breaker::Breaker::builder()
+        .name("bench")
+        .window(window)
+        .minimum_calls(10)
+        .failure_rate_threshold(0.5)
+        .build()
+        .expect("valid config")
+        .layer()
+        .layer(bare_unit())
+}
+
+fn ours_count() -> Ours {
+    ours(tower_breaker::Window::count(100))
+}
+
+const GROUP: &str = "breaker, closed";
+const MULTI: &str = "breaker, closed, multi-threaded (ns/call, wall clock)";
+
 fn single(c: &mut criterion::Criterion) {
-    let mut g = report::group(c, "breaker, closed");
+    let mut g = report::group(c, GROUP);
     let mut bare = bare_unit();
     bench_calls(&mut g, BARE, unit_request, move |r| call_now(&mut bare, r));
     let mut rec = Recloser::new();
@@ -113,12 +134,33 @@ fn single(c: &mut criterion::Criterion) {
     bench_calls(&mut g, "tower-resilience", unit_request, move |r| {
         call_now(&mut tr, r)
     });
+    let mut o = ours_count();
+    bench_calls(
+        &mut g,
+        "ours (tower-breaker), count window",
+        unit_request,
+        move |r| call_now(&mut o, r),
+    );
+    let mut o = ours(tower_breaker::Window::time(Duration::from_secs(60)));
+    bench_calls(
+        &mut g,
+        "ours (tower-breaker), time window",
+        unit_request,
+        move |r| call_now(&mut o, r),
+    );
     g.finish();
+    report::compare(GROUP, "ours (tower-breaker), count window", "recloser");
+    report::compare(GROUP, "ours (tower-breaker), time window", "recloser");
+    report::compare(
+        GROUP,
+        "ours (tower-breaker), count window",
+        "tower-resilience",
+    );
 }
 
 fn multi(c: &mut criterion::Criterion) {
     let rt = runtime();
-    let mut g = report::group(c, "breaker, closed, multi-threaded (ns/call, wall clock)");
+    let mut g = report::group(c, MULTI);
     for tasks in [1, 2, 8] {
         bench_parallel(&mut g, &rt, &format!("bare/{tasks} tasks"), tasks, || {
             let mut s = bare_unit();
@@ -145,6 +187,16 @@ fn multi(c: &mut criterion::Criterion) {
                 let mut s = tr.clone();
                 move || drop(black_box(call_now(&mut s, unit_request())))
             },
+        );
+        let o = ours_count();
+        bench_parallel(&mut g, &rt, &format!("ours/{tasks} tasks"), tasks, || {
+            let mut s = o.clone();
+            move || drop(black_box(call_now(&mut s, unit_request())))
+        });
+        report::compare(
+            MULTI,
+            &format!("ours/{tasks} tasks"),
+            &format!("recloser/{tasks} tasks"),
         );
     }
     g.finish();
@@ -216,6 +268,9 @@ fn windows(c: &mut criterion::Criterion) {
         return;
     }
     for fill in [1_000, 100_000, 1_000_000] {
+        time_window(&group, &format!("ours/{fill}"), fill, || {
+            ours(tower_breaker::Window::time(Duration::from_secs(3600)))
+        });
         time_window(&group, &format!("tower-resilience/{fill}"), fill, || {
             resilience_time(Duration::from_secs(3600))
         });
@@ -224,6 +279,11 @@ fn windows(c: &mut criterion::Criterion) {
 }
 
 fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let _guard = rt.enter();
     let mut c = resilience_benches::criterion();
     single(&mut c);
     multi(&mut c);
