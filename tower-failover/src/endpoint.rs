@@ -1,6 +1,6 @@
 //! Endpoints: what the user declares, what probes and events see, and the URI rewrite.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::{
     Request, Uri,
@@ -70,11 +70,8 @@ pub struct EndpointInfo {
 
 impl EndpointInfo {
     /// The URI of `path_and_query` on this endpoint's authority (the base path is *not*
-    /// prepended: probe paths such as `/healthz` are absolute).
-    ///
-    /// # Panics
-    ///
-    /// Never for a valid `path_and_query` (it is parsed; an invalid one yields the root path).
+    /// prepended: probe paths such as `/healthz` are absolute). An unparsable
+    /// `path_and_query` yields the root path.
     #[must_use]
     pub fn uri_for(&self, path_and_query: &str) -> Uri {
         let mut parts = self.base_uri.clone().into_parts();
@@ -157,6 +154,9 @@ pub struct EndpointSnapshot {
     pub consecutive_failures: u32,
     /// How many times passive detection ejected it.
     pub ejections: u64,
+    /// While ejected: how long until it may take a trial request (zero once that time is
+    /// over and it waits for a trial or a probe).
+    pub ejected_for: Option<Duration>,
 }
 
 /// The scheme, authority and optional path prefix an endpoint rewrites requests to.

@@ -54,7 +54,7 @@ impl<S, C> FailoverHandle<S, C> {
             .load_snapshot()
             .entries
             .iter()
-            .map(|e| e.snapshot())
+            .map(|e| self.shared.view(e))
             .collect()
     }
 
@@ -66,7 +66,7 @@ impl<S, C> FailoverHandle<S, C> {
             .entries
             .iter()
             .find(|e| &*e.info.name == name)
-            .map(|e| e.snapshot())
+            .map(|e| self.shared.view(e))
     }
 
     /// Subscribes to health events (see [`HealthEvents`]).

@@ -62,7 +62,13 @@ impl<S, C> fmt::Debug for Failover<S, C> {
 impl<S, C> Clone for Failover<S, C> {
     /// A clone shares the endpoints and their health; it is not ready until polled.
     fn clone(&self) -> Self {
-        Self::from_shared(self.shared.clone())
+        Self {
+            shared: self.shared.clone(),
+            snap: self.snap.clone(),
+            ready: None,
+            pending: Vec::new(),
+            rng: self.shared.clone_rng(),
+        }
     }
 }
 

@@ -127,8 +127,9 @@ impl<S> Entry<S> {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn snapshot(&self) -> EndpointSnapshot {
+    pub(crate) fn snapshot(&self, ejected_for: Option<Duration>) -> EndpointSnapshot {
         EndpointSnapshot {
+            ejected_for,
             info: self.info.clone(),
             status: self.status(),
             in_flight: self.load(),
@@ -305,6 +306,15 @@ impl<S, C> Shared<S, C> {
         t.saturating_duration_since(self.epoch)
             .as_nanos()
             .min(u128::from(u64::MAX)) as u64
+    }
+
+    /// A view of one endpoint.
+    pub(crate) fn view(&self, e: &Entry<S>) -> EndpointSnapshot {
+        let ejected_for = (e.status() == EndpointStatus::Ejected).then(|| {
+            self.ejected_until(e)
+                .saturating_duration_since(Instant::now())
+        });
+        e.snapshot(ejected_for)
     }
 
     pub(crate) fn ejected_until(&self, e: &Entry<S>) -> Instant {

@@ -756,3 +756,65 @@ fn bad_configuration_is_a_build_error() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn ejection_time_grows_exponentially_then_decays_while_stable() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let mut f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .eject_after(1)
+        .ejection_time(Duration::from_secs(10), Duration::from_secs(100))
+        .ejection_decay(Duration::from_secs(30))
+        .seed(4)
+        .build()
+        .unwrap();
+    let ejected_for = |f: &F| {
+        f.handle()
+            .endpoint("p")
+            .unwrap()
+            .ejected_for
+            .expect("ejected")
+    };
+    let secs = |lo: u64, hi: u64| Duration::from_secs(lo)..=Duration::from_secs(hi);
+    // Returns p to service through a passing trial once its ejection is over.
+    async fn recover(f: &mut F, p: &Mock, wait: Duration) {
+        p.set_status(200);
+        tokio::time::sleep(wait).await;
+        assert_eq!(who(&send(f, get("/")).await.unwrap()), "p");
+        assert_eq!(status(f, "p"), EndpointStatus::Healthy);
+    }
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    assert!(
+        secs(5, 10).contains(&ejected_for(&f)),
+        "1st: {:?}",
+        ejected_for(&f)
+    );
+    recover(&mut f, &p, Duration::from_secs(10)).await;
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    assert!(
+        secs(10, 20).contains(&ejected_for(&f)),
+        "2nd in a row doubles: {:?}",
+        ejected_for(&f)
+    );
+    recover(&mut f, &p, Duration::from_secs(20)).await;
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    assert!(
+        secs(20, 40).contains(&ejected_for(&f)),
+        "3rd in a row doubles again: {:?}",
+        ejected_for(&f)
+    );
+    recover(&mut f, &p, Duration::from_secs(40)).await;
+    // Stable for two decay periods: the streak drops from 3 to 1, so the next is 2nd-sized.
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    assert!(
+        secs(10, 20).contains(&ejected_for(&f)),
+        "decayed: {:?}",
+        ejected_for(&f)
+    );
+}

@@ -308,3 +308,24 @@ async fn panic_mode_uses_every_endpoint_when_all_are_down() {
         b.hits()
     );
 }
+
+#[test]
+fn service_and_future_have_the_bounds_axum_and_tokio_need() {
+    fn service<T: Clone + Send + Sync + 'static>() {}
+    fn future<T: Send + 'static>() {}
+    type Hyper = hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >;
+    service::<Failover<Hyper>>();
+    service::<tower_failover::ServerMode<Failover<Hyper>>>();
+    service::<tower_failover::FailoverHandle<Hyper>>();
+    future::<
+        tower_failover::future::ResponseFuture<
+            Hyper,
+            http_body_util::Full<bytes::Bytes>,
+            tower_fault::HttpClassifier,
+        >,
+    >();
+    future::<tower_failover::Drain>();
+}
