@@ -43,14 +43,18 @@ async fn open_rejections_never_reach_the_server() {
         .open_duration(Duration::from_secs(30), Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut client = breaker.layer().layer(ReqwestService::new(reqwest::Client::new()));
+    let mut client = breaker
+        .layer()
+        .layer(ReqwestService::new(reqwest::Client::new()));
     for _ in 0..5 {
         let res = send(&mut client, get(&server, "/down")).await.unwrap();
         assert_eq!(res.status(), 503);
     }
     for _ in 0..20 {
         let err = send(&mut client, get(&server, "/down")).await.unwrap_err();
-        let open = err.downcast_ref::<BreakerError>().expect("a breaker rejection");
+        let open = err
+            .downcast_ref::<BreakerError>()
+            .expect("a breaker rejection");
         assert!(open.is_open());
     }
     server.verify().await;
@@ -69,7 +73,9 @@ async fn client_errors_do_not_trip() {
         .minimum_calls(5)
         .build()
         .unwrap();
-    let mut client = breaker.layer().layer(ReqwestService::new(reqwest::Client::new()));
+    let mut client = breaker
+        .layer()
+        .layer(ReqwestService::new(reqwest::Client::new()));
     for _ in 0..50 {
         let res = send(&mut client, get(&server, "/missing")).await.unwrap();
         assert_eq!(res.status(), 404);
@@ -81,12 +87,19 @@ async fn client_errors_do_not_trip() {
 #[tokio::test]
 async fn connection_refused_counts_as_a_failure() {
     let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
-    let mut client = breaker.layer().layer(ReqwestService::new(reqwest::Client::new()));
+    let mut client = breaker
+        .layer()
+        .layer(ReqwestService::new(reqwest::Client::new()));
     let addr = test_support::fault::refused_addr();
     for _ in 0..2 {
-        let req = http::Request::get(format!("http://{addr}/")).body(String::new()).unwrap();
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(String::new())
+            .unwrap();
         let err = send(&mut client, req).await.unwrap_err();
-        assert!(err.downcast_ref::<BreakerError>().is_none(), "a real connect error first");
+        assert!(
+            err.downcast_ref::<BreakerError>().is_none(),
+            "a real connect error first"
+        );
     }
     assert_eq!(breaker.state(), State::Open);
 }
@@ -112,7 +125,9 @@ async fn a_thousand_concurrent_callers_in_half_open_let_exactly_the_permits_thro
         .open_jitter(0.0)
         .build()
         .unwrap();
-    let client = breaker.layer().layer(ReqwestService::new(reqwest::Client::new()));
+    let client = breaker
+        .layer()
+        .layer(ReqwestService::new(reqwest::Client::new()));
     let res = client.clone().oneshot(get(&server, "/")).await.unwrap();
     assert_eq!(res.status(), 500);
     assert_eq!(breaker.state(), State::Open);
@@ -138,7 +153,10 @@ async fn a_thousand_concurrent_callers_in_half_open_let_exactly_the_permits_thro
                 passed += 1;
             }
             Err(err) => {
-                assert_eq!(err.downcast_ref::<BreakerError>().unwrap().state(), State::HalfOpen);
+                assert_eq!(
+                    err.downcast_ref::<BreakerError>().unwrap().state(),
+                    State::HalfOpen
+                );
                 rejected += 1;
             }
         }
@@ -180,13 +198,24 @@ async fn server_mode_answers_503_with_retry_after_and_a_problem() {
     }
     let res = client.post(&url).send().await.unwrap();
     assert_eq!(res.status(), 503);
-    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((30..=33).contains(&retry_after), "remaining open time plus jitter: {retry_after}");
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (30..=33).contains(&retry_after),
+        "remaining open time plus jitter: {retry_after}"
+    );
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(body["type"], tower_breaker::server::PROBLEM_TYPE);
     assert_eq!(body["status"], 503);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "the handler is not called while open");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the handler is not called while open"
+    );
 }
 
 #[tokio::test]

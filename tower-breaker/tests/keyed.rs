@@ -10,15 +10,21 @@ use tower_layer::Layer;
 type Req = http::Request<()>;
 
 /// An upstream whose hosts named `down*` answer 503.
-fn upstream() -> impl Service<Req, Response = http::Response<()>, Error = BoxError, Future: Send> + Clone {
+fn upstream()
+-> impl Service<Req, Response = http::Response<()>, Error = BoxError, Future: Send> + Clone {
     service_fn(|req: Req| async move {
         let down = req.uri().host().is_some_and(|h| h.starts_with("down"));
-        Ok(http::Response::builder().status(if down { 503 } else { 200 }).body(()).unwrap())
+        Ok(http::Response::builder()
+            .status(if down { 503 } else { 200 })
+            .body(())
+            .unwrap())
     })
 }
 
 fn req(host: &str) -> Req {
-    http::Request::get(format!("http://{host}/")).body(()).unwrap()
+    http::Request::get(format!("http://{host}/"))
+        .body(())
+        .unwrap()
 }
 
 async fn send<S: Service<Req>>(svc: &mut S, host: &str) -> Result<S::Response, S::Error> {
@@ -42,7 +48,10 @@ async fn keys_are_isolated() {
         assert_eq!(send(&mut svc, "up.test").await.unwrap().status(), 200);
     }
     let down = layer.breaker(&"down.test".parse().unwrap()).unwrap();
-    assert_eq!((down.name(), down.state()), ("hosts/down.test", State::Open));
+    assert_eq!(
+        (down.name(), down.state()),
+        ("hosts/down.test", State::Open)
+    );
     assert_eq!(layer.open_count(), 1);
 }
 
@@ -50,28 +59,62 @@ async fn keys_are_isolated() {
 async fn the_host_header_keys_origin_form_requests_and_keyless_requests_pass() {
     let layer = KeyedBreakerLayer::builder(template()).build().unwrap();
     let mut svc = layer.layer(upstream());
-    let with_host = http::Request::get("/").header("host", "api.test:8080").body(()).unwrap();
+    let with_host = http::Request::get("/")
+        .header("host", "api.test:8080")
+        .body(())
+        .unwrap();
     svc.ready().await.unwrap().call(with_host).await.unwrap();
     assert!(layer.breaker(&"api.test:8080".parse().unwrap()).is_some());
-    svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
     assert_eq!(layer.len(), 1, "a request without a key gets no breaker");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_closure_key_selects_the_breaker() {
     let layer = KeyedBreakerLayer::builder(template())
-        .key_fn(|req: &Req| req.headers().get("x-tenant").map(|t| t.to_str().unwrap_or("?").to_owned()))
+        .key_fn(|req: &Req| {
+            req.headers()
+                .get("x-tenant")
+                .map(|t| t.to_str().unwrap_or("?").to_owned())
+        })
         .build()
         .unwrap();
     let mut svc = layer.layer(service_fn(|_: Req| async {
         Ok::<_, BoxError>(http::Response::builder().status(500).body(()).unwrap())
     }));
-    let tenant = |t: &str| http::Request::get("/").header("x-tenant", t).body(()).unwrap();
+    let tenant = |t: &str| {
+        http::Request::get("/")
+            .header("x-tenant", t)
+            .body(())
+            .unwrap()
+    };
     for _ in 0..2 {
-        svc.ready().await.unwrap().call(tenant("acme")).await.unwrap();
+        svc.ready()
+            .await
+            .unwrap()
+            .call(tenant("acme"))
+            .await
+            .unwrap();
     }
-    assert_eq!(layer.breaker(&"acme".to_owned()).unwrap().state(), State::Open);
-    assert_eq!(svc.ready().await.unwrap().call(tenant("globex")).await.unwrap().status(), 500);
+    assert_eq!(
+        layer.breaker(&"acme".to_owned()).unwrap().state(),
+        State::Open
+    );
+    assert_eq!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(tenant("globex"))
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,16 +133,29 @@ async fn idle_closed_breakers_are_evicted_and_open_ones_kept() {
     send(&mut svc, "a.test").await.unwrap(); // keeps a.test fresh
     tokio::time::advance(Duration::from_secs(31)).await;
     send(&mut svc, "c.test").await.unwrap(); // a new key sweeps idle ones
-    assert!(layer.breaker(&"b.test".parse().unwrap()).is_none(), "idle and closed: evicted");
-    assert!(layer.breaker(&"a.test".parse().unwrap()).is_some(), "recently used: kept");
+    assert!(
+        layer.breaker(&"b.test".parse().unwrap()).is_none(),
+        "idle and closed: evicted"
+    );
+    assert!(
+        layer.breaker(&"a.test".parse().unwrap()).is_some(),
+        "recently used: kept"
+    );
     let down = layer.breaker(&"down.test".parse().unwrap());
-    assert_eq!(down.map(|b| b.state()), Some(State::Open), "open: kept however idle");
+    assert_eq!(
+        down.map(|b| b.state()),
+        Some(State::Open),
+        "open: kept however idle"
+    );
     assert_eq!(layer.len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_map_is_bounded_preferring_to_keep_open_breakers() {
-    let layer = KeyedBreakerLayer::builder(template()).max_keys(10).build().unwrap();
+    let layer = KeyedBreakerLayer::builder(template())
+        .max_keys(10)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(upstream());
     for _ in 0..2 {
         send(&mut svc, "down0.test").await.unwrap();
@@ -109,10 +165,18 @@ async fn the_map_is_bounded_preferring_to_keep_open_breakers() {
         send(&mut svc, &format!("h{i}.test")).await.unwrap();
         assert!(layer.len() <= 10);
     }
-    assert!(layer.breaker(&"h99.test".parse().unwrap()).is_some(), "the newest key is there");
-    assert!(layer.breaker(&"h0.test".parse().unwrap()).is_none(), "the oldest closed key went");
+    assert!(
+        layer.breaker(&"h99.test".parse().unwrap()).is_some(),
+        "the newest key is there"
+    );
+    assert!(
+        layer.breaker(&"h0.test".parse().unwrap()).is_none(),
+        "the oldest closed key went"
+    );
     assert_eq!(
-        layer.breaker(&"down0.test".parse().unwrap()).map(|b| b.state()),
+        layer
+            .breaker(&"down0.test".parse().unwrap())
+            .map(|b| b.state()),
         Some(State::Open),
         "the open breaker outlives closed ones"
     );
@@ -150,10 +214,18 @@ async fn never_more_than_the_max_open_fraction_of_keys_open() {
 
 #[test]
 fn keyed_configuration_is_validated() {
-    let err = KeyedBreakerLayer::builder(template()).max_keys(0).build().unwrap_err();
+    let err = KeyedBreakerLayer::builder(template())
+        .max_keys(0)
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "max_keys");
-    let err = KeyedBreakerLayer::builder(template()).max_open_fraction(1.5).build().unwrap_err();
+    let err = KeyedBreakerLayer::builder(template())
+        .max_open_fraction(1.5)
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "max_open_fraction");
-    let err = KeyedBreakerLayer::builder(Breaker::builder().half_open_permits(0)).build().unwrap_err();
+    let err = KeyedBreakerLayer::builder(Breaker::builder().half_open_permits(0))
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "half_open_permits");
 }

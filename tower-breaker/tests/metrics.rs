@@ -36,7 +36,12 @@ fn calls_states_and_transitions_are_counted() {
             breaker.try_acquire().unwrap().success(); // half-open probe closes it
         });
     });
-    let calls = |result| snap.counter("breaker_calls_total", &[("name", "billing"), ("result", result)]);
+    let calls = |result| {
+        snap.counter(
+            "breaker_calls_total",
+            &[("name", "billing"), ("result", result)],
+        )
+    };
     assert_eq!(calls("success"), Some(2));
     assert_eq!(calls("slow"), Some(1));
     assert_eq!(calls("ignored"), Some(1));
@@ -51,8 +56,15 @@ fn calls_states_and_transitions_are_counted() {
     assert_eq!(transitions("closed", "open"), Some(1));
     assert_eq!(transitions("open", "half_open"), Some(1));
     assert_eq!(transitions("half_open", "closed"), Some(1));
-    assert_eq!(snap.gauge("breaker_state", &[("name", "billing")]), Some(0.0));
-    assert_eq!(snap.series_count("breaker_state"), 1, "one state series per breaker");
+    assert_eq!(
+        snap.gauge("breaker_state", &[("name", "billing")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        snap.series_count("breaker_state"),
+        1,
+        "one state series per breaker"
+    );
 }
 
 #[test]

@@ -95,7 +95,11 @@ fn concurrent_recording_keeps_the_ring_exact() {
             let breaker = breaker.clone();
             std::thread::spawn(move || {
                 for i in 0..50_000u32 {
-                    let class = if (i + t) % 7 == 0 { Class::TRANSIENT } else { Class::Success };
+                    let class = if (i + t) % 7 == 0 {
+                        Class::TRANSIENT
+                    } else {
+                        Class::Success
+                    };
                     breaker.try_acquire().unwrap().record(class);
                 }
             })
@@ -133,7 +137,9 @@ fn concurrent_probes_never_exceed_the_permits() {
                 let barrier = Arc::clone(&barrier);
                 std::thread::spawn(move || {
                     barrier.wait();
-                    (0..100).filter_map(|_| breaker.try_acquire_owned().ok()).collect::<Vec<_>>()
+                    (0..100)
+                        .filter_map(|_| breaker.try_acquire_owned().ok())
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();

@@ -30,7 +30,11 @@ async fn opens_after_the_threshold_even_after_100k_successes() {
     assert_eq!(breaker.counts().calls, 100);
     // A true ring: 50 failures out of the last 100 calls reach 50%.
     for i in 1..=50 {
-        assert_eq!(breaker.state(), State::Closed, "opened early, after {i} failures");
+        assert_eq!(
+            breaker.state(),
+            State::Closed,
+            "opened early, after {i} failures"
+        );
         fail(&breaker);
     }
     assert_eq!(breaker.state(), State::Open);
@@ -71,7 +75,11 @@ async fn a_time_window_forgets_failures_exactly_when_they_age_out() {
     assert_eq!(breaker.counts().failures, 0);
     succeed(&breaker);
     fail(&breaker);
-    assert_eq!(breaker.state(), State::Closed, "old failures must not count");
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "old failures must not count"
+    );
     assert_eq!(breaker.counts().calls, 2);
 }
 
@@ -132,10 +140,12 @@ async fn slow_successes_trip_the_slow_call_rule() {
         .build()
         .unwrap();
     let mut events = breaker.subscribe();
-    let mut svc = breaker.layer().layer(service_fn(|delay: Duration| async move {
-        tokio::time::sleep(delay).await;
-        Ok::<_, BoxError>(http::Response::new(()))
-    }));
+    let mut svc = breaker
+        .layer()
+        .layer(service_fn(|delay: Duration| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, BoxError>(http::Response::new(()))
+        }));
     for _ in 0..2 {
         svc.ready().await.unwrap().call(S / 10).await.unwrap();
     }
@@ -224,7 +234,11 @@ async fn the_half_open_deadline_reopens_when_probes_hang() {
     tokio::time::advance(Duration::from_millis(1)).await;
     let err = breaker.try_acquire().unwrap_err();
     assert_eq!(err.state(), State::Open);
-    assert_eq!(err.retry_after(), Some(2 * S), "second open in a row doubles");
+    assert_eq!(
+        err.retry_after(),
+        Some(2 * S),
+        "second open in a row doubles"
+    );
     let seen: Vec<_> = std::iter::from_fn(|| events.try_recv())
         .map(|t| (t.from, t.to, t.cause))
         .collect();
@@ -302,11 +316,17 @@ async fn an_upstream_retry_after_longer_than_the_open_duration_sets_it() {
         .open_jitter(0.0)
         .build()
         .unwrap();
-    breaker.try_acquire().unwrap().record(Class::TRANSIENT.with_retry_after(Some(30 * S)));
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Class::TRANSIENT.with_retry_after(Some(30 * S)));
     assert_eq!(breaker.retry_after(), Some(30 * S));
     tokio::time::advance(30 * S).await;
     // Capped at the max open duration.
-    breaker.try_acquire().unwrap().record(Class::TRANSIENT.with_retry_after(Some(600 * S)));
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Class::TRANSIENT.with_retry_after(Some(600 * S)));
     assert_eq!(breaker.retry_after(), Some(60 * S));
 }
 
@@ -365,7 +385,11 @@ async fn manual_control() {
     for _ in 0..10 {
         fail(&breaker);
     }
-    assert_eq!(breaker.state(), State::Disabled, "metrics only: never trips");
+    assert_eq!(
+        breaker.state(),
+        State::Disabled,
+        "metrics only: never trips"
+    );
     assert_eq!(breaker.counts().failures, 10);
 
     breaker.reset();
@@ -384,7 +408,11 @@ async fn a_call_admitted_before_a_transition_is_not_counted_after_it() {
     breaker.reset();
     old.failure();
     fail(&breaker);
-    assert_eq!(breaker.state(), State::Closed, "the stale failure must not count");
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "the stale failure must not count"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -406,20 +434,49 @@ async fn poll_ready_delegates_and_rejection_is_immediate() {
 #[test]
 fn nonsense_configuration_is_a_build_error() {
     let cases: Vec<(tower_breaker::BreakerBuilder, &str)> = vec![
-        (Breaker::builder().failure_rate_threshold(0.0), "failure_rate_threshold"),
-        (Breaker::builder().failure_rate_threshold(1.5), "failure_rate_threshold"),
+        (
+            Breaker::builder().failure_rate_threshold(0.0),
+            "failure_rate_threshold",
+        ),
+        (
+            Breaker::builder().failure_rate_threshold(1.5),
+            "failure_rate_threshold",
+        ),
         (Breaker::builder().window(Window::count(0)), "window"),
-        (Breaker::builder().window(Window::time(Duration::ZERO)), "window"),
-        (Breaker::builder().window(Window::count(10)).minimum_calls(11), "minimum_calls"),
-        (Breaker::builder().no_failure_rate(), "failure_rate_threshold"),
-        (Breaker::builder().consecutive_failures(0), "consecutive_failures"),
+        (
+            Breaker::builder().window(Window::time(Duration::ZERO)),
+            "window",
+        ),
+        (
+            Breaker::builder()
+                .window(Window::count(10))
+                .minimum_calls(11),
+            "minimum_calls",
+        ),
+        (
+            Breaker::builder().no_failure_rate(),
+            "failure_rate_threshold",
+        ),
+        (
+            Breaker::builder().consecutive_failures(0),
+            "consecutive_failures",
+        ),
         (Breaker::builder().open_duration(10 * S, S), "open_duration"),
-        (Breaker::builder().open_duration(Duration::ZERO, S), "open_duration"),
+        (
+            Breaker::builder().open_duration(Duration::ZERO, S),
+            "open_duration",
+        ),
         (Breaker::builder().open_multiplier(0.5), "open_multiplier"),
         (Breaker::builder().open_jitter(1.0), "open_jitter"),
         (Breaker::builder().half_open_permits(0), "half_open_permits"),
-        (Breaker::builder().half_open_timeout(Some(Duration::ZERO)), "half_open_timeout"),
-        (Breaker::builder().slow_calls(Duration::ZERO, 0.5), "slow_calls"),
+        (
+            Breaker::builder().half_open_timeout(Some(Duration::ZERO)),
+            "half_open_timeout",
+        ),
+        (
+            Breaker::builder().slow_calls(Duration::ZERO, 0.5),
+            "slow_calls",
+        ),
         (Breaker::builder().name(""), "name"),
     ];
     for (builder, field) in cases {
