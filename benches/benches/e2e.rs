@@ -203,10 +203,25 @@ fn main() {
     let _guard = rt.enter();
 
     let bare: HyperClient = hyper_client();
+    // The full client stack of DESIGN.md: retry → breaker → failover[2 endpoints] → client.
+    let client = hyper_client();
+    let failover = tower_failover::Failover::builder()
+        .name("e2e")
+        .tier([
+            tower_failover::Endpoint::new("a", format!("http://{addr}"), client.clone()),
+            tower_failover::Endpoint::new("b", format!("http://{addr}"), client),
+        ])
+        .build()
+        .expect("failover config");
+    let breaker = tower_breaker::Breaker::builder()
+        .name("e2e")
+        .build()
+        .expect("breaker config");
     let stack = ServiceBuilder::new()
         .layer(tower_retry_plus::RetryLayer::default())
-        .service(hyper_client());
-    let stack_name = "retry → hyper client";
+        .layer(breaker.layer())
+        .service(failover);
+    let stack_name = "retry → breaker → failover → hyper client";
 
     // Warm both pools.
     let _ = load(&rt, bare.clone(), &url, 0.2);

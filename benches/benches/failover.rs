@@ -28,8 +28,33 @@ fn p2c() -> Balance<ServiceList<Vec<PendingRequests<BareHttp>>>, Req> {
     Balance::new(ServiceList::new::<Req>(endpoints))
 }
 
+/// Ours: one tier of 8 endpoints over the same bare service; no probe, all healthy. The request
+/// is rewritten to the picked endpoint's base URI (which p2c does not do), and nothing is sent
+/// anywhere: the "client" is the bare service.
+fn ours(balance: tower_failover::Balance) -> tower_failover::Failover<BareHttp> {
+    tower_failover::Failover::builder()
+        .name("bench")
+        .balance(balance)
+        .tier((0..ENDPOINTS).map(|i| {
+            tower_failover::Endpoint::new(
+                format!("e{i}"),
+                format!("http://10.0.0.{}:8080", i + 1),
+                bare_http(),
+            )
+        }))
+        .build()
+        .expect("valid config")
+}
+
+const GROUP: &str = "failover, pick among 8 healthy";
+
 fn pick(c: &mut criterion::Criterion) {
-    let mut g = report::group(c, "failover, pick among 8 healthy");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let _guard = rt.enter();
+    let mut g = report::group(c, GROUP);
     let mut bare = bare_http();
     bench_calls(&mut g, BARE, http_request, move |r| call_now(&mut bare, r));
     let mut balance = p2c();
@@ -41,7 +66,26 @@ fn pick(c: &mut criterion::Criterion) {
         http_request,
         move |r| call_now(&mut balance, r),
     );
+    let mut p2c_ours = ours(tower_failover::Balance::P2c);
+    bench_calls(
+        &mut g,
+        "ours (tower-failover), p2c",
+        http_request,
+        move |r| call_now(&mut p2c_ours, r),
+    );
+    let mut rr_ours = ours(tower_failover::Balance::RoundRobin);
+    bench_calls(
+        &mut g,
+        "ours (tower-failover), round-robin",
+        http_request,
+        move |r| call_now(&mut rr_ours, r),
+    );
     g.finish();
+    report::compare(
+        GROUP,
+        "ours (tower-failover), p2c",
+        "tower p2c (PendingRequests)",
+    );
 }
 
 fn main() {

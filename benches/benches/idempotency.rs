@@ -84,6 +84,14 @@ where
     })
 }
 
+fn ours_router() -> Router {
+    Router::new()
+        .route("/orders", post(create_order))
+        .layer(tower_idempotency::IdempotencyLayer::memory())
+}
+
+const GROUP: &str = "idempotency, 1 KiB response";
+
 fn bare_router() -> Router {
     Router::new().route("/orders", post(create_order))
 }
@@ -130,7 +138,7 @@ fn keys() -> impl FnMut() -> String {
 
 fn idempotency(c: &mut criterion::Criterion) {
     let rt = Arc::new(rt());
-    let mut g = report::group(c, "idempotency, 1 KiB response");
+    let mut g = report::group(c, GROUP);
 
     {
         let rt = rt.clone();
@@ -187,7 +195,54 @@ fn idempotency(c: &mut criterion::Criterion) {
             move |r| roundtrip(&rt2, &mut peer, r),
         );
     }
+    let mut ours = ours_router();
+    {
+        let rt = rt.clone();
+        let mut ours = ours.clone();
+        let mut key = keys();
+        bench_calls(
+            &mut g,
+            "ours (memory store)/first",
+            move || order(&key(), None),
+            move |r| roundtrip(&rt, &mut ours, r),
+        );
+    }
+    {
+        let rt2 = rt.clone();
+        assert_eq!(
+            roundtrip(&rt, &mut ours, order("replayed-key", None)),
+            KIB.len()
+        );
+        let replayed = rt.block_on(async {
+            let res = ServiceExt::<Request<Body>>::ready(&mut ours)
+                .await
+                .expect("ready")
+                .call(order("replayed-key", None))
+                .await;
+            res.expect("response")
+                .headers()
+                .get(tower_idempotency::REPLAYED_HEADER)
+                .cloned()
+        });
+        assert_eq!(
+            replayed.as_ref().map(HeaderValue::as_bytes),
+            Some(&b"true"[..]),
+            "ours did not replay"
+        );
+        bench_calls(
+            &mut g,
+            "ours (memory store)/replay",
+            move || order("replayed-key", None),
+            move |r| roundtrip(&rt2, &mut ours, r),
+        );
+    }
     g.finish();
+    report::compare(GROUP, "ours (memory store)/first", "axum-idempotent/first");
+    report::compare(
+        GROUP,
+        "ours (memory store)/replay",
+        "axum-idempotent/replay",
+    );
 }
 
 fn main() {
