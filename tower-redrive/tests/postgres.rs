@@ -1,0 +1,169 @@
+//! The distributed queue against a real PostgreSQL server started by the test setup.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::{
+    sync::Arc,
+    time::Duration,
+};
+
+use common::{Upstream, post};
+use test_support::postgres::PostgresServer;
+use tower::{Layer, ServiceExt};
+use tower_redrive::{
+    Claim, Clock, EntryState, ManualClock, NewEntry, PostgresQueue, QueueError, RedriveLayer,
+    RedriveQueue, Redriver, StoredRequest, Timestamp,
+};
+
+const START: Timestamp = Timestamp::from_millis(1_750_000_000_000);
+
+/// A fresh server per test (stopped and deleted when the test ends), or `None` to skip when
+/// PostgreSQL is not installed and not required.
+async fn database() -> Option<(PostgresServer, String)> {
+    match PostgresServer::start().await {
+        Ok(server) => {
+            let url = server.create_database().await.expect("createdb");
+            Some((server, url))
+        }
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+fn entry(i: usize, tenant: Option<&str>) -> NewEntry {
+    let mut req = StoredRequest::new(http::Method::POST, "http://upstream.test/orders".parse().unwrap());
+    if let Some(t) = tenant {
+        req.headers.insert("x-tenant", t.parse().unwrap());
+    }
+    req.body = bytes::Bytes::from(format!("{i}"));
+    let e = NewEntry::new(req, START);
+    match tenant {
+        Some(t) => e.ordering_key(t),
+        None => e,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_never_deliver_an_entry_twice_and_keep_key_order() {
+    let Some((_server, url)) = database().await else { return };
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    let queue_a = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let queue_b = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let tenants = ["t1", "t2", "t3"];
+    for i in 0..60 {
+        let tenant = (i % 4 != 0).then(|| tenants[i % 3]);
+        queue_a.enqueue(entry(i, tenant)).await.unwrap();
+    }
+    let worker = |queue: Arc<PostgresQueue>, id: &str| {
+        Redriver::builder(queue, upstream.client())
+            .clock(clock.clone())
+            .worker_id(id)
+            .batch(4)
+            .build()
+            .unwrap()
+    };
+    let run = |mut w: Redriver<common::Client>| {
+        tokio::spawn(async move {
+            let mut delivered = 0;
+            for _ in 0..200 {
+                let r = w.run_once().await.unwrap();
+                assert_eq!(r.unrecorded, 0);
+                delivered += r.delivered;
+                if r.claimed == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            delivered
+        })
+    };
+    let a = run(worker(queue_a.clone(), "a"));
+    let b = run(worker(queue_b, "b"));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a + b, 60, "a={a} b={b}");
+    let executions = upstream.executions();
+    assert_eq!(executions.len(), 60);
+    assert!(executions.values().all(|n| *n == 1), "an entry was delivered twice");
+    let log = upstream.log();
+    for t in tenants {
+        let bodies: Vec<usize> = log.iter().filter(|(x, _)| x == t).map(|(_, b)| b.parse().unwrap()).collect();
+        assert!(bodies.windows(2).all(|w| w[0] < w[1]), "{t} out of order: {bodies:?}");
+    }
+    assert_eq!(queue_a.stats().await.unwrap().delivered, 60);
+}
+
+#[tokio::test]
+async fn a_killed_workers_lease_expires_and_another_worker_delivers() {
+    let Some((_server, url)) = database().await else { return };
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    let queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let id = queue.enqueue(entry(1, Some("k"))).await.unwrap();
+    let behind = queue.enqueue(entry(2, Some("k"))).await.unwrap();
+
+    // Worker "dead" claims the entry, then dies before reporting.
+    let claimed = queue
+        .claim(Claim { worker: "dead", now: clock.now(), lease: Duration::from_secs(30), limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [id], "one per ordering key");
+
+    let mut survivor = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .lease(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(survivor.run_once().await.unwrap().claimed, 0, "leased, and the next is behind it");
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(survivor.run_once().await.unwrap().delivered, 1);
+    assert_eq!(survivor.run_once().await.unwrap().delivered, 1, "then the one behind it");
+
+    // The dead worker's late report is refused.
+    let late = tower_redrive::AttemptRecord::new(2, clock.now(), "success", "200 OK");
+    let err = queue.complete(id, claimed[0].lease, late).await.unwrap_err();
+    assert!(matches!(err, QueueError::LeaseLost { id: lost } if lost == id));
+    assert_eq!(queue.get(behind).await.unwrap().unwrap().state, EntryState::Delivered);
+    assert_eq!(upstream.executions().len(), 2);
+}
+
+#[tokio::test]
+async fn layer_dead_letter_requeue_and_janitor_on_postgres() {
+    let Some((_server, url)) = database().await else { return };
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    upstream.fail_with(503);
+    let queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    // Migrations are idempotent: connecting again applies nothing and fails nothing.
+    PostgresQueue::connect(&url).await.unwrap();
+
+    let receipt = RedriveLayer::builder(queue.clone())
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+        .layer(upstream.client())
+        .oneshot(post("a", "x"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
+    upstream.fail_with(400);
+    clock.advance(Duration::from_secs(3600));
+    let mut worker = Redriver::builder(queue.clone(), upstream.client()).clock(clock.clone()).build().unwrap();
+    assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
+    let dead = queue.list(EntryState::Dead, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].history.len(), 2);
+    assert!(dead[0].reason.as_deref().unwrap().contains("400 Bad Request"));
+
+    upstream.recover();
+    assert!(queue.requeue(receipt.id, clock.now()).await.unwrap());
+    assert_eq!(worker.run_once().await.unwrap().delivered, 1);
+    assert_eq!(upstream.executions().get(&receipt.idempotency_key), Some(&1));
+
+    clock.advance(Duration::from_secs(49 * 3600));
+    assert_eq!(worker.run_janitor().await.unwrap().delivered, 1);
+    assert!(queue.get(receipt.id).await.unwrap().is_none());
+}
