@@ -51,14 +51,14 @@ impl Timestamp {
 
     /// This timestamp plus a duration (saturating).
     #[must_use]
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         let millis = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(millis))
     }
 
     /// This timestamp minus a duration (saturating).
     #[must_use]
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         let millis = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_sub(millis))
     }
@@ -129,7 +129,7 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> Timestamp {
-        self.anchor.add(self.start.elapsed())
+        self.anchor.plus(self.start.elapsed())
     }
 }
 
@@ -173,16 +173,16 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_millis(1_000);
-        assert_eq!(t.add(Duration::from_secs(1)).as_millis(), 2_000);
-        assert_eq!(t.sub(Duration::from_secs(2)).as_millis(), -1_000);
-        assert_eq!(t.since(t.add(Duration::from_secs(5))), Duration::ZERO);
+        assert_eq!(t.plus(Duration::from_secs(1)).as_millis(), 2_000);
+        assert_eq!(t.minus(Duration::from_secs(2)).as_millis(), -1_000);
+        assert_eq!(t.since(t.plus(Duration::from_secs(5))), Duration::ZERO);
         assert_eq!(
-            t.add(Duration::from_secs(5)).since(t),
+            t.plus(Duration::from_secs(5)).since(t),
             Duration::from_secs(5)
         );
         assert_eq!(
             Timestamp::from_millis(i64::MAX)
-                .add(Duration::from_secs(1))
+                .plus(Duration::from_secs(1))
                 .as_millis(),
             i64::MAX
         );

@@ -1,7 +1,7 @@
 //! Errors: configuration, queue, and the failures the layer adds.
 //!
 //! Every error the [`Redrive`](crate::Redrive) service adds is boxed into a
-//! [`BoxError`](tower_fault::BoxError) and can be recovered with `downcast_ref`.
+//! [`tower_fault::BoxError`] and can be recovered with `downcast_ref`.
 
 use std::{error::Error, fmt, time::Duration};
 

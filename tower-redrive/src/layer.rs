@@ -69,7 +69,7 @@ pub(crate) struct Shared<C> {
 /// [`RedriveLayer::gateway`].
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// use std::{convert::Infallible, sync::Arc};
 /// use bytes::Bytes;
 /// use http_body_util::Full;
@@ -430,10 +430,10 @@ where
                 let reason = format!("permanent failure: {outcome}");
                 match shared.queue.enqueue_dead(entry, reason).await {
                     Ok(id) => {
-                        tracing::info!(name = %shared.name, %id, "permanent failure recorded in the dead-letter queue")
+                        tracing::info!(name = %shared.name, %id, "permanent failure recorded in the dead-letter queue");
                     }
                     Err(e) => {
-                        tracing::error!(name = %shared.name, error = %e, "could not record a permanent failure")
+                        tracing::error!(name = %shared.name, error = %e, "could not record a permanent failure");
                     }
                 }
             }
@@ -455,7 +455,7 @@ where
                 idempotency_key,
                 ordering_key,
                 enqueued_at: now,
-                available_at: now.add(delay),
+                available_at: now.plus(delay),
                 first_attempt: Some(AttemptRecord::new(1, now, class.as_str(), outcome.clone())),
             };
             defer(&shared, entry, outcome).await

@@ -29,7 +29,7 @@
 //! twice.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use std::{convert::Infallible, sync::{Arc, atomic::{AtomicBool, Ordering}}};
 //! use bytes::Bytes;
 //! use http_body_util::Full;

@@ -493,7 +493,7 @@ where
                 .instrument(span)
                 .await
                 .map_err(Into::into),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         let now = shared.clock.now();
         let class = shared.classifier.classify(result.as_ref());
@@ -521,7 +521,7 @@ where
                     tracing::debug!(name = %shared.name, id = %entry.id, attempt, %outcome, delay_secs = delay.as_secs(), "delivery failed; rescheduled");
                     let r = shared
                         .queue
-                        .reschedule(entry.id, entry.lease, record, now.add(delay))
+                        .reschedule(entry.id, entry.lease, record, now.plus(delay))
                         .await;
                     ("transient", r.map(|()| Recorded::Rescheduled))
                 } else {
@@ -578,7 +578,7 @@ where
                 if let Err(e) = run_janitor(&shared).await {
                     tracing::warn!(name = %shared.name, error = %e, "redrive janitor failed");
                 }
-                *lock(&shared.next_janitor) = Some(now.add(shared.janitor_interval));
+                *lock(&shared.next_janitor) = Some(now.plus(shared.janitor_interval));
             }
             tokio::select! {
                 biased;
@@ -686,8 +686,8 @@ async fn run_janitor<C>(shared: &WorkerShared<C>) -> Result<PurgeReport, QueueEr
     let report = shared
         .queue
         .purge_finished(
-            now.sub(shared.retention.delivered),
-            now.sub(shared.retention.dead),
+            now.minus(shared.retention.delivered),
+            now.minus(shared.retention.dead),
         )
         .await?;
     if report.delivered + report.dead > 0 {

@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::{
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use common::{Upstream, post};
 use test_support::postgres::PostgresServer;
@@ -34,7 +31,10 @@ async fn database() -> Option<(PostgresServer, String)> {
 }
 
 fn entry(i: usize, tenant: Option<&str>) -> NewEntry {
-    let mut req = StoredRequest::new(http::Method::POST, "http://upstream.test/orders".parse().unwrap());
+    let mut req = StoredRequest::new(
+        http::Method::POST,
+        "http://upstream.test/orders".parse().unwrap(),
+    );
     if let Some(t) = tenant {
         req.headers.insert("x-tenant", t.parse().unwrap());
     }
@@ -48,7 +48,9 @@ fn entry(i: usize, tenant: Option<&str>) -> NewEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_never_deliver_an_entry_twice_and_keep_key_order() {
-    let Some((_server, url)) = database().await else { return };
+    let Some((_server, url)) = database().await else {
+        return;
+    };
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     let queue_a = Arc::new(PostgresQueue::connect(&url).await.unwrap());
@@ -86,18 +88,30 @@ async fn two_workers_never_deliver_an_entry_twice_and_keep_key_order() {
     assert_eq!(a + b, 60, "a={a} b={b}");
     let executions = upstream.executions();
     assert_eq!(executions.len(), 60);
-    assert!(executions.values().all(|n| *n == 1), "an entry was delivered twice");
+    assert!(
+        executions.values().all(|n| *n == 1),
+        "an entry was delivered twice"
+    );
     let log = upstream.log();
     for t in tenants {
-        let bodies: Vec<usize> = log.iter().filter(|(x, _)| x == t).map(|(_, b)| b.parse().unwrap()).collect();
-        assert!(bodies.windows(2).all(|w| w[0] < w[1]), "{t} out of order: {bodies:?}");
+        let bodies: Vec<usize> = log
+            .iter()
+            .filter(|(x, _)| x == t)
+            .map(|(_, b)| b.parse().unwrap())
+            .collect();
+        assert!(
+            bodies.windows(2).all(|w| w[0] < w[1]),
+            "{t} out of order: {bodies:?}"
+        );
     }
     assert_eq!(queue_a.stats().await.unwrap().delivered, 60);
 }
 
 #[tokio::test]
 async fn a_killed_workers_lease_expires_and_another_worker_delivers() {
-    let Some((_server, url)) = database().await else { return };
+    let Some((_server, url)) = database().await else {
+        return;
+    };
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     let queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
@@ -106,32 +120,57 @@ async fn a_killed_workers_lease_expires_and_another_worker_delivers() {
 
     // Worker "dead" claims the entry, then dies before reporting.
     let claimed = queue
-        .claim(Claim { worker: "dead", now: clock.now(), lease: Duration::from_secs(30), limit: 10 })
+        .claim(Claim {
+            worker: "dead",
+            now: clock.now(),
+            lease: Duration::from_secs(30),
+            limit: 10,
+        })
         .await
         .unwrap();
-    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [id], "one per ordering key");
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [id],
+        "one per ordering key"
+    );
 
     let mut survivor = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock.clone())
         .lease(Duration::from_secs(30))
         .build()
         .unwrap();
-    assert_eq!(survivor.run_once().await.unwrap().claimed, 0, "leased, and the next is behind it");
+    assert_eq!(
+        survivor.run_once().await.unwrap().claimed,
+        0,
+        "leased, and the next is behind it"
+    );
     clock.advance(Duration::from_secs(31));
     assert_eq!(survivor.run_once().await.unwrap().delivered, 1);
-    assert_eq!(survivor.run_once().await.unwrap().delivered, 1, "then the one behind it");
+    assert_eq!(
+        survivor.run_once().await.unwrap().delivered,
+        1,
+        "then the one behind it"
+    );
 
     // The dead worker's late report is refused.
     let late = tower_redrive::AttemptRecord::new(2, clock.now(), "success", "200 OK");
-    let err = queue.complete(id, claimed[0].lease, late).await.unwrap_err();
+    let err = queue
+        .complete(id, claimed[0].lease, late)
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueueError::LeaseLost { id: lost } if lost == id));
-    assert_eq!(queue.get(behind).await.unwrap().unwrap().state, EntryState::Delivered);
+    assert_eq!(
+        queue.get(behind).await.unwrap().unwrap().state,
+        EntryState::Delivered
+    );
     assert_eq!(upstream.executions().len(), 2);
 }
 
 #[tokio::test]
 async fn layer_dead_letter_requeue_and_janitor_on_postgres() {
-    let Some((_server, url)) = database().await else { return };
+    let Some((_server, url)) = database().await else {
+        return;
+    };
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
@@ -151,17 +190,29 @@ async fn layer_dead_letter_requeue_and_janitor_on_postgres() {
         .unwrap();
     upstream.fail_with(400);
     clock.advance(Duration::from_secs(3600));
-    let mut worker = Redriver::builder(queue.clone(), upstream.client()).clock(clock.clone()).build().unwrap();
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
     let dead = queue.list(EntryState::Dead, None, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].history.len(), 2);
-    assert!(dead[0].reason.as_deref().unwrap().contains("400 Bad Request"));
+    assert!(
+        dead[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("400 Bad Request")
+    );
 
     upstream.recover();
     assert!(queue.requeue(receipt.id, clock.now()).await.unwrap());
     assert_eq!(worker.run_once().await.unwrap().delivered, 1);
-    assert_eq!(upstream.executions().get(&receipt.idempotency_key), Some(&1));
+    assert_eq!(
+        upstream.executions().get(&receipt.idempotency_key),
+        Some(&1)
+    );
 
     clock.advance(Duration::from_secs(49 * 3600));
     assert_eq!(worker.run_janitor().await.unwrap().delivered, 1);

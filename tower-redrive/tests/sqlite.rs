@@ -49,7 +49,14 @@ async fn three_hour_outage_defers_then_delivers_once_in_key_order_across_a_resta
     };
     let worker = start_worker(queue.clone());
 
-    let sent = [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3"), ("b", "b2"), ("c", "c1")];
+    let sent = [
+        ("a", "a1"),
+        ("b", "b1"),
+        ("a", "a2"),
+        ("a", "a3"),
+        ("b", "b2"),
+        ("c", "c1"),
+    ];
     for (i, (tenant, body)) in sent.iter().enumerate() {
         let outcome = client.clone().oneshot(post(tenant, body)).await.unwrap();
         let Outcome::Deferred(receipt) = outcome else {
@@ -66,23 +73,45 @@ async fn three_hour_outage_defers_then_delivers_once_in_key_order_across_a_resta
     worker.abort();
     drop(queue);
     let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
-    assert_eq!(queue.stats().await.unwrap().pending, 6, "nothing lost across the restart");
+    assert_eq!(
+        queue.stats().await.unwrap().pending,
+        6,
+        "nothing lost across the restart"
+    );
     let worker = start_worker(queue.clone());
 
     tokio::time::sleep(90 * 60 * Duration::from_secs(1)).await;
-    assert!(upstream.executions().is_empty(), "nothing executed while down");
+    assert!(
+        upstream.executions().is_empty(),
+        "nothing executed while down"
+    );
     upstream.recover();
     // The second tier tries every ~4.8 h: give it a day.
     tokio::time::sleep(DAY).await;
     worker.shutdown().await;
 
     let executions = upstream.executions();
-    assert_eq!(executions.len(), 6, "every request delivered: {executions:?}");
-    assert!(executions.values().all(|n| *n == 1), "each executed once: {executions:?}");
+    assert_eq!(
+        executions.len(),
+        6,
+        "every request delivered: {executions:?}"
+    );
+    assert!(
+        executions.values().all(|n| *n == 1),
+        "each executed once: {executions:?}"
+    );
     let log = upstream.log();
     for tenant in ["a", "b", "c"] {
-        let delivered: Vec<_> = log.iter().filter(|(t, _)| t == tenant).map(|(_, b)| b.as_str()).collect();
-        let expected: Vec<_> = sent.iter().filter(|(t, _)| *t == tenant).map(|(_, b)| *b).collect();
+        let delivered: Vec<_> = log
+            .iter()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, b)| b.as_str())
+            .collect();
+        let expected: Vec<_> = sent
+            .iter()
+            .filter(|(t, _)| *t == tenant)
+            .map(|(_, b)| *b)
+            .collect();
         assert_eq!(delivered, expected, "tenant {tenant} delivered in order");
     }
     let stats = queue.stats().await.unwrap();
@@ -92,8 +121,15 @@ async fn three_hour_outage_defers_then_delivers_once_in_key_order_across_a_resta
         .iter()
         .filter(|e| e.history[0].outcome == "503 Service Unavailable")
         .count();
-    assert_eq!(tried_by_caller, 3, "the first request per tenant was tried, then recorded");
-    assert!(delivered.iter().all(|e| e.history.last().unwrap().outcome == "200 OK"));
+    assert_eq!(
+        tried_by_caller, 3,
+        "the first request per tenant was tried, then recorded"
+    );
+    assert!(
+        delivered
+            .iter()
+            .all(|e| e.history.last().unwrap().outcome == "200 OK")
+    );
 }
 
 #[tokio::test]
@@ -105,7 +141,12 @@ async fn schedule_dead_letters_after_five_days_with_reason_and_history() {
     upstream.fail_with(502);
     let queue = Arc::new(SqliteQueue::open(dir.path().join("q.db")).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
-    let receipt = client.oneshot(post("a", "x")).await.unwrap().deferred().unwrap();
+    let receipt = client
+        .oneshot(post("a", "x"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
 
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .name("orders")
@@ -124,30 +165,69 @@ async fn schedule_dead_letters_after_five_days_with_reason_and_history() {
     let record = queue.get(receipt.id).await.unwrap().unwrap();
     assert_eq!(record.state, EntryState::Dead);
     let reason = record.reason.as_deref().unwrap();
-    assert!(reason.contains("schedule exhausted") && reason.contains("502 Bad Gateway"), "{reason}");
+    assert!(
+        reason.contains("schedule exhausted") && reason.contains("502 Bad Gateway"),
+        "{reason}"
+    );
     // 1 attempt by the caller, 6 in the first hour, 25 over five days (jitter may cost the last).
     let attempts = record.attempts;
     assert!((31..=32).contains(&attempts), "{attempts}");
     assert_eq!(record.history.len(), attempts as usize);
-    let span = record.last_attempt_at.unwrap().since(record.first_attempt_at.unwrap());
-    assert!(span > 5 * DAY - 12 * HOUR && span <= 5 * DAY + HOUR, "{span:?}");
-    assert!(record.history.windows(2).all(|w| w[0].at < w[1].at && w[0].attempt + 1 == w[1].attempt));
+    let span = record
+        .last_attempt_at
+        .unwrap()
+        .since(record.first_attempt_at.unwrap());
+    assert!(
+        span > 5 * DAY - 12 * HOUR && span <= 5 * DAY + HOUR,
+        "{span:?}"
+    );
+    assert!(
+        record
+            .history
+            .windows(2)
+            .all(|w| w[0].at < w[1].at && w[0].attempt + 1 == w[1].attempt)
+    );
 
     // Events: depth crossed the threshold, then the entry was dead-lettered and depth fell.
     let mut seen = Vec::new();
     while let Ok(e) = events.try_recv() {
         seen.push(e);
     }
-    assert!(matches!(seen.first(), Some(RedriveEvent::DepthAboveThreshold { depth: 1, threshold: 1, .. })), "{seen:?}");
+    assert!(
+        matches!(
+            seen.first(),
+            Some(RedriveEvent::DepthAboveThreshold {
+                depth: 1,
+                threshold: 1,
+                ..
+            })
+        ),
+        "{seen:?}"
+    );
     assert!(seen.iter().any(|e| matches!(e, RedriveEvent::DeadLettered { id, attempts: n, .. } if *id == receipt.id && *n == attempts)));
-    assert!(matches!(seen.last(), Some(RedriveEvent::DepthBelowThreshold { depth: 0, .. })));
+    assert!(matches!(
+        seen.last(),
+        Some(RedriveEvent::DepthBelowThreshold { depth: 0, .. })
+    ));
 
     let snap = capture.snapshot();
     let name = [("name", "orders")];
     assert_eq!(snap.gauge(m::QUEUE_DEPTH, &name), Some(0.0));
     assert_eq!(snap.gauge(m::DEAD_LETTERS, &name), Some(1.0));
-    assert_eq!(snap.counter(m::DELIVERIES_TOTAL, &[("name", "orders"), ("result", "transient")]), Some(u64::from(attempts) - 2));
-    assert_eq!(snap.counter(m::DELIVERIES_TOTAL, &[("name", "orders"), ("result", "exhausted")]), Some(1));
+    assert_eq!(
+        snap.counter(
+            m::DELIVERIES_TOTAL,
+            &[("name", "orders"), ("result", "transient")]
+        ),
+        Some(u64::from(attempts) - 2)
+    );
+    assert_eq!(
+        snap.counter(
+            m::DELIVERIES_TOTAL,
+            &[("name", "orders"), ("result", "exhausted")]
+        ),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -157,12 +237,23 @@ async fn oldest_age_gauge_tracks_the_oldest_pending_entry() {
     let upstream = Upstream::new();
     upstream.fail_with(503);
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    layer(queue.clone(), clock.clone()).layer(upstream.client()).oneshot(post("a", "1")).await.unwrap();
+    layer(queue.clone(), clock.clone())
+        .layer(upstream.client())
+        .oneshot(post("a", "1"))
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(300));
-    let worker = Redriver::builder(queue.clone(), upstream.client()).name("orders").clock(clock.clone()).build().unwrap();
+    let worker = Redriver::builder(queue.clone(), upstream.client())
+        .name("orders")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     worker.refresh_gauges().await.unwrap();
     let snap = capture.snapshot();
-    assert_eq!(snap.gauge(m::OLDEST_AGE_SECONDS, &[("name", "orders")]), Some(300.0));
+    assert_eq!(
+        snap.gauge(m::OLDEST_AGE_SECONDS, &[("name", "orders")]),
+        Some(300.0)
+    );
     assert_eq!(snap.gauge(m::QUEUE_DEPTH, &[("name", "orders")]), Some(1.0));
 }
 
@@ -178,15 +269,26 @@ async fn permanent_failure_is_returned_and_not_redriven() {
         .build()
         .unwrap()
         .layer(upstream.client());
-    let res = client.oneshot(post("a", "x")).await.unwrap().answered().unwrap();
+    let res = client
+        .oneshot(post("a", "x"))
+        .await
+        .unwrap()
+        .answered()
+        .unwrap();
     assert_eq!(res.status(), 404);
     let stats = queue.stats().await.unwrap();
     assert_eq!((stats.pending, stats.dead), (0, 1));
     let dead = queue.list(EntryState::Dead, None, 10).await.unwrap();
-    assert_eq!(dead[0].reason.as_deref(), Some("permanent failure: 404 Not Found"));
+    assert_eq!(
+        dead[0].reason.as_deref(),
+        Some("permanent failure: 404 Not Found")
+    );
 
     clock.advance(DAY);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client()).clock(clock.clone()).build().unwrap();
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     assert_eq!(worker.run_once().await.unwrap().claimed, 0);
     assert_eq!(upstream.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -206,7 +308,10 @@ async fn a_permanent_failure_during_redrive_is_dead_lettered_and_requeue_deliver
         .unwrap();
     upstream.fail_with(422);
     clock.advance(HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client()).clock(clock.clone()).build().unwrap();
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
     let record = queue.get(receipt.id).await.unwrap().unwrap();
     assert_eq!(record.state, EntryState::Dead);
@@ -215,12 +320,18 @@ async fn a_permanent_failure_during_redrive_is_dead_lettered_and_requeue_deliver
     // An operator fixes the upstream and requeues the dead letter.
     upstream.recover();
     assert!(queue.requeue(receipt.id, clock.now()).await.unwrap());
-    assert!(!queue.requeue(receipt.id, clock.now()).await.unwrap(), "only dead letters requeue");
+    assert!(
+        !queue.requeue(receipt.id, clock.now()).await.unwrap(),
+        "only dead letters requeue"
+    );
     assert_eq!(worker.run_once().await.unwrap().delivered, 1);
     let record = queue.get(receipt.id).await.unwrap().unwrap();
     assert_eq!(record.state, EntryState::Delivered);
     assert_eq!(record.history.len(), 3, "history survives the requeue");
-    assert_eq!(upstream.executions().get(&receipt.idempotency_key), Some(&1));
+    assert_eq!(
+        upstream.executions().get(&receipt.idempotency_key),
+        Some(&1)
+    );
 }
 
 #[tokio::test]
@@ -230,25 +341,57 @@ async fn janitor_deletes_finished_entries_past_retention() {
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     upstream.fail_with(503);
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
-    let delivered = client.clone().oneshot(post("a", "1")).await.unwrap().deferred().unwrap();
-    let dead = client.oneshot(post("b", "2")).await.unwrap().deferred().unwrap();
+    let delivered = client
+        .clone()
+        .oneshot(post("a", "1"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
+    let dead = client
+        .oneshot(post("b", "2"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
     clock.advance(HOUR);
     upstream.recover();
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock.clone())
-        .retention(Retention { delivered: 48 * HOUR, dead: 30 * DAY })
+        .retention(Retention {
+            delivered: 48 * HOUR,
+            dead: 30 * DAY,
+        })
         .batch(1)
         .build()
         .unwrap();
     assert_eq!(worker.run_once().await.unwrap().delivered, 1);
     // Dead-letter the other one by hand (claim + dead_letter) to control its time.
     let claimed = queue
-        .claim(tower_redrive::Claim { worker: "op", now: clock.now(), lease: HOUR, limit: 1 })
+        .claim(tower_redrive::Claim {
+            worker: "op",
+            now: clock.now(),
+            lease: HOUR,
+            limit: 1,
+        })
         .await
         .unwrap();
-    let (delivered, dead) = if claimed[0].id == dead.id { (delivered, dead) } else { (dead, delivered) };
+    let (delivered, dead) = if claimed[0].id == dead.id {
+        (delivered, dead)
+    } else {
+        (dead, delivered)
+    };
     assert_eq!(claimed[0].id, dead.id);
-    queue.dead_letter(dead.id, claimed[0].lease, None, "operator".into(), clock.now()).await.unwrap();
+    queue
+        .dead_letter(
+            dead.id,
+            claimed[0].lease,
+            None,
+            "operator".into(),
+            clock.now(),
+        )
+        .await
+        .unwrap();
 
     clock.advance(47 * HOUR);
     let r = worker.run_janitor().await.unwrap();
@@ -271,12 +414,25 @@ async fn oversized_body_is_rejected_never_truncated_or_sent() {
         .build()
         .unwrap()
         .layer(upstream.client());
-    let err = client.clone().oneshot(post("a", &"x".repeat(17))).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<BodyTooLarge>(), Some(&BodyTooLarge { limit: 16 }));
+    let err = client
+        .clone()
+        .oneshot(post("a", &"x".repeat(17)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<BodyTooLarge>(),
+        Some(&BodyTooLarge { limit: 16 })
+    );
     assert_eq!(upstream.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(queue.stats().await.unwrap().pending, 0);
     // At the cap is fine.
-    assert!(!client.oneshot(post("a", &"x".repeat(16))).await.unwrap().is_deferred());
+    assert!(
+        !client
+            .oneshot(post("a", &"x".repeat(16)))
+            .await
+            .unwrap()
+            .is_deferred()
+    );
 }
 
 #[tokio::test]
@@ -296,16 +452,32 @@ async fn corrupt_entry_is_dead_lettered_with_the_reason() {
         .unwrap();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute("UPDATE redrive_entries SET headers = x'01ffff' WHERE id = ?1", [receipt.id.0]).unwrap();
+        conn.execute(
+            "UPDATE redrive_entries SET headers = x'01ffff' WHERE id = ?1",
+            [receipt.id.0],
+        )
+        .unwrap();
     }
     upstream.recover();
     clock.advance(HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client()).clock(clock.clone()).build().unwrap();
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
     let record = queue.get(receipt.id).await.unwrap().unwrap();
     assert_eq!(record.state, EntryState::Dead);
-    assert!(record.reason.unwrap().starts_with("corrupt entry: header blob truncated"));
-    assert_eq!(upstream.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "never sent");
+    assert!(
+        record
+            .reason
+            .unwrap()
+            .starts_with("corrupt entry: header blob truncated")
+    );
+    assert_eq!(
+        upstream.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "never sent"
+    );
 }
 
 #[tokio::test]
@@ -315,7 +487,10 @@ async fn nothing_is_acknowledged_when_the_queue_cannot_persist() {
     let upstream = Upstream::new();
     upstream.fail_with(503);
     let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
-    rusqlite::Connection::open(&path).unwrap().execute_batch("DROP TABLE redrive_entries").unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE redrive_entries")
+        .unwrap();
     let err = RedriveLayer::builder(queue)
         .build()
         .unwrap()
@@ -341,14 +516,34 @@ async fn gateway_mode_answers_202_with_the_entry_id_and_problems_for_errors() {
         .layer(upstream.client());
     let res = gateway.clone().oneshot(post("a", "{}")).await.unwrap();
     assert_eq!(res.status(), 202);
-    let id: i64 = res.headers()["redrive-entry-id"].to_str().unwrap().parse().unwrap();
-    let key = res.headers()["idempotency-key"].to_str().unwrap().to_owned();
-    let body: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let id: i64 = res.headers()["redrive-entry-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = res.headers()["idempotency-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["status"], "deferred");
     assert_eq!(body["id"], id);
-    assert_eq!(queue.get(tower_redrive::EntryId(id)).await.unwrap().unwrap().idempotency_key, key);
+    assert_eq!(
+        queue
+            .get(tower_redrive::EntryId(id))
+            .await
+            .unwrap()
+            .unwrap()
+            .idempotency_key,
+        key
+    );
 
-    let res = gateway.clone().oneshot(post("a", &"x".repeat(65))).await.unwrap();
+    let res = gateway
+        .clone()
+        .oneshot(post("a", &"x".repeat(65)))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 413);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 
@@ -364,8 +559,14 @@ async fn rate_cap_spaces_deliveries() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for i in 0..5 {
-        let req = tower_redrive::StoredRequest::new(http::Method::POST, format!("http://u/{i}").parse().unwrap());
-        queue.enqueue(tower_redrive::NewEntry::new(req, START)).await.unwrap();
+        let req = tower_redrive::StoredRequest::new(
+            http::Method::POST,
+            format!("http://u/{i}").parse().unwrap(),
+        );
+        queue
+            .enqueue(tower_redrive::NewEntry::new(req, START))
+            .await
+            .unwrap();
     }
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock)
@@ -375,18 +576,33 @@ async fn rate_cap_spaces_deliveries() {
     let started = tokio::time::Instant::now();
     assert_eq!(worker.run_once().await.unwrap().delivered, 5);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(2_100), "5 deliveries at 2/s take 2 s, took {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(2_100),
+        "5 deliveries at 2/s take 2 s, took {elapsed:?}"
+    );
 }
 
 #[test]
 fn builders_reject_nonsense() {
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     let upstream = Upstream::new();
-    let err = |b: tower_redrive::RedriverBuilder<common::Client>| b.build().unwrap_err().to_string();
-    assert!(err(Redriver::builder(queue.clone(), upstream.client()).lease(Duration::ZERO)).contains("lease"));
+    let err =
+        |b: tower_redrive::RedriverBuilder<common::Client>| b.build().unwrap_err().to_string();
+    assert!(
+        err(Redriver::builder(queue.clone(), upstream.client()).lease(Duration::ZERO))
+            .contains("lease")
+    );
     assert!(err(Redriver::builder(queue.clone(), upstream.client()).batch(0)).contains("batch"));
-    assert!(err(Redriver::builder(queue.clone(), upstream.client()).max_rate(-1.0)).contains("max_rate"));
-    assert!(RedriveLayer::builder(queue.clone()).max_body_bytes(0).build().is_err());
+    assert!(
+        err(Redriver::builder(queue.clone(), upstream.client()).max_rate(-1.0))
+            .contains("max_rate")
+    );
+    assert!(
+        RedriveLayer::builder(queue.clone())
+            .max_body_bytes(0)
+            .build()
+            .is_err()
+    );
     assert!(RedriveLayer::builder(queue).name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
 }

@@ -27,7 +27,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
 )];
 
 /// The advisory lock key migrations hold.
-const MIGRATION_LOCK: i64 = 0x7265_6472_6976_65; // "redrive"
+const MIGRATION_LOCK: i64 = 0x0072_6564_7269_7665; // "redrive"
 
 const COLUMNS: &str = "id, state, ordering_key, idempotency_key, method, uri, headers, body, \
      enqueued_at, available_at, attempts, first_attempt_at, last_attempt_at, finished_at, \
@@ -285,7 +285,7 @@ impl RedriveQueue for PostgresQueue {
     fn claim(&self, claim: Claim<'_>) -> QueueFuture<'_, Vec<Claimed>> {
         let worker = claim.worker.to_owned();
         let now = claim.now.as_millis();
-        let until = claim.now.add(claim.lease).as_millis();
+        let until = claim.now.plus(claim.lease).as_millis();
         let limit = i64_of(claim.limit);
         let token = new_lease_token();
         self.query("claim entries", move |c| async move {

@@ -12,7 +12,8 @@ use crate::{
     },
 };
 
-/// Columns in the order [`RawRow`] expects (`history` must be text).
+/// Columns in the order [`RawRow`] expects (`history` must be text; SQLite form).
+#[cfg(feature = "sqlite")]
 pub(crate) const COLUMNS: &str = "id, state, ordering_key, idempotency_key, method, uri, headers, \
      body, enqueued_at, available_at, attempts, first_attempt_at, last_attempt_at, finished_at, \
      reason, history, lease_token";

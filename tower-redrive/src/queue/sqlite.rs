@@ -271,7 +271,7 @@ impl RedriveQueue for SqliteQueue {
     fn claim(&self, claim: Claim<'_>) -> QueueFuture<'_, Vec<Claimed>> {
         let worker = claim.worker.to_owned();
         let now = claim.now.as_millis();
-        let until = claim.now.add(claim.lease).as_millis();
+        let until = claim.now.plus(claim.lease).as_millis();
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
         let token = new_lease_token();
         self.run("claim entries", move |c| {

@@ -16,11 +16,8 @@ use http::StatusCode;
 use http_body_util::Full;
 use tower::util::BoxCloneSyncService;
 
-pub type Client = BoxCloneSyncService<
-    http::Request<Full<Bytes>>,
-    http::Response<axum::body::Body>,
-    Infallible,
->;
+pub type Client =
+    BoxCloneSyncService<http::Request<Full<Bytes>>, http::Response<axum::body::Body>, Infallible>;
 
 #[derive(Debug, Default)]
 pub struct Upstream {
