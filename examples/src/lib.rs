@@ -5,13 +5,20 @@
 //! (with `--naive`) through a plain reqwest retry loop, and compares lost and duplicated payments.
 //!
 //! The modules are the demo's parts, public so the end-to-end suite can reuse them:
-//! [`payments`] (the axum service and its ledger), [`faults`] (the fault injector),
-//! [`server`] (a loopback server that can reset connections and go down).
+//!
+//! * [`payments`] — the axum service and its ledger;
+//! * [`faults`] — the fault injector (503, 429 + `Retry-After`, spikes, resets after processing);
+//! * [`server`] — a loopback server that can reset connections and go down for an outage;
+//! * [`deployment`] — primary and standby with a shared idempotency store;
+//! * [`stack`] — the suite's client stack over reqwest; [`naive`] — the plain retry loop;
+//! * [`load`] — the traffic; [`report`] — the numbers and the table.
 #![forbid(unsafe_code)]
 
+pub mod deployment;
 pub mod faults;
 pub mod load;
 pub mod naive;
 pub mod payments;
 pub mod report;
 pub mod server;
+pub mod stack;

@@ -3,7 +3,11 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use crate::{faults::FaultCounts, load::Outcome, payments::Ledger};
+use metrics_util::debugging::{DebugValue, Snapshot};
+
+use crate::{
+    deployment::IDEMPOTENCY_NAME, faults::FaultCounts, load::Outcome, payments::Ledger, stack,
+};
 
 /// Latency percentiles of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,10 +51,52 @@ pub struct LayerCounts {
     pub attempts: u64,
     /// Transitions of a breaker to open.
     pub breaker_opens: u64,
-    /// Attempts failover sent to a standby (or to another endpoint than the first tried).
+    /// Attempts failover sent to the standby.
     pub failovers: u64,
     /// Requests the servers answered by replaying a stored response.
     pub replays: u64,
+}
+
+impl LayerCounts {
+    /// Reads the counters of the [`crate::stack`] client and the [`crate::deployment`] servers
+    /// from a `metrics-util` debugging snapshot (the metric names are DESIGN.md's).
+    #[must_use]
+    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+        let mut counts = Self::default();
+        for (key, _, _, value) in snapshot.into_vec() {
+            let DebugValue::Counter(n) = value else {
+                continue;
+            };
+            let key = key.key();
+            let label = |name: &str| {
+                key.labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+            };
+            let name = label("name").unwrap_or_default();
+            match key.name() {
+                "retry_attempts_total" if name == stack::NAME => counts.attempts += n,
+                "breaker_transitions_total"
+                    if name.starts_with(stack::NAME) && label("to").as_deref() == Some("open") =>
+                {
+                    counts.breaker_opens += n;
+                }
+                "failover_requests_total"
+                    if name == stack::NAME && label("endpoint").as_deref() == Some("standby") =>
+                {
+                    counts.failovers += n;
+                }
+                "idempotency_requests_total"
+                    if name == IDEMPOTENCY_NAME
+                        && label("result").as_deref() == Some("replayed") =>
+                {
+                    counts.replays += n;
+                }
+                _ => {}
+            }
+        }
+        counts
+    }
 }
 
 /// One run's numbers.
