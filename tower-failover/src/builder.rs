@@ -54,6 +54,7 @@ pub struct FailoverBuilder<S, C = HttpClassifier> {
     probe_cfg: ProbeConfig,
     initial: InitialState,
     seed: Option<u64>,
+    rewrite: bool,
 }
 
 impl<S, C: fmt::Debug> fmt::Debug for FailoverBuilder<S, C> {
@@ -87,6 +88,7 @@ impl<S> FailoverBuilder<S> {
             probe_cfg: ProbeConfig::default(),
             initial: InitialState::default(),
             seed: None,
+            rewrite: true,
         }
     }
 }
@@ -121,6 +123,7 @@ impl<S, C> FailoverBuilder<S, C> {
             probe_cfg: self.probe_cfg,
             initial: self.initial,
             seed: self.seed,
+            rewrite: self.rewrite,
         }
     }
 
@@ -232,6 +235,16 @@ impl<S, C> FailoverBuilder<S, C> {
         self
     }
 
+    /// Whether requests are rewritten to the chosen endpoint's scheme, authority and path
+    /// prefix (default `true`, so one client serves every endpoint). Turn it off when each
+    /// endpoint's service is already bound to its upstream (a per-endpoint connection or
+    /// channel); base URIs are then used only by probes.
+    #[must_use]
+    pub fn rewrite_uris(mut self, rewrite: bool) -> Self {
+        self.rewrite = rewrite;
+        self
+    }
+
     /// Seeds the jitter and sampling generators (deterministic tests).
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -338,6 +351,7 @@ impl<S, C> FailoverBuilder<S, C> {
             ejection: self.ejection,
             probe: self.probe.as_ref().map(|_| self.probe_cfg.clone()),
             initial: self.initial,
+            rewrite: self.rewrite,
             seed,
         }));
         let mut entries = Vec::new();
@@ -383,5 +397,6 @@ pub(crate) fn new_entry<S, C>(
         InitialState::AssumeHealthy => EndpointStatus::Healthy,
         InitialState::ProbeFirst => EndpointStatus::Unknown,
     };
+    let target = shared.rewrite.then_some(target);
     Ok(Entry::new(&shared.name, info, target, e.service, status))
 }

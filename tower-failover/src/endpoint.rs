@@ -31,6 +31,16 @@ pub struct Endpoint<S> {
     pub(crate) service: S,
 }
 
+impl<S: Clone> Clone for Endpoint<S> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            base: self.base.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
+
 impl<S> fmt::Debug for Endpoint<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint")

@@ -40,7 +40,9 @@ impl<S> CallGuard<S> {
         if let Some(ctx) = ctx {
             ctx.record_endpoint(entry.info.id);
         }
-        entry.target.rewrite(req);
+        if let Some(target) = &entry.target {
+            target.rewrite(req);
+        }
         entry.in_flight.fetch_add(1, Ordering::Relaxed);
         entry.requests.increment(1);
         Self {

@@ -31,6 +31,9 @@ pub(crate) const HEALTHY: &str = "failover_endpoint_healthy";
 pub(crate) const EJECTIONS: &str = "failover_ejections_total";
 pub(crate) const ACTIVE_TIER: &str = "failover_active_tier";
 
+/// Tiers up to this size are picked from in one pass over a stack buffer.
+pub(crate) const INLINE_PICK: usize = 64;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -48,7 +51,8 @@ struct Slow {
 /// One endpoint: its service prototype and its health.
 pub(crate) struct Entry<S> {
     pub(crate) info: Arc<EndpointInfo>,
-    pub(crate) target: Target,
+    /// `None` when URI rewriting is off.
+    pub(crate) target: Option<Target>,
     pub(crate) service: S,
     status: AtomicU8,
     pub(crate) in_flight: AtomicUsize,
@@ -78,7 +82,7 @@ impl<S> Entry<S> {
     pub(crate) fn new(
         name: &Arc<str>,
         info: EndpointInfo,
-        target: Target,
+        target: Option<Target>,
         service: S,
         status: EndpointStatus,
     ) -> Self {
@@ -207,6 +211,7 @@ pub(crate) struct Shared<S, C> {
     pub(crate) ejection: EjectionConfig,
     pub(crate) probe: Option<ProbeConfig>,
     pub(crate) initial: InitialState,
+    pub(crate) rewrite: bool,
     pub(crate) snapshot: RwLock<Arc<Snapshot<S>>>,
     pub(crate) generation: AtomicU64,
     /// Bumped on every status or membership change (lost-wakeup check in `poll_ready`).
@@ -252,6 +257,7 @@ pub(crate) struct SharedConfig<C> {
     pub(crate) ejection: EjectionConfig,
     pub(crate) probe: Option<ProbeConfig>,
     pub(crate) initial: InitialState,
+    pub(crate) rewrite: bool,
     pub(crate) seed: u64,
 }
 
@@ -268,6 +274,7 @@ impl<S, C> Shared<S, C> {
             ejection: cfg.ejection,
             probe: cfg.probe,
             initial: cfg.initial,
+            rewrite: cfg.rewrite,
             snapshot: RwLock::new(Arc::new(Snapshot::new(0, Vec::new()))),
             generation: AtomicU64::new(0),
             version: AtomicU64::new(0),
@@ -387,6 +394,9 @@ impl<S, C> Shared<S, C> {
     }
 
     /// The first and (if any) second choice among `cands` (indices into the snapshot).
+    ///
+    /// One pass over the candidate range into a stack buffer (no allocation) for ranges of up
+    /// to [`INLINE_PICK`] endpoints; larger tiers count first and then walk to the chosen ones.
     pub(crate) fn pick(
         &self,
         snap: &Snapshot<S>,
@@ -394,17 +404,34 @@ impl<S, C> Shared<S, C> {
         rng: &mut SeededRng,
     ) -> Option<(usize, Option<usize>)> {
         let slice = &snap.entries[cands.range.clone()];
-        let k = slice.iter().filter(|e| cands.admits(e)).count();
+        let base = cands.range.start;
+        let mut buf = [0u32; INLINE_PICK];
+        let (k, inline) = if slice.len() <= INLINE_PICK {
+            let mut k = 0;
+            for (i, e) in slice.iter().enumerate() {
+                if cands.admits(e) {
+                    buf[k] = i as u32;
+                    k += 1;
+                }
+            }
+            (k, true)
+        } else {
+            (slice.iter().filter(|e| cands.admits(e)).count(), false)
+        };
         if k == 0 {
             return None;
         }
-        let nth = |n: usize| {
-            slice
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| cands.admits(e))
-                .nth(n)
-                .map_or(cands.range.start, |(i, _)| cands.range.start + i)
+        let nth = |n: usize| -> usize {
+            if inline {
+                base + buf[n] as usize
+            } else {
+                slice
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| cands.admits(e))
+                    .nth(n)
+                    .map_or(base, |(i, _)| base + i)
+            }
         };
         match self.balance {
             Balance::P2c => {

@@ -329,3 +329,17 @@ fn service_and_future_have_the_bounds_axum_and_tokio_need() {
     >();
     future::<tower_failover::Drain>();
 }
+
+#[tokio::test]
+async fn uri_rewriting_can_be_turned_off_for_bound_services() {
+    let a = Mock::new("a");
+    let mut f = Failover::builder()
+        .tier([Endpoint::new("a", "http://10.0.0.1:8080/api", a)])
+        .rewrite_uris(false)
+        .build()
+        .unwrap();
+    let res = send(&mut f, get("http://public.example/orders"))
+        .await
+        .unwrap();
+    assert_eq!(res.body(), "a http://public.example/orders");
+}
