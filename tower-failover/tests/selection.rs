@@ -343,3 +343,52 @@ async fn uri_rewriting_can_be_turned_off_for_bound_services() {
         .unwrap();
     assert_eq!(res.body(), "a http://public.example/orders");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clones_under_flapping_health_keep_counts_consistent() {
+    let mocks: Vec<Mock> = ["a", "b", "c"].into_iter().map(Mock::new).collect();
+    let s = Mock::new("s");
+    let f = Failover::builder()
+        .tier(endpoints(&mocks.iter().collect::<Vec<_>>()))
+        .tier(endpoints(&[&s]))
+        .eject_after(2)
+        .ejection_time(Duration::from_millis(1), Duration::from_millis(4))
+        .build()
+        .unwrap();
+    let flapper = {
+        let a = mocks[0].clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                a.set_status(if i % 2 == 0 { 503 } else { 200 });
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            a.set_status(200);
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..500 {
+                let res = f.clone().oneshot(get("/")).await.unwrap();
+                assert!(res.status() == 200 || res.status() == 503);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    flapper.await.unwrap();
+    let total: usize = mocks.iter().map(Mock::hits).sum::<usize>() + s.hits();
+    assert_eq!(total, 4000, "every request reached exactly one endpoint");
+    let snaps = f.handle().endpoints();
+    assert!(
+        snaps.iter().all(|e| e.in_flight == 0),
+        "in-flight counters return to zero: {snaps:?}"
+    );
+    let ejections: u64 = snaps.iter().map(|e| e.ejections).sum();
+    assert!(
+        ejections >= 1,
+        "the flapping endpoint was ejected at least once"
+    );
+}
