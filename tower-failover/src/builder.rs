@@ -156,19 +156,18 @@ impl<S, C> FailoverBuilder<S, C> {
         self
     }
 
-    /// Time between probes of a healthy endpoint (default 5 s); also the unhealthy interval
-    /// unless [`unhealthy_interval`](Self::unhealthy_interval) is set after it.
+    /// Time between probes of a healthy endpoint (default 5 s); also of an unhealthy one
+    /// unless [`unhealthy_interval`](Self::unhealthy_interval) is set.
     #[must_use]
     pub fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe_cfg.interval = interval;
-        self.probe_cfg.unhealthy_interval = interval;
         self
     }
 
     /// Time between probes of an endpoint that is not healthy (default: the probe interval).
     #[must_use]
     pub fn unhealthy_interval(mut self, interval: Duration) -> Self {
-        self.probe_cfg.unhealthy_interval = interval;
+        self.probe_cfg.unhealthy_interval = Some(interval);
         self
     }
 
@@ -297,7 +296,7 @@ impl<S, C> FailoverBuilder<S, C> {
         }
         let p = &self.probe_cfg;
         if self.probe.is_some() {
-            if p.interval.is_zero() || p.unhealthy_interval.is_zero() {
+            if p.interval.is_zero() || p.unhealthy_interval().is_zero() {
                 return err("probe intervals must be non-zero".into());
             }
             if p.timeout.is_zero() {

@@ -61,10 +61,17 @@ pub(crate) struct ProbeConfig {
     pub(crate) interval: Duration,
     pub(crate) jitter: Duration,
     pub(crate) timeout: Duration,
-    pub(crate) unhealthy_interval: Duration,
+    /// `None`: the same as `interval`.
+    pub(crate) unhealthy_interval: Option<Duration>,
     pub(crate) healthy_threshold: u32,
     pub(crate) unhealthy_threshold: u32,
     pub(crate) max_concurrency: usize,
+}
+
+impl ProbeConfig {
+    pub(crate) fn unhealthy_interval(&self) -> Duration {
+        self.unhealthy_interval.unwrap_or(self.interval)
+    }
 }
 
 impl Default for ProbeConfig {
@@ -73,7 +80,7 @@ impl Default for ProbeConfig {
             interval: Duration::from_secs(5),
             jitter: Duration::from_millis(500),
             timeout: Duration::from_secs(1),
-            unhealthy_interval: Duration::from_secs(5),
+            unhealthy_interval: None,
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             max_concurrency: 8,

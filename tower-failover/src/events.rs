@@ -33,6 +33,8 @@ pub enum Cause {
     TrialPassed,
     /// The one trial request after an ejection failed: ejected again, for longer.
     TrialFailed,
+    /// The endpoint's service failed `poll_ready` (it is broken): ejected at once.
+    ReadinessFailed(String),
 }
 
 impl Cause {
@@ -48,6 +50,7 @@ impl Cause {
             Cause::ConsecutiveFailures(_) => "consecutive_failures",
             Cause::TrialPassed => "trial_passed",
             Cause::TrialFailed => "trial_failed",
+            Cause::ReadinessFailed(_) => "readiness_failed",
         }
     }
 }

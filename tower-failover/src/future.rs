@@ -228,12 +228,13 @@ where
                         this.state.set(State::Called { fut });
                     }
                     Err(err) => {
+                        let err = err.into();
                         if let Some(guard) = this.guard.as_mut() {
-                            let class = this.shared.classifier.classify(Err(&err));
-                            this.shared.record(&guard.entry, class, guard.trial);
+                            this.shared
+                                .readiness_failed(&guard.entry, &err, guard.trial);
                             guard.done = true;
                         }
-                        return Poll::Ready(Err(err.into()));
+                        return Poll::Ready(Err(err));
                     }
                 },
                 StateProj::Waiting { wait, req, ctx } => {

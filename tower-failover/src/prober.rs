@@ -123,7 +123,7 @@ async fn run<S, C>(
                 if let Some(s) = sched.iter_mut().find(|s| s.entry.info.id == id) {
                     s.running = false;
                     shared.on_probe(&s.entry, outcome);
-                    let interval = if s.entry.is_healthy() { cfg.interval } else { cfg.unhealthy_interval };
+                    let interval = if s.entry.is_healthy() { cfg.interval } else { cfg.unhealthy_interval() };
                     s.due = Instant::now() + interval + rng.duration_between(Duration::ZERO, cfg.jitter);
                 }
             }

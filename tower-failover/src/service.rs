@@ -156,7 +156,6 @@ where
             }
             self.ready = None;
         }
-        let mut failed = false;
         // Endpoints that were pending last time keep their place (and their registered wakers).
         let mut i = 0;
         while i < self.pending.len() {
@@ -171,9 +170,7 @@ where
                 }
                 Poll::Ready(Err(err)) => {
                     let (entry, _) = self.pending.swap_remove(i);
-                    let class = self.shared.classifier.classify(Err(&err));
-                    self.shared.record(&entry, class, false);
-                    failed = true;
+                    self.shared.readiness_failed(&entry, &err.into(), false);
                 }
                 Poll::Pending => i += 1,
             }
@@ -195,18 +192,14 @@ where
                     self.ready = Some((entry.clone(), svc));
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Err(err)) => {
-                    let class = self.shared.classifier.classify(Err(&err));
-                    self.shared.record(entry, class, false);
-                    failed = true;
-                }
+                Poll::Ready(Err(err)) => self.shared.readiness_failed(entry, &err.into(), false),
                 Poll::Pending => self.pending.push((entry.clone(), svc)),
             }
         }
         self.shared.register_waiter(cx.waker());
-        if failed || self.shared.version.load(Ordering::Acquire) != version {
-            // Health changed while we looked (or an endpoint's readiness failed and nothing
-            // else will wake us): look again, once.
+        if self.shared.version.load(Ordering::Acquire) != version {
+            // Health changed while we looked (an endpoint whose readiness failed is ejected,
+            // which is such a change): look again, once.
             cx.waker().wake_by_ref();
         }
         Poll::Pending

@@ -15,7 +15,7 @@ use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
-use tower_fault::{Class, EndpointId, SeededRng};
+use tower_fault::{BoxError, Class, EndpointId, SeededRng};
 
 use crate::{
     config::{
@@ -66,6 +66,7 @@ pub(crate) struct Entry<S> {
     healthy_gauge: Gauge,
     ejected_failures: Counter,
     ejected_trial: Counter,
+    ejected_readiness: Counter,
 }
 
 impl<S> std::fmt::Debug for Entry<S> {
@@ -102,6 +103,7 @@ impl<S> Entry<S> {
             healthy_gauge,
             ejected_failures: ejection("consecutive_failures"),
             ejected_trial: ejection("trial_failed"),
+            ejected_readiness: ejection("readiness_failed"),
             info: Arc::new(info),
             target,
             service,
@@ -501,7 +503,7 @@ impl<S, C> Shared<S, C> {
             .filter(|e| e.status() == EndpointStatus::Ejected)
             .map(|e| self.ejected_until(e).saturating_duration_since(now))
             .min();
-        ejection.or_else(|| self.probe.as_ref().map(|p| p.unhealthy_interval))
+        ejection.or_else(|| self.probe.as_ref().map(ProbeConfig::unhealthy_interval))
     }
 
     /// The earliest moment an ejected endpoint becomes eligible for a trial.
@@ -626,6 +628,7 @@ impl<S, C> Shared<S, C> {
         e.ejections.fetch_add(1, Ordering::Relaxed);
         match cause {
             Cause::TrialFailed => e.ejected_trial.increment(1),
+            Cause::ReadinessFailed(_) => e.ejected_readiness.increment(1),
             _ => e.ejected_failures.increment(1),
         }
         tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
@@ -677,6 +680,23 @@ impl<S, C> Shared<S, C> {
                 }
                 e.trial.store(false, Ordering::Release);
             }
+        }
+    }
+
+    /// An endpoint's service failed `poll_ready`: it is broken (a closed buffer, a failed
+    /// connection pool), so it is ejected at once, whatever the passive-ejection threshold;
+    /// it comes back like any ejected endpoint.
+    pub(crate) fn readiness_failed(&self, e: &Entry<S>, err: &BoxError, trial: bool) {
+        let mut slow = lock(&e.slow);
+        tracing::debug!(failover = &*self.name, endpoint = &*e.info.name, error = %err, "endpoint not ready");
+        if matches!(
+            e.status(),
+            EndpointStatus::Healthy | EndpointStatus::Ejected
+        ) {
+            self.eject(e, &mut slow, Cause::ReadinessFailed(err.to_string()));
+        }
+        if trial {
+            e.trial.store(false, Ordering::Release);
         }
     }
 

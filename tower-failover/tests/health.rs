@@ -818,3 +818,30 @@ async fn ejection_time_grows_exponentially_then_decays_while_stable() {
         ejected_for(&f)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn unhealthy_endpoints_are_probed_at_their_own_interval() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe_interval(Duration::from_secs(1))
+        .unhealthy_interval(Duration::from_secs(5))
+        .probe_jitter(Duration::ZERO)
+        .thresholds(1, 1)
+        .build()
+        .unwrap();
+    p.set_health(503); // both endpoints share p's health route: both go down at t=0
+    sleep_ms(100).await;
+    assert_eq!(status(&f, "p"), EndpointStatus::Unhealthy);
+    let before = p.probes();
+    sleep_ms(20_000).await; // probes at t=5, 10, 15, 20 for each endpoint
+    assert_eq!(p.probes() - before, 8);
+    p.set_health(200);
+    sleep_ms(5_000).await; // back at t=25, then every second
+    assert_eq!(status(&f, "p"), EndpointStatus::Healthy);
+    let before = p.probes();
+    sleep_ms(4_000).await;
+    assert_eq!(p.probes() - before, 8);
+}

@@ -392,3 +392,44 @@ async fn concurrent_clones_under_flapping_health_keep_counts_consistent() {
         "the flapping endpoint was ejected at least once"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_failing_readiness_is_ejected_at_once_without_spinning() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&a, &b]))
+        .eject_after(0) // passive ejection off: readiness errors still eject
+        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut events = f.subscribe();
+    a.0.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..50 {
+        assert_eq!(who(&send(&mut f, get("/")).await.unwrap()), "b");
+    }
+    assert_eq!(
+        f.handle().endpoint("a").unwrap().status,
+        EndpointStatus::Ejected
+    );
+    assert!(
+        a.polls() <= 2,
+        "the broken endpoint is polled once, then left alone: {}",
+        a.polls()
+    );
+    let cause = std::iter::from_fn(|| events.try_recv())
+        .map(|e| e.cause)
+        .last()
+        .unwrap();
+    assert!(
+        matches!(&cause, tower_failover::Cause::ReadinessFailed(m) if m.contains("pool closed")),
+        "{cause:?}"
+    );
+    // Repaired: after its ejection, a trial brings it back.
+    a.0.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(who(&send(&mut f, get("/")).await.unwrap()), "a");
+    assert_eq!(
+        f.handle().endpoint("a").unwrap().status,
+        EndpointStatus::Healthy
+    );
+}

@@ -35,6 +35,8 @@ pub struct MockState {
     pub not_ready: AtomicBool,
     /// While set, ordinary requests never finish.
     pub hang: AtomicBool,
+    /// While set, `poll_ready` fails.
+    pub broken: AtomicBool,
     wakers: Mutex<Vec<Waker>>,
 }
 
@@ -53,6 +55,7 @@ impl Mock {
             polls: AtomicUsize::new(0),
             not_ready: AtomicBool::new(false),
             hang: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             wakers: Mutex::default(),
         }))
     }
@@ -100,6 +103,9 @@ impl Service<Request<String>> for Mock {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.0.polls.fetch_add(1, Ordering::SeqCst);
+        if self.0.broken.load(Ordering::SeqCst) {
+            return Poll::Ready(Err("connection pool closed".into()));
+        }
         if self.0.not_ready.load(Ordering::SeqCst) {
             self.0.wakers.lock().unwrap().push(cx.waker().clone());
             return Poll::Pending;
