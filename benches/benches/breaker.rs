@@ -4,14 +4,16 @@
 //! 8 tasks sharing one breaker, and the time-window breakers with 1k, 100k and 1M calls inside
 //! the window.
 
+use std::convert::Infallible;
 use std::hint::black_box;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use failsafe::futures::CircuitBreaker as _;
 use http::{Request, Response};
 use resilience_benches::alloc::{CountingAlloc, allocations};
-use resilience_benches::drive::{call_now, poll_now};
-use resilience_benches::fixtures::{BareUnit, bare_unit};
+use resilience_benches::drive::call_now;
+use resilience_benches::fixtures::{BareFuture, BareUnit, bare_unit};
 use resilience_benches::parallel::{bench_parallel, runtime};
 use resilience_benches::report::{self, BARE, bench_calls};
 use tower::{Layer, Service};
@@ -24,7 +26,8 @@ fn unit_request() -> Request<()> {
     Request::new(())
 }
 
-/// recloser's async wrapper around the bare service's future (recloser is not a tower layer).
+/// recloser's async wrapper around the bare service's future, as a tower service (recloser is
+/// not a tower layer; this is the thinnest adapter that makes it one).
 #[derive(Clone)]
 struct Recloser {
     breaker: recloser::AsyncRecloser,
@@ -44,19 +47,28 @@ impl Recloser {
             inner: bare_unit(),
         }
     }
+}
 
-    fn call(&mut self, req: Request<()>) -> Response<()> {
-        poll_now(self.breaker.call(self.inner.call(req))).expect("closed breaker")
+impl Service<Request<()>> for Recloser {
+    type Response = Response<()>;
+    type Error = recloser::Error<Infallible>;
+    type Future = recloser::RecloserFuture<BareFuture<Response<()>>, recloser::AnyError>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        self.breaker.call(self.inner.call(req))
     }
 }
 
-/// failsafe's futures-aware breaker around the bare service's future.
+type FailsafePolicy = failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Exponential>;
+
+/// failsafe's futures-aware breaker around the bare service's future, as a tower service.
 #[derive(Clone)]
 struct Failsafe {
-    breaker: failsafe::StateMachine<
-        failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Exponential>,
-        (),
-    >,
+    breaker: failsafe::StateMachine<FailsafePolicy, ()>,
     inner: BareUnit,
 }
 
@@ -71,9 +83,24 @@ impl Failsafe {
             inner: bare_unit(),
         }
     }
+}
 
-    fn call(&mut self, req: Request<()>) -> Response<()> {
-        poll_now(self.breaker.call(self.inner.call(req))).expect("closed breaker")
+impl Service<Request<()>> for Failsafe {
+    type Response = Response<()>;
+    type Error = failsafe::Error<Infallible>;
+    type Future = failsafe::futures::ResponseFuture<
+        BareFuture<Response<()>>,
+        FailsafePolicy,
+        (),
+        failsafe::Any,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        self.breaker.call(self.inner.call(req))
     }
 }
 
@@ -127,9 +154,13 @@ fn single(c: &mut criterion::Criterion) {
     let mut bare = bare_unit();
     bench_calls(&mut g, BARE, unit_request, move |r| call_now(&mut bare, r));
     let mut rec = Recloser::new();
-    bench_calls(&mut g, "recloser", unit_request, move |r| rec.call(r));
+    bench_calls(&mut g, "recloser", unit_request, move |r| {
+        call_now(&mut rec, r)
+    });
     let mut fs = Failsafe::new();
-    bench_calls(&mut g, "failsafe", unit_request, move |r| fs.call(r));
+    bench_calls(&mut g, "failsafe", unit_request, move |r| {
+        call_now(&mut fs, r)
+    });
     let mut tr = resilience_count();
     bench_calls(&mut g, "tower-resilience", unit_request, move |r| {
         call_now(&mut tr, r)
@@ -162,42 +193,34 @@ fn multi(c: &mut criterion::Criterion) {
     let rt = runtime();
     let mut g = report::group(c, MULTI);
     for tasks in [1, 2, 8] {
-        bench_parallel(&mut g, &rt, &format!("bare/{tasks} tasks"), tasks, || {
-            let mut s = bare_unit();
-            move || drop(black_box(call_now(&mut s, unit_request())))
-        });
-        let rec = Recloser::new();
+        let id = |name: &str| format!("{name}/{tasks} tasks");
+        bench_parallel(&mut g, &rt, &id("bare"), tasks, &bare_unit(), unit_request);
         bench_parallel(
             &mut g,
             &rt,
-            &format!("recloser/{tasks} tasks"),
+            &id("recloser"),
             tasks,
-            || {
-                let mut s = rec.clone();
-                move || drop(black_box(s.call(unit_request())))
-            },
+            &Recloser::new(),
+            unit_request,
         );
-        let tr = resilience_count();
         bench_parallel(
             &mut g,
             &rt,
-            &format!("tower-resilience/{tasks} tasks"),
+            &id("failsafe"),
             tasks,
-            || {
-                let mut s = tr.clone();
-                move || drop(black_box(call_now(&mut s, unit_request())))
-            },
+            &Failsafe::new(),
+            unit_request,
         );
-        let o = ours_count();
-        bench_parallel(&mut g, &rt, &format!("ours/{tasks} tasks"), tasks, || {
-            let mut s = o.clone();
-            move || drop(black_box(call_now(&mut s, unit_request())))
-        });
-        report::compare(
-            MULTI,
-            &format!("ours/{tasks} tasks"),
-            &format!("recloser/{tasks} tasks"),
+        bench_parallel(
+            &mut g,
+            &rt,
+            &id("tower-resilience"),
+            tasks,
+            &resilience_count(),
+            unit_request,
         );
+        bench_parallel(&mut g, &rt, &id("ours"), tasks, &ours_count(), unit_request);
+        report::compare(MULTI, &id("ours"), &id("recloser"));
     }
     g.finish();
 }

@@ -120,32 +120,18 @@ fn multi(c: &mut criterion::Criterion) {
     let rt = runtime();
     let mut g = report::group(c, MULTI);
     for tasks in [1, 2, 8] {
-        let bare = bare_http();
-        bench_parallel(&mut g, &rt, &format!("bare/{tasks} tasks"), tasks, || {
-            let mut s = bare;
-            move || drop(black_box(call_now(&mut s, http_request())))
-        });
-        let tr = tower_retry();
+        let id = |name: &str| format!("{name}/{tasks} tasks");
+        bench_parallel(&mut g, &rt, &id("bare"), tasks, &bare_http(), http_request);
         bench_parallel(
             &mut g,
             &rt,
-            &format!("tower::retry/{tasks} tasks"),
+            &id("tower::retry"),
             tasks,
-            || {
-                let mut s = tr.clone();
-                move || drop(black_box(call_now(&mut s, http_request())))
-            },
+            &tower_retry(),
+            http_request,
         );
-        let o = ours();
-        bench_parallel(&mut g, &rt, &format!("ours/{tasks} tasks"), tasks, || {
-            let mut s = o.clone();
-            move || drop(black_box(call_now(&mut s, http_request())))
-        });
-        report::compare(
-            MULTI,
-            &format!("ours/{tasks} tasks"),
-            &format!("tower::retry/{tasks} tasks"),
-        );
+        bench_parallel(&mut g, &rt, &id("ours"), tasks, &ours(), http_request);
+        report::compare(MULTI, &id("ours"), &id("tower::retry"));
     }
     g.finish();
 }
