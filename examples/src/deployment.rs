@@ -82,8 +82,26 @@ impl Deployment {
             seed: plan.seed.wrapping_add(0x5eed),
             ..plan.clone()
         };
-        let (primary, primary_faults) = serve("primary", plan, store.clone(), &ledger).await?;
-        let (standby, standby_faults) = serve("standby", &standby_plan, store, &ledger).await?;
+        Self::start_each(plan, &standby_plan, store, ledger).await
+    }
+
+    /// Starts primary and standby with a fault plan each.
+    ///
+    /// # Errors
+    /// An invalid plan or a listener that could not bind.
+    pub async fn start_each<St>(
+        primary_plan: &FaultPlan,
+        standby_plan: &FaultPlan,
+        store: St,
+        ledger: Ledger,
+    ) -> Result<Self, BoxError>
+    where
+        St: IdempotencyStore + Clone,
+    {
+        let (primary, primary_faults) =
+            serve_payments("primary", primary_plan, store.clone(), &ledger).await?;
+        let (standby, standby_faults) =
+            serve_payments("standby", standby_plan, store, &ledger).await?;
         Ok(Self {
             primary,
             standby,
@@ -91,6 +109,12 @@ impl Deployment {
             primary_faults,
             standby_faults,
         })
+    }
+
+    /// The primary's fault counters.
+    #[must_use]
+    pub fn primary_faults(&self) -> FaultCounts {
+        self.primary_faults.stats().snapshot()
     }
 
     /// The faults both servers injected so far.
@@ -111,11 +135,15 @@ impl Deployment {
     }
 }
 
-/// One payments server: faults outside, idempotency inside.
+/// One payments server named `name`: `plan`'s faults outside, idempotency over `store` inside,
+/// recording into `ledger`. Returns the server and its fault layer (for the counters).
 ///
 /// A duplicate arriving while the first copy is still being processed (a client that timed
 /// out an attempt and retried elsewhere) waits for the first and gets its replay.
-async fn serve<St>(
+///
+/// # Errors
+/// An invalid plan or a listener that could not bind.
+pub async fn serve_payments<St>(
     name: &str,
     plan: &FaultPlan,
     store: St,
