@@ -69,7 +69,11 @@ impl<S> Drop for CallGuard<S> {
 pub(crate) type WaitFuture<S> = Pin<Box<dyn Future<Output = Option<(Arc<Entry<S>>, bool)>> + Send>>;
 
 /// Waits (woken by recoveries and ejection ends, never polling) for a usable endpoint.
-pub(crate) fn wait_for_endpoint<S, C>(shared: Arc<Shared<S, C>>, max: Duration) -> WaitFuture<S>
+pub(crate) fn wait_for_endpoint<S, C>(
+    shared: Arc<Shared<S, C>>,
+    max: Duration,
+    ctx: Option<AttemptContext>,
+) -> WaitFuture<S>
 where
     S: Send + Sync + 'static,
     C: Send + Sync + 'static,
@@ -82,7 +86,7 @@ where
             tokio::pin!(notified);
             notified.as_mut().enable();
             let snap = shared.load_snapshot();
-            if let Some(i) = shared.claim_trial(&snap) {
+            if let Some(i) = shared.claim_trial(&snap, ctx.as_ref()) {
                 return Some((snap.entries[i].clone(), true));
             }
             if let Some(c) = shared.candidates(&snap, &mut rng) {

@@ -24,8 +24,12 @@ use crate::{
 /// Health-checked failover over priority tiers of endpoints.
 ///
 /// Built with [`Failover::builder`]. Every clone shares one set of endpoints, their health and
-/// the background probe task; the task stops when the last clone (and the last
-/// [`FailoverHandle`]) is dropped.
+/// the background probe task; the task stops as soon as the last clone, the last
+/// [`FailoverHandle`] and the last response future are dropped.
+///
+/// The endpoint service `S` must be `Clone + Send + Sync` (hyper's and reqwest's clients are;
+/// for a boxed service use tower's `BoxCloneSyncService`): one prototype per endpoint is shared
+/// and cloned for each request, which is then sent on the clone that was polled ready.
 ///
 /// * `poll_ready` is ready as soon as one usable endpoint of the active tier is ready (two
 ///   random candidates first, by power of two choices on in-flight requests, then the rest of
@@ -209,7 +213,7 @@ where
         let ctx = req.extensions().get::<AttemptContext>().cloned();
         let shared = &self.shared;
         let snap = &self.snap;
-        if let Some(i) = shared.claim_trial(snap) {
+        if let Some(i) = shared.claim_trial(snap, ctx.as_ref()) {
             // The one trial request of an endpoint whose ejection is over; the polled service
             // stays ready for the next call.
             let entry = snap.entries[i].clone();
@@ -256,7 +260,7 @@ where
         }
         match shared.all_down {
             AllDown::Wait(max) => {
-                let wait = wait_for_endpoint(shared.clone(), max);
+                let wait = wait_for_endpoint(shared.clone(), max, ctx.clone());
                 ResponseFuture::waiting(wait, req, ctx, shared.clone())
             }
             AllDown::FailFast | AllDown::Panic => {

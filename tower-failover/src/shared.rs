@@ -15,7 +15,7 @@ use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
-use tower_fault::{BoxError, Class, EndpointId, SeededRng};
+use tower_fault::{AttemptContext, BoxError, Class, EndpointId, SeededRng};
 
 use crate::{
     config::{
@@ -477,7 +477,12 @@ impl<S, C> Shared<S, C> {
 
     /// Claims the one trial request of an ejected endpoint whose ejection time is over, if any
     /// (only in or above the active tier: a trial never moves traffic to a standby).
-    pub(crate) fn claim_trial(&self, snap: &Snapshot<S>) -> Option<usize> {
+    /// An endpoint this request already tried (`tried`) is not trialled with it.
+    pub(crate) fn claim_trial(
+        &self,
+        snap: &Snapshot<S>,
+        tried: Option<&AttemptContext>,
+    ) -> Option<usize> {
         if self.ejected.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -487,6 +492,7 @@ impl<S, C> Shared<S, C> {
             e.info.tier <= max_tier
                 && e.status() == EndpointStatus::Ejected
                 && e.ejected_until.load(Ordering::Acquire) <= now
+                && !tried.is_some_and(|c| c.was_tried(e.info.id))
                 && e.trial
                     .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
