@@ -364,4 +364,34 @@ mod tests {
             .unwrap();
         assert!(breaker.trim_end().ends_with('-'));
     }
+
+    #[test]
+    fn layer_counts_are_read_from_the_metrics() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("retry_attempts_total", "name" => "chaos").increment(7);
+            metrics::counter!("retry_attempts_total", "name" => "other").increment(100);
+            for name in ["chaos-primary", "chaos-upstream"] {
+                metrics::counter!("breaker_transitions_total", "name" => name, "from" => "closed", "to" => "open")
+                    .increment(1);
+            }
+            metrics::counter!("breaker_transitions_total", "name" => "chaos-primary", "from" => "open", "to" => "half_open")
+                .increment(1);
+            metrics::counter!("failover_requests_total", "name" => "chaos", "endpoint" => "standby").increment(3);
+            metrics::counter!("failover_requests_total", "name" => "chaos", "endpoint" => "primary").increment(9);
+            metrics::counter!("idempotency_requests_total", "name" => "payments", "result" => "replayed").increment(2);
+            metrics::counter!("idempotency_requests_total", "name" => "payments", "result" => "executed").increment(5);
+        });
+        let counts = LayerCounts::from_snapshot(snapshotter.snapshot());
+        assert_eq!(
+            counts,
+            LayerCounts {
+                attempts: 7,
+                breaker_opens: 2,
+                failovers: 3,
+                replays: 2,
+            }
+        );
+    }
 }
