@@ -29,6 +29,16 @@ use crate::{
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// Frames read from a discarded body per poll, so an endless body cannot hog the task.
 const DRAIN_FRAMES_PER_POLL: usize = 32;
+/// How far [`after`] saturates: a duration this long is "never" for a retry layer (tokio's own
+/// `sleep` saturates at about 30 years too).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + d`, saturating instead of panicking on overflow, so `Duration::MAX` (as "no limit")
+/// in a deadline, a timeout or a backoff is safe.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
+}
 
 /// The per-request bookkeeping that needs no pinning.
 pub(crate) struct Attempts<B, C> {
@@ -117,7 +127,7 @@ impl<B, C> Attempts<B, C> {
             None => backoff,
         };
         if let Some(at) = self.deadline_at {
-            if Instant::now() + delay >= at {
+            if after(delay) >= at {
                 return Decision::Return(RetryOutcome::Deadline);
             }
         }
@@ -128,7 +138,7 @@ impl<B, C> Attempts<B, C> {
         }
         config.metrics.backoff(delay);
         self.last_delay = delay;
-        self.total_delay += delay;
+        self.total_delay = self.total_delay.saturating_add(delay);
         Decision::Retry(delay)
     }
 
@@ -224,11 +234,13 @@ where
     ) -> Self {
         let config = &attempts.config;
         let deadline = config.deadline.map(|d| {
-            let at = Instant::now() + d;
+            let at = after(d);
             attempts.deadline_at = Some(at);
             tokio::time::sleep_until(at)
         });
-        let timer = config.attempt_timeout.map(tokio::time::sleep);
+        let timer = config
+            .attempt_timeout
+            .map(|timeout| tokio::time::sleep_until(after(timeout)));
         attempts.open_span(Duration::ZERO);
         let future = attempts.span.in_scope(|| service.call(first));
         Self {
@@ -312,7 +324,7 @@ where
                             } else {
                                 let discarded = result.ok().map(Response::into_body);
                                 this.attempts.drained = 0;
-                                let wake_at = Instant::now() + delay;
+                                let wake_at = after(delay);
                                 match this.timer.as_mut().as_pin_mut() {
                                     Some(timer) => timer.reset(wake_at),
                                     None => this.timer.set(Some(tokio::time::sleep_until(wake_at))),
@@ -349,7 +361,7 @@ where
                     this.attempts.open_span(delay);
                     let future = this.attempts.span.in_scope(|| this.service.call(req));
                     if let Some(timeout) = this.attempts.config.attempt_timeout {
-                        let at = Instant::now() + timeout;
+                        let at = after(timeout);
                         match this.timer.as_mut().as_pin_mut() {
                             Some(timer) => timer.reset(at),
                             None => this.timer.set(Some(tokio::time::sleep_until(at))),

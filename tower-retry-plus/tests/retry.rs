@@ -559,3 +559,31 @@ fn retry_service_is_clone_send_sync_and_its_future_is_send() {
     let fut = svc.call(get("http://up/"));
     assert_send(&fut);
 }
+
+#[tokio::test(start_paused = true)]
+async fn huge_durations_mean_no_limit_rather_than_a_panic() {
+    // `Duration::MAX` as "no limit in practice" must not overflow the clock arithmetic.
+    let (upstream, log) = scripted([Step::Status(503)]);
+    let mut svc = fast()
+        .deadline(Duration::MAX)
+        .attempt_timeout(Duration::from_secs(u64::MAX / 2))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!((res.status().as_u16(), log.len()), (200, 2));
+
+    // a huge backoff is capped by the deadline: the layer returns instead of sleeping forever
+    let (upstream, log) = scripted([Step::Status(503)]);
+    let mut svc = RetryLayer::builder()
+        .backoff(Backoff::constant(Duration::MAX))
+        .jitter(Jitter::None)
+        .no_budget()
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!((res.status().as_u16(), log.len()), (503, 1));
+    assert_eq!(info(&res).outcome, RetryOutcome::Deadline);
+}
