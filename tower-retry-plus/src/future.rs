@@ -25,7 +25,8 @@ use crate::{
 };
 
 /// At most this many bytes of a discarded response are read (while sleeping before the next
-/// attempt) so its connection can be reused; a larger body is dropped.
+/// attempt) so its connection can be reused; a larger body is dropped. Every frame counts as at
+/// least one byte, so a body of endless empty frames cannot keep the task spinning.
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// Frames read from a discarded body per poll, so an endless body cannot hog the task.
 const DRAIN_FRAMES_PER_POLL: usize = 32;
@@ -375,7 +376,8 @@ where
     }
 }
 
-/// Reads (and drops) what is left of a discarded response, up to [`DRAIN_LIMIT`] bytes.
+/// Reads (and drops) what is left of a discarded response, up to [`DRAIN_LIMIT`] bytes (or
+/// frames).
 fn drain<ResB: Body>(mut body: Pin<&mut Option<ResB>>, drained: &mut usize, cx: &mut Context<'_>) {
     for _ in 0..DRAIN_FRAMES_PER_POLL {
         let Some(inner) = body.as_mut().as_pin_mut() else {
@@ -384,9 +386,7 @@ fn drain<ResB: Body>(mut body: Pin<&mut Option<ResB>>, drained: &mut usize, cx: 
         match inner.poll_frame(cx) {
             Poll::Pending => return,
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *drained += data.remaining();
-                }
+                *drained += frame.data_ref().map_or(1, |data| data.remaining().max(1));
                 if *drained > DRAIN_LIMIT {
                     body.set(None);
                 }

@@ -587,3 +587,45 @@ async fn huge_durations_mean_no_limit_rather_than_a_panic() {
     assert_eq!((res.status().as_u16(), log.len()), (503, 1));
     assert_eq!(info(&res).outcome, RetryOutcome::Deadline);
 }
+
+/// A response body of endless empty data frames (ends after a million, so a spinning drain
+/// shows up as a failed assertion rather than a hung test).
+struct EmptyFrames {
+    polls: Arc<AtomicUsize>,
+}
+
+impl Body for EmptyFrames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.polls.fetch_add(1, Ordering::SeqCst) >= 1_000_000 {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::new()))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_endless_empty_frames_is_bounded() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (p, c) = (Arc::clone(&polls), Arc::clone(&calls));
+    let upstream = tower::service_fn(
+        move |_req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let status = if n == 0 { 503 } else { 200 };
+            let body = EmptyFrames {
+                polls: Arc::clone(&p),
+            };
+            async move { Ok::<_, BoxError>(Response::builder().status(status).body(body).unwrap()) }
+        },
+    );
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let polls = polls.load(Ordering::SeqCst);
+    assert!(polls <= 70_000, "the drain spun over {polls} empty frames");
+}
