@@ -110,10 +110,15 @@ where
         }
         let retry_maybe_processed = idempotent || parts.headers.contains_key(IDEMPOTENCY_KEY);
         if parts.extensions.get::<AttemptContext>().is_none() {
+            // One allocation per logical request (the shared tried-endpoint list, and the
+            // extensions map if the request had none): the tower-fault contract failover reads.
             parts.extensions.insert(AttemptContext::new());
         }
 
         let (first, kept) = if max_attempts > 1 {
+            // The replay state is one `Arc` (none for an empty body); the head is cloned once
+            // so the first attempt can consume a request while the template stays for retries.
+            // This is the one request clone any retry layer makes (tower's included).
             let body = ReplayBody::new(body, config.body_limit);
             match body.try_clone() {
                 Some(template) => {
