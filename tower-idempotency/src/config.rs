@@ -351,6 +351,26 @@ impl<St> Builder<St> {
                 "max_response_bytes must be greater than zero",
             ));
         }
+        let retry_afters = [
+            match self.concurrency {
+                Concurrency::Reject { retry_after } => Some(("Concurrency::Reject", retry_after)),
+                Concurrency::Wait { .. } => None,
+            },
+            match self.outage {
+                OutagePolicy::FailClosed { retry_after } => {
+                    Some(("OutagePolicy::FailClosed", retry_after))
+                }
+                OutagePolicy::FailOpen => None,
+            },
+        ];
+        for (what, retry_after) in retry_afters.into_iter().flatten() {
+            if retry_after > tower_fault::retry_after::CAP {
+                return Err(ConfigError::new(format!(
+                    "{what} retry_after must be at most {:?} (got {retry_after:?})",
+                    tower_fault::retry_after::CAP
+                )));
+            }
+        }
         if let Concurrency::Wait { max } = self.concurrency {
             if max.is_zero() {
                 return Err(ConfigError::new(

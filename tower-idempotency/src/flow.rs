@@ -13,6 +13,7 @@ use tower_service::Service;
 
 use crate::{
     body::IdempotencyBody,
+    clock,
     config::{Concurrency, OutagePolicy, Shared},
     error::StoreError,
     key::{FencingToken, Fingerprint, RecordKey, Scope},
@@ -169,7 +170,10 @@ async fn claim<St: IdempotencyStore, B: Body>(
     let config = &shared.config;
     let (reject_after, deadline) = match config.concurrency {
         Concurrency::Reject { retry_after } => (retry_after, None),
-        Concurrency::Wait { max } => (Duration::from_secs(1), Some(Instant::now() + max)),
+        Concurrency::Wait { max } => (
+            Duration::from_secs(1),
+            Some(clock::after(Instant::now(), max)),
+        ),
     };
     let mut backoff = WAIT_BACKOFF_START;
     loop {
@@ -303,7 +307,7 @@ async fn with_lease<St: IdempotencyStore, F: Future>(
                     Ok(false) => tracing::warn!(key = key.short(), "lease lost while the handler runs; its outcome will not be recorded"),
                     Err(error) => tracing::warn!(key = key.short(), %error, "lease renewal failed"),
                 }
-                tick.as_mut().reset(Instant::now() + interval);
+                tick.as_mut().reset(clock::after(Instant::now(), interval));
             }
             () = &mut tick, if renewing.is_none() => {
                 renewing = Some(Box::pin(timed(shared, "renew", shared.store.renew(key, token, lease))));

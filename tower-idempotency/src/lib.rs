@@ -69,6 +69,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+mod clock;
 mod config;
 pub mod error;
 mod flow;

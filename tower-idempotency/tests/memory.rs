@@ -517,3 +517,41 @@ async fn metrics_count_results_and_store_latency() {
         1
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_settings_mean_forever_rather_than_a_panic() {
+    // `Duration::MAX` as "keep forever" / "wait as long as it takes" must not overflow the clock.
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .ttl(Duration::MAX)
+        .lease(Duration::MAX)
+        .concurrency(Concurrency::Wait { max: Duration::MAX })
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    assert_eq!(call(&router, "k-max").await.0, StatusCode::CREATED);
+    tokio::time::advance(Duration::from_secs(365 * 86_400)).await;
+    assert!(
+        call(&router, "k-max").await.1,
+        "still replayed a year later"
+    );
+    assert_eq!(handler.count(), 1);
+}
+
+#[test]
+fn retry_after_beyond_what_a_header_can_say_is_refused() {
+    let err = IdempotencyLayer::builder()
+        .concurrency(Concurrency::Reject {
+            retry_after: Duration::MAX,
+        })
+        .build()
+        .unwrap_err();
+    assert!(err.message().contains("retry_after"), "{err}");
+    let err = IdempotencyLayer::builder()
+        .on_store_outage(OutagePolicy::FailClosed {
+            retry_after: Duration::MAX,
+        })
+        .build()
+        .unwrap_err();
+    assert!(err.message().contains("retry_after"), "{err}");
+}

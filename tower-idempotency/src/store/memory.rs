@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::{Claim, IdempotencyStore, StoreFuture};
 use crate::{
+    clock,
     error::{StoreError, StoreErrorKind},
     key::{FencingToken, Fingerprint, RecordKey},
     record::CompletedRecord,
@@ -147,7 +148,7 @@ impl MemoryStore {
         shard.map.insert(
             key.clone(),
             Entry {
-                expires: now + lease,
+                expires: clock::after(now, lease),
                 state: State::Claimed {
                     token,
                     fingerprint: *fingerprint,
@@ -223,7 +224,7 @@ impl IdempotencyStore for MemoryStore {
     ) -> StoreFuture<'a, bool> {
         let ok = self.with_claim(key, token, |shard, now| {
             if let Some(entry) = shard.map.get_mut(key) {
-                entry.expires = now + lease;
+                entry.expires = clock::after(now, lease);
             }
         });
         Box::pin(std::future::ready(Ok(ok)))
@@ -240,7 +241,7 @@ impl IdempotencyStore for MemoryStore {
             shard.map.insert(
                 key.clone(),
                 Entry {
-                    expires: now + ttl,
+                    expires: clock::after(now, ttl),
                     state: State::Completed(Arc::new(record.clone())),
                 },
             );

@@ -188,8 +188,15 @@ fn corrupt(what: &'static str) -> StoreError {
     StoreError::new(StoreErrorKind::Corrupt, what)
 }
 
+/// The longest expiry sent to Redis (about 30 years): `PEXPIRE` refuses a time that overflows
+/// its clock, which would turn a `Duration::MAX` ("forever") setting into a store error on every
+/// request.
+const MAX_EXPIRE_MS: u64 = 86_400 * 365 * 30 * 1000;
+
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_EXPIRE_MS)
 }
 
 fn bulk(value: &Value) -> Option<&[u8]> {
