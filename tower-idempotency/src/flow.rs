@@ -188,9 +188,11 @@ async fn claim<St: IdempotencyStore, B: Body>(
             }
             Some(deadline) => {
                 // Subscribe before asking the store, so a completion in between wakes us.
-                let notify = shared.waiters.subscribe(key);
+                // The subscription unsubscribes when dropped, also when the client goes away
+                // and this future is dropped mid-wait.
+                let subscription = shared.waiters.subscribe(key);
                 let claim = {
-                    let notified = notify.notified();
+                    let notified = subscription.notify().notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     let claim = timed(
@@ -214,7 +216,7 @@ async fn claim<St: IdempotencyStore, B: Body>(
                         other => Some(other),
                     }
                 };
-                shared.waiters.unsubscribe(key, notify);
+                drop(subscription);
                 match claim {
                     Some(claim) => claim?,
                     None => continue,

@@ -13,6 +13,26 @@ const SHARDS: usize = 16;
 
 type Shard = Mutex<HashMap<RecordKey, Arc<Notify>>>;
 
+/// One waiter's interest in a key; unsubscribes on drop.
+pub(crate) struct Subscription<'a> {
+    waiters: &'a Waiters,
+    key: &'a RecordKey,
+    notify: Arc<Notify>,
+}
+
+impl Subscription<'_> {
+    /// The key's notifier.
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.waiters.unsubscribe(self.key, &self.notify);
+    }
+}
+
 /// A sharded map of key → notifier. Only used in wait mode.
 #[derive(Debug)]
 pub(crate) struct Waiters {
@@ -31,25 +51,31 @@ impl Waiters {
         &self.shards[usize::from(prefix) % SHARDS]
     }
 
-    /// The notifier of `key`; call [`Notify::notified`] and enable it *before* looking at the
-    /// store, so a completion in between is not missed.
-    pub(crate) fn subscribe(&self, key: &RecordKey) -> Arc<Notify> {
+    /// Subscribes to `key`; call [`Notify::notified`] on [`Subscription::notify`] and enable
+    /// it *before* looking at the store, so a completion in between is not missed. Dropping the
+    /// subscription unsubscribes (also when the waiting future is cancelled).
+    pub(crate) fn subscribe<'a>(&'a self, key: &'a RecordKey) -> Subscription<'a> {
         let mut map = self
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(map.entry(key.clone()).or_default())
+        let notify = Arc::clone(map.entry(key.clone()).or_default());
+        Subscription {
+            waiters: self,
+            key,
+            notify,
+        }
     }
 
     /// Drops the map's notifier when its last subscriber leaves.
-    pub(crate) fn unsubscribe(&self, key: &RecordKey, notify: Arc<Notify>) {
+    fn unsubscribe(&self, key: &RecordKey, notify: &Arc<Notify>) {
         let mut map = self
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(current) = map.get(key) {
             // The map's reference plus ours: nobody else waits.
-            if Arc::ptr_eq(current, &notify) && Arc::strong_count(current) == 2 {
+            if Arc::ptr_eq(current, notify) && Arc::strong_count(current) == 2 {
                 map.remove(key);
             }
         }
@@ -89,9 +115,9 @@ mod tests {
             &Scope::anonymous(),
             &IdempotencyKey::parse_str("k").unwrap(),
         );
-        let notify = waiters.subscribe(&key);
+        let subscription = waiters.subscribe(&key);
         {
-            let notified = notify.notified();
+            let notified = subscription.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             waiters.notify(&key);
@@ -99,14 +125,31 @@ mod tests {
                 .await
                 .expect("woken");
         }
-        waiters.unsubscribe(&key, notify);
+        drop(subscription);
         assert_eq!(waiters.len(), 0);
 
         let a = waiters.subscribe(&key);
         let b = waiters.subscribe(&key);
-        waiters.unsubscribe(&key, a);
+        drop(a);
         assert_eq!(waiters.len(), 1, "b still waits");
-        waiters.unsubscribe(&key, b);
+        drop(b);
         assert_eq!(waiters.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_cancelled_mid_wait_leaves_nothing_behind() {
+        let waiters = Waiters::new();
+        let key = RecordKey::new(
+            &Scope::anonymous(),
+            &IdempotencyKey::parse_str("k-cancel").unwrap(),
+        );
+        // A waiting request whose client went away: its future is dropped while it waits.
+        let wait = async {
+            let subscription = waiters.subscribe(&key);
+            subscription.notify().notified().await;
+        };
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1), wait).await;
+        assert!(cancelled.is_err(), "nobody notified");
+        assert_eq!(waiters.len(), 0, "the cancelled waiter's entry was leaked");
     }
 }
