@@ -70,9 +70,18 @@ impl Timestamp {
     }
 }
 
+/// The first instant `httpdate` cannot format (it panics from year 10000 on).
+const YEAR_10000_MILLIS: i64 = 253_402_300_800_000;
+
 impl fmt::Display for Timestamp {
+    /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`); a time outside what an HTTP date can
+    /// express (before 1970, from year 10000 on — a corrupt row, say) as raw milliseconds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&httpdate::fmt_http_date(self.to_system_time()))
+        if (0..YEAR_10000_MILLIS).contains(&self.0) {
+            f.pad(&httpdate::fmt_http_date(self.to_system_time()))
+        } else {
+            f.pad(&format!("{} ms since the UNIX epoch", self.0))
+        }
     }
 }
 
@@ -185,6 +194,27 @@ mod tests {
                 .plus(Duration::from_secs(1))
                 .as_millis(),
             i64::MAX
+        );
+    }
+
+    #[test]
+    fn display_never_panics_on_out_of_range_times() {
+        assert_eq!(
+            Timestamp::from_millis(784_111_777_000).to_string(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX).to_string(),
+            format!("{} ms since the UNIX epoch", i64::MAX)
+        );
+        assert_eq!(
+            Timestamp::from_millis(-5).to_string(),
+            "-5 ms since the UNIX epoch"
+        );
+        assert!(
+            Timestamp::from_millis(YEAR_10000_MILLIS - 1)
+                .to_string()
+                .contains("9999")
         );
     }
 

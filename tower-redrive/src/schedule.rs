@@ -46,6 +46,9 @@ pub struct Schedule {
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
+/// The longest horizon [`ScheduleBuilder::build`] accepts; it keeps `age + interval` and the
+/// jittered interval far from `Duration`'s overflow.
+const MAX_HORIZON: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 impl Default for Schedule {
     fn default() -> Self {
@@ -156,7 +159,7 @@ impl ScheduleBuilder {
     ///
     /// # Errors
     /// No tiers, a zero interval, a tier that ends before its first attempt, tiers out of order,
-    /// or jitter outside `[0, 1)`.
+    /// a tier ending more than 100 years after enqueue, or jitter outside `[0, 1)`.
     pub fn build(self) -> Result<Schedule, ConfigError> {
         if self.tiers.is_empty() {
             return Err(ConfigError::new("a schedule needs at least one tier"));
@@ -169,6 +172,12 @@ impl ScheduleBuilder {
             if tier.until <= previous_end {
                 return Err(ConfigError::new(format!(
                     "tier {i} ends at {:?}, not after the previous tier's end {previous_end:?}",
+                    tier.until
+                )));
+            }
+            if tier.until > MAX_HORIZON {
+                return Err(ConfigError::new(format!(
+                    "tier {i} ends at {:?}, past the longest supported horizon of 100 years",
                     tier.until
                 )));
             }
@@ -228,6 +237,7 @@ mod tests {
         assert!(m(Schedule::builder().tier(HOUR, MINUTE)).contains("never fires"));
         assert!(m(Schedule::builder().tier(MINUTE, HOUR).tier(MINUTE, HOUR)).contains("not after"));
         assert!(m(Schedule::builder().tier(MINUTE, HOUR).jitter(1.0)).contains("jitter"));
+        assert!(m(Schedule::builder().tier(Duration::MAX, Duration::MAX)).contains("100 years"));
     }
 
     #[test]

@@ -346,7 +346,15 @@ impl<S, C> RedriverBuilder<S, C> {
         }
         let rate_interval = match self.max_rate {
             None => None,
-            Some(r) if r.is_finite() && r > 0.0 => Some(Duration::from_secs_f64(1.0 / r)),
+            // `try_from`: a tiny rate (1e-30/s) is a valid float whose interval overflows.
+            Some(r) if r.is_finite() && r > 0.0 => match Duration::try_from_secs_f64(1.0 / r) {
+                Ok(interval) => Some(interval),
+                Err(_) => {
+                    return Err(ConfigError::new(format!(
+                        "max_rate {r} per second is too small: the interval between deliveries overflows"
+                    )));
+                }
+            },
             Some(r) => {
                 return Err(ConfigError::new(format!(
                     "max_rate must be a positive number of deliveries per second, got {r}"
@@ -440,6 +448,13 @@ where
         for entry in claimed {
             let id = entry.id;
             let (result, recorded) = self.deliver(entry).await;
+            // An outcome that was not recorded is labelled by why (as `metrics::RESULTS` says):
+            // the entry will be delivered again, so counting it as delivered would overstate.
+            let result = match &recorded {
+                Ok(_) => result,
+                Err(QueueError::LeaseLost { .. }) => "lease_lost",
+                Err(_) => "store_error",
+            };
             metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
                 .increment(1);
             match recorded {

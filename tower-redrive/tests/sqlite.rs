@@ -601,6 +601,11 @@ fn builders_reject_nonsense() {
             .contains("max_rate")
     );
     assert!(
+        err(Redriver::builder(queue.clone(), upstream.client()).max_rate(1e-300))
+            .contains("too small"),
+        "a rate whose interval overflows a Duration is an error, not a panic"
+    );
+    assert!(
         RedriveLayer::builder(queue.clone())
             .max_body_bytes(0)
             .build()
@@ -608,4 +613,59 @@ fn builders_reject_nonsense() {
     );
     assert!(RedriveLayer::builder(queue).name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
+}
+
+#[tokio::test]
+async fn an_outcome_recorded_after_the_lease_expired_is_counted_as_lease_lost() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower_redrive::{Claim, NewEntry, StoredRequest};
+
+    let capture = test_support::metrics::Capture::start();
+    let clock = Arc::new(ManualClock::new(START));
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let request = StoredRequest::new(
+        http::Method::POST,
+        "http://upstream.test/x".parse().unwrap(),
+    );
+    queue.enqueue(NewEntry::new(request, START)).await.unwrap();
+    // The delivery outlives its lease, and meanwhile another worker claims the entry.
+    let slow = {
+        let (clock, queue) = (clock.clone(), queue.clone());
+        tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+            let (clock, queue) = (clock.clone(), queue.clone());
+            async move {
+                clock.advance(Duration::from_secs(120));
+                let claim = Claim {
+                    worker: "other",
+                    now: clock.now(),
+                    lease: HOUR,
+                    limit: 1,
+                };
+                assert_eq!(queue.claim(claim).await.unwrap().len(), 1);
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        })
+    };
+    let mut worker = Redriver::builder(queue.clone(), slow)
+        .name("orders")
+        .clock(clock.clone())
+        .lease(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!((report.delivered, report.unrecorded), (0, 1));
+    let snap = capture.snapshot();
+    let count = |result| {
+        snap.counter(
+            m::DELIVERIES_TOTAL,
+            &[("name", "orders"), ("result", result)],
+        )
+    };
+    assert_eq!(count("lease_lost"), Some(1));
+    assert_eq!(
+        count("delivered"),
+        None,
+        "an unrecorded delivery is not counted as one"
+    );
 }
