@@ -509,7 +509,10 @@ impl Inner {
         let grown = cfg.open_base.as_secs_f64() * cfg.open_multiplier.powi(exponent);
         let capped = grown.min(cfg.open_max.as_secs_f64());
         let draw = self.random_f64();
-        let mut open_for = Duration::from_secs_f64(capped * (1.0 - cfg.open_jitter * draw));
+        // `try_from`: `open_max` may be as long as `Duration::MAX`, whose seconds round up past
+        // what a `Duration` holds once converted to `f64`.
+        let mut open_for = Duration::try_from_secs_f64(capped * (1.0 - cfg.open_jitter * draw))
+            .map_or(cfg.open_max, |d| d.min(cfg.open_max));
         let hint = Duration::from_nanos(self.retry_hint.swap(0, Relaxed));
         if hint > open_for {
             open_for = hint.min(cfg.open_max);

@@ -485,3 +485,17 @@ fn nonsense_configuration_is_a_build_error() {
         assert!(!err.message().is_empty());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_max_open_duration_does_not_panic_when_tripping() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(Duration::MAX, Duration::MAX)
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Open);
+    let err = breaker.try_acquire().unwrap_err();
+    assert!(err.retry_after().unwrap() > Duration::from_secs(100 * 365 * 86_400));
+}
