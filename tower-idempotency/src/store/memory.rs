@@ -180,6 +180,9 @@ impl MemoryStore {
 
 impl Shard {
     /// Frees one slot: expired records first, then the completed record closest to expiry.
+    ///
+    /// A scan of one shard (at most `capacity / shards` records) under its lock, only when the
+    /// shard is full; sweeping expired records here keeps the store free of a background task.
     fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
         self.map.retain(|_, e| e.expires > now);
         if self.map.len() < capacity {
