@@ -33,7 +33,9 @@ pub trait MakeKey<Req>: Clone + Send + Sync + 'static {
     fn make_key(&self, req: &Req) -> Option<Self::Key>;
 }
 
-/// The default key: the request's authority (from its URI, else its `Host` header).
+/// The default key: the request's authority (from its URI, else its `Host` header), without
+/// any `user:password@` part — the key names the breaker, its metrics and its logs, which must
+/// not carry credentials (and one upstream is one breaker whoever logs in to it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByAuthority;
 
@@ -41,11 +43,16 @@ impl<B> MakeKey<Request<B>> for ByAuthority {
     type Key = Authority;
 
     fn make_key(&self, req: &Request<B>) -> Option<Authority> {
-        req.uri().authority().cloned().or_else(|| {
+        let authority = req.uri().authority().cloned().or_else(|| {
             req.headers()
                 .get(HOST)
                 .and_then(|host| Authority::try_from(host.as_bytes()).ok())
-        })
+        })?;
+        match authority.as_str().rsplit_once('@') {
+            // The host[:port] of a valid authority is a valid authority.
+            Some((_, host)) => Authority::try_from(host).ok(),
+            None => Some(authority),
+        }
     }
 }
 
@@ -122,6 +129,12 @@ where
         nanos(Instant::now().saturating_duration_since(self.start))
     }
 
+    /// The key's breaker, created on first use.
+    ///
+    /// Per call this costs a shared read lock, one hash lookup and one `Arc` clone (the future
+    /// keeps the breaker alive even if the key is evicted meanwhile). The read lock is
+    /// uncontended except while a new key is inserted or a sweep runs, both rare; a lock-free
+    /// map would add a dependency for a path that already hashes a key.
     fn get(&self, key: &K) -> Arc<Guarded<C>> {
         let now = self.now();
         if let Some(entry) = self

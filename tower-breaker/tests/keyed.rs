@@ -229,3 +229,17 @@ fn keyed_configuration_is_validated() {
         .unwrap_err();
     assert_eq!(err.field(), "half_open_permits");
 }
+
+#[tokio::test(start_paused = true)]
+async fn credentials_in_the_authority_never_name_a_breaker() {
+    let layer = KeyedBreakerLayer::builder(template()).build().unwrap();
+    let mut svc = layer.layer(upstream());
+    send(&mut svc, "alice:s3cret@down.test").await.unwrap();
+    send(&mut svc, "down.test").await.unwrap();
+    assert_eq!(layer.len(), 1, "one upstream, one breaker, whoever logs in");
+    let down = layer.breaker(&"down.test".parse().unwrap()).unwrap();
+    assert_eq!(
+        (down.name(), down.state()),
+        ("hosts/down.test", State::Open)
+    );
+}
