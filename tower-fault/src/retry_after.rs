@@ -61,7 +61,9 @@ pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// early).
 #[must_use]
 pub fn header_value(delay: Duration) -> HeaderValue {
-    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    let secs = delay
+        .as_secs()
+        .saturating_add(u64::from(delay.subsec_nanos() > 0));
     HeaderValue::from(secs)
 }
 
@@ -110,6 +112,7 @@ mod tests {
         assert_eq!(header_value(Duration::from_millis(1500)), "2");
         assert_eq!(header_value(Duration::from_secs(3)), "3");
         assert_eq!(header_value(Duration::ZERO), "0");
+        assert_eq!(header_value(Duration::MAX), u64::MAX.to_string().as_str());
     }
 
     #[test]
