@@ -43,7 +43,7 @@ pub const PROBLEM_UPSTREAM: &str = "https://docs.rs/tower-redrive/problems/upstr
 /// | body over the cap | `413` problem+json |
 /// | unreadable body | `400` problem+json |
 /// | transient failure, queue write failed | `503` problem+json with `Retry-After` |
-/// | permanent upstream error | `502` problem+json |
+/// | permanent upstream error, or the inner stack failed to become ready | `502` problem+json |
 pub struct RedriveGatewayLayer<C = HttpClassifier> {
     inner: RedriveLayer<C>,
 }
@@ -76,6 +76,7 @@ impl<S, C> Layer<S> for RedriveGatewayLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         RedriveGateway {
             inner: self.inner.layer(inner),
+            not_ready: None,
         }
     }
 }
@@ -83,12 +84,16 @@ impl<S, C> Layer<S> for RedriveGatewayLayer<C> {
 /// The service [`RedriveGatewayLayer`] produces.
 pub struct RedriveGateway<S, C = HttpClassifier> {
     inner: Redrive<S, C>,
+    /// The inner stack's readiness error, answered by the next `call` (which must not call a
+    /// service that is not ready).
+    not_ready: Option<BoxError>,
 }
 
 impl<S: Clone, C> Clone for RedriveGateway<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            not_ready: None,
         }
     }
 }
@@ -110,21 +115,35 @@ where
     S: Service<Request<Full<Bytes>>, Response = Response<ResB>>,
     C: Classify<Response<ResB>, BoxError>,
     B: Body,
+    ResB: Send + 'static,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = Infallible;
     type Future = GatewayFuture<ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // axum treats services as always ready; an inner readiness error surfaces in `call`.
+        // `Error = Infallible`: an inner readiness error is kept and answered by `call` (as a
+        // problem response), without calling the inner service, which is not ready.
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                self.not_ready = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                self.not_ready = Some(e);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        GatewayFuture::new(self.inner.call(req))
+        match self.not_ready.take() {
+            Some(e) => GatewayFuture::new(crate::future::ResponseFuture::new(Box::pin(
+                std::future::ready(Err(e)),
+            ))),
+            None => GatewayFuture::new(self.inner.call(req)),
+        }
     }
 }
 

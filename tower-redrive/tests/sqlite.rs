@@ -669,3 +669,41 @@ async fn an_outcome_recorded_after_the_lease_expired_is_counted_as_lease_lost() 
         "an unrecorded delivery is not counted as one"
     );
 }
+
+#[tokio::test]
+async fn gateway_answers_a_readiness_error_without_calling_the_unready_service() {
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower_fault::BoxError;
+
+    /// A stack whose `poll_ready` fails, and which (like tower's `Buffer`) panics when called
+    /// without being ready.
+    #[derive(Clone)]
+    struct Closed;
+
+    impl tower::Service<http::Request<Full<Bytes>>> for Closed {
+        type Response = http::Response<String>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<http::Response<String>, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err("the client's worker is gone".into()))
+        }
+
+        fn call(&mut self, _: http::Request<Full<Bytes>>) -> Self::Future {
+            panic!("called although poll_ready failed")
+        }
+    }
+
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let gateway = RedriveLayer::builder(queue.clone())
+        .build()
+        .unwrap()
+        .gateway()
+        .layer(Closed);
+    let res = gateway.oneshot(post("a", "x")).await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(queue.stats().await.unwrap().pending, 0);
+}
