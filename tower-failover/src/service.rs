@@ -34,8 +34,9 @@ use crate::{
 /// * `poll_ready` is ready as soon as one usable endpoint of the active tier is ready (two
 ///   random candidates first, by power of two choices on in-flight requests, then the rest of
 ///   the tier); a pending endpoint never stalls the others, and the wakers of every endpoint
-///   polled are kept registered, so nothing spins. When no endpoint is usable it is ready too:
-///   the call then fails fast, waits, or goes to a trial endpoint according to [`AllDown`].
+///   polled are kept registered, so nothing spins. When no endpoint is usable (or every
+///   candidate just failed its own `poll_ready`, which ejects it) it is ready too: the call
+///   then fails fast, waits, or goes to a trial endpoint according to [`AllDown`].
 /// * `call` rewrites the request URI to the chosen endpoint, records the endpoint in the
 ///   request's [`AttemptContext`] (if any) and, when the polled endpoint was already tried by
 ///   this logical request, sends it to an untried healthy endpoint instead.
@@ -199,6 +200,12 @@ where
                 Poll::Ready(Err(err)) => self.shared.readiness_failed(entry, &err.into(), false),
                 Poll::Pending => self.pending.push((entry.clone(), svc)),
             }
+        }
+        if self.pending.is_empty() {
+            // Every candidate failed readiness (and was ejected): nothing will wake us for it.
+            // Be ready and let `call` decide, like when all are down: another tier, fail fast,
+            // wait, or (panic mode) a send whose readiness error reaches the caller.
+            return Poll::Ready(Ok(()));
         }
         self.shared.register_waiter(cx.waker());
         if self.shared.version.load(Ordering::Acquire) != version {

@@ -692,13 +692,19 @@ impl<S, C> Shared<S, C> {
     /// An endpoint's service failed `poll_ready`: it is broken (a closed buffer, a failed
     /// connection pool), so it is ejected at once, whatever the passive-ejection threshold;
     /// it comes back like any ejected endpoint.
+    ///
+    /// An endpoint that is already ejected is ejected again (for longer) only when this was its
+    /// trial: in panic mode ejected endpoints are polled too, and re-ejecting them on every
+    /// poll would bump the health version each time and make `poll_ready` wake itself forever.
     pub(crate) fn readiness_failed(&self, e: &Entry<S>, err: &BoxError, trial: bool) {
         let mut slow = lock(&e.slow);
         tracing::debug!(failover = &*self.name, endpoint = &*e.info.name, error = %err, "endpoint not ready");
-        if matches!(
-            e.status(),
-            EndpointStatus::Healthy | EndpointStatus::Ejected
-        ) {
+        let eject = match e.status() {
+            EndpointStatus::Healthy => true,
+            EndpointStatus::Ejected => trial,
+            _ => false,
+        };
+        if eject {
             self.eject(e, &mut slow, Cause::ReadinessFailed(err.to_string()));
         }
         if trial {

@@ -433,3 +433,25 @@ async fn an_endpoint_failing_readiness_is_ejected_at_once_without_spinning() {
         EndpointStatus::Healthy
     );
 }
+
+#[tokio::test]
+async fn panic_mode_with_every_endpoint_broken_fails_instead_of_spinning() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    a.0.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    b.0.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&a]))
+        .tier(endpoints(&[&b]))
+        .when_all_down(AllDown::Panic)
+        .build()
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_millis(500), send(&mut f, get("/"))).await;
+    let polls = a.polls() + b.polls();
+    let err = res
+        .expect("an answer, not a hang or a spin")
+        .expect_err("every endpoint is broken");
+    assert!(err.to_string().contains("pool closed"), "{err}");
+    assert!(polls <= 8, "readiness is not polled in a loop: {polls}");
+    let ejections: u64 = f.handle().endpoints().iter().map(|e| e.ejections).sum();
+    assert_eq!(ejections, 2, "each broken endpoint is ejected once");
+}
