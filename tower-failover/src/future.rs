@@ -79,7 +79,7 @@ where
     C: Send + Sync + 'static,
 {
     Box::pin(async move {
-        let deadline = Instant::now() + max;
+        let deadline = crate::config::later(Instant::now(), max);
         let mut rng = shared.clone_rng();
         loop {
             let notified = shared.recovered.notified();

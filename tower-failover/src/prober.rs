@@ -10,7 +10,7 @@ use tokio::{sync::Notify, time::Instant};
 use tower_fault::{EndpointId, SeededRng};
 
 use crate::{
-    config::{InitialState, ProbeConfig},
+    config::{InitialState, ProbeConfig, later},
     probe::{Probe, ProbeOutcome},
     shared::{Entry, Shared},
 };
@@ -79,7 +79,7 @@ async fn run<S, C>(
                         };
                         sched.push(Scheduled {
                             entry: e.clone(),
-                            due: now + delay,
+                            due: later(now, delay),
                             running: false,
                         });
                     }
@@ -124,7 +124,7 @@ async fn run<S, C>(
                     s.running = false;
                     shared.on_probe(&s.entry, outcome);
                     let interval = if s.entry.is_healthy() { cfg.interval } else { cfg.unhealthy_interval() };
-                    s.due = Instant::now() + interval + rng.duration_between(Duration::ZERO, cfg.jitter);
+                    s.due = later(Instant::now(), interval.saturating_add(rng.duration_between(Duration::ZERO, cfg.jitter)));
                 }
             }
             () = sleep_until_opt(next_due) => {}

@@ -20,6 +20,7 @@ use tower_fault::{AttemptContext, BoxError, Class, EndpointId, SeededRng};
 use crate::{
     config::{
         AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy, ejection_time,
+        later,
     },
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     events::{Cause, HealthEvent, HealthEvents},
@@ -630,7 +631,7 @@ impl<S, C> Shared<S, C> {
             &mut lock(&self.rng),
         );
         e.ejected_until
-            .store(self.nanos_since_epoch(now + d), Ordering::Release);
+            .store(self.nanos_since_epoch(later(now, d)), Ordering::Release);
         e.ejections.fetch_add(1, Ordering::Relaxed);
         match cause {
             Cause::TrialFailed => e.ejected_trial.increment(1),

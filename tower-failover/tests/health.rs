@@ -845,3 +845,67 @@ async fn unhealthy_endpoints_are_probed_at_their_own_interval() {
     sleep_ms(4_000).await;
     assert_eq!(p.probes() - before, 8);
 }
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_settings_mean_forever_and_never_panic() {
+    // Ejection "forever": the request that triggers it must not panic computing its end.
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let mut f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .eject_after(1)
+        .ejection_time(Duration::MAX, Duration::MAX)
+        .when_all_down(AllDown::Wait(Duration::MAX))
+        .build()
+        .unwrap();
+    p.set_status(503);
+    assert_eq!(send(&mut f, get("/")).await.unwrap().status(), 503);
+    assert_eq!(status(&f, "p"), EndpointStatus::Ejected);
+    assert_eq!(who(&send(&mut f, get("/")).await.unwrap()), "s");
+    // Waiting "forever" for a recovery: still pending after a year, no panic.
+    s.set_status(503);
+    assert_eq!(send(&mut f, get("/")).await.unwrap().status(), 503);
+    let waiting = tokio::spawn(f.clone().oneshot(get("/")));
+    sleep_ms(365 * 24 * 3600 * 1000).await;
+    assert!(!waiting.is_finished());
+    waiting.abort();
+
+    // An unhealthy endpoint probed "never again" must not kill the probe task for the others.
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let probe = {
+        let (a, b) = (a.clone(), b.clone());
+        probe_fn(move |e| {
+            let m = if &*e.name == "a" {
+                a.clone()
+            } else {
+                b.clone()
+            };
+            m.0.probes.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if m.0.health.load(Ordering::SeqCst) == 200 {
+                    ProbeOutcome::Healthy
+                } else {
+                    ProbeOutcome::unhealthy("down")
+                }
+            }
+        })
+    };
+    a.set_health(503);
+    let g = Failover::builder()
+        .tier([ep(&a), ep(&b)])
+        .probe(probe)
+        .probe_interval(Duration::from_secs(1))
+        .unhealthy_interval(Duration::MAX)
+        .probe_jitter(Duration::ZERO)
+        .thresholds(1, 1)
+        .build()
+        .unwrap();
+    sleep_ms(10_500).await;
+    assert_eq!(status(&g, "a"), EndpointStatus::Unhealthy);
+    assert_eq!(
+        a.probes(),
+        1,
+        "an unhealthy endpoint waits its (endless) interval"
+    );
+    assert_eq!(b.probes(), 11, "the others are still probed every second");
+}
