@@ -225,7 +225,7 @@ pub fn render(runs: &[RunReport]) -> String {
     };
     row("payments sent", &|r| r.requests.to_string());
     row("succeeded", &|r| r.succeeded.to_string());
-    row("failed", &|r| r.failed_total().to_string());
+    row("failed (by reason)", &|r| r.failed_total().to_string());
     let mut reasons: Vec<&String> = runs.iter().flat_map(|r| r.failed.keys()).collect();
     reasons.sort();
     reasons.dedup();
@@ -248,6 +248,15 @@ pub fn render(runs: &[RunReport]) -> String {
     row("latency p95", &|r| ms(r.latency.p95));
     row("latency p99", &|r| ms(r.latency.p99));
     row("faults injected", &|r| r.faults.total().to_string());
+    row("  503 unavailable", &|r| r.faults.unavailable.to_string());
+    row("  429 + Retry-After", &|r| r.faults.throttled.to_string());
+    row("  reset after recording", &|r| {
+        r.faults.reset_after_processing.to_string()
+    });
+    row("  latency spike", &|r| r.faults.spikes.to_string());
+    row("  reset by the outage", &|r| {
+        r.faults.outage_resets.to_string()
+    });
     row("wall time", &|r| format!("{:.2} s", r.wall.as_secs_f64()));
 
     let first = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
