@@ -75,8 +75,9 @@ impl<S, C> FailoverHandle<S, C> {
         self.shared.subscribe()
     }
 
-    /// Adds an endpoint to `tier` (a new tier if `tier` is past the last one). It starts
-    /// healthy, or unknown until probed in probe-first mode.
+    /// Adds an endpoint to `tier`; a `tier` past the last one adds a new tier right after the
+    /// last (so its index is the current number of tiers). It starts healthy, or unknown until
+    /// probed in probe-first mode.
     ///
     /// # Errors
     ///
@@ -93,6 +94,8 @@ impl<S, C> FailoverHandle<S, C> {
                 endpoint.name
             )));
         }
+        // Clamped: an index far past the end would otherwise size (or overflow) the tier table.
+        let tier = tier.min(slot.tiers.len());
         let entry = Arc::new(new_entry(&self.shared, tier, endpoint)?);
         let id = entry.info.id;
         let mut entries = slot.entries.clone();

@@ -13,6 +13,7 @@ use tower_service::Service;
 use crate::{
     builder::FailoverBuilder,
     config::AllDown,
+    endpoint::EndpointStatus,
     error::NoHealthyEndpoint,
     events::HealthEvents,
     future::{CallGuard, ResponseFuture, wait_for_endpoint},
@@ -228,7 +229,12 @@ where
             let guard = CallGuard::begin(entry, true, &mut req, ctx.as_ref());
             return ResponseFuture::not_ready(svc, req, guard, shared.clone());
         }
-        let ready = self.ready.take();
+        // An endpoint removed since it was polled ready takes no new request (its drain may
+        // already have completed): fall through to a fresh pick.
+        let ready = self
+            .ready
+            .take()
+            .filter(|(e, _)| e.status() != EndpointStatus::Removed);
         if let Some((entry, svc)) = ready {
             let tried = ctx.as_ref().is_some_and(|c| c.was_tried(entry.info.id));
             if !tried {

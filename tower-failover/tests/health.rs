@@ -909,3 +909,23 @@ async fn duration_max_settings_mean_forever_and_never_panic() {
     );
     assert_eq!(b.probes(), 11, "the others are still probed every second");
 }
+
+#[tokio::test(start_paused = true)]
+async fn add_past_the_last_tier_appends_one_and_removal_after_poll_ready_is_honoured() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let mut f = Failover::builder().tier([ep(&a)]).build().unwrap();
+    let handle = f.handle();
+    // A tier index far past the end (even usize::MAX) is "a new tier after the last one".
+    handle.add(usize::MAX, ep(&b)).unwrap();
+    assert_eq!(handle.endpoint("b").unwrap().info.tier, 1);
+    assert_eq!(who(&send(&mut f, get("/")).await.unwrap()), "a");
+    // `a` was polled ready, then removed before the call: the call must not reach it.
+    f.ready().await.unwrap();
+    let drain = handle.remove("a").unwrap();
+    let res = f.call(get("/")).await.unwrap();
+    assert_eq!(who(&res), "b");
+    assert_eq!(a.hits(), 1);
+    tokio::time::timeout(Duration::from_secs(1), drain)
+        .await
+        .expect("nothing in flight on `a`");
+}
