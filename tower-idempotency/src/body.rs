@@ -6,6 +6,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_fault::body::ResponseBody;
@@ -14,7 +15,8 @@ pin_project! {
     /// The body of every response the layer returns.
     ///
     /// * `Full`: a body held in memory — a replay, a problem document, or a first execution's
-    ///   response the layer buffered to store it;
+    ///   response the layer buffered to store it — and the trailers that follow it, if any (a
+    ///   buffered response keeps its trailers; a replay carries the stored ones);
     /// * `Stream`: the inner service's body, streamed untouched, possibly after the bytes the
     ///   layer already read from it (an oversized response, or one whose reading failed: the
     ///   error is passed on after the bytes read before it).
@@ -23,9 +25,10 @@ pin_project! {
     #[project = IdempotencyBodyProj]
     #[derive(Debug)]
     pub enum IdempotencyBody<B: Body> {
-        /// A complete body.
+        /// A complete body, then its trailers.
         Full {
             data: Option<Bytes>,
+            trailers: Option<HeaderMap>,
         },
         /// The inner body, after an already-read prefix and a pending error.
         Stream {
@@ -40,9 +43,15 @@ pin_project! {
 impl<B: Body> IdempotencyBody<B> {
     /// A complete body.
     pub fn full(data: impl Into<Bytes>) -> Self {
+        Self::full_with_trailers(data, None)
+    }
+
+    /// A complete body followed by `trailers` (none when `None` or empty).
+    pub fn full_with_trailers(data: impl Into<Bytes>, trailers: Option<HeaderMap>) -> Self {
         let data: Bytes = data.into();
         IdempotencyBody::Full {
             data: (!data.is_empty()).then_some(data),
+            trailers: trailers.filter(|t| !t.is_empty()),
         }
     }
 
@@ -65,7 +74,10 @@ impl<B: Body> IdempotencyBody<B> {
 
     pub(crate) fn from_layer(body: ResponseBody<B>) -> Self {
         match body {
-            ResponseBody::Full { data } => IdempotencyBody::Full { data },
+            ResponseBody::Full { data } => IdempotencyBody::Full {
+                data,
+                trailers: None,
+            },
             ResponseBody::Inner { body } => IdempotencyBody::stream(body),
         }
     }
@@ -83,9 +95,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
-            IdempotencyBodyProj::Full { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
+            IdempotencyBodyProj::Full { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
             IdempotencyBodyProj::Stream {
                 prefix,
                 error,
@@ -104,7 +119,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match self {
-            IdempotencyBody::Full { data } => data.is_none(),
+            IdempotencyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             IdempotencyBody::Stream {
                 prefix,
                 error,
@@ -115,7 +130,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            IdempotencyBody::Full { data } => {
+            IdempotencyBody::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             IdempotencyBody::Stream { prefix, body, .. } => {

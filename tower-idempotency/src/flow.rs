@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Request, Response, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, request::Parts};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::{Instant, sleep};
@@ -109,19 +109,25 @@ where
     }
     let (head, body) = response.into_parts();
     match read_response(body, config.max_response_bytes).await {
-        ReadResponse::Complete(bytes) => {
-            let stored = StoredResponse::capture(
+        ReadResponse::Complete(bytes, trailers) => {
+            let mut stored = StoredResponse::capture(
                 head.status,
                 &head.headers,
                 &config.never_replay,
                 bytes.clone(),
             );
+            if let Some(trailers) = &trailers {
+                stored = stored.with_trailers(trailers, &config.never_replay);
+            }
             let record = CompletedRecord {
                 fingerprint,
                 outcome: Outcome::Response(stored),
             };
             complete(&shared, &record_key, token, &record).await;
-            Ok(Response::from_parts(head, IdempotencyBody::full(bytes)))
+            Ok(Response::from_parts(
+                head,
+                IdempotencyBody::full_with_trailers(bytes, trailers),
+            ))
         }
         ReadResponse::TooLarge { prefix, body } => {
             tracing::info!(
@@ -263,7 +269,10 @@ fn replay<St, B: Body>(
                 "replaying response"
             );
             telemetry::request(&shared.config.name, Metric::Replayed);
-            let mut res = Response::new(IdempotencyBody::full(stored.body.clone()));
+            let mut res = Response::new(IdempotencyBody::full_with_trailers(
+                stored.body.clone(),
+                stored.trailer_map(),
+            ));
             *res.status_mut() = stored.status;
             let headers = res.headers_mut();
             headers.reserve(stored.headers.len() + 1);
@@ -394,7 +403,8 @@ where
 }
 
 enum ReadResponse<B: Body> {
-    Complete(Bytes),
+    /// The whole body and its trailers.
+    Complete(Bytes, Option<HeaderMap>),
     TooLarge {
         prefix: Bytes,
         body: B,
@@ -407,7 +417,8 @@ enum ReadResponse<B: Body> {
 }
 
 /// Reads a response body up to `limit` bytes, keeping the body to stream the rest if it is
-/// larger. Trailers are not kept.
+/// larger. Trailers are kept with a complete body; a body cut short (too large, failed) has not
+/// sent its trailers yet (they come last), so they stream through with the rest of it.
 async fn read_response<B>(mut body: B, limit: usize) -> ReadResponse<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -423,6 +434,7 @@ where
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     let mut len = 0usize;
+    let mut trailers: Option<HeaderMap> = None;
     let collected = |first: Option<Bytes>, rest: BytesMut| match first {
         None => Bytes::new(),
         Some(first) if rest.is_empty() => first,
@@ -435,10 +447,19 @@ where
     };
     loop {
         match body.frame().await {
-            None => return ReadResponse::Complete(collected(first, rest)),
+            None => return ReadResponse::Complete(collected(first, rest), trailers),
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => {
+                        if let Ok(more) = frame.into_trailers() {
+                            match &mut trailers {
+                                Some(trailers) => trailers.extend(more),
+                                None => trailers = Some(more),
+                            }
+                        }
+                        continue;
+                    }
                 };
                 len += data.len();
                 if first.is_none() {

@@ -30,9 +30,10 @@
 //! * **In flight**: the first request claims the key atomically. A duplicate gets 409 with
 //!   `Retry-After`, or with [`Concurrency::Wait`] waits (woken on the same server, polling with
 //!   backoff across servers) and gets the replay.
-//! * **Replay**: status, headers (every value of multi-valued headers) and body, plus
+//! * **Replay**: status, headers (every value of multi-valued headers), body and trailers, plus
 //!   `Idempotent-Replayed: true`. `Set-Cookie`, authentication and hop-by-hop headers are never
-//!   replayed.
+//!   replayed. The first response reaches its client with its trailers intact (the layer buffers
+//!   the body to store it, then hands on the body and the trailers).
 //! * **What is kept**: outcomes the [`HttpClassifier`](tower_fault::HttpClassifier) calls
 //!   `Transient` (5xx, 408, 429), inner-service errors and broken response bodies release the
 //!   key, so the client's retry executes again; everything else is kept for the TTL (24 h). A

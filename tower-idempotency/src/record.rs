@@ -33,8 +33,8 @@ pub fn is_never_replayed(name: &HeaderName) -> bool {
     )
 }
 
-/// A response kept for replay: status, headers (every value of multi-valued ones, in order) and
-/// body.
+/// A response kept for replay: status, headers (every value of multi-valued ones, in order), body
+/// and trailers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     /// The status.
@@ -43,6 +43,9 @@ pub struct StoredResponse {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
+    /// The trailers that followed the body (empty if none), without those that are never
+    /// replayed.
+    pub trailers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl StoredResponse {
@@ -76,7 +79,33 @@ impl StoredResponse {
             status,
             headers,
             body,
+            trailers: Vec::new(),
         }
+    }
+
+    /// Keeps what may be replayed of a response's trailers: drops what [`is_never_replayed`]
+    /// names and the `extra` denied names.
+    #[must_use]
+    pub fn with_trailers(mut self, trailers: &HeaderMap, extra: &[HeaderName]) -> Self {
+        self.trailers = trailers
+            .iter()
+            .filter(|(name, _)| !is_never_replayed(name) && !extra.contains(name))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        self
+    }
+
+    /// The stored trailers as a map (`None` if there are none).
+    #[must_use]
+    pub fn trailer_map(&self) -> Option<HeaderMap> {
+        if self.trailers.is_empty() {
+            return None;
+        }
+        let mut map = HeaderMap::with_capacity(self.trailers.len());
+        for (name, value) in &self.trailers {
+            map.append(name.clone(), value.clone());
+        }
+        Some(map)
     }
 }
 
@@ -118,6 +147,53 @@ impl Error for DecodeError {}
 
 const TAG_RESPONSE: u8 = 1;
 const TAG_TOO_LARGE: u8 = 2;
+/// A response with trailers (a response without any keeps the older `TAG_RESPONSE` layout, so
+/// records written before trailers were kept still decode).
+const TAG_RESPONSE_TRAILERS: u8 = 3;
+
+fn fields_len(fields: &[(HeaderName, HeaderValue)]) -> usize {
+    2 + fields
+        .iter()
+        .take(usize::from(u16::MAX))
+        .map(|(n, v)| 6 + n.as_str().len() + v.len())
+        .sum::<usize>()
+}
+
+fn put_fields(out: &mut BytesMut, fields: &[(HeaderName, HeaderValue)]) {
+    out.put_u16(u16::try_from(fields.len()).unwrap_or(u16::MAX));
+    for (name, value) in fields.iter().take(usize::from(u16::MAX)) {
+        out.put_u16(name.as_str().len() as u16);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u32(value.len() as u32);
+        out.put_slice(value.as_bytes());
+    }
+}
+
+fn need(data: &Bytes, n: usize) -> Result<(), DecodeError> {
+    if data.remaining() < n {
+        Err(DecodeError)
+    } else {
+        Ok(())
+    }
+}
+
+fn get_fields(data: &mut Bytes) -> Result<Vec<(HeaderName, HeaderValue)>, DecodeError> {
+    need(data, 2)?;
+    let count = data.get_u16();
+    let mut fields = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        need(data, 2)?;
+        let len = usize::from(data.get_u16());
+        need(data, len)?;
+        let name = HeaderName::from_bytes(&data.split_to(len)).map_err(|_| DecodeError)?;
+        need(data, 4)?;
+        let len = data.get_u32() as usize;
+        need(data, len)?;
+        let value = HeaderValue::from_maybe_shared(data.split_to(len)).map_err(|_| DecodeError)?;
+        fields.push((name, value));
+    }
+    Ok(fields)
+}
 
 impl Outcome {
     /// A compact binary encoding (for stores that keep bytes).
@@ -125,20 +201,25 @@ impl Outcome {
     pub fn encode(&self) -> Bytes {
         match self {
             Outcome::Response(res) => {
-                let size = res
-                    .headers
-                    .iter()
-                    .map(|(n, v)| 6 + n.as_str().len() + v.len())
-                    .sum::<usize>();
-                let mut out = BytesMut::with_capacity(5 + size + res.body.len());
-                out.put_u8(TAG_RESPONSE);
+                let has_trailers = !res.trailers.is_empty();
+                let size = 3
+                    + fields_len(&res.headers)
+                    + if has_trailers {
+                        fields_len(&res.trailers)
+                    } else {
+                        0
+                    }
+                    + res.body.len();
+                let mut out = BytesMut::with_capacity(size);
+                out.put_u8(if has_trailers {
+                    TAG_RESPONSE_TRAILERS
+                } else {
+                    TAG_RESPONSE
+                });
                 out.put_u16(res.status.as_u16());
-                out.put_u16(u16::try_from(res.headers.len()).unwrap_or(u16::MAX));
-                for (name, value) in res.headers.iter().take(usize::from(u16::MAX)) {
-                    out.put_u16(name.as_str().len() as u16);
-                    out.put_slice(name.as_str().as_bytes());
-                    out.put_u32(value.len() as u32);
-                    out.put_slice(value.as_bytes());
+                put_fields(&mut out, &res.headers);
+                if has_trailers {
+                    put_fields(&mut out, &res.trailers);
                 }
                 out.put_slice(&res.body);
                 out.freeze()
@@ -158,38 +239,22 @@ impl Outcome {
     /// # Errors
     /// [`DecodeError`] if the bytes are not such an encoding.
     pub fn decode(mut data: Bytes) -> Result<Self, DecodeError> {
-        fn need(data: &Bytes, n: usize) -> Result<(), DecodeError> {
-            if data.remaining() < n {
-                Err(DecodeError)
-            } else {
-                Ok(())
-            }
-        }
         need(&data, 3)?;
         let tag = data.get_u8();
         let status = StatusCode::from_u16(data.get_u16()).map_err(|_| DecodeError)?;
         match tag {
-            TAG_RESPONSE => {
-                need(&data, 2)?;
-                let count = data.get_u16();
-                let mut headers = Vec::with_capacity(usize::from(count));
-                for _ in 0..count {
-                    need(&data, 2)?;
-                    let len = usize::from(data.get_u16());
-                    need(&data, len)?;
-                    let name =
-                        HeaderName::from_bytes(&data.split_to(len)).map_err(|_| DecodeError)?;
-                    need(&data, 4)?;
-                    let len = data.get_u32() as usize;
-                    need(&data, len)?;
-                    let value = HeaderValue::from_maybe_shared(data.split_to(len))
-                        .map_err(|_| DecodeError)?;
-                    headers.push((name, value));
-                }
+            TAG_RESPONSE | TAG_RESPONSE_TRAILERS => {
+                let headers = get_fields(&mut data)?;
+                let trailers = if tag == TAG_RESPONSE_TRAILERS {
+                    get_fields(&mut data)?
+                } else {
+                    Vec::new()
+                };
                 Ok(Outcome::Response(StoredResponse {
                     status,
                     headers,
                     body: data,
+                    trailers,
                 }))
             }
             TAG_TOO_LARGE => {
@@ -252,15 +317,19 @@ mod tests {
             status in 200u16..600,
             headers in proptest::collection::vec(("[a-z][a-z0-9-]{0,20}", "[ -~]{0,40}"), 0..8),
             body in proptest::collection::vec(any::<u8>(), 0..512),
+            trailers in proptest::collection::vec(("[a-z][a-z0-9-]{0,20}", "[ -~]{0,40}"), 0..3),
             limit in any::<u64>(),
         ) {
+            let fields = |list: &[(String, String)]| -> Vec<(HeaderName, HeaderValue)> {
+                list.iter()
+                    .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+                    .collect()
+            };
             let res = StoredResponse {
                 status: StatusCode::from_u16(status).unwrap(),
-                headers: headers
-                    .iter()
-                    .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
-                    .collect(),
+                headers: fields(&headers),
                 body: Bytes::from(body),
+                trailers: fields(&trailers),
             };
             let outcome = Outcome::Response(res);
             prop_assert_eq!(Outcome::decode(outcome.encode()).unwrap(), outcome);

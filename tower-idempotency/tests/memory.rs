@@ -555,3 +555,69 @@ fn retry_after_beyond_what_a_header_can_say_is_refused() {
         .unwrap_err();
     assert!(err.message().contains("retry_after"), "{err}");
 }
+
+/// A body of one data frame and one trailers frame (`grpc-status: 0`, `x-checksum`).
+fn body_with_trailers(data: &'static str) -> Body {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
+    let mut frames = vec![
+        http_body::Frame::data(bytes::Bytes::from_static(data.as_bytes())),
+        http_body::Frame::trailers(trailers),
+    ];
+    frames.reverse();
+    Body::new(Frames(frames))
+}
+
+/// Yields its frames (last first).
+struct Frames(Vec<http_body::Frame<bytes::Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop().map(Ok))
+    }
+}
+
+#[tokio::test]
+async fn trailers_reach_the_client_and_are_replayed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(IdempotencyLayer::memory())
+        .service(service_fn(move |_req: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, std::convert::Infallible>(Response::new(body_with_trailers("payload")))
+            }
+        }));
+    let req = || {
+        Request::post("/x")
+            .header("idempotency-key", "k-trailers")
+            .body(Body::from("b"))
+            .unwrap()
+    };
+    for (round, replayed) in [("first", false), ("replay", true)] {
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(res.status(), 200, "{round}");
+        assert_eq!(
+            res.headers()
+                .contains_key(tower_idempotency::REPLAYED_HEADER),
+            replayed,
+            "{round}"
+        );
+        let collected = res.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_else(|| {
+            panic!("{round}: the trailers were dropped");
+        });
+        assert_eq!(trailers["grpc-status"], "0", "{round}");
+        assert_eq!(trailers["x-checksum"], "abc123", "{round}");
+        assert_eq!(collected.to_bytes(), "payload", "{round}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -147,6 +147,7 @@ where
             status: StatusCode::OK,
             headers: vec![],
             body: body.into(),
+            trailers: vec![],
         }),
     };
     let ttl = Duration::from_secs(60);
