@@ -40,6 +40,13 @@ use tokio::{
 
 /// The largest request head the server reads.
 const MAX_HEAD: usize = 64 * 1024;
+/// The largest request body the server reads; a larger one (or a nonsense length) closes the
+/// connection instead of buffering without bound or overflowing a chunk size.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+fn too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "request body too large")
+}
 
 /// A response to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +173,10 @@ pub struct FaultServer {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// A second handle on the listening socket, so `close_listener` can stop it listening at
+    /// once (aborting the accept task only drops the socket whenever the task is next polled,
+    /// and until then the kernel still completes connections into the backlog).
+    control: Mutex<Option<std::net::TcpListener>>,
 }
 
 impl FaultServer {
@@ -179,9 +190,13 @@ impl FaultServer {
     /// # Panics
     /// If no loopback port can be bound.
     pub async fn with_script(script: impl IntoIterator<Item = Action>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        std_listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let control = std_listener.try_clone().expect("clone the listener handle");
+        let listener = TcpListener::from_std(std_listener).expect("register the listener");
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared::default());
         lock(&shared.script).extend(script);
@@ -192,6 +207,7 @@ impl FaultServer {
             shared,
             shutdown,
             accept: Mutex::new(Some(accept)),
+            control: Mutex::new(Some(control)),
         }
     }
 
@@ -237,6 +253,11 @@ impl FaultServer {
 
     /// Closes the listener and every open connection: from now on connections are refused.
     pub fn close_listener(&self) {
+        if let Some(control) = lock(&self.control).take() {
+            // Linux: shutting down a listening socket stops it listening (pending and new
+            // connections are refused) right now, not when the accept task is next polled.
+            let _ = socket2::SockRef::from(&control).shutdown(std::net::Shutdown::Read);
+        }
         if let Some(accept) = lock(&self.accept).take() {
             accept.abort();
         }
@@ -384,6 +405,9 @@ async fn read_request(
         let len = header("content-length")
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(0);
+        if len > MAX_BODY {
+            return Err(too_large());
+        }
         read_exact_buffered(stream, buf, len).await?
     };
     Ok(body.map(|body| {
@@ -447,6 +471,9 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<
         let size_text = line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if size > MAX_BODY - body.len() {
+            return Err(too_large());
+        }
         if size == 0 {
             // Trailers, then the empty line.
             loop {
@@ -540,7 +567,9 @@ mod tests {
     async fn closed_listener_refuses_connections() {
         let server = FaultServer::start().await;
         server.close_listener();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Refused at once, without giving the accept task a chance to run.
+        let refused = std::net::TcpStream::connect(server.addr()).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
         let err = client()
             .request(post(&server.url("/"), "x"))
             .await
@@ -590,6 +619,24 @@ mod tests {
             server.received()[0].header("transfer-encoding"),
             Some("chunked")
         );
+    }
+
+    #[tokio::test]
+    async fn nonsense_body_lengths_close_the_connection() {
+        let server = FaultServer::start().await;
+        for head in [
+            "POST / HTTP/1.1\r\ncontent-length: 1152921504606846976\r\n\r\n",
+            "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        ] {
+            let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+                .await
+                .expect("closed at once, not waiting for an endless body");
+            assert!(read.is_err() || out.is_empty(), "{head:?}: {out:?}");
+        }
+        assert!(server.received().is_empty());
     }
 
     fn find<'a, E: std::error::Error + 'static>(
