@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use crate::process::{env_flag, find_binary, free_port, wait_for_port};
+use crate::process::{blocking, env_flag, find_binary, free_port, wait_for_port};
 
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found: install \
     them with `sudo apt-get install -y postgresql` (Debian/Ubuntu; they land in \
@@ -149,9 +149,7 @@ impl PostgresServer {
                 cluster: None,
             });
         }
-        tokio::task::spawn_blocking(Self::start_cluster)
-            .await
-            .map_err(|e| format!("PostgreSQL fixture task failed: {e}"))?
+        blocking(Self::start_cluster).await
     }
 
     fn start_cluster() -> Result<Self, String> {
@@ -170,10 +168,15 @@ impl PostgresServer {
         }
         let data = dir.path().join("data");
         let mut initdb = as_owner(&bin.join("initdb"), root);
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--no-locale"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]);
         if let Err(e) = run(initdb, "initdb") {
             return fail(e);
         }
@@ -240,14 +243,16 @@ impl PostgresServer {
         };
         let url = self.url.clone();
         let db = name.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let mut cmd = Command::new(program);
             cmd.arg("--maintenance-db").arg(&url).arg(&db);
             run(cmd, "createdb")
         })
-        .await
-        .map_err(|e| format!("createdb task failed: {e}"))??;
-        let base = self.url.rsplit_once('/').map_or(self.url.as_str(), |(b, _)| b);
+        .await?;
+        let base = self
+            .url
+            .rsplit_once('/')
+            .map_or(self.url.as_str(), |(b, _)| b);
         Ok(format!("{base}/{name}"))
     }
 }

@@ -40,3 +40,36 @@ pub(crate) fn wait_for_port(port: u16, timeout: Duration) -> bool {
     }
     false
 }
+
+/// Runs a blocking fixture step off the runtime. A panic in it (the "required but missing"
+/// hard failure) is resumed in the caller instead of being turned into an `Err` the test
+/// would print and skip on.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(format!("fixture task failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    #[should_panic(expected = "required and missing")]
+    async fn a_panic_in_a_blocking_step_reaches_the_caller() {
+        let _ = super::blocking(|| -> Result<(), String> { panic!("required and missing") }).await;
+    }
+
+    #[tokio::test]
+    async fn blocking_results_pass_through() {
+        assert_eq!(super::blocking(|| Ok(7)).await, Ok(7));
+        assert_eq!(
+            super::blocking(|| Err::<(), _>("no".to_owned())).await,
+            Err("no".to_owned())
+        );
+    }
+}
