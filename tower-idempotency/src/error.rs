@@ -34,8 +34,9 @@ impl Error for ConfigError {}
 
 /// A store operation failed (unreachable, timed out, full, corrupt record).
 ///
-/// The layer turns it into its outage policy (fail closed with 503, or fail open); it never
-/// reaches the client as an error value.
+/// A failed claim becomes the layer's outage policy (fail closed with 503, or fail open); a
+/// failed `complete` or `release` after the handler ran is logged and counted, and the client
+/// gets the handler's response. It never reaches the client as an error value.
 #[derive(Debug)]
 pub struct StoreError {
     kind: StoreErrorKind,

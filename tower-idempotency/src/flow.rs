@@ -347,7 +347,10 @@ async fn complete<St: IdempotencyStore>(
             "stale owner: the lease expired and the key moved on; this outcome was not recorded"
         ),
         Err(error) => {
+            // The handler ran once; its response still goes to the client (answering an error
+            // would invite a retry, and a retry after the lease expires would execute again).
             tracing::error!(key = key.short(), %error, "could not record the outcome; the key stays claimed until its lease expires");
+            telemetry::request(&shared.config.name, Metric::StoreError);
         }
     }
     notify(shared, key);
@@ -358,6 +361,7 @@ async fn release<St: IdempotencyStore>(shared: &Shared<St>, key: &RecordKey, tok
         Ok(_) => {}
         Err(error) => {
             tracing::warn!(key = key.short(), %error, "could not release the key; it frees when its lease expires");
+            telemetry::request(&shared.config.name, Metric::StoreError);
         }
     }
     notify(shared, key);

@@ -46,6 +46,13 @@
 //!   the claim's [`FencingToken`], which the handler finds in its request extensions.
 //! * **Store outage**: [`OutagePolicy::FailClosed`] (503 + `Retry-After`, the default) or
 //!   [`OutagePolicy::FailOpen`] (execute without deduplication, logged and counted).
+//!   That policy is about the claim. If the store fails *after* the handler ran — recording
+//!   the outcome (`complete`) or releasing the key after a transient outcome (`release`) — the
+//!   client gets the handler's response as it is (it did execute, once; an error answer would
+//!   invite a retry), the failure is logged and counted as `store_error` (on top of
+//!   `executed`), and the key stays claimed until its lease expires: duplicates meanwhile get
+//!   409, and one arriving after that executes again (the store could not remember the first
+//!   execution). No response is ever marked replayed unless it came from a stored record.
 //!
 //! Every error answer is an RFC 9457 `application/problem+json` document with a stable `type`
 //! (see [`problems`]).
@@ -61,7 +68,9 @@
 //!
 //! * `idempotency_requests_total{name,result}` with `result` one of `executed`, `replayed`,
 //!   `conflict`, `mismatch`, `missing_key`, `invalid_key`, `missing_principal`, `too_large`
-//!   (request over the limit, or a replay of a response that was not kept), `store_error`.
+//!   (request over the limit, or a replay of a response that was not kept), `store_error`
+//!   (the claim failed, or `complete`/`release` failed after an execution, which then also
+//!   counts as `executed`).
 //! * `idempotency_store_seconds{name,op}` with `op` one of `claim`, `renew`, `complete`,
 //!   `release`.
 //! * `tracing`: replays at DEBUG, conflicts and mismatches at INFO, store failures at

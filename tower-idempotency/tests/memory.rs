@@ -621,3 +621,88 @@ async fn trailers_reach_the_client_and_are_replayed() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A memory store whose `complete` and `release` always fail (claims work).
+struct FailsAfterClaim(MemoryStore);
+
+impl IdempotencyStore for FailsAfterClaim {
+    fn claim<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        fingerprint: &'a tower_idempotency::Fingerprint,
+        lease: Duration,
+    ) -> tower_idempotency::store::StoreFuture<'a, Claim> {
+        self.0.claim(key, fingerprint, lease)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: tower_idempotency::FencingToken,
+        lease: Duration,
+    ) -> tower_idempotency::store::StoreFuture<'a, bool> {
+        self.0.renew(key, token, lease)
+    }
+
+    fn complete<'a>(
+        &'a self,
+        _: &'a RecordKey,
+        _: tower_idempotency::FencingToken,
+        _: &'a tower_idempotency::record::CompletedRecord,
+        _: Duration,
+    ) -> tower_idempotency::store::StoreFuture<'a, bool> {
+        Box::pin(async { Err(store_down()) })
+    }
+
+    fn release<'a>(
+        &'a self,
+        _: &'a RecordKey,
+        _: tower_idempotency::FencingToken,
+    ) -> tower_idempotency::store::StoreFuture<'a, bool> {
+        Box::pin(async { Err(store_down()) })
+    }
+}
+
+fn store_down() -> tower_idempotency::error::StoreError {
+    tower_idempotency::error::StoreError::new(
+        tower_idempotency::error::StoreErrorKind::Backend,
+        "connection reset",
+    )
+}
+
+#[tokio::test]
+async fn failed_complete_or_release_is_counted_as_a_store_error() {
+    let capture = test_support::metrics::Capture::start();
+    let handler = Handler {
+        fail_status: Some(StatusCode::SERVICE_UNAVAILABLE),
+        fail_first: 1,
+        ..Handler::default()
+    };
+    let layer = IdempotencyLayer::builder()
+        .name("flaky")
+        .store(FailsAfterClaim(MemoryStore::default()))
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    // A transient outcome whose release fails: the client gets the handler's answer.
+    let (status, replayed, _) = call(&router, "k-release").await;
+    assert_eq!((status, replayed), (StatusCode::SERVICE_UNAVAILABLE, false));
+    // A kept outcome whose completion fails: the client gets the handler's (only) execution.
+    let (status, replayed, body) = call(&router, "k-complete").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    assert!(body.starts_with("execution 2"), "{body}");
+    // Neither key was freed: a duplicate within the lease is refused, not executed again.
+    assert_eq!(call(&router, "k-complete").await.0, StatusCode::CONFLICT);
+    assert_eq!(call(&router, "k-release").await.0, StatusCode::CONFLICT);
+    assert_eq!(handler.count(), 2);
+    let snap = capture.snapshot();
+    let count = |result| {
+        snap.counter(
+            "idempotency_requests_total",
+            &[("name", "flaky"), ("result", result)],
+        )
+    };
+    assert_eq!(count("executed"), Some(2));
+    assert_eq!(count("store_error"), Some(2));
+    assert_eq!(count("conflict"), Some(2));
+}
