@@ -66,6 +66,8 @@ impl<S> Drop for CallGuard<S> {
     }
 }
 
+/// Boxed: only the all-down path with [`AllDown::Wait`](crate::AllDown::Wait) builds one (an
+/// `async` block with a `Notified` and a `Sleep` inside), never a request that has an endpoint.
 pub(crate) type WaitFuture<S> = Pin<Box<dyn Future<Output = Option<(Arc<Entry<S>>, bool)>> + Send>>;
 
 /// Waits (woken by recoveries and ejection ends, never polling) for a usable endpoint.
@@ -128,6 +130,8 @@ pin_project! {
         #[pin]
         state: State<S::Future, S, B>,
         guard: Option<CallGuard<S>>,
+        // One reference-count increment per call: the future outlives `&mut self` of the
+        // service and needs the classifier and the passive-detection state when it completes.
         shared: Arc<Shared<S, C>>,
     }
 }

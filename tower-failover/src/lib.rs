@@ -54,7 +54,8 @@
 //! # Metrics
 //!
 //! `failover_endpoint_healthy{name,endpoint}` (1/0), `failover_requests_total{name,endpoint}`,
-//! `failover_ejections_total{name,endpoint,cause}` (`consecutive_failures`, `trial_failed`),
+//! `failover_ejections_total{name,endpoint,cause}` (`consecutive_failures`, `trial_failed`,
+//! `readiness_failed`),
 //! `failover_active_tier{name}` (-1 when none). Handles are registered with the recorder that
 //! is current when the failover is built (or an endpoint added).
 #![forbid(unsafe_code)]
