@@ -58,10 +58,11 @@ pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// A `Retry-After` value for `delay`, in whole seconds rounded up (so a client never comes back
-/// early).
+/// early), capped at [`CAP`] like [`parse`].
 #[must_use]
 pub fn header_value(delay: Duration) -> HeaderValue {
     let secs = delay
+        .min(CAP)
         .as_secs()
         .saturating_add(u64::from(delay.subsec_nanos() > 0));
     HeaderValue::from(secs)
@@ -112,7 +113,10 @@ mod tests {
         assert_eq!(header_value(Duration::from_millis(1500)), "2");
         assert_eq!(header_value(Duration::from_secs(3)), "3");
         assert_eq!(header_value(Duration::ZERO), "0");
-        assert_eq!(header_value(Duration::MAX), u64::MAX.to_string().as_str());
+        assert_eq!(
+            header_value(Duration::MAX),
+            CAP.as_secs().to_string().as_str()
+        );
     }
 
     #[test]
