@@ -61,10 +61,8 @@ pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// early), capped at [`CAP`] like [`parse`].
 #[must_use]
 pub fn header_value(delay: Duration) -> HeaderValue {
-    let secs = delay
-        .min(CAP)
-        .as_secs()
-        .saturating_add(u64::from(delay.subsec_nanos() > 0));
+    let delay = delay.min(CAP);
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
     HeaderValue::from(secs)
 }
 
