@@ -96,7 +96,12 @@ struct WorkerShared<C> {
 /// * transient failure → rescheduled on the schedule (jittered; a longer `Retry-After` wins), or
 ///   dead-lettered with its last error once the schedule is over;
 /// * permanent failure → dead-lettered with the reason;
-/// * an entry that cannot be read back → dead-lettered as corrupt, never dropped.
+/// * an entry whose request cannot be read back → dead-lettered as corrupt (`corrupt entry:
+///   <why>`), never dropped;
+/// * an entry whose attempt history is corrupt (not a JSON array) is delivered as usual: the
+///   queue starts a fresh history when it records the outcome, its first record (class
+///   `corrupt`) noting what the column held — recording never fails on it, so the entry is not
+///   re-delivered forever.
 ///
 /// Delivery is at least once: if a worker dies mid-delivery its lease expires and another worker
 /// takes the entry over. Every delivery carries the entry's `Idempotency-Key`, so a server running

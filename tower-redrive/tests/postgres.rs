@@ -218,3 +218,74 @@ async fn layer_dead_letter_requeue_and_janitor_on_postgres() {
     assert_eq!(worker.run_janitor().await.unwrap().delivered, 1);
     assert!(queue.get(receipt.id).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_lettered_on_postgres()
+{
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    upstream.fail_with(503);
+    let queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let readable = queue.enqueue(entry(1, Some("a"))).await.unwrap();
+    let unreadable = queue.enqueue(entry(2, Some("b"))).await.unwrap();
+    {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(connection);
+        // `jsonb` keeps the column valid JSON, but not necessarily an attempt history.
+        client
+            .execute(
+                "UPDATE redrive_entries SET history = '{\"torn\": true}' WHERE id = $1",
+                &[&readable.0],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "UPDATE redrive_entries SET history = '\"garbage\"', headers = '\\x01ffff' WHERE id = $1",
+                &[&unreadable.0],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        conn.await.unwrap().unwrap();
+    }
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(
+        (report.rescheduled, report.dead_lettered, report.unrecorded),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let record = queue.get(readable).await.unwrap().unwrap();
+    assert_eq!(record.history.len(), 2, "{:?}", record.history);
+    assert_eq!(record.history[0].class, "corrupt");
+    assert!(
+        record.history[0]
+            .outcome
+            .contains("attempt history was unreadable and was reset; it held: {\"torn\": true}"),
+        "{:?}",
+        record.history[0]
+    );
+    assert_eq!(record.history[1].class, "transient");
+    let dead = queue.get(unreadable).await.unwrap().unwrap();
+    assert_eq!(dead.state, EntryState::Dead);
+    assert!(
+        dead.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("corrupt entry: header blob truncated"),
+        "{:?}",
+        dead.reason
+    );
+    assert_eq!(dead.history[0].class, "corrupt");
+    assert!(dead.history[0].outcome.contains("\"garbage\""));
+    assert_eq!(upstream.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

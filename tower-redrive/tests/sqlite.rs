@@ -707,3 +707,99 @@ async fn gateway_answers_a_readiness_error_without_calling_the_unready_service()
     assert_eq!(res.status(), 502);
     assert_eq!(queue.stats().await.unwrap().pending, 0);
 }
+
+#[tokio::test]
+async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    upstream.fail_with(503);
+    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
+    let mut ids = Vec::new();
+    for tenant in ["text", "blob", "unreadable"] {
+        let receipt = client
+            .clone()
+            .oneshot(post(tenant, tenant))
+            .await
+            .unwrap()
+            .deferred()
+            .unwrap();
+        ids.push(receipt.id);
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let corrupt = |sql: &str, id: i64| conn.execute(sql, [id]).unwrap();
+        corrupt(
+            "UPDATE redrive_entries SET history = '[{\"attempt\": 1, trunc' WHERE id = ?1",
+            ids[0].0,
+        );
+        corrupt(
+            "UPDATE redrive_entries SET history = x'deadbeef' WHERE id = ?1",
+            ids[1].0,
+        );
+        corrupt(
+            "UPDATE redrive_entries SET history = 'garbage', headers = x'01ffff' WHERE id = ?1",
+            ids[2].0,
+        );
+    }
+    clock.advance(HOUR);
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // Still down: the readable entries are rescheduled (recording repairs their history), the
+    // unreadable one is dead-lettered with the reason. Nothing is left unrecorded.
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(
+        (report.rescheduled, report.dead_lettered, report.unrecorded),
+        (2, 1, 0),
+        "{report:?}"
+    );
+    for id in &ids[..2] {
+        let record = queue.get(*id).await.unwrap().unwrap();
+        assert_eq!(record.state, EntryState::Pending);
+        assert_eq!(record.history.len(), 2, "{:?}", record.history);
+        assert_eq!(record.history[0].class, "corrupt");
+        assert!(
+            record.history[0]
+                .outcome
+                .contains("attempt history was unreadable"),
+            "{:?}",
+            record.history[0]
+        );
+        assert_eq!(record.history[1].class, "transient");
+    }
+    let text = queue.get(ids[0]).await.unwrap().unwrap();
+    assert!(
+        text.history[0].outcome.contains("trunc"),
+        "the note keeps what the column held: {:?}",
+        text.history[0]
+    );
+    let dead = queue.get(ids[2]).await.unwrap().unwrap();
+    assert_eq!(dead.state, EntryState::Dead);
+    assert!(
+        dead.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("corrupt entry: header blob truncated"),
+        "{:?}",
+        dead.reason
+    );
+    assert_eq!(dead.history.last().unwrap().class, "corrupt");
+
+    // Once the upstream recovers, the repaired entries are delivered, once each.
+    upstream.recover();
+    clock.advance(DAY);
+    let report = worker.run_once().await.unwrap();
+    assert_eq!((report.delivered, report.unrecorded), (2, 0), "{report:?}");
+    for id in &ids[..2] {
+        let record = queue.get(*id).await.unwrap().unwrap();
+        assert_eq!(record.state, EntryState::Delivered);
+        assert_eq!(record.history.len(), 3);
+        assert_eq!(record.history[2].class, "success");
+    }
+    assert_eq!(worker.run_once().await.unwrap().claimed, 0);
+    assert!(upstream.executions().values().all(|&n| n == 1));
+}

@@ -197,6 +197,20 @@ async fn migrate_in_transaction(client: &Client) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// SQL for `history` with the attempt `json` (a text parameter holding an attempt as JSON)
+/// appended. A history that is not a JSON array (a corrupt row: `jsonb` keeps it valid JSON, but
+/// not necessarily an array) is replaced by a fresh one whose first record (class `corrupt`, at
+/// `at`) notes the corruption and the start of what the column held.
+fn history_appended(json: &str, at: &str) -> String {
+    format!(
+        "(CASE WHEN jsonb_typeof(history) = 'array' THEN history
+               ELSE jsonb_build_array(jsonb_build_object('attempt', 0, 'at', {at}::bigint, 'class', 'corrupt',
+                 'outcome', 'attempt history was unreadable and was reset; it held: '
+                   || left(history::text, 200)))
+          END) || jsonb_build_array({json}::text::jsonb)"
+    )
+}
+
 fn raw(row: &Row) -> Result<RawRow, tokio_postgres::Error> {
     Ok(RawRow {
         id: row.try_get(0)?,
@@ -321,11 +335,14 @@ impl RedriveQueue for PostgresQueue {
         self.query("record a delivery", move |c| async move {
             let changed = c
                 .execute(
-                    "UPDATE redrive_entries SET state = 'delivered', attempts = attempts + 1,
+                    &format!(
+                        "UPDATE redrive_entries SET state = 'delivered', attempts = attempts + 1,
                        first_attempt_at = COALESCE(first_attempt_at, $3), last_attempt_at = $3,
-                       finished_at = $3, history = history || jsonb_build_array($4::text::jsonb),
+                       finished_at = $3, history = {},
                        lease_owner = NULL, lease_token = NULL, lease_until = NULL
                      WHERE id = $1 AND state = 'pending' AND lease_token = $2",
+                        history_appended("$4", "$3")
+                    ),
                     &[&id.0, &lease.0, &attempt.at, &json],
                 )
                 .await?;
@@ -344,11 +361,14 @@ impl RedriveQueue for PostgresQueue {
         self.query("reschedule an entry", move |c| async move {
             let changed = c
                 .execute(
-                    "UPDATE redrive_entries SET attempts = attempts + 1, available_at = $5,
+                    &format!(
+                        "UPDATE redrive_entries SET attempts = attempts + 1, available_at = $5,
                        first_attempt_at = COALESCE(first_attempt_at, $3), last_attempt_at = $3,
-                       history = history || jsonb_build_array($4::text::jsonb),
+                       history = {},
                        lease_owner = NULL, lease_token = NULL, lease_until = NULL
                      WHERE id = $1 AND state = 'pending' AND lease_token = $2",
+                        history_appended("$4", "$3")
+                    ),
                     &[&id.0, &lease.0, &attempt.at, &json, &next.as_millis()],
                 )
                 .await?;
@@ -369,14 +389,16 @@ impl RedriveQueue for PostgresQueue {
         self.query("dead-letter an entry", move |c| async move {
             let changed = c
                 .execute(
-                    "UPDATE redrive_entries SET state = 'dead', reason = $3, finished_at = $4,
+                    &format!(
+                        "UPDATE redrive_entries SET state = 'dead', reason = $3, finished_at = $4,
                        attempts = attempts + (CASE WHEN $5::text IS NULL THEN 0 ELSE 1 END),
                        first_attempt_at = COALESCE(first_attempt_at, $6),
                        last_attempt_at = COALESCE($6, last_attempt_at),
-                       history = CASE WHEN $5::text IS NULL THEN history
-                                 ELSE history || jsonb_build_array($5::text::jsonb) END,
+                       history = CASE WHEN $5::text IS NULL THEN history ELSE {} END,
                        lease_owner = NULL, lease_token = NULL, lease_until = NULL
                      WHERE id = $1 AND state = 'pending' AND lease_token = $2",
+                        history_appended("$5", "$6")
+                    ),
                     &[&id.0, &lease.0, &reason, &now.as_millis(), &json, &at],
                 )
                 .await?;

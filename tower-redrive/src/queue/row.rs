@@ -73,14 +73,10 @@ impl RawRow {
     }
 
     pub(crate) fn into_record(self) -> EntryRecord {
-        let history = serde_json::from_str(&self.history).unwrap_or_else(|e| {
-            vec![AttemptRecord {
-                attempt: 0,
-                at: self.last_attempt_at.unwrap_or(self.enqueued_at),
-                class: "corrupt".to_owned(),
-                outcome: format!("attempt history is unreadable: {e}"),
-            }]
-        });
+        let history = read_history(
+            &self.history,
+            self.last_attempt_at.unwrap_or(self.enqueued_at),
+        );
         EntryRecord {
             id: EntryId(self.id),
             state: EntryState::parse(&self.state).unwrap_or(EntryState::Dead),
@@ -98,6 +94,28 @@ impl RawRow {
             uri: self.uri,
             history,
         }
+    }
+}
+
+/// An entry's attempt history, as far as it can be read: a history that is not a JSON array
+/// reads as one `corrupt` record saying why; an element that is not an attempt record reads as a
+/// `corrupt` record in its place (the others are kept).
+fn read_history(text: &str, at: i64) -> Vec<AttemptRecord> {
+    let corrupt = |outcome: String| AttemptRecord {
+        attempt: 0,
+        at,
+        class: "corrupt".to_owned(),
+        outcome,
+    };
+    match serde_json::from_str::<Vec<serde_json::Value>>(text) {
+        Ok(items) => items
+            .into_iter()
+            .map(|item| {
+                serde_json::from_value(item)
+                    .unwrap_or_else(|e| corrupt(format!("attempt record is unreadable: {e}")))
+            })
+            .collect(),
+        Err(e) => vec![corrupt(format!("attempt history is unreadable: {e}"))],
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params, types::ValueRef};
 
 use super::{
     Claim, QueueFuture, RedriveQueue,
@@ -206,10 +206,43 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         last_attempt_at: row.get(12)?,
         finished_at: row.get(13)?,
         reason: row.get(14)?,
-        history: row.get(15)?,
+        history: history_text(row.get_ref(15)?),
         lease_token: row.get(16)?,
     })
 }
+
+/// The `history` column as text, whatever a corrupt row holds there (a blob, a number, a null):
+/// one unreadable column must not fail the read of the row, nor a claim of a whole batch.
+fn history_text(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Null => String::new(),
+    }
+}
+
+/// SQL for `history` with the attempt `json` (a parameter holding an attempt as JSON text)
+/// appended. A history that is not a JSON array (a corrupt row) is replaced by a fresh one
+/// whose first record (class `corrupt`, at `at`) notes the corruption and the start of what the
+/// column held — so recording an outcome never fails on it, and the entry is not re-delivered
+/// forever.
+fn history_appended(json: &str, at: &str) -> String {
+    format!(
+        "CASE WHEN typeof(history) = 'text' AND json_valid(history)
+                   AND json_type(CASE WHEN json_valid(history) THEN history ELSE 'null' END) = 'array'
+              THEN json_insert(history, '$[#]', json({json}))
+              ELSE json_array(
+                json_object('attempt', 0, 'at', {at}, 'class', 'corrupt',
+                  'outcome', 'attempt history was unreadable and was reset; it held: '
+                    || substr(CAST(history AS TEXT), 1, {NOTE_CHARS})),
+                json({json}))
+         END"
+    )
+}
+
+/// How much of a corrupt history the note keeps.
+const NOTE_CHARS: usize = 200;
 
 fn insert(conn: &Connection, v: &InsertValues) -> rusqlite::Result<EntryId> {
     let sql = format!(
@@ -305,13 +338,14 @@ impl RedriveQueue for SqliteQueue {
         let json = attempt_json(&attempt);
         self.run("record a delivery", move |c| {
             let changed = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE redrive_entries SET state = 'delivered', attempts = attempts + 1,
                        first_attempt_at = COALESCE(first_attempt_at, ?3), last_attempt_at = ?3,
-                       finished_at = ?3, history = json_insert(history, '$[#]', json(?4)),
+                       finished_at = ?3, history = {},
                        lease_owner = NULL, lease_token = NULL, lease_until = NULL
                      WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
-                )?
+                    history_appended("?4", "?3")
+                ))?
                 .execute(params![id.0, lease.0, attempt.at, json])?;
             lease_checked(changed, id)
         })
@@ -327,13 +361,14 @@ impl RedriveQueue for SqliteQueue {
         let json = attempt_json(&attempt);
         self.run("reschedule an entry", move |c| {
             let changed = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE redrive_entries SET attempts = attempts + 1, available_at = ?5,
                        first_attempt_at = COALESCE(first_attempt_at, ?3), last_attempt_at = ?3,
-                       history = json_insert(history, '$[#]', json(?4)),
+                       history = {},
                        lease_owner = NULL, lease_token = NULL, lease_until = NULL
                      WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
-                )?
+                    history_appended("?4", "?3")
+                ))?
                 .execute(params![id.0, lease.0, attempt.at, json, next.as_millis()])?;
             lease_checked(changed, id)
         })
@@ -351,15 +386,16 @@ impl RedriveQueue for SqliteQueue {
         let at = attempt.as_ref().map(|a| a.at);
         self.run("dead-letter an entry", move |c| {
             let changed = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE redrive_entries SET state = 'dead', reason = ?3, finished_at = ?4,
                        attempts = attempts + (?5 IS NOT NULL),
                        first_attempt_at = COALESCE(first_attempt_at, ?6),
                        last_attempt_at = COALESCE(?6, last_attempt_at),
-                       history = CASE WHEN ?5 IS NULL THEN history ELSE json_insert(history, '$[#]', json(?5)) END,
+                       history = CASE WHEN ?5 IS NULL THEN history ELSE {} END,
                        lease_owner = NULL, lease_token = NULL, lease_until = NULL
                      WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
-                )?
+                    history_appended("?5", "?6")
+                ))?
                 .execute(params![id.0, lease.0, reason, now.as_millis(), json, at])?;
             lease_checked(changed, id)
         })
