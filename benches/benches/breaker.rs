@@ -304,7 +304,7 @@ fn windows(c: &mut criterion::Criterion) {
     {
         return;
     }
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    if std::env::args().any(|a| a == "--list") || resilience_benches::quick_mode() {
         return;
     }
     for fill in [1_000, 100_000, 1_000_000] {

@@ -7,7 +7,7 @@
 //!
 //! Not a criterion bench (criterion times one routine; this is a load test), but `cargo bench`
 //! runs it like the others. Options: `--secs <f64>` per run (default 2), `--rounds <n>`
-//! (default 3), `--test` (one short round, for CI smoke runs).
+//! (default 3), `--test` (one short round, for CI smoke runs; also what `cargo test --benches` gets).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -177,7 +177,7 @@ fn args() -> (f64, usize) {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<f64>().ok())
     };
-    if args.iter().any(|a| a == "--test") {
+    if resilience_benches::quick_mode() {
         return (0.2, 1);
     }
     (

@@ -80,7 +80,7 @@ async fn measure(store: &'static str, queue: Arc<dyn RedriveQueue>, entries: usi
 
 fn args_entries() -> usize {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--test") {
+    if resilience_benches::quick_mode() {
         return 50;
     }
     args.iter()

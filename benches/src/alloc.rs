@@ -2,9 +2,17 @@
 //!
 //! Each bench binary installs it with
 //!
-//! ```ignore
+//! ```
+//! use resilience_benches::alloc::{CountingAlloc, allocations, is_counting};
+//!
 //! #[global_allocator]
-//! static ALLOC: resilience_benches::alloc::CountingAlloc = resilience_benches::alloc::CountingAlloc;
+//! static ALLOC: CountingAlloc = CountingAlloc;
+//!
+//! assert!(is_counting());
+//! let before = allocations();
+//! let v = std::hint::black_box(vec![1_u8; 16]);
+//! assert_eq!(allocations() - before, 1);
+//! # drop(v);
 //! ```
 //!
 //! The counter is thread-local, so a measurement on one thread is not disturbed by another
