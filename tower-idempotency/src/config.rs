@@ -10,6 +10,7 @@ use crate::{
     key::{Scope, authorization_principal},
     layer::IdempotencyLayer,
     store::{IdempotencyStore, MemoryStore},
+    telemetry::Keys,
     waiters::Waiters,
 };
 
@@ -56,6 +57,7 @@ type PrincipalFn = dyn Fn(&Parts) -> Option<Scope> + Send + Sync;
 /// The validated configuration shared by a layer and its services.
 pub(crate) struct Config {
     pub(crate) name: Arc<str>,
+    pub(crate) metrics: Keys,
     pub(crate) header: HeaderName,
     pub(crate) methods: Vec<Method>,
     pub(crate) require_key: bool,
@@ -383,9 +385,11 @@ impl<St> Builder<St> {
                 "the idempotency key header cannot be part of the fingerprint",
             ));
         }
+        let name: Arc<str> = self.name.into();
         Ok(IdempotencyLayer::from_shared(Shared {
             config: Config {
-                name: self.name.into(),
+                metrics: Keys::new(&name),
+                name,
                 header: self.header,
                 methods: self.methods,
                 require_key: self.require_key,

@@ -1,12 +1,12 @@
 //! What happens to a keyed request: read and fingerprint it, claim or replay, execute under a
 //! renewed lease, then keep or release the outcome.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, request::Parts};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::time::{Instant, sleep};
 use tower_fault::{BoxError, IdempotencyKey};
 use tower_service::Service;
@@ -20,7 +20,7 @@ use crate::{
     problems,
     record::{CompletedRecord, Outcome, StoredResponse},
     store::{Claim, IdempotencyStore},
-    telemetry::{self, Outcome as Metric},
+    telemetry::{self, Outcome as Metric, StoreOp},
 };
 
 /// The header marking a replayed response.
@@ -50,7 +50,7 @@ where
     let bytes = match read_request(body, config.max_request_bytes).await {
         Ok(bytes) => bytes,
         Err(ReadError::TooLarge) => {
-            telemetry::request(&config.name, Metric::TooLarge);
+            telemetry::request(&config.metrics, Metric::TooLarge);
             return Ok(problems::respond(problems::request_too_large(
                 config.max_request_bytes,
             )));
@@ -67,12 +67,12 @@ where
         Err(error) => match config.outage {
             OutagePolicy::FailClosed { retry_after } => {
                 tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
-                telemetry::request(&config.name, Metric::StoreError);
+                telemetry::request(&config.metrics, Metric::StoreError);
                 return Ok(problems::respond(problems::store_unavailable(retry_after)));
             }
             OutagePolicy::FailOpen => {
                 tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
-                telemetry::request(&config.name, Metric::StoreError);
+                telemetry::request(&config.metrics, Metric::StoreError);
                 None
             }
         },
@@ -87,7 +87,7 @@ where
     parts.extensions.insert(token);
     let request = Request::from_parts(parts, B::from(bytes));
     let result = with_lease(&shared, &record_key, token, inner.call(request)).await;
-    telemetry::request(&config.name, Metric::Executed);
+    telemetry::request(&config.metrics, Metric::Executed);
     let response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -187,7 +187,7 @@ async fn claim<St: IdempotencyStore, B: Body>(
             None => {
                 timed(
                     shared,
-                    "claim",
+                    StoreOp::Claim,
                     shared.store.claim(key, fingerprint, config.lease),
                 )
                 .await?
@@ -203,7 +203,7 @@ async fn claim<St: IdempotencyStore, B: Body>(
                     notified.as_mut().enable();
                     let claim = timed(
                         shared,
-                        "claim",
+                        StoreOp::Claim,
                         shared.store.claim(key, fingerprint, config.lease),
                     )
                     .await;
@@ -236,7 +236,7 @@ async fn claim<St: IdempotencyStore, B: Body>(
             } if held != *fingerprint => Err(mismatch(shared, key)),
             Claim::InFlight { .. } => {
                 tracing::info!(key = key.short(), "duplicate of a request in flight");
-                telemetry::request(&config.name, Metric::Conflict);
+                telemetry::request(&config.metrics, Metric::Conflict);
                 Err(problems::respond(problems::in_flight(reject_after)))
             }
             Claim::Completed(record) if record.fingerprint != *fingerprint => {
@@ -252,7 +252,7 @@ fn mismatch<St, B: Body>(shared: &Shared<St>, key: &RecordKey) -> Response<Idemp
         key = key.short(),
         "idempotency key reused for another request"
     );
-    telemetry::request(&shared.config.name, Metric::Mismatch);
+    telemetry::request(&shared.config.metrics, Metric::Mismatch);
     problems::respond(problems::key_reused())
 }
 
@@ -268,7 +268,7 @@ fn replay<St, B: Body>(
                 status = stored.status.as_u16(),
                 "replaying response"
             );
-            telemetry::request(&shared.config.name, Metric::Replayed);
+            telemetry::request(&shared.config.metrics, Metric::Replayed);
             let mut res = Response::new(IdempotencyBody::full_with_trailers(
                 stored.body.clone(),
                 stored.trailer_map(),
@@ -287,7 +287,7 @@ fn replay<St, B: Body>(
                 key = key.short(),
                 "duplicate of a request whose response was not kept"
             );
-            telemetry::request(&shared.config.name, Metric::TooLarge);
+            telemetry::request(&shared.config.metrics, Metric::TooLarge);
             problems::respond(problems::not_replayable(*status, *limit))
         }
     }
@@ -321,7 +321,7 @@ async fn with_lease<St: IdempotencyStore, F: Future>(
                 tick.as_mut().reset(clock::after(Instant::now(), interval));
             }
             () = &mut tick, if renewing.is_none() => {
-                renewing = Some(Box::pin(timed(shared, "renew", shared.store.renew(key, token, lease))));
+                renewing = Some(Box::pin(timed(shared, StoreOp::Renew, shared.store.renew(key, token, lease))));
             }
         }
     }
@@ -335,7 +335,7 @@ async fn complete<St: IdempotencyStore>(
 ) {
     match timed(
         shared,
-        "complete",
+        StoreOp::Complete,
         shared.store.complete(key, token, record, shared.config.ttl),
     )
     .await
@@ -350,18 +350,18 @@ async fn complete<St: IdempotencyStore>(
             // The handler ran once; its response still goes to the client (answering an error
             // would invite a retry, and a retry after the lease expires would execute again).
             tracing::error!(key = key.short(), %error, "could not record the outcome; the key stays claimed until its lease expires");
-            telemetry::request(&shared.config.name, Metric::StoreError);
+            telemetry::request(&shared.config.metrics, Metric::StoreError);
         }
     }
     notify(shared, key);
 }
 
 async fn release<St: IdempotencyStore>(shared: &Shared<St>, key: &RecordKey, token: FencingToken) {
-    match timed(shared, "release", shared.store.release(key, token)).await {
+    match timed(shared, StoreOp::Release, shared.store.release(key, token)).await {
         Ok(_) => {}
         Err(error) => {
             tracing::warn!(key = key.short(), %error, "could not release the key; it frees when its lease expires");
-            telemetry::request(&shared.config.name, Metric::StoreError);
+            telemetry::request(&shared.config.metrics, Metric::StoreError);
         }
     }
     notify(shared, key);
@@ -375,12 +375,12 @@ fn notify<St>(shared: &Shared<St>, key: &RecordKey) {
 
 async fn timed<St, T>(
     shared: &Shared<St>,
-    op: &'static str,
+    op: StoreOp,
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     let start = Instant::now();
     let out = fut.await;
-    telemetry::store_op(&shared.config.name, op, start.elapsed());
+    telemetry::store_op(&shared.config.metrics, op, start.elapsed());
     out
 }
 
@@ -397,12 +397,55 @@ where
     if body.size_hint().lower() > limit as u64 {
         return Err(ReadError::TooLarge);
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ReadError::TooLarge)
+    // Read by hand rather than `Limited` + `collect()`: those queue the frames in a `VecDeque`
+    // (an allocation per request) to hand back the one frame a small body comes in.
+    let mut body = pin!(body);
+    let mut buffered = Buffered::default();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ReadError::Unreadable);
+        };
+        // A request's trailers are not part of its fingerprint, nor passed on (as before).
+        if let Ok(mut data) = frame.into_data() {
+            if buffered.len + data.remaining() > limit {
+                return Err(ReadError::TooLarge);
+            }
+            buffered.push(data.copy_to_bytes(data.remaining()));
         }
-        Err(_) => Err(ReadError::Unreadable),
+    }
+    Ok(buffered.finish())
+}
+
+/// Body bytes read so far: a single data frame (the common case) is kept without copying; only
+/// a body in several frames is copied, once, into one buffer.
+#[derive(Default)]
+struct Buffered {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: usize,
+}
+
+impl Buffered {
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if self.first.is_none() {
+            self.first = Some(data);
+        } else {
+            self.rest.extend_from_slice(&data);
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        match self.first {
+            None => Bytes::new(),
+            Some(first) if self.rest.is_empty() => first,
+            Some(first) => {
+                let mut all = BytesMut::with_capacity(first.len() + self.rest.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&self.rest);
+                all.freeze()
+            }
+        }
     }
 }
 
@@ -434,24 +477,11 @@ where
             body,
         };
     }
-    // A single data frame (the common case) is kept without copying.
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    let mut len = 0usize;
+    let mut buffered = Buffered::default();
     let mut trailers: Option<HeaderMap> = None;
-    let collected = |first: Option<Bytes>, rest: BytesMut| match first {
-        None => Bytes::new(),
-        Some(first) if rest.is_empty() => first,
-        Some(first) => {
-            let mut all = BytesMut::with_capacity(first.len() + rest.len());
-            all.extend_from_slice(&first);
-            all.extend_from_slice(&rest);
-            all.freeze()
-        }
-    };
     loop {
         match body.frame().await {
-            None => return ReadResponse::Complete(collected(first, rest), trailers),
+            None => return ReadResponse::Complete(buffered.finish(), trailers),
             Some(Ok(frame)) => {
                 let data = match frame.into_data() {
                     Ok(data) => data,
@@ -465,26 +495,94 @@ where
                         continue;
                     }
                 };
-                len += data.len();
-                if first.is_none() {
-                    first = Some(data);
-                } else {
-                    rest.extend_from_slice(&data);
-                }
-                if len > limit {
+                buffered.push(data);
+                if buffered.len > limit {
                     return ReadResponse::TooLarge {
-                        prefix: collected(first, rest),
+                        prefix: buffered.finish(),
                         body,
                     };
                 }
             }
             Some(Err(error)) => {
                 return ReadResponse::Failed {
-                    prefix: collected(first, rest),
+                    prefix: buffered.finish(),
                     error,
                     body,
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use http_body::Frame;
+
+    use super::*;
+
+    /// A body of scripted frames with no size hint (as a chunked request has).
+    struct Frames(VecDeque<Result<Frame<Bytes>, &'static str>>);
+
+    impl Frames {
+        fn data(chunks: &[&'static str]) -> Self {
+            Self(
+                chunks
+                    .iter()
+                    .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    fn read(body: Frames, limit: usize) -> Result<Bytes, ReadError> {
+        futures_now(read_request(body, limit))
+    }
+
+    fn futures_now<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn request_body_in_frames_is_joined_and_trailers_ignored() {
+        let mut body = Frames::data(&["ab", "", "cd", "e"]);
+        body.0.push_back(Ok(Frame::trailers(HeaderMap::new())));
+        assert_eq!(read(body, 5).ok().unwrap(), "abcde");
+        assert_eq!(read(Frames::data(&["one"]), 3).ok().unwrap(), "one");
+        assert_eq!(read(Frames::data(&[]), 0).ok().unwrap(), "");
+    }
+
+    #[test]
+    fn request_body_over_the_limit_across_frames_is_too_large() {
+        assert!(matches!(
+            read(Frames::data(&["abc", "def"]), 5),
+            Err(ReadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn request_body_error_is_unreadable() {
+        let mut body = Frames::data(&["ab"]);
+        body.0.push_back(Err("reset"));
+        assert!(matches!(read(body, 100), Err(ReadError::Unreadable)));
     }
 }

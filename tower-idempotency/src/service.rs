@@ -106,7 +106,7 @@ where
         let mut values = req.headers().get_all(&config.header).iter();
         let key = match (values.next(), values.next()) {
             (None, _) => {
-                telemetry::request(&config.name, Outcome::MissingKey);
+                telemetry::request(&config.metrics, Outcome::MissingKey);
                 if config.require_key {
                     return ResponseFuture::ready(problems::respond(problems::missing_key(
                         config.header.as_str(),
@@ -120,7 +120,7 @@ where
         let key = match key {
             Ok(key) => key,
             Err(detail) => {
-                telemetry::request(&config.name, Outcome::InvalidKey);
+                telemetry::request(&config.metrics, Outcome::InvalidKey);
                 return ResponseFuture::ready(problems::respond(problems::invalid_key(detail)));
             }
         };
@@ -128,7 +128,7 @@ where
         let scope = match (config.principal)(&parts) {
             Some(scope) => scope,
             None if config.require_principal => {
-                telemetry::request(&config.name, Outcome::MissingPrincipal);
+                telemetry::request(&config.metrics, Outcome::MissingPrincipal);
                 return ResponseFuture::ready(problems::respond(problems::missing_principal()));
             }
             None => Scope::anonymous(),

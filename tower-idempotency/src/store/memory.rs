@@ -137,49 +137,62 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut shard = lock(self.shard(key));
-        if let Some(entry) = shard.map.get(key).filter(|e| e.expires > now) {
-            return Ok(match &entry.state {
-                State::Claimed { fingerprint, .. } => Claim::InFlight {
-                    fingerprint: *fingerprint,
-                    lease_remaining: Some(entry.expires - now),
-                },
-                State::Completed(record) => Claim::Completed(Arc::clone(record)),
-            });
+        let token = || FencingToken::new(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
+        // One lookup answers a live record and reuses an expired one's slot; only a new key
+        // hashes a second time (to insert it) and clones it.
+        if let Some(entry) = shard.map.get_mut(key) {
+            if entry.expires > now {
+                return Ok(match &entry.state {
+                    State::Claimed { fingerprint, .. } => Claim::InFlight {
+                        fingerprint: *fingerprint,
+                        lease_remaining: Some(entry.expires - now),
+                    },
+                    State::Completed(record) => Claim::Completed(Arc::clone(record)),
+                });
+            }
+            let token = token();
+            *entry = Entry::claim(now, lease, token, *fingerprint);
+            return Ok(Claim::Acquired(token));
         }
-        if !shard.map.contains_key(key) && shard.map.len() >= self.inner.shard_capacity {
+        if shard.map.len() >= self.inner.shard_capacity {
             shard.make_room(now, self.inner.shard_capacity)?;
         }
-        let token = FencingToken::new(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
-        shard.map.insert(
-            key.clone(),
-            Entry {
-                expires: clock::after(now, lease),
-                state: State::Claimed {
-                    token,
-                    fingerprint: *fingerprint,
-                },
-            },
-        );
+        let token = token();
+        shard
+            .map
+            .insert(key.clone(), Entry::claim(now, lease, token, *fingerprint));
         Ok(Claim::Acquired(token))
     }
 
-    /// Runs `f` on the live claim `token` holds; `false` if there is none.
+    /// Runs `f` on the live claim `token` holds (one lookup); `false` if there is none.
     fn with_claim(
         &self,
         key: &RecordKey,
         token: FencingToken,
-        f: impl FnOnce(&mut Shard, Instant),
+        f: impl FnOnce(&mut Entry, Instant),
     ) -> bool {
         let now = Instant::now();
         let mut shard = lock(self.shard(key));
-        let owned = matches!(
-            shard.map.get(key),
-            Some(Entry { expires, state: State::Claimed { token: t, .. } }) if *t == token && *expires > now
-        );
-        if owned {
-            f(&mut shard, now);
+        match shard.map.get_mut(key) {
+            Some(entry) if entry.is_claimed_by(token, now) => {
+                f(entry, now);
+                true
+            }
+            _ => false,
         }
-        owned
+    }
+}
+
+impl Entry {
+    fn is_claimed_by(&self, token: FencingToken, now: Instant) -> bool {
+        matches!(self.state, State::Claimed { token: t, .. } if t == token) && self.expires > now
+    }
+
+    fn claim(now: Instant, lease: Duration, token: FencingToken, fingerprint: Fingerprint) -> Self {
+        Entry {
+            expires: clock::after(now, lease),
+            state: State::Claimed { token, fingerprint },
+        }
     }
 }
 
@@ -261,10 +274,8 @@ impl IdempotencyStore for MemoryStore {
         token: FencingToken,
         lease: Duration,
     ) -> StoreFuture<'a, bool> {
-        let ok = self.with_claim(key, token, |shard, now| {
-            if let Some(entry) = shard.map.get_mut(key) {
-                entry.expires = clock::after(now, lease);
-            }
+        let ok = self.with_claim(key, token, |entry, now| {
+            entry.expires = clock::after(now, lease);
         });
         Box::pin(std::future::ready(Ok(ok)))
     }
@@ -276,23 +287,27 @@ impl IdempotencyStore for MemoryStore {
         record: &'a CompletedRecord,
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
-        let ok = self.with_claim(key, token, |shard, now| {
-            shard.map.insert(
-                key.clone(),
-                Entry {
-                    expires: clock::after(now, ttl),
-                    state: State::Completed(Arc::new(record.clone())),
-                },
-            );
+        // The record is cloned once, into the `Arc` replays share (the trait lends it).
+        let ok = self.with_claim(key, token, |entry, now| {
+            *entry = Entry {
+                expires: clock::after(now, ttl),
+                state: State::Completed(Arc::new(record.clone())),
+            };
         });
         Box::pin(std::future::ready(Ok(ok)))
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> StoreFuture<'a, bool> {
-        let ok = self.with_claim(key, token, |shard, _| {
+        let now = Instant::now();
+        let mut shard = lock(self.shard(key));
+        let owned = shard
+            .map
+            .get(key)
+            .is_some_and(|e| e.is_claimed_by(token, now));
+        if owned {
             shard.map.remove(key);
-        });
-        Box::pin(std::future::ready(Ok(ok)))
+        }
+        Box::pin(std::future::ready(Ok(owned)))
     }
 }
 
