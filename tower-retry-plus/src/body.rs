@@ -133,6 +133,17 @@ impl<B: Body> ReplayBody<B> {
     }
 }
 
+impl<B> ReplayBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// [`ReplayBody::new`], as the retry layer wraps a request body.
+    pub(crate) fn for_retries(body: B, limit: usize) -> Self {
+        Self::new(body, limit)
+    }
+}
+
 impl<B> ReplayBody<B> {
     /// Whether another attempt can still send this body in full.
     ///

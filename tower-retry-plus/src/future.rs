@@ -41,11 +41,26 @@ fn after(d: Duration) -> Instant {
     now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
 }
 
+/// What is kept of a request for its retries.
+pub(crate) struct Kept<B> {
+    /// The request head with the caller's extensions (the attempt context is kept apart).
+    head: Parts,
+    body: ReplayBody<B>,
+    /// Shares its tried-endpoint list with the copy in every attempt's extensions.
+    ctx: AttemptContext,
+}
+
+impl<B> Kept<B> {
+    pub(crate) fn new(head: Parts, body: ReplayBody<B>, ctx: AttemptContext) -> Self {
+        Self { head, body, ctx }
+    }
+}
+
 /// The per-request bookkeeping that needs no pinning.
 pub(crate) struct Attempts<B, C> {
     config: Arc<Config<C>>,
-    /// The request head and body kept for retries (`None` when no retry is possible).
-    kept: Option<(Parts, ReplayBody<B>)>,
+    /// The request kept for retries (`None` when no retry is possible).
+    kept: Option<Kept<B>>,
     attempt: u32,
     max_attempts: u32,
     /// Whether a failure that may have been processed can be retried (idempotent method or an
@@ -67,7 +82,7 @@ enum Decision {
 impl<B, C> Attempts<B, C> {
     pub(crate) fn new(
         config: Arc<Config<C>>,
-        kept: Option<(Parts, ReplayBody<B>)>,
+        kept: Option<Kept<B>>,
         max_attempts: u32,
         retry_maybe_processed: bool,
     ) -> Self {
@@ -113,7 +128,7 @@ impl<B, C> Attempts<B, C> {
             return Decision::Return(RetryOutcome::Exhausted);
         }
         match &self.kept {
-            Some((_, body)) if body.is_replayable() => {}
+            Some(kept) if kept.body.is_replayable() => {}
             _ => return Decision::Return(RetryOutcome::NotReplayable),
         }
         let rng = self.rng.get_or_insert_with(|| config.rng());
@@ -145,13 +160,14 @@ impl<B, C> Attempts<B, C> {
 
     /// The next attempt's request, or `None` if the body stopped being replayable meanwhile.
     fn next_request(&mut self) -> Option<Request<ReplayBody<B>>> {
-        let (parts, template) = self.kept.as_mut()?;
-        let body = template.try_clone()?;
-        if let Some(ctx) = parts.extensions.get_mut::<AttemptContext>() {
-            ctx.advance();
-        }
+        let kept = self.kept.as_mut()?;
+        let body = kept.body.try_clone()?;
+        kept.ctx.advance();
+        let mut head = kept.head.clone();
+        // Replaces the caller's own context, if it had one (it shares the same list).
+        head.extensions.insert(kept.ctx.clone());
         self.attempt += 1;
-        Some(Request::from_parts(parts.clone(), body))
+        Some(Request::from_parts(head, body))
     }
 
     fn finish<ResB>(

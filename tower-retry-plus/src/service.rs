@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::{
     ReplayBody, RetryOverride,
-    future::{Attempts, ResponseFuture},
+    future::{Attempts, Kept, ResponseFuture},
     is_idempotent,
     layer::Config,
 };
@@ -109,25 +109,33 @@ where
             );
         }
         let retry_maybe_processed = idempotent || parts.headers.contains_key(IDEMPOTENCY_KEY);
-        if parts.extensions.get::<AttemptContext>().is_none() {
-            // One allocation per logical request (the shared tried-endpoint list, and the
-            // extensions map if the request had none): the tower-fault contract failover reads.
-            parts.extensions.insert(AttemptContext::new());
-        }
 
         let (first, kept) = if max_attempts > 1 {
-            // The replay state is one `Arc` (none for an empty body); the head is cloned once
-            // so the first attempt can consume a request while the template stays for retries.
-            // This is the one request clone any retry layer makes (tower's included).
-            let body = ReplayBody::new(body, config.body_limit);
+            // The replay state costs at most one `Arc`, none for an empty body or a body that
+            // is ready in one frame (`Full<Bytes>`).
+            let body = ReplayBody::for_retries(body, config.body_limit);
             match body.try_clone() {
                 Some(template) => {
-                    let first = Request::from_parts(parts.clone(), body);
-                    (first, Some((parts, template)))
+                    // The head is cloned once so the first attempt can consume a request while
+                    // the template stays for retries: the one request clone any retry layer
+                    // makes (tower's included). The extensions are taken out first, so the
+                    // template gets the caller's extensions only (no map at all if there were
+                    // none) and the attempt context lives beside it, not in a second map.
+                    let mut extensions = mem::take(&mut parts.extensions);
+                    let mut head = parts.clone();
+                    head.extensions = extensions.clone();
+                    let ctx = attempt_context(&mut extensions);
+                    parts.extensions = extensions;
+                    let first = Request::from_parts(parts, body);
+                    (first, Some(Kept::new(head, template, ctx)))
                 }
-                None => (Request::from_parts(parts, body), None),
+                None => {
+                    attempt_context(&mut parts.extensions);
+                    (Request::from_parts(parts, body), None)
+                }
             }
         } else {
+            attempt_context(&mut parts.extensions);
             (Request::from_parts(parts, ReplayBody::once(body)), None)
         };
 
@@ -139,4 +147,16 @@ where
         );
         ResponseFuture::start(service, first, attempts)
     }
+}
+
+/// The request's [`AttemptContext`] (the tower-fault contract failover reads), inserted if the
+/// request has none: one allocation for the shared tried-endpoint list, plus the extensions map
+/// if the request had none.
+fn attempt_context(extensions: &mut http::Extensions) -> AttemptContext {
+    if let Some(ctx) = extensions.get::<AttemptContext>() {
+        return ctx.clone();
+    }
+    let ctx = AttemptContext::new();
+    extensions.insert(ctx.clone());
+    ctx
 }

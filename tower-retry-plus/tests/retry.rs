@@ -415,6 +415,60 @@ async fn attempt_context_carries_tried_endpoints() {
     );
 }
 
+/// A caller's marker extension.
+#[derive(Clone, Debug, PartialEq)]
+struct Marker(&'static str);
+
+#[tokio::test(start_paused = true)]
+async fn caller_extensions_and_context_reach_every_attempt() {
+    // (attempt, marker, endpoint 1 seen as tried) per attempt
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let upstream = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let ctx = req.extensions().get::<AttemptContext>().cloned().unwrap();
+            let marker = req.extensions().get::<Marker>().cloned();
+            log.lock()
+                .unwrap()
+                .push((ctx.attempt(), marker, ctx.was_tried(EndpointId(1))));
+            ctx.record_endpoint(EndpointId(1));
+            let status = if ctx.attempt() < 3 { 503 } else { 200 };
+            async move {
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(status)
+                        .body(support::empty())
+                        .unwrap(),
+                )
+            }
+        },
+    );
+    let mut svc = fast().build().unwrap().layer(upstream);
+    // The caller's own context (e.g. from an outer layer) is kept and advanced, and shares its
+    // tried-endpoint list with every attempt.
+    let caller_ctx = AttemptContext::new();
+    let mut req = get("http://up/");
+    req.extensions_mut().insert(Marker("kept"));
+    req.extensions_mut().insert(caller_ctx.clone());
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let marker = Some(Marker("kept"));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (1, marker.clone(), false),
+            (2, marker.clone(), true),
+            (3, marker, true)
+        ]
+    );
+    assert!(caller_ctx.was_tried(EndpointId(1)));
+    assert_eq!(
+        caller_ctx.attempt(),
+        1,
+        "the caller's own copy is not advanced"
+    );
+}
+
 /// Counts `poll_ready` calls, to prove readiness is driven per attempt.
 #[derive(Clone)]
 struct CountReady<S> {
