@@ -4,7 +4,7 @@ use std::{
     fmt,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::{Buf, Bytes};
@@ -22,6 +22,11 @@ use crate::error::BodyNotReplayable;
 /// previous attempt stopped, if it did not read it to the end. A body that turns out larger than
 /// the limit stops being kept — the attempt reading it still sends every byte, in order — and is
 /// no longer replayable.
+///
+/// The retry layer polls a body of known size within the limit once as it wraps it: when that
+/// frame is the whole body (`Full<Bytes>` and the like), every attempt gets a `Bytes` handle on
+/// it and nothing is shared or locked; anything else that poll returns goes to the first
+/// attempt, as if it had polled the body itself.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -46,6 +51,9 @@ pub struct ReplayBody<B> {
 enum Kind<B> {
     /// The original body was empty: nothing to keep.
     Empty,
+    /// The whole body, read in one frame when the retry layer wrapped it (`Full<Bytes>` and
+    /// the like): every handle owns a `Bytes` handle on it, no shared state.
+    Single { data: Bytes, sent: bool },
     /// The original body is sent once, without keeping anything (known to exceed the limit).
     Once(Mutex<B>),
     /// A handle on the shared, partly kept original.
@@ -60,6 +68,9 @@ enum Kind<B> {
 struct Shared<B> {
     /// The original body, until it ends or fails.
     body: Option<B>,
+    /// A frame read from the original when the layer wrapped it, not yet yielded by any
+    /// handle: the next handle at the front takes it instead of polling the original.
+    prefetched: Option<Result<Frame<Bytes>, BoxError>>,
     /// The kept data frames `dropped..frames_read`.
     frames: Vec<Bytes>,
     /// Frames no longer kept (all of them once the limit was passed).
@@ -78,6 +89,12 @@ impl<B> fmt::Debug for ReplayBody<B> {
             Kind::Empty => f
                 .debug_struct("ReplayBody")
                 .field("kind", &"empty")
+                .finish(),
+            Kind::Single { data, sent } => f
+                .debug_struct("ReplayBody")
+                .field("kind", &"single")
+                .field("len", &data.len())
+                .field("sent", sent)
                 .finish(),
             Kind::Once(_) => f.debug_struct("ReplayBody").field("kind", &"once").finish(),
             Kind::Replay { position, .. } => f
@@ -107,10 +124,15 @@ impl<B: Body> ReplayBody<B> {
         if body.size_hint().lower() > limit {
             return Self::once(body);
         }
+        Self::shared(body, limit, None)
+    }
+
+    fn shared(body: B, limit: u64, prefetched: Option<Result<Frame<Bytes>, BoxError>>) -> Self {
         Self {
             kind: Kind::Replay {
                 shared: Arc::new(Mutex::new(Shared {
                     body: Some(body),
+                    prefetched,
                     frames: Vec::new(),
                     dropped: 0,
                     read: 0,
@@ -138,9 +160,39 @@ where
     B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
-    /// [`ReplayBody::new`], as the retry layer wraps a request body.
-    pub(crate) fn for_retries(body: B, limit: usize) -> Self {
-        Self::new(body, limit)
+    /// [`ReplayBody::new`], as the retry layer wraps a request body: a body of known size
+    /// within the limit is polled once right away, and if that one frame is the whole body
+    /// (`Full<Bytes>` and the like) it is kept inline — no shared state, no allocation. Any
+    /// other outcome of that poll is handed to the first attempt as if it had polled itself
+    /// (a `Pending` leaves nothing behind: the next poll registers the real waker).
+    pub(crate) fn for_retries(mut body: B, limit: usize) -> Self {
+        if body.is_end_stream() {
+            return Self { kind: Kind::Empty };
+        }
+        let hint = body.size_hint();
+        let limit = limit as u64;
+        if hint.lower() > limit {
+            return Self::once(body);
+        }
+        if hint.exact().is_none() {
+            return Self::shared(body, limit, None);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let frame = match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Pending => return Self::shared(body, limit, None),
+            Poll::Ready(None) => return Self { kind: Kind::Empty },
+            Poll::Ready(Some(Err(err))) => return Self::shared(body, limit, Some(Err(err.into()))),
+            Poll::Ready(Some(Ok(frame))) => {
+                frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+            }
+        };
+        match frame.into_data() {
+            Ok(data) if body.is_end_stream() && data.len() as u64 <= limit => Self {
+                kind: Kind::Single { data, sent: false },
+            },
+            Ok(data) => Self::shared(body, limit, Some(Ok(Frame::data(data)))),
+            Err(frame) => Self::shared(body, limit, Some(Ok(frame))),
+        }
     }
 }
 
@@ -152,7 +204,7 @@ impl<B> ReplayBody<B> {
     #[must_use]
     pub fn is_replayable(&self) -> bool {
         match &self.kind {
-            Kind::Empty => true,
+            Kind::Empty | Kind::Single { .. } => true,
             Kind::Once(_) => false,
             Kind::Replay { shared, .. } => {
                 let shared = lock(shared);
@@ -167,6 +219,12 @@ impl<B> ReplayBody<B> {
     pub fn try_clone(&self) -> Option<Self> {
         match &self.kind {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
+            Kind::Single { data, .. } => Some(Self {
+                kind: Kind::Single {
+                    data: data.clone(),
+                    sent: false,
+                },
+            }),
             Kind::Once(_) => None,
             Kind::Replay { shared, .. } => self.is_replayable().then(|| Self {
                 kind: Kind::Replay {
@@ -192,7 +250,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().kind {
-            Kind::Empty => Poll::Ready(None),
+            Kind::Empty | Kind::Single { sent: true, .. } => Poll::Ready(None),
+            Kind::Single { data, sent } => {
+                *sent = true;
+                Poll::Ready(Some(Ok(Frame::data(data.clone()))))
+            }
             Kind::Once(body) => {
                 let body = body.get_mut().unwrap_or_else(PoisonError::into_inner);
                 Pin::new(body).poll_frame(cx).map(|frame| {
@@ -216,6 +278,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Empty => true,
+            Kind::Single { sent, .. } => *sent,
             Kind::Once(body) => lock(body).is_end_stream(),
             Kind::Replay {
                 shared,
@@ -234,6 +297,8 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
+            Kind::Single { sent: true, .. } => SizeHint::with_exact(0),
+            Kind::Single { data, .. } => SizeHint::with_exact(data.len() as u64),
             Kind::Once(body) => lock(body).size_hint(),
             Kind::Replay {
                 shared, position, ..
@@ -242,10 +307,15 @@ where
                 if *position < shared.dropped {
                     return SizeHint::default();
                 }
+                let prefetched = match &shared.prefetched {
+                    Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => 0,
+                };
                 let kept: u64 = shared.frames[*position - shared.dropped..]
                     .iter()
                     .map(|f| f.len() as u64)
-                    .sum();
+                    .sum::<u64>()
+                    + prefetched;
                 match &shared.body {
                     None => SizeHint::with_exact(kept),
                     Some(body) => {
@@ -296,21 +366,30 @@ where
         }
         return Poll::Ready(None);
     };
-    // At the front: read the original.
-    match Pin::new(body).poll_frame(cx) {
-        Poll::Pending => Poll::Pending,
-        Poll::Ready(None) => {
+    // At the front: take what was read when the body was wrapped, or read the original.
+    let polled = match shared.prefetched.take() {
+        Some(frame) => Some(frame),
+        None => match Pin::new(body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(frame) => frame.map(|frame| {
+                frame
+                    .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                    .map_err(Into::into)
+            }),
+        },
+    };
+    match polled {
+        None => {
             shared.body = None;
             Poll::Ready(None)
         }
-        Poll::Ready(Some(Err(err))) => {
+        Some(Err(err)) => {
             shared.body = None;
             shared.failed = true;
-            Poll::Ready(Some(Err(err.into())))
+            Poll::Ready(Some(Err(err)))
         }
-        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-            Ok(mut data) => {
-                let data = data.copy_to_bytes(data.remaining());
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => {
                 shared.read += data.len() as u64;
                 if !shared.overflowed && shared.read > shared.limit {
                     shared.overflowed = true;
@@ -448,6 +527,129 @@ mod tests {
         let second = first.try_clone().unwrap();
         let err = collect(first).await.unwrap_err();
         assert_eq!(err.to_string(), "disk on fire");
+        assert!(!second.is_replayable());
+    }
+
+    /// A body of announced exact size that yields a script of polls (`None` is `Pending`).
+    struct Exact {
+        script: std::collections::VecDeque<Option<Result<Frame<Bytes>, std::io::Error>>>,
+        len: u64,
+    }
+
+    impl Exact {
+        fn new(
+            len: u64,
+            script: impl IntoIterator<Item = Option<Result<Frame<Bytes>, std::io::Error>>>,
+        ) -> Self {
+            Self {
+                script: script.into_iter().collect(),
+                len,
+            }
+        }
+    }
+
+    impl Body for Exact {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            match self.script.pop_front() {
+                None => Poll::Ready(None),
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Some(frame)) => {
+                    if let Ok(data) = frame.as_ref().map(|f| f.data_ref()) {
+                        self.len = self.len.saturating_sub(data.map_or(0, |d| d.len() as u64));
+                    }
+                    Poll::Ready(Some(frame))
+                }
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.script.is_empty()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.len)
+        }
+    }
+
+    fn data(s: &'static str) -> Option<Result<Frame<Bytes>, std::io::Error>> {
+        Some(Ok(Frame::data(Bytes::from_static(s.as_bytes()))))
+    }
+
+    #[tokio::test]
+    async fn a_body_ready_in_one_frame_is_kept_inline() {
+        let payload = Bytes::from_static(b"hello world");
+        let first = ReplayBody::for_retries(Full::new(payload.clone()), 1024);
+        assert!(matches!(first.kind, Kind::Single { .. }), "{first:?}");
+        assert_eq!(first.size_hint().exact(), Some(11));
+        assert!(!first.is_end_stream());
+        let second = first.try_clone().unwrap();
+        let a = first.collect().await.unwrap().to_bytes();
+        let b = second.collect().await.unwrap().to_bytes();
+        assert_eq!((&a, &b), (&payload, &payload));
+        assert_eq!(b.as_ptr(), payload.as_ptr(), "a refcount, not a copy");
+    }
+
+    #[tokio::test]
+    async fn a_read_ahead_frame_goes_to_the_first_attempt_then_replays() {
+        // Two data frames then trailers: the first frame is read when wrapping, the rest later.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "1".parse().unwrap());
+        let body = Exact::new(
+            4,
+            [
+                data("ab"),
+                None,
+                data("cd"),
+                Some(Ok(Frame::trailers(trailers.clone()))),
+            ],
+        );
+        let first = ReplayBody::for_retries(body, 1024);
+        assert!(matches!(first.kind, Kind::Replay { .. }));
+        assert_eq!(first.size_hint().exact(), Some(4));
+        let second = first.try_clone().unwrap();
+        let a = first.collect().await.unwrap();
+        assert_eq!(a.trailers(), Some(&trailers));
+        assert_eq!(a.to_bytes(), "abcd");
+        let b = second.collect().await.unwrap();
+        assert_eq!(b.trailers(), Some(&trailers));
+        assert_eq!(b.to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn a_body_pending_when_wrapped_loses_nothing() {
+        let body = Exact::new(3, [None, data("xyz")]);
+        let first = ReplayBody::for_retries(body, 1024);
+        let second = first.try_clone().unwrap();
+        assert_eq!(collect(first).await.unwrap(), "xyz");
+        assert_eq!(collect(second).await.unwrap(), "xyz");
+    }
+
+    #[tokio::test]
+    async fn an_error_read_ahead_reaches_the_first_attempt() {
+        let body = Exact::new(3, [Some(Err(std::io::Error::other("disk on fire")))]);
+        let first = ReplayBody::for_retries(body, 1024);
+        let second = first.try_clone().unwrap();
+        let err = collect(first).await.unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
+        assert!(!second.is_replayable());
+    }
+
+    #[tokio::test]
+    async fn a_read_ahead_frame_past_the_limit_is_still_sent() {
+        // The size hint lied (3 bytes announced, 8 sent): every byte still goes out once.
+        let body = Exact::new(3, [data("12345678")]);
+        let first = ReplayBody::for_retries(body, 4);
+        let second = first.try_clone().unwrap();
+        assert_eq!(collect(first).await.unwrap(), "12345678");
         assert!(!second.is_replayable());
     }
 
