@@ -23,23 +23,36 @@ const fn tag(epoch: u64) -> u64 {
     epoch % TAG_MODULUS + 1
 }
 
+/// Bits of [`TimeWindow::latest`] holding the newest epoch's bucket index (`MAX_BUCKETS` < 2^10).
+const INDEX_BITS: u32 = 10;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+/// A record takes the `fetch_add` fast path while a bucket's call count is below
+/// `MASK - HEADROOM`; at most one add per thread can be in flight past that check, so no field
+/// can carry into the next below the saturation the CAS path applies exactly.
+const HEADROOM: u64 = 1 << 16;
+
 /// `buckets` buckets of `width` nanoseconds each; bucket `epoch % buckets` holds epoch `epoch`.
 ///
 /// Each bucket is one word: a 10-bit epoch tag and three 18-bit counters (up to 262,143 calls
-/// per bucket; beyond that a bucket stops counting, which keeps its rates). A record is one CAS
-/// on one word, which both resets a stale bucket and counts the call, so rotation needs no lock.
+/// per bucket; beyond that a bucket stops counting, which keeps its rates). A record is one
+/// atomic read-modify-write on one word (a `fetch_add` when the bucket already holds the epoch,
+/// else a CAS that both resets a stale bucket and counts the call), so rotation needs no lock.
 /// When the newest epoch advances, buckets that no longer belong to the window are cleared, so
 /// a tag can never be mistaken for a newer epoch's after a long idle period. Memory and the cost
 /// of a record are independent of traffic; a snapshot reads every bucket once.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     width: u64,
+    /// `newest epoch << INDEX_BITS | its bucket index`: a record in the newest epoch (nearly
+    /// every record) finds its bucket with a multiply and a compare instead of two 64-bit
+    /// divisions.
     latest: AtomicU64,
     buckets: Box<[AtomicU64]>,
 }
 
 impl TimeWindow {
     pub(crate) fn new(width_nanos: u64, buckets: u32) -> Self {
+        debug_assert!(u64::from(buckets) <= INDEX_MASK + 1);
         Self {
             width: width_nanos.max(1),
             latest: AtomicU64::new(0),
@@ -51,6 +64,10 @@ impl TimeWindow {
         self.buckets.len() as u64
     }
 
+    fn cursor(&self, epoch: u64) -> u64 {
+        (epoch << INDEX_BITS) | (epoch % self.len())
+    }
+
     /// Whether bucket `index` holding `tag_bits` belongs to the window ending at `epoch`.
     fn valid(&self, index: u64, tag_bits: u64, epoch: u64) -> bool {
         let n = self.len();
@@ -60,17 +77,27 @@ impl TimeWindow {
 
     #[inline]
     pub(crate) fn record(&self, sample: Sample, now_nanos: u64) {
-        let epoch = now_nanos / self.width;
-        let latest = self.latest.load(Relaxed);
-        if epoch > latest {
-            self.advance(latest, epoch);
-        } else if epoch + self.len() <= latest {
-            return; // older than the whole window
-        }
-        let slot = &self.buckets[(epoch % self.len()) as usize];
+        let cursor = self.latest.load(Relaxed);
+        let latest = cursor >> INDEX_BITS;
+        // Within the newest epoch: `now - latest * width < width` (wraps to a large value when
+        // `now` is older, which takes the slow path too).
+        let (epoch, index) = if now_nanos.wrapping_sub(latest * self.width) < self.width {
+            (latest, cursor & INDEX_MASK)
+        } else {
+            match self.locate(cursor, now_nanos) {
+                Some(found) => found,
+                None => return, // older than the whole window
+            }
+        };
+        let slot = &self.buckets[index as usize];
         let tag = tag(epoch);
         let add = packed(sample);
         let mut current = slot.load(Relaxed);
+        if current >> TAG_SHIFT == tag && current & MASK < MASK - HEADROOM {
+            // The common case: no retry loop when callers on several threads share a bucket.
+            slot.fetch_add(add, Relaxed);
+            return;
+        }
         loop {
             let next = if current >> TAG_SHIFT == tag {
                 if current & MASK == MASK {
@@ -87,18 +114,33 @@ impl TimeWindow {
         }
     }
 
-    /// Moves the newest epoch from `latest` to `epoch` and clears the buckets the epochs in
+    /// The epoch and bucket of `now_nanos` when it is not the newest epoch of `cursor`:
+    /// advances the window to it when it is newer, `None` when it is older than the window.
+    #[cold]
+    fn locate(&self, cursor: u64, now_nanos: u64) -> Option<(u64, u64)> {
+        let latest = cursor >> INDEX_BITS;
+        let epoch = now_nanos / self.width;
+        if epoch > latest {
+            self.advance(cursor, epoch);
+        } else if epoch + self.len() <= latest {
+            return None;
+        }
+        Some((epoch, epoch % self.len()))
+    }
+
+    /// Moves the newest epoch from `cursor`'s to `epoch` and clears the buckets the epochs in
     /// between are about to reuse. This keeps the invariant that every bucket holds an epoch of
     /// the last `buckets` epochs (or nothing), which is what makes the short tags unambiguous.
     #[cold]
-    fn advance(&self, latest: u64, epoch: u64) {
+    fn advance(&self, cursor: u64, epoch: u64) {
         if self
             .latest
-            .compare_exchange(latest, epoch, Relaxed, Relaxed)
+            .compare_exchange(cursor, self.cursor(epoch), Relaxed, Relaxed)
             .is_err()
         {
             return;
         }
+        let latest = cursor >> INDEX_BITS;
         let n = self.len();
         if epoch - latest >= n {
             // Everything is older than the window. A sample of `epoch` recorded concurrently
@@ -163,6 +205,24 @@ mod tests {
         w.record(CALL, later);
         let counts = w.snapshot(later);
         assert_eq!((counts.calls, counts.failures), (1, 0));
+    }
+
+    #[test]
+    fn records_land_in_the_right_bucket_across_epochs_and_late_readings() {
+        let w = TimeWindow::new(S, 4);
+        w.record(CALL, 0);
+        w.record(CALL | FAILURE, S - 1); // last instant of epoch 0: the cached bucket
+        w.record(CALL, S); // first instant of epoch 1: advances
+        w.record(CALL | SLOW, S / 2); // a late reading of epoch 0, after the advance
+        let c = w.snapshot(S);
+        assert_eq!((c.calls, c.failures, c.slow), (4, 1, 1));
+        // Epoch 0 leaves the window at epoch 4; epoch 1's call stays.
+        let c = w.snapshot(4 * S);
+        assert_eq!((c.calls, c.failures, c.slow), (1, 0, 0));
+        // A reading older than the whole window is dropped.
+        w.record(CALL | FAILURE, 9 * S);
+        w.record(CALL | FAILURE, 5 * S);
+        assert_eq!(w.snapshot(9 * S).failures, 1);
     }
 
     #[test]
