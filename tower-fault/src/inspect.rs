@@ -88,9 +88,11 @@ impl ErrorKind {
             ErrorKind::Rejected => 100,
             ErrorKind::RefusedStream => 90,
             ErrorKind::Connect => 80,
+            // A failing request body surfaces as a hyper "user" error wrapping the body's own
+            // error: the body is the cause, so it outranks the generic request error.
+            ErrorKind::Body => 75,
             ErrorKind::Request => 70,
             ErrorKind::Timeout => 50,
-            ErrorKind::Body => 45,
             ErrorKind::Reset => 40,
             ErrorKind::Incomplete => 30,
             ErrorKind::Protocol => 20,

@@ -238,3 +238,21 @@ fn infallible_is_classifiable() {
     let ok: Result<&Response<()>, &Infallible> = Ok(&Response::new(()));
     assert!(HttpClassifier::default().classify(ok).is_success());
 }
+
+#[tokio::test]
+async fn failing_request_body_is_a_permanent_body_error() {
+    use http_body_util::StreamBody;
+    let server = FaultServer::start().await;
+    let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"partial"))),
+        Err(std::io::Error::other("the caller's body failed")),
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let req = Request::post(server.url("/pay")).body(body).unwrap();
+    let err = ReqwestService::new(reqwest::Client::new())
+        .oneshot(req)
+        .await
+        .unwrap_err();
+    assert_eq!(inspect(&err).kind, ErrorKind::Body, "{err:?}");
+    assert_eq!(classify_err(&err), Class::Permanent);
+}
