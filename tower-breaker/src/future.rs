@@ -101,7 +101,8 @@ pin_project! {
 }
 
 pin_project! {
-    /// The response future of [`ServerCircuitBreaker`](crate::server::ServerCircuitBreaker).
+    /// The response future of [`ServerCircuitBreaker`](crate::server::ServerCircuitBreaker) and
+    /// [`KeyedServerCircuitBreaker`](crate::server::KeyedServerCircuitBreaker).
     pub struct ServerResponseFuture<F, C, B> {
         #[pin]
         kind: ServerKind<F, B>,
@@ -110,10 +111,10 @@ pin_project! {
 }
 
 impl<F, C, B> ServerResponseFuture<F, C, B> {
-    pub(crate) fn called(future: F, permit: PermitGuard<C>) -> Self {
+    pub(crate) fn called(future: F, permit: Option<PermitGuard<C>>) -> Self {
         Self {
             kind: ServerKind::Called { future },
-            permit: Some(permit),
+            permit,
         }
     }
 

@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use crate::{
     Breaker, BreakerBuilder, State, breaker::Guarded, error::ConfigError, future::ResponseFuture,
-    guard::FleetGuard,
+    guard::FleetGuard, server::KeyedServerBreakerLayer,
 };
 
 /// Extracts the key of the breaker a request goes through.
@@ -95,7 +95,7 @@ struct Entry<C> {
 }
 
 /// The bounded map of breakers shared by a keyed layer's services.
-struct Registry<K, C> {
+pub(crate) struct Registry<K, C> {
     template: BreakerBuilder,
     classifier: C,
     map: RwLock<HashMap<K, Entry<C>>>,
@@ -135,7 +135,7 @@ where
     /// keeps the breaker alive even if the key is evicted meanwhile). The read lock is
     /// uncontended except while a new key is inserted or a sweep runs, both rare; a lock-free
     /// map would add a dependency for a path that already hashes a key.
-    fn get(&self, key: &K) -> Arc<Guarded<C>> {
+    pub(crate) fn get(&self, key: &K) -> Arc<Guarded<C>> {
         let now = self.now();
         if let Some(entry) = self
             .map
@@ -363,6 +363,18 @@ pub struct KeyedBreakerLayer<M = ByAuthority, K = Authority, C = HttpClassifier>
     registry: Arc<Registry<K, C>>,
 }
 
+impl<M, K, C> KeyedBreakerLayer<M, K, C> {
+    /// The same keyed breakers in server mode: a request whose key's breaker rejects it is
+    /// answered with `503 Service Unavailable`, `Retry-After` and a problem+json body, exactly
+    /// as [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode) answers, and the inner
+    /// service's error type is kept (so it drops into an axum `Router`). See
+    /// [`KeyedServerBreakerLayer`].
+    #[must_use]
+    pub fn server_mode(self) -> KeyedServerBreakerLayer<M, K, C> {
+        KeyedServerBreakerLayer::from_keyed(self)
+    }
+}
+
 impl<M: Clone, K, C> Clone for KeyedBreakerLayer<M, K, C> {
     fn clone(&self) -> Self {
         Self {
@@ -468,9 +480,9 @@ impl<S, M: Clone, K, C> Layer<S> for KeyedBreakerLayer<M, K, C> {
 
 /// A service guarded by one breaker per key; see [`KeyedBreakerLayer`].
 pub struct KeyedCircuitBreaker<S, M = ByAuthority, K = Authority, C = HttpClassifier> {
-    inner: S,
-    make_key: M,
-    registry: Arc<Registry<K, C>>,
+    pub(crate) inner: S,
+    pub(crate) make_key: M,
+    pub(crate) registry: Arc<Registry<K, C>>,
 }
 
 impl<S: Clone, M: Clone, K, C> Clone for KeyedCircuitBreaker<S, M, K, C> {

@@ -57,7 +57,8 @@
 //! [`Breaker::disable`], [`Breaker::reset`]), typed transition events
 //! ([`Breaker::subscribe`]), keyed breakers in a bounded map with an open-fraction guard
 //! ([`keyed::KeyedBreakerLayer`]), and a server mode answering `503` + `Retry-After` +
-//! problem+json for axum routers ([`BreakerLayer::server_mode`]).
+//! problem+json for axum routers ([`BreakerLayer::server_mode`],
+//! [`KeyedBreakerLayer::server_mode`]).
 //!
 //! # Metrics
 //!
@@ -88,7 +89,7 @@ pub use config::{BreakerBuilder, Outcome, Window};
 pub use events::{Cause, SUBSCRIBER_CAPACITY, Transition, Transitions};
 pub use keyed::KeyedBreakerLayer;
 pub use layer::BreakerLayer;
-pub use server::ServerBreakerLayer;
+pub use server::{KeyedServerBreakerLayer, ServerBreakerLayer};
 pub use service::CircuitBreaker;
 pub use state::State;
 pub use window::WindowCounts;

@@ -1,4 +1,10 @@
 //! Server mode: answer `503` + `Retry-After` + problem+json instead of returning an error.
+//!
+//! [`ServerBreakerLayer`] (one breaker, from
+//! [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode)) and
+//! [`KeyedServerBreakerLayer`] (one breaker per key, from
+//! [`KeyedBreakerLayer::server_mode`](crate::KeyedBreakerLayer::server_mode)) admit requests
+//! and answer rejections through the same code, so both answer alike.
 
 use std::{
     sync::Arc,
@@ -12,6 +18,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{Breaker, State, breaker::Guarded, error::BreakerError, future::ServerResponseFuture};
+
+mod keyed;
+
+pub use keyed::{KeyedServerBreakerLayer, KeyedServerCircuitBreaker};
 
 /// The problem `type` of a server-mode rejection.
 pub const PROBLEM_TYPE: &str = "https://docs.rs/tower-breaker/problems/open";
@@ -124,32 +134,45 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.acquire() {
-            Ok(permit) => ServerResponseFuture::called(self.inner.call(req), permit),
-            Err(rejected) => ServerResponseFuture::rejected(self.problem(&rejected)),
-        }
+        let inner = &mut self.inner;
+        admit(&self.shared, || inner.call(req))
     }
 }
 
-impl<S, C> ServerCircuitBreaker<S, C> {
-    fn problem<B>(&self, rejected: &BreakerError) -> Response<ResponseBody<B>> {
-        let retry_after = match (rejected.retry_after(), rejected.state()) {
-            (Some(remaining), _) => {
-                let jitter = remaining.mul_f64(0.1 * self.shared.breaker.inner.random_f64());
-                Some(remaining + jitter)
-            }
-            (None, State::HalfOpen) => Some(Duration::from_secs(1)),
-            (None, _) => None,
-        };
-        let mut problem = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            PROBLEM_TYPE,
-            "Circuit breaker open",
-        )
-        .detail(format!("{}: {rejected}", self.shared.breaker.name()));
-        if let Some(delay) = retry_after {
-            problem = problem.retry_after(delay);
-        }
-        problem.into_response()
+/// Server mode's one admission path, shared by [`ServerCircuitBreaker`] and
+/// [`KeyedServerCircuitBreaker`]: with a permit the call goes to the inner service (`call`),
+/// otherwise the rejection is answered by [`rejection`] and `call` is never invoked.
+#[inline]
+pub(crate) fn admit<C, F, B>(
+    shared: &Arc<Guarded<C>>,
+    call: impl FnOnce() -> F,
+) -> ServerResponseFuture<F, C, B> {
+    match shared.acquire() {
+        Ok(permit) => ServerResponseFuture::called(call(), Some(permit)),
+        Err(rejected) => ServerResponseFuture::rejected(rejection(&shared.breaker, &rejected)),
     }
+}
+
+/// The `503` answering a rejection by `breaker`: `Retry-After` is the remaining open time plus
+/// up to 10% jitter (1 s when half-open and full, none when forced open), the body a problem of
+/// type [`PROBLEM_TYPE`].
+fn rejection<B>(breaker: &Breaker, rejected: &BreakerError) -> Response<ResponseBody<B>> {
+    let retry_after = match (rejected.retry_after(), rejected.state()) {
+        (Some(remaining), _) => {
+            let jitter = remaining.mul_f64(0.1 * breaker.inner.random_f64());
+            Some(remaining + jitter)
+        }
+        (None, State::HalfOpen) => Some(Duration::from_secs(1)),
+        (None, _) => None,
+    };
+    let mut problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        PROBLEM_TYPE,
+        "Circuit breaker open",
+    )
+    .detail(format!("{}: {rejected}", breaker.name()));
+    if let Some(delay) = retry_after {
+        problem = problem.retry_after(delay);
+    }
+    problem.into_response()
 }

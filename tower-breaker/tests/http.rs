@@ -228,3 +228,140 @@ async fn inner_errors_are_boxed_unchanged() {
     assert!(err.downcast_ref::<std::io::Error>().is_some());
     assert_eq!(breaker.counts().failures, 1);
 }
+
+/// Serves `app` on a loopback port; returns its address.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Checks a server-mode rejection: 503, `Retry-After` in `30..=33` s (30 s open plus up to 10%
+/// jitter), a problem+json body of the breaker-open type naming `breaker`.
+async fn assert_open_problem(res: reqwest::Response, breaker: &str) {
+    assert_eq!(res.status(), 503);
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (30..=33).contains(&retry_after),
+        "remaining open time plus jitter: {retry_after}"
+    );
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["type"], tower_breaker::server::PROBLEM_TYPE);
+    assert_eq!(body["status"], 503);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!("{breaker}: ")),
+        "the detail names the key's breaker: {detail}"
+    );
+}
+
+fn keyed_template() -> tower_breaker::BreakerBuilder {
+    Breaker::builder()
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(30), Duration::from_secs(60))
+        .open_jitter(0.0)
+}
+
+#[tokio::test]
+async fn keyed_server_mode_answers_503_for_the_open_host_only() {
+    let down_calls = Arc::new(AtomicUsize::new(0));
+    let up_calls = Arc::new(AtomicUsize::new(0));
+    let (down, up) = (Arc::clone(&down_calls), Arc::clone(&up_calls));
+    let tenants = tower_breaker::KeyedBreakerLayer::builder(keyed_template().name("tenants"))
+        .build()
+        .unwrap()
+        .server_mode();
+    let app: axum::Router = axum::Router::new()
+        .route(
+            "/orders",
+            axum::routing::get(move |headers: http::HeaderMap| {
+                let failing = headers["host"] == "down.test";
+                let calls = if failing { &down } else { &up };
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if failing {
+                        http::StatusCode::BAD_GATEWAY
+                    } else {
+                        http::StatusCode::OK
+                    }
+                }
+            }),
+        )
+        .layer(tenants.clone());
+    let url = format!("http://{}/orders", serve(app).await);
+    let client = reqwest::Client::new();
+    let get = |host: &str| client.get(&url).header("host", host).send();
+
+    for _ in 0..2 {
+        assert_eq!(get("down.test").await.unwrap().status(), 502);
+    }
+    for _ in 0..3 {
+        assert_open_problem(get("down.test").await.unwrap(), "tenants/down.test").await;
+        assert_eq!(get("up.test").await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        down_calls.load(Ordering::SeqCst),
+        2,
+        "the handler is not called for an open key"
+    );
+    assert_eq!(
+        up_calls.load(Ordering::SeqCst),
+        3,
+        "the other key is served"
+    );
+    let breaker = |host: &str| tenants.breaker(&host.parse().unwrap()).unwrap().state();
+    assert_eq!(
+        (breaker("down.test"), breaker("up.test")),
+        (State::Open, State::Closed)
+    );
+}
+
+#[tokio::test]
+async fn keyed_server_mode_by_route_keeps_the_other_route_served() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let routes = tower_breaker::KeyedBreakerLayer::builder(keyed_template().name("routes"))
+        .key_fn(|req: &http::Request<axum::body::Body>| Some(req.uri().path().to_owned()))
+        .build()
+        .unwrap()
+        .server_mode();
+    let app: axum::Router = axum::Router::new()
+        .route(
+            "/orders",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { (http::StatusCode::SERVICE_UNAVAILABLE, "orders db down") }
+            }),
+        )
+        .route("/stock", axum::routing::get(|| async { "42" }))
+        .layer(routes.clone());
+    let addr = serve(app).await;
+    let client = reqwest::Client::new();
+    let orders = format!("http://{addr}/orders");
+    let stock = format!("http://{addr}/stock");
+
+    for _ in 0..2 {
+        assert_eq!(client.post(&orders).send().await.unwrap().status(), 503);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_open_problem(client.post(&orders).send().await.unwrap(), "routes//orders").await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the open route's handler is not called"
+    );
+    let res = client.get(&stock).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "42");
+    assert_eq!(routes.breakers().open_count(), 1);
+    assert_eq!(
+        routes.breaker(&"/stock".to_owned()).unwrap().state(),
+        State::Closed
+    );
+}
