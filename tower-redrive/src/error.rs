@@ -36,7 +36,7 @@ impl Error for ConfigError {}
 #[non_exhaustive]
 pub enum QueueError {
     /// The worker's lease on the entry expired and another worker claimed it (or it was
-    /// requeued/purged meanwhile); the outcome was not recorded.
+    /// requeued/purged meanwhile); the outcome was not recorded, or the lease was not renewed.
     LeaseLost {
         /// The entry.
         id: EntryId,

@@ -73,6 +73,7 @@ pub mod events;
 pub mod future;
 mod gateway;
 mod layer;
+mod lease;
 pub mod metrics;
 mod outcome;
 pub mod queue;

@@ -23,9 +23,10 @@ use tracing::Instrument;
 use crate::{
     ConfigError, QueueError,
     clock::{Clock, SystemClock, Timestamp},
-    entry::{AttemptRecord, Claimed, PurgeReport, QueueStats},
+    entry::{AttemptRecord, Claimed, EntryId, PurgeReport, QueueStats},
     events::RedriveEvent,
     layer::describe,
+    lease::{self, HeldLeases},
     metrics as m,
     queue::{Claim, RedriveQueue},
     schedule::Schedule,
@@ -60,7 +61,9 @@ pub struct RunReport {
     pub rescheduled: usize,
     /// Moved to the dead-letter queue.
     pub dead_lettered: usize,
-    /// Outcomes discarded because the lease was lost, or not recorded because the store failed.
+    /// Outcomes discarded because the lease was lost, or not recorded because the store failed;
+    /// also entries not delivered at all because another worker took them over while they waited
+    /// their turn in the batch.
     pub unrecorded: usize,
 }
 
@@ -102,6 +105,12 @@ struct WorkerShared<C> {
 ///   queue starts a fresh history when it records the outcome, its first record (class
 ///   `corrupt`) noting what the column held — recording never fails on it, so the entry is not
 ///   re-delivered forever.
+///
+/// Leases: the claimed entries are reserved for this worker, and their leases are renewed every
+/// third of the [lease](RedriverBuilder::lease) while the round runs — a slow delivery is not
+/// taken over by another worker. If a renewal finds that another worker took an entry over
+/// anyway (a renewal failed for a whole lease, say), the entry is not delivered if its turn has
+/// not come, and its outcome is not recorded if it was in flight (`lease_lost`).
 ///
 /// Delivery is at least once: if a worker dies mid-delivery its lease expires and another worker
 /// takes the entry over. Every delivery carries the entry's `Idempotency-Key`, so a server running
@@ -270,9 +279,12 @@ impl<S, C> RedriverBuilder<S, C> {
         self
     }
 
-    /// How long a claimed entry is reserved for this worker (default 5 minutes). Make it longer
-    /// than a delivery can take through the stack (retries included): an entry whose lease
-    /// expires mid-delivery may be delivered again by another worker.
+    /// How long a claimed entry is reserved for this worker (default 5 minutes).
+    ///
+    /// While a round runs, the worker renews the leases of its batch every third of the lease
+    /// ([`RedriveQueue::renew_lease`]), so a delivery may take longer than the lease. The lease
+    /// bounds how long an entry stays reserved after its worker died (or cannot reach the
+    /// store): another worker takes it over once it runs out.
     #[must_use]
     pub const fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -450,42 +462,78 @@ where
             claimed: claimed.len(),
             ..RunReport::default()
         };
-        for entry in claimed {
-            let id = entry.id;
-            let (result, recorded) = self.deliver(entry).await;
-            // An outcome that was not recorded is labelled by why (as `metrics::RESULTS` says):
-            // the entry will be delivered again, so counting it as delivered would overstate.
-            let result = match &recorded {
-                Ok(_) => result,
-                Err(QueueError::LeaseLost { .. }) => "lease_lost",
-                Err(_) => "store_error",
-            };
-            metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
-                .increment(1);
-            match recorded {
-                Ok(Recorded::Delivered) => report.delivered += 1,
-                Ok(Recorded::Rescheduled) => report.rescheduled += 1,
-                Ok(Recorded::DeadLettered) => report.dead_lettered += 1,
-                Err(QueueError::LeaseLost { .. }) => {
-                    tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+        let leases = HeldLeases::new(claimed.iter().map(|c| (c.id, c.lease)));
+        let deliveries = async {
+            for entry in claimed {
+                let id = entry.id;
+                if leases.is_lost(id) {
+                    // Taken over while it waited its turn in the batch: the other worker
+                    // delivers it.
+                    leases.finish(id);
+                    tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
                     report.unrecorded += 1;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(name = %shared.name, %id, error = %e, "could not record a delivery outcome; the entry will be delivered again");
-                    report.unrecorded += 1;
-                }
+                let (result, recorded) = self.deliver(entry, &leases).await;
+                self.count(&mut report, id, result, recorded);
             }
+        };
+        // The leases of the whole batch are renewed while its entries are delivered; the
+        // renewal loop stops when the deliveries end.
+        tokio::select! {
+            biased;
+            () = deliveries => {}
+            never = lease::keep_alive(&shared.name, &*shared.queue, &*shared.clock, shared.lease, &leases) => match never {},
         }
         refresh_gauges(&shared).await?;
         Ok(report)
     }
 
-    async fn deliver(&mut self, entry: Claimed) -> (&'static str, Result<Recorded, QueueError>) {
+    fn count(
+        &self,
+        report: &mut RunReport,
+        id: EntryId,
+        result: &'static str,
+        recorded: Result<Recorded, QueueError>,
+    ) {
+        let shared = &self.shared;
+        // An outcome that was not recorded is labelled by why (as `metrics::RESULTS` says):
+        // the entry will be delivered again, so counting it as delivered would overstate.
+        let result = match &recorded {
+            Ok(_) => result,
+            Err(QueueError::LeaseLost { .. }) => "lease_lost",
+            Err(_) => "store_error",
+        };
+        metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
+            .increment(1);
+        match recorded {
+            Ok(Recorded::Delivered) => report.delivered += 1,
+            Ok(Recorded::Rescheduled) => report.rescheduled += 1,
+            Ok(Recorded::DeadLettered) => report.dead_lettered += 1,
+            Err(QueueError::LeaseLost { .. }) => {
+                tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+                report.unrecorded += 1;
+            }
+            Err(e) => {
+                tracing::error!(name = %shared.name, %id, error = %e, "could not record a delivery outcome; the entry will be delivered again");
+                report.unrecorded += 1;
+            }
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        entry: Claimed,
+        leases: &HeldLeases,
+    ) -> (&'static str, Result<Recorded, QueueError>) {
         let shared = Arc::clone(&self.shared);
         let attempt = entry.attempts + 1;
         let request = match entry.request {
             Ok(request) => request,
             Err(reason) => {
+                if !leases.finish(entry.id) {
+                    return ("corrupt", Err(QueueError::LeaseLost { id: entry.id }));
+                }
                 let now = shared.clock.now();
                 let record = AttemptRecord::new(attempt, now, "corrupt", reason.clone());
                 let reason = format!("corrupt entry: {reason}");
@@ -519,6 +567,11 @@ where
         let class = shared.classifier.classify(result.as_ref());
         let outcome = describe(&result);
         drop(result);
+        if !leases.finish(entry.id) {
+            // A renewal found the entry taken over mid-delivery: its outcome is not ours to
+            // record (the store would refuse it anyway).
+            return (class.as_str(), Err(QueueError::LeaseLost { id: entry.id }));
+        }
         let record = AttemptRecord::new(attempt, now, class.as_str(), outcome.clone());
         match class {
             Class::Success => {
@@ -718,7 +771,7 @@ async fn run_janitor<C>(shared: &WorkerShared<C>) -> Result<PurgeReport, QueueEr
 
 async fn dead_letter<C>(
     shared: &WorkerShared<C>,
-    id: crate::entry::EntryId,
+    id: EntryId,
     lease: crate::entry::LeaseToken,
     record: AttemptRecord,
     reason: String,

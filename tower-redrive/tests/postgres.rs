@@ -289,3 +289,79 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
     assert!(dead.history[0].outcome.contains("\"garbage\""));
     assert_eq!(upstream.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_lease_renewal_by_a_worker_that_was_taken_over_is_refused_on_postgres() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let queue = PostgresQueue::connect(&url).await.unwrap();
+    common::renewal_is_a_compare_and_set_on_the_lease_token(&queue, START).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_on_postgres() {
+    use std::sync::atomic::Ordering;
+
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    // Real time (a paused clock would race the database I/O): a 600 ms lease renewed every
+    // 200 ms, a 1.8 s delivery, a rival worker trying every 100 ms on its own connection.
+    let clock: Arc<dyn Clock> = Arc::new(tower_redrive::TokioClock::starting_at(START));
+    let lease = Duration::from_millis(600);
+    let upstream = Upstream::new();
+    let queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let rival_queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let id = queue.enqueue(entry(1, Some("k"))).await.unwrap();
+    let slow = {
+        let client = upstream.client();
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let client = client.clone();
+                async move {
+                    tokio::time::sleep(3 * lease).await;
+                    client.oneshot(req).await
+                }
+            },
+        )
+    };
+    let mut worker = Redriver::builder(queue.clone(), slow)
+        .worker_id("slow")
+        .clock(clock.clone())
+        .lease(lease)
+        .build()
+        .unwrap();
+    let mut rival = Redriver::builder(rival_queue, upstream.client())
+        .worker_id("rival")
+        .clock(clock.clone())
+        .lease(lease)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let delivery = tokio::spawn(async move { worker.run_once().await.unwrap() });
+    let mut tries = 0;
+    while !delivery.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let round = rival.run_once().await.unwrap();
+        assert_eq!(
+            round.claimed,
+            0,
+            "a second worker claimed the entry {:?} into a delivery",
+            started.elapsed()
+        );
+        tries += 1;
+    }
+    assert!(
+        tries >= 10,
+        "the rival tried throughout the delivery ({tries})"
+    );
+    let report = delivery.await.unwrap();
+    assert_eq!((report.delivered, report.unrecorded), (1, 0));
+    assert!(started.elapsed() >= 3 * lease);
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().state,
+        EntryState::Delivered
+    );
+}

@@ -803,3 +803,172 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
     assert_eq!(worker.run_once().await.unwrap().claimed, 0);
     assert!(upstream.executions().values().all(|&n| n == 1));
 }
+
+#[tokio::test]
+async fn a_lease_renewal_by_a_worker_that_was_taken_over_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = SqliteQueue::open(dir.path().join("q.db")).await.unwrap();
+    common::renewal_is_a_compare_and_set_on_the_lease_token(&queue, START).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_and_completes() {
+    use std::sync::atomic::Ordering;
+    use tower_redrive::{NewEntry, StoredRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(SqliteQueue::open(dir.path().join("q.db")).await.unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(START));
+    let lease = Duration::from_secs(60);
+    let upstream = Upstream::new();
+    let request = StoredRequest::new(
+        http::Method::POST,
+        "http://upstream.test/orders".parse().unwrap(),
+    );
+    let id = queue.enqueue(NewEntry::new(request, START)).await.unwrap();
+
+    let slow = {
+        let client = upstream.client();
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let client = client.clone();
+                async move {
+                    tokio::time::sleep(3 * lease).await;
+                    client.oneshot(req).await
+                }
+            },
+        )
+    };
+    let mut worker = Redriver::builder(queue.clone(), slow)
+        .name("orders")
+        .worker_id("slow")
+        .clock(clock.clone())
+        .lease(lease)
+        .build()
+        .unwrap();
+    let mut rival = Redriver::builder(queue.clone(), upstream.client())
+        .name("orders")
+        .worker_id("rival")
+        .clock(clock.clone())
+        .lease(lease)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let delivery = tokio::spawn(async move { worker.run_once().await.unwrap() });
+    let mut tries = 0;
+    while !delivery.is_finished() {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let round = rival.run_once().await.unwrap();
+        assert_eq!(
+            round.claimed,
+            0,
+            "a second worker claimed the entry {:?} into a delivery",
+            started.elapsed()
+        );
+        tries += 1;
+    }
+    assert!(
+        tries >= 17,
+        "the rival tried throughout the delivery ({tries})"
+    );
+    let report = delivery.await.unwrap();
+    assert_eq!((report.delivered, report.unrecorded), (1, 0));
+    assert!(started.elapsed() >= 3 * lease);
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 1);
+    let record = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(record.state, EntryState::Delivered);
+    assert_eq!(record.history.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_taken_over_mid_round_are_neither_recorded_nor_delivered() {
+    use std::sync::atomic::Ordering;
+    use tower_redrive::{AttemptRecord, Claim, NewEntry, StoredRequest};
+
+    let capture = test_support::metrics::Capture::start();
+    let clock = Arc::new(ManualClock::new(START));
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let upstream = Upstream::new();
+    for i in 0..2 {
+        let mut request = StoredRequest::new(
+            http::Method::POST,
+            format!("http://upstream.test/orders/{i}").parse().unwrap(),
+        );
+        request.body = bytes::Bytes::from(format!("{i}"));
+        queue.enqueue(NewEntry::new(request, START)).await.unwrap();
+    }
+    let lease = Duration::from_secs(60);
+    let rival_claims = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The first delivery stalls: the (manual) clock passes the lease before any renewal is due,
+    // a rival claims both entries, then the renewal finds the leases lost.
+    let slow = {
+        let (clock, queue, client, rival_claims) = (
+            clock.clone(),
+            queue.clone(),
+            upstream.client(),
+            rival_claims.clone(),
+        );
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let (clock, queue, client, rival_claims) = (
+                    clock.clone(),
+                    queue.clone(),
+                    client.clone(),
+                    rival_claims.clone(),
+                );
+                async move {
+                    if !rival_claims.lock().unwrap().is_empty() {
+                        return client.oneshot(req).await;
+                    }
+                    clock.advance(2 * lease);
+                    let claim = Claim {
+                        worker: "rival",
+                        now: clock.now(),
+                        lease: HOUR,
+                        limit: 2,
+                    };
+                    let claimed = queue.claim(claim).await.unwrap();
+                    assert_eq!(claimed.len(), 2, "both leases ran out");
+                    rival_claims.lock().unwrap().extend(claimed);
+                    tokio::time::sleep(lease / 2).await;
+                    client.oneshot(req).await
+                }
+            },
+        )
+    };
+    let mut worker = Redriver::builder(queue.clone(), slow)
+        .name("orders")
+        .clock(clock.clone())
+        .lease(lease)
+        .batch(2)
+        .build()
+        .unwrap();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(
+        (report.claimed, report.delivered, report.unrecorded),
+        (2, 0, 2)
+    );
+    assert_eq!(
+        upstream.hits.load(Ordering::SeqCst),
+        1,
+        "the entry taken over before its turn was not delivered"
+    );
+    let snap = capture.snapshot();
+    assert_eq!(
+        snap.counter(
+            m::DELIVERIES_TOTAL,
+            &[("name", "orders"), ("result", "lease_lost")]
+        ),
+        Some(1)
+    );
+    // The rival still holds both entries and records its own outcomes.
+    let claimed = std::mem::take(&mut *rival_claims.lock().unwrap());
+    for c in claimed {
+        let record = queue.get(c.id).await.unwrap().unwrap();
+        assert_eq!(record.state, EntryState::Pending);
+        assert!(record.history.is_empty());
+        let done = AttemptRecord::new(1, clock.now(), "success", "200 OK");
+        queue.complete(c.id, c.lease, done).await.unwrap();
+    }
+    assert_eq!(queue.stats().await.unwrap().delivered, 2);
+}

@@ -3,7 +3,9 @@
 //! A queue keeps entries in three states — pending, delivered, dead — in one table, so an
 //! entry's whole life (attempt history, reason, times) is in one row. Workers *claim* due entries
 //! with a lease; an outcome is accepted only with the lease token, so a worker whose lease
-//! expired cannot overwrite what the worker that took the entry over recorded.
+//! expired cannot overwrite what the worker that took the entry over recorded. While a delivery
+//! is in flight the worker [renews](RedriveQueue::renew_lease) its leases with the same token, so
+//! a delivery that takes longer than the lease is not taken over by another worker.
 //!
 //! Ordering: a pending entry with an ordering key is not claimable while an older pending entry
 //! (smaller id) has the same key — FIFO per key, across any number of workers.
@@ -60,6 +62,16 @@ pub trait RedriveQueue: std::fmt::Debug + Send + Sync + 'static {
 
     /// Claims due entries, oldest due first, at most one per ordering key.
     fn claim(&self, claim: Claim<'_>) -> QueueFuture<'_, Vec<Claimed>>;
+
+    /// Extends the lease of a claimed entry to `until` (a lease is never shortened: the later of
+    /// `until` and the current end is kept).
+    ///
+    /// A compare-and-set on the lease token: it succeeds only while the entry is pending and
+    /// still carries `lease`. A lease that ran out but was not claimed by anyone else is still
+    /// this worker's and is extended; once another worker has claimed the entry (or it was
+    /// finished, requeued or purged) the renewal fails with [`QueueError::LeaseLost`] and
+    /// changes nothing — a worker that lost its lease cannot take it back.
+    fn renew_lease(&self, id: EntryId, lease: LeaseToken, until: Timestamp) -> QueueFuture<'_, ()>;
 
     /// Marks a claimed entry delivered.
     fn complete(

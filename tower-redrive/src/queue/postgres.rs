@@ -325,6 +325,19 @@ impl RedriveQueue for PostgresQueue {
         })
     }
 
+    fn renew_lease(&self, id: EntryId, lease: LeaseToken, until: Timestamp) -> QueueFuture<'_, ()> {
+        self.query("renew a lease", move |c| async move {
+            let changed = c
+                .execute(
+                    "UPDATE redrive_entries SET lease_until = GREATEST(lease_until, $3)
+                     WHERE id = $1 AND state = 'pending' AND lease_token = $2",
+                    &[&id.0, &lease.0, &until.as_millis()],
+                )
+                .await?;
+            lease_checked(changed, id)
+        })
+    }
+
     fn complete(
         &self,
         id: EntryId,

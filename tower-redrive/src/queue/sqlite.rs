@@ -329,6 +329,18 @@ impl RedriveQueue for SqliteQueue {
         })
     }
 
+    fn renew_lease(&self, id: EntryId, lease: LeaseToken, until: Timestamp) -> QueueFuture<'_, ()> {
+        self.run("renew a lease", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE redrive_entries SET lease_until = MAX(COALESCE(lease_until, ?3), ?3)
+                     WHERE id = ?1 AND state = 'pending' AND lease_token = ?2",
+                )?
+                .execute(params![id.0, lease.0, until.as_millis()])?;
+            lease_checked(changed, id)
+        })
+    }
+
     fn complete(
         &self,
         id: EntryId,

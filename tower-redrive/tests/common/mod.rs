@@ -94,3 +94,78 @@ pub fn post(tenant: &str, body: &str) -> http::Request<Full<Bytes>> {
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap()
 }
+
+/// The lease-renewal contract every store keeps: a renewal extends only the lease it names (a
+/// compare-and-set on the token), so a worker whose entry was taken over cannot take it back.
+pub async fn renewal_is_a_compare_and_set_on_the_lease_token(
+    queue: &dyn tower_redrive::RedriveQueue,
+    start: tower_redrive::Timestamp,
+) {
+    use std::time::Duration;
+    use tower_redrive::{AttemptRecord, Claim, QueueError, StoredRequest, Timestamp};
+
+    let secs = |s: u64| start.plus(Duration::from_secs(s));
+    let claim = |worker: &'static str, now: Timestamp| {
+        queue.claim(Claim {
+            worker,
+            now,
+            lease: Duration::from_secs(30),
+            limit: 10,
+        })
+    };
+    let request = StoredRequest::new(
+        http::Method::POST,
+        "http://upstream.test/orders".parse().unwrap(),
+    );
+    let id = queue
+        .enqueue(tower_redrive::NewEntry::new(request, start))
+        .await
+        .unwrap();
+
+    let a = claim("a", secs(0)).await.unwrap();
+    assert_eq!(a.len(), 1);
+    let a = a[0].lease;
+    // Renewed at 20 s until 50 s: at 40 s the entry is still a's.
+    queue.renew_lease(id, a, secs(50)).await.unwrap();
+    assert!(
+        claim("b", secs(40)).await.unwrap().is_empty(),
+        "a renewed lease is not claimable"
+    );
+    // A renewal never shortens a lease.
+    queue.renew_lease(id, a, secs(35)).await.unwrap();
+    assert!(claim("b", secs(45)).await.unwrap().is_empty());
+
+    // a stops renewing; after 50 s b takes the entry over.
+    let b = claim("b", secs(51)).await.unwrap();
+    assert_eq!(b.len(), 1, "the lease ran out at 50 s");
+    let b = b[0].lease;
+    assert_ne!(a, b);
+
+    // a's renewal is refused and changes nothing: b's lease still ends at 81 s.
+    let err = queue.renew_lease(id, a, secs(500)).await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::LeaseLost { id: lost } if lost == id),
+        "{err}"
+    );
+    let c = claim("c", secs(82)).await.unwrap();
+    assert_eq!(
+        c.len(),
+        1,
+        "the refused renewal must not have extended the lease"
+    );
+    let c = c[0].lease;
+    assert!(matches!(
+        queue.renew_lease(id, b, secs(200)).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+
+    // The holder's renewal works; once the entry is finished, no renewal is accepted.
+    queue.renew_lease(id, c, secs(130)).await.unwrap();
+    assert!(claim("d", secs(120)).await.unwrap().is_empty());
+    let done = AttemptRecord::new(1, secs(121), "success", "200 OK");
+    queue.complete(id, c, done).await.unwrap();
+    assert!(matches!(
+        queue.renew_lease(id, c, secs(300)).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+}

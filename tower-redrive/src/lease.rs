@@ -1,0 +1,163 @@
+//! The leases a worker holds for one claim round, and the loop that keeps them alive.
+//!
+//! A round claims a batch and delivers its entries one after another; every entry of the batch
+//! not yet finished is renewed every third of the lease, so neither the entry in flight nor the
+//! ones waiting their turn expire and get taken over by another worker. A renewal refused as
+//! [`QueueError::LeaseLost`] marks the entry lost: it is then not delivered (if its turn has not
+//! come) and its outcome is not recorded (if it was in flight).
+
+use std::{
+    convert::Infallible,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use crate::{
+    QueueError,
+    clock::Clock,
+    entry::{EntryId, LeaseToken},
+    queue::RedriveQueue,
+};
+
+/// The shortest interval between renewals (a lease of a few milliseconds would otherwise spin).
+const MIN_RENEW_EVERY: Duration = Duration::from_millis(1);
+
+/// How often a lease of this length is renewed: a third of it, so that one failed renewal (a
+/// store hiccup) still leaves a second chance before it runs out.
+pub(crate) fn renew_every(lease: Duration) -> Duration {
+    (lease / 3).max(MIN_RENEW_EVERY)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Held; renewed.
+    Held,
+    /// Another worker took it over (or it was requeued/purged): not renewed, not recorded.
+    Lost,
+    /// Its outcome is being (or was) recorded: no longer renewed.
+    Finished,
+}
+
+/// The leases of one claim round.
+#[derive(Debug)]
+pub(crate) struct HeldLeases {
+    entries: Mutex<Vec<(EntryId, LeaseToken, State)>>,
+}
+
+impl HeldLeases {
+    pub(crate) fn new(leases: impl IntoIterator<Item = (EntryId, LeaseToken)>) -> Self {
+        Self {
+            entries: Mutex::new(
+                leases
+                    .into_iter()
+                    .map(|(id, token)| (id, token, State::Held))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<(EntryId, LeaseToken, State)>) -> T) -> T {
+        f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The leases still to renew.
+    fn held(&self) -> Vec<(EntryId, LeaseToken)> {
+        self.with(|e| {
+            e.iter()
+                .filter(|(_, _, s)| *s == State::Held)
+                .map(|(id, token, _)| (*id, *token))
+                .collect()
+        })
+    }
+
+    /// Whether a renewal found the entry's lease lost.
+    pub(crate) fn is_lost(&self, id: EntryId) -> bool {
+        self.with(|e| e.iter().any(|(i, _, s)| *i == id && *s == State::Lost))
+    }
+
+    /// Stops renewing the entry (its outcome is about to be recorded); `false` if a renewal found
+    /// its lease lost, in which case the outcome must not be recorded.
+    pub(crate) fn finish(&self, id: EntryId) -> bool {
+        self.with(|e| match e.iter_mut().find(|(i, _, _)| *i == id) {
+            Some((_, _, s)) if *s == State::Lost => false,
+            Some((_, _, s)) => {
+                *s = State::Finished;
+                true
+            }
+            None => true,
+        })
+    }
+
+    /// Marks a held lease lost (a lease already finished stays finished: a renewal racing the
+    /// recording of its outcome is refused because the outcome cleared the lease). `true` if it
+    /// was held.
+    fn lose(&self, id: EntryId) -> bool {
+        self.with(|e| match e.iter_mut().find(|(i, _, _)| *i == id) {
+            Some((_, _, s)) if *s == State::Held => {
+                *s = State::Lost;
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Renews the held leases every [`renew_every`]`(lease)` until dropped (it never returns).
+pub(crate) async fn keep_alive(
+    name: &str,
+    queue: &dyn RedriveQueue,
+    clock: &dyn Clock,
+    lease: Duration,
+    leases: &HeldLeases,
+) -> Infallible {
+    let every = renew_every(lease);
+    loop {
+        tokio::time::sleep(every).await;
+        let until = clock.now().plus(lease);
+        for (id, token) in leases.held() {
+            match queue.renew_lease(id, token, until).await {
+                Ok(()) => tracing::trace!(%name, %id, %until, "lease renewed"),
+                Err(QueueError::LeaseLost { .. }) => {
+                    if leases.lose(id) {
+                        tracing::warn!(%name, %id, "lease lost: another worker took the entry over; its outcome will not be recorded");
+                    }
+                }
+                // The lease is still ours as far as we know; the next renewal tries again
+                // (a third of the lease later, before it runs out).
+                Err(e) => {
+                    tracing::warn!(%name, %id, error = %e, "could not renew a lease; retrying at the next renewal");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_lease_is_not_finished_and_a_finished_one_is_not_lost() {
+        let leases = HeldLeases::new([(EntryId(1), LeaseToken(10)), (EntryId(2), LeaseToken(20))]);
+        assert_eq!(leases.held().len(), 2);
+        assert!(leases.lose(EntryId(1)));
+        assert!(leases.is_lost(EntryId(1)));
+        assert!(
+            !leases.finish(EntryId(1)),
+            "a lost lease must not be recorded"
+        );
+        assert!(leases.finish(EntryId(2)));
+        assert!(!leases.lose(EntryId(2)), "a finished lease stays finished");
+        assert!(!leases.is_lost(EntryId(2)));
+        assert!(leases.held().is_empty());
+    }
+
+    #[test]
+    fn renewals_come_every_third_of_the_lease() {
+        assert_eq!(
+            renew_every(Duration::from_secs(60)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(renew_every(Duration::from_millis(2)), MIN_RENEW_EVERY);
+    }
+}
