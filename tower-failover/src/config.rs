@@ -108,13 +108,6 @@ impl Default for EjectionConfig {
     }
 }
 
-/// `at + d`, saturating at a far future instead of panicking: a user may say `Duration::MAX`
-/// to mean "forever" (an endless ejection, wait or probe interval).
-pub(crate) fn later(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
-    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-    at.checked_add(d.min(FAR)).unwrap_or(at)
-}
-
 /// The ejection time for the `n`th ejection in a row (`n >= 1`): `base × 2^(n-1)` capped at
 /// `max`, with equal jitter (uniform in `[d/2, d]`).
 pub(crate) fn ejection_time(

@@ -81,7 +81,7 @@ where
     C: Send + Sync + 'static,
 {
     Box::pin(async move {
-        let deadline = crate::config::later(Instant::now(), max);
+        let deadline = tower_fault::time::saturating_after(Instant::now(), max);
         let mut rng = shared.clone_rng();
         loop {
             let notified = shared.recovered.notified();

@@ -9,8 +9,10 @@ use futures_util::{StreamExt, stream::FuturesUnordered};
 use tokio::{sync::Notify, time::Instant};
 use tower_fault::{EndpointId, SeededRng};
 
+use tower_fault::time::saturating_after;
+
 use crate::{
-    config::{InitialState, ProbeConfig, later},
+    config::{InitialState, ProbeConfig},
     probe::{Probe, ProbeOutcome},
     shared::{Entry, Shared},
 };
@@ -79,7 +81,7 @@ async fn run<S, C>(
                         };
                         sched.push(Scheduled {
                             entry: e.clone(),
-                            due: later(now, delay),
+                            due: saturating_after(now, delay),
                             running: false,
                         });
                     }
@@ -124,7 +126,7 @@ async fn run<S, C>(
                     s.running = false;
                     shared.on_probe(&s.entry, outcome);
                     let interval = if s.entry.is_healthy() { cfg.interval } else { cfg.unhealthy_interval() };
-                    s.due = later(Instant::now(), interval.saturating_add(rng.duration_between(Duration::ZERO, cfg.jitter)));
+                    s.due = saturating_after(Instant::now(), interval.saturating_add(rng.duration_between(Duration::ZERO, cfg.jitter)));
                 }
             }
             () = sleep_until_opt(next_due) => {}

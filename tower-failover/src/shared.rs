@@ -17,10 +17,11 @@ use tokio::{
 };
 use tower_fault::{AttemptContext, BoxError, Class, EndpointId, SeededRng};
 
+use tower_fault::time::saturating_after;
+
 use crate::{
     config::{
         AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy, ejection_time,
-        later,
     },
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     events::{Cause, HealthEvent, HealthEvents},
@@ -630,8 +631,10 @@ impl<S, C> Shared<S, C> {
             slow.ejection_streak,
             &mut lock(&self.rng),
         );
-        e.ejected_until
-            .store(self.nanos_since_epoch(later(now, d)), Ordering::Release);
+        e.ejected_until.store(
+            self.nanos_since_epoch(saturating_after(now, d)),
+            Ordering::Release,
+        );
         e.ejections.fetch_add(1, Ordering::Relaxed);
         match cause {
             Cause::TrialFailed => e.ejected_trial.increment(1),

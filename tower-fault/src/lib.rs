@@ -42,6 +42,7 @@ pub mod problem;
 mod rejected;
 pub mod retry_after;
 mod rng;
+pub mod time;
 
 #[cfg(feature = "reqwest")]
 pub mod reqwest;

@@ -8,12 +8,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, request::Parts
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::{Instant, sleep};
-use tower_fault::{BoxError, IdempotencyKey};
+use tower_fault::{BoxError, IdempotencyKey, time::saturating_after};
 use tower_service::Service;
 
 use crate::{
     body::IdempotencyBody,
-    clock,
     config::{Concurrency, OutagePolicy, Shared},
     error::StoreError,
     key::{FencingToken, Fingerprint, RecordKey, Scope},
@@ -178,7 +177,7 @@ async fn claim<St: IdempotencyStore, B: Body>(
         Concurrency::Reject { retry_after } => (retry_after, None),
         Concurrency::Wait { max } => (
             Duration::from_secs(1),
-            Some(clock::after(Instant::now(), max)),
+            Some(saturating_after(Instant::now(), max)),
         ),
     };
     let mut backoff = WAIT_BACKOFF_START;
@@ -318,7 +317,7 @@ async fn with_lease<St: IdempotencyStore, F: Future>(
                     Ok(false) => tracing::warn!(key = key.short(), "lease lost while the handler runs; its outcome will not be recorded"),
                     Err(error) => tracing::warn!(key = key.short(), %error, "lease renewal failed"),
                 }
-                tick.as_mut().reset(clock::after(Instant::now(), interval));
+                tick.as_mut().reset(saturating_after(Instant::now(), interval));
             }
             () = &mut tick, if renewing.is_none() => {
                 renewing = Some(Box::pin(timed(shared, StoreOp::Renew, shared.store.renew(key, token, lease))));

@@ -79,7 +79,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
-mod clock;
 mod config;
 pub mod error;
 mod flow;

@@ -30,15 +30,10 @@ use crate::{
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// Frames read from a discarded body per poll, so an endless body cannot hog the task.
 const DRAIN_FRAMES_PER_POLL: usize = 32;
-/// How far [`after`] saturates: a duration this long is "never" for a retry layer (tokio's own
-/// `sleep` saturates at about 30 years too).
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
 /// `now + d`, saturating instead of panicking on overflow, so `Duration::MAX` (as "no limit")
 /// in a deadline, a timeout or a backoff is safe.
 fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
+    tower_fault::time::saturating_after(Instant::now(), d)
 }
 
 /// What is kept of a request for its retries.

@@ -11,10 +11,10 @@ use std::{
 };
 
 use tokio::time::Instant;
+use tower_fault::time::saturating_after;
 
 use super::{Claim, IdempotencyStore, StoreFuture};
 use crate::{
-    clock,
     error::{StoreError, StoreErrorKind},
     key::{FencingToken, Fingerprint, RecordKey},
     record::CompletedRecord,
@@ -190,7 +190,7 @@ impl Entry {
 
     fn claim(now: Instant, lease: Duration, token: FencingToken, fingerprint: Fingerprint) -> Self {
         Entry {
-            expires: clock::after(now, lease),
+            expires: saturating_after(now, lease),
             state: State::Claimed { token, fingerprint },
         }
     }
@@ -275,7 +275,7 @@ impl IdempotencyStore for MemoryStore {
         lease: Duration,
     ) -> StoreFuture<'a, bool> {
         let ok = self.with_claim(key, token, |entry, now| {
-            entry.expires = clock::after(now, lease);
+            entry.expires = saturating_after(now, lease);
         });
         Box::pin(std::future::ready(Ok(ok)))
     }
@@ -290,7 +290,7 @@ impl IdempotencyStore for MemoryStore {
         // The record is cloned once, into the `Arc` replays share (the trait lends it).
         let ok = self.with_claim(key, token, |entry, now| {
             *entry = Entry {
-                expires: clock::after(now, ttl),
+                expires: saturating_after(now, ttl),
                 state: State::Completed(Arc::new(record.clone())),
             };
         });

@@ -191,7 +191,7 @@ fn corrupt(what: &'static str) -> StoreError {
 /// The longest expiry sent to Redis (about 30 years): `PEXPIRE` refuses a time that overflows
 /// its clock, which would turn a `Duration::MAX` ("forever") setting into a store error on every
 /// request.
-const MAX_EXPIRE_MS: u64 = 86_400 * 365 * 30 * 1000;
+const MAX_EXPIRE_MS: u64 = tower_fault::time::FAR_FUTURE.as_secs() * 1000;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
