@@ -280,13 +280,13 @@ impl BreakerBuilder {
     fn validate(&mut self) -> Result<WindowImpl, ConfigError> {
         let cfg = &mut self.cfg;
         if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
+            return Err(crate::error::config_error("name", "must not be empty"));
         }
         let rate_ok = |r: f64| r > 0.0 && r <= 1.0;
         if let Some(r) = cfg.failure_rate
             && !rate_ok(r)
         {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "failure_rate_threshold",
                 format!("must be between 0 and 1 (exclusive of 0), got {r}"),
             ));
@@ -294,19 +294,19 @@ impl BreakerBuilder {
         if let Some(r) = cfg.slow_call_rate
             && !rate_ok(r)
         {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "slow_calls",
                 format!("threshold must be between 0 and 1 (exclusive of 0), got {r}"),
             ));
         }
         if cfg.slow_call_duration == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "slow_calls",
                 "duration must be greater than zero",
             ));
         }
         if cfg.consecutive_failures == Some(0) {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "consecutive_failures",
                 "must be at least 1",
             ));
@@ -315,22 +315,25 @@ impl BreakerBuilder {
             && cfg.slow_call_rate.is_none()
             && cfg.consecutive_failures.is_none()
         {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "failure_rate_threshold",
                 "is off and no other trip rule (slow_calls, consecutive_failures) is set: the breaker could never open",
             ));
         }
         if cfg.minimum_calls == 0 {
-            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+            return Err(crate::error::config_error(
+                "minimum_calls",
+                "must be at least 1",
+            ));
         }
         if cfg.open_base.is_zero() {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "open_duration",
                 "base must be greater than zero",
             ));
         }
         if cfg.open_max < cfg.open_base {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "open_duration",
                 format!(
                     "max ({:?}) is shorter than base ({:?})",
@@ -339,7 +342,7 @@ impl BreakerBuilder {
             ));
         }
         if !(cfg.open_multiplier >= 1.0 && cfg.open_multiplier.is_finite()) {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "open_multiplier",
                 format!(
                     "must be a finite number of at least 1, got {}",
@@ -348,7 +351,7 @@ impl BreakerBuilder {
             ));
         }
         if !(0.0..1.0).contains(&cfg.open_jitter) {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "open_jitter",
                 format!("must be in [0, 1), got {}", cfg.open_jitter),
             ));
@@ -357,13 +360,13 @@ impl BreakerBuilder {
             cfg.backoff_reset_after = cfg.open_max;
         }
         if cfg.half_open_permits == 0 || cfg.half_open_permits > 10_000 {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "half_open_permits",
                 format!("must be between 1 and 10000, got {}", cfg.half_open_permits),
             ));
         }
         if cfg.half_open_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "half_open_timeout",
                 "must be greater than zero (or None)",
             ));
@@ -371,7 +374,7 @@ impl BreakerBuilder {
         match self.window {
             Window::Count { size } => {
                 if size == 0 || size > window::MAX_COUNT {
-                    return Err(ConfigError::new(
+                    return Err(crate::error::config_error(
                         "window",
                         format!(
                             "count window size must be between 1 and {}, got {size}",
@@ -380,7 +383,7 @@ impl BreakerBuilder {
                     ));
                 }
                 if cfg.minimum_calls > u64::from(size) {
-                    return Err(ConfigError::new(
+                    return Err(crate::error::config_error(
                         "minimum_calls",
                         format!(
                             "({}) exceeds the count window size ({size}): the rate rules could never trip",
@@ -392,7 +395,7 @@ impl BreakerBuilder {
             }
             Window::Time { duration, buckets } => {
                 if buckets == 0 || buckets > window::MAX_BUCKETS {
-                    return Err(ConfigError::new(
+                    return Err(crate::error::config_error(
                         "window",
                         format!(
                             "time window buckets must be between 1 and {}, got {buckets}",
@@ -402,7 +405,7 @@ impl BreakerBuilder {
                 }
                 let width = duration.as_nanos() / u128::from(buckets);
                 if width < 1_000_000 {
-                    return Err(ConfigError::new(
+                    return Err(crate::error::config_error(
                         "window",
                         format!(
                             "time window buckets must be at least 1ms wide, got {duration:?} / {buckets}"
@@ -410,7 +413,7 @@ impl BreakerBuilder {
                     ));
                 }
                 let width = u64::try_from(width)
-                    .map_err(|_| ConfigError::new("window", "time window is too long"))?;
+                    .map_err(|_| crate::error::config_error("window", "time window is too long"))?;
                 Ok(WindowImpl::Time(window::TimeWindow::new(width, buckets)))
             }
         }

@@ -90,44 +90,15 @@ impl Error for BreakerError {
 /// use tower_breaker::Breaker;
 ///
 /// let err = Breaker::builder().failure_rate_threshold(1.5).build().unwrap_err();
-/// assert_eq!(err.field(), "failure_rate_threshold");
+/// assert_eq!(err.field(), Some("failure_rate_threshold"));
 /// assert!(err.to_string().contains("between 0 and 1"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub use tower_fault::ConfigError;
+
+/// A configuration error naming the builder setting at fault.
+pub(crate) fn config_error(
     field: &'static str,
-    message: String,
+    message: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::for_field("circuit breaker", field, message)
 }
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-
-    /// The builder setting at fault.
-    #[must_use]
-    pub const fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker configuration: `{}` {}",
-            self.field, self.message
-        )
-    }
-}
-
-impl Error for ConfigError {}

@@ -295,10 +295,10 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
     pub fn build(self) -> Result<KeyedBreakerLayer<M, K, C>, ConfigError> {
         self.template.check()?;
         if self.max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
+            return Err(crate::error::config_error("max_keys", "must be at least 1"));
         }
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "idle_timeout",
                 "must be greater than zero",
             ));
@@ -306,7 +306,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
         if let Some(f) = self.max_open_fraction
             && !(f > 0.0 && f <= 1.0)
         {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "max_open_fraction",
                 format!("must be between 0 and 1 (exclusive of 0), got {f}"),
             ));

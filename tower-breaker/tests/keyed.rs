@@ -218,16 +218,16 @@ fn keyed_configuration_is_validated() {
         .max_keys(0)
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "max_keys");
+    assert_eq!(err.field(), Some("max_keys"));
     let err = KeyedBreakerLayer::builder(template())
         .max_open_fraction(1.5)
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "max_open_fraction");
+    assert_eq!(err.field(), Some("max_open_fraction"));
     let err = KeyedBreakerLayer::builder(Breaker::builder().half_open_permits(0))
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "half_open_permits");
+    assert_eq!(err.field(), Some("half_open_permits"));
 }
 
 #[tokio::test(start_paused = true)]

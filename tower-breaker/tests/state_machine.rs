@@ -481,7 +481,7 @@ fn nonsense_configuration_is_a_build_error() {
     ];
     for (builder, field) in cases {
         let err = builder.build().unwrap_err();
-        assert_eq!(err.field(), field, "{err}");
+        assert_eq!(err.field(), Some(field), "{err}");
         assert!(!err.message().is_empty());
     }
 }

@@ -252,7 +252,7 @@ impl<S, C> FailoverBuilder<S, C> {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError::new(m));
+        let err = |m: String| Err(crate::error::config_error(m));
         if self.tiers.is_empty() {
             return err("no tiers: call `.tier([...])` at least once".into());
         }
@@ -334,7 +334,7 @@ impl<S, C> FailoverBuilder<S, C> {
         self.validate()?;
         let runtime = match &self.probe {
             Some(_) => Some(tokio::runtime::Handle::try_current().map_err(|_| {
-                ConfigError::new("build() must be called inside a tokio runtime when a probe is configured (the probe task is spawned on it)")
+                crate::error::config_error("build() must be called inside a tokio runtime when a probe is configured (the probe task is spawned on it)")
             })?),
             None => None,
         };
@@ -385,7 +385,7 @@ pub(crate) fn new_entry<S, C>(
     e: Endpoint<S>,
 ) -> Result<Entry<S>, ConfigError> {
     let target = Target::from_base(&e.name, &e.base)?;
-    let base_uri = e.base.map_err(ConfigError::new)?;
+    let base_uri = e.base.map_err(crate::error::config_error)?;
     let info = EndpointInfo {
         id: shared.next_id(),
         name: e.name,

@@ -179,16 +179,16 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn from_base(name: &str, base: &Result<Uri, String>) -> Result<Self, ConfigError> {
-        let uri = base
-            .as_ref()
-            .map_err(|e| ConfigError::new(format!("endpoint `{name}`: invalid base URI: {e}")))?;
+        let uri = base.as_ref().map_err(|e| {
+            crate::error::config_error(format!("endpoint `{name}`: invalid base URI: {e}"))
+        })?;
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(ConfigError::new(format!(
+            return Err(crate::error::config_error(format!(
                 "endpoint `{name}`: base URI `{uri}` needs a scheme and an authority (e.g. `http://10.0.0.7:8080`)"
             )));
         };
         if uri.query().is_some() {
-            return Err(ConfigError::new(format!(
+            return Err(crate::error::config_error(format!(
                 "endpoint `{name}`: base URI `{uri}` must not have a query"
             )));
         }

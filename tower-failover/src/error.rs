@@ -65,29 +65,9 @@ impl Error for NoHealthyEndpoint {
 /// A [`FailoverBuilder`](crate::FailoverBuilder) or
 /// [`FailoverHandle::add`](crate::FailoverHandle::add) was given a configuration that makes no
 /// sense; the message says which setting and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    message: String,
+pub use tower_fault::ConfigError;
+
+/// A configuration error of this layer.
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
+    ConfigError::new("failover", message)
 }
-
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-
-    /// The explanation.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid failover configuration: {}", self.message)
-    }
-}
-
-impl Error for ConfigError {}

@@ -89,7 +89,7 @@ impl<S, C> FailoverHandle<S, C> {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if slot.entries.iter().any(|e| e.info.name == endpoint.name) {
-            return Err(ConfigError::new(format!(
+            return Err(crate::error::config_error(format!(
                 "endpoint name `{}` is already in use",
                 endpoint.name
             )));

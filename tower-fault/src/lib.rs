@@ -35,6 +35,7 @@ mod attempt;
 pub mod body;
 mod class;
 mod classify;
+mod config_error;
 mod error_source;
 mod idempotency_key;
 mod inspect;
@@ -52,6 +53,7 @@ pub use class::{Class, Delivery};
 pub use classify::{
     Classify, ClassifyFn, HttpClassifier, HttpClassifierBuilder, Verdict, classify_fn,
 };
+pub use config_error::ConfigError;
 pub use error_source::AsError;
 pub use idempotency_key::{IDEMPOTENCY_KEY, IdempotencyKey, KeyError};
 pub use inspect::{ErrorInfo, ErrorKind, inspect};

@@ -329,27 +329,29 @@ impl<St> Builder<St> {
         St: IdempotencyStore,
     {
         if self.name.is_empty() {
-            return Err(ConfigError::new("name must not be empty"));
+            return Err(crate::error::config_error("name must not be empty"));
         }
         if self.methods.is_empty() {
-            return Err(ConfigError::new("methods must name at least one method"));
+            return Err(crate::error::config_error(
+                "methods must name at least one method",
+            ));
         }
         if self.ttl.is_zero() {
-            return Err(ConfigError::new("ttl must be greater than zero"));
+            return Err(crate::error::config_error("ttl must be greater than zero"));
         }
         if self.lease < Duration::from_millis(10) {
-            return Err(ConfigError::new(format!(
+            return Err(crate::error::config_error(format!(
                 "lease must be at least 10ms (got {:?}); it is renewed every third of it",
                 self.lease
             )));
         }
         if self.max_request_bytes == 0 {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "max_request_bytes must be greater than zero",
             ));
         }
         if self.max_response_bytes == 0 {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "max_response_bytes must be greater than zero",
             ));
         }
@@ -367,7 +369,7 @@ impl<St> Builder<St> {
         ];
         for (what, retry_after) in retry_afters.into_iter().flatten() {
             if retry_after > tower_fault::retry_after::CAP {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "{what} retry_after must be at most {:?} (got {retry_after:?})",
                     tower_fault::retry_after::CAP
                 )));
@@ -375,13 +377,13 @@ impl<St> Builder<St> {
         }
         if let Concurrency::Wait { max } = self.concurrency {
             if max.is_zero() {
-                return Err(ConfigError::new(
+                return Err(crate::error::config_error(
                     "Concurrency::Wait needs a max greater than zero (use Concurrency::Reject to answer 409 at once)",
                 ));
             }
         }
         if self.fingerprint_headers.contains(&self.header) {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "the idempotency key header cannot be part of the fingerprint",
             ));
         }

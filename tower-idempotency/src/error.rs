@@ -5,32 +5,12 @@ use std::{error::Error, fmt};
 use tower_fault::BoxError;
 
 /// A builder was given a configuration that makes no sense.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    message: String,
+pub use tower_fault::ConfigError;
+
+/// A configuration error of this layer.
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
+    ConfigError::new("idempotency", message)
 }
-
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-
-    /// What is wrong.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid idempotency configuration: {}", self.message)
-    }
-}
-
-impl Error for ConfigError {}
 
 /// A store operation failed (unreachable, timed out, full, corrupt record).
 ///

@@ -10,26 +10,12 @@ use tower_fault::BoxError;
 use crate::entry::EntryId;
 
 /// A configuration that makes no sense.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    message: String,
-}
+pub use tower_fault::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
+/// A configuration error of this layer.
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
+    ConfigError::new("redrive", message)
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid redrive configuration: {}", self.message)
-    }
-}
-
-impl Error for ConfigError {}
 
 /// A queue operation failed.
 #[derive(Debug)]

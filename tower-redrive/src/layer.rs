@@ -280,10 +280,14 @@ impl<C> RedriveLayerBuilder<C> {
     /// An empty name or a zero body cap.
     pub fn build(self) -> Result<RedriveLayer<C>, ConfigError> {
         if self.name.is_empty() {
-            return Err(ConfigError::new("the layer name must not be empty"));
+            return Err(crate::error::config_error(
+                "the layer name must not be empty",
+            ));
         }
         if self.max_body == 0 {
-            return Err(ConfigError::new("max_body_bytes must be greater than zero"));
+            return Err(crate::error::config_error(
+                "max_body_bytes must be greater than zero",
+            ));
         }
         Ok(RedriveLayer {
             shared: Arc::new(Shared {

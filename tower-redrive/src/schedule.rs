@@ -162,27 +162,31 @@ impl ScheduleBuilder {
     /// a tier ending more than 100 years after enqueue, or jitter outside `[0, 1)`.
     pub fn build(self) -> Result<Schedule, ConfigError> {
         if self.tiers.is_empty() {
-            return Err(ConfigError::new("a schedule needs at least one tier"));
+            return Err(crate::error::config_error(
+                "a schedule needs at least one tier",
+            ));
         }
         let mut previous_end = Duration::ZERO;
         for (i, tier) in self.tiers.iter().enumerate() {
             if tier.every.is_zero() {
-                return Err(ConfigError::new(format!("tier {i} has a zero interval")));
+                return Err(crate::error::config_error(format!(
+                    "tier {i} has a zero interval"
+                )));
             }
             if tier.until <= previous_end {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "tier {i} ends at {:?}, not after the previous tier's end {previous_end:?}",
                     tier.until
                 )));
             }
             if tier.until > MAX_HORIZON {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "tier {i} ends at {:?}, past the longest supported horizon of 100 years",
                     tier.until
                 )));
             }
             if previous_end + tier.every > tier.until {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "tier {i} interval {:?} is longer than the tier ({:?} to {:?}), so it never fires",
                     tier.every, previous_end, tier.until
                 )));
@@ -190,7 +194,7 @@ impl ScheduleBuilder {
             previous_end = tier.until;
         }
         if !(0.0..1.0).contains(&self.jitter) {
-            return Err(ConfigError::new(format!(
+            return Err(crate::error::config_error(format!(
                 "jitter must be in [0, 1), got {}",
                 self.jitter
             )));

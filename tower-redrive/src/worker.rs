@@ -343,7 +343,9 @@ impl<S, C> RedriverBuilder<S, C> {
     /// is not a positive number.
     pub fn build(self) -> Result<Redriver<S, C>, ConfigError> {
         if self.name.is_empty() {
-            return Err(ConfigError::new("the worker name must not be empty"));
+            return Err(crate::error::config_error(
+                "the worker name must not be empty",
+            ));
         }
         for (what, d) in [
             ("lease", self.lease),
@@ -353,13 +355,13 @@ impl<S, C> RedriverBuilder<S, C> {
             ("dead-letter retention", self.retention.dead),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "{what} must be greater than zero"
                 )));
             }
         }
         if self.batch == 0 {
-            return Err(ConfigError::new("batch must be at least 1"));
+            return Err(crate::error::config_error("batch must be at least 1"));
         }
         let rate_interval = match self.max_rate {
             None => None,
@@ -367,13 +369,13 @@ impl<S, C> RedriverBuilder<S, C> {
             Some(r) if r.is_finite() && r > 0.0 => match Duration::try_from_secs_f64(1.0 / r) {
                 Ok(interval) => Some(interval),
                 Err(_) => {
-                    return Err(ConfigError::new(format!(
+                    return Err(crate::error::config_error(format!(
                         "max_rate {r} per second is too small: the interval between deliveries overflows"
                     )));
                 }
             },
             Some(r) => {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "max_rate must be a positive number of deliveries per second, got {r}"
                 )));
             }

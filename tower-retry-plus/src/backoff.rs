@@ -171,19 +171,19 @@ impl Backoff {
                 max,
             } => {
                 if multiplier.is_nan() || multiplier < 1.0 || multiplier.is_infinite() {
-                    return Err(ConfigError::new(format!(
+                    return Err(crate::error::config_error(format!(
                         "backoff multiplier must be a finite number >= 1, got {multiplier}"
                     )));
                 }
                 if base > max {
-                    return Err(ConfigError::new(format!(
+                    return Err(crate::error::config_error(format!(
                         "backoff base delay ({base:?}) is larger than its max delay ({max:?})"
                     )));
                 }
             }
             Backoff::Decorrelated { base, max } => {
                 if base > max {
-                    return Err(ConfigError::new(format!(
+                    return Err(crate::error::config_error(format!(
                         "backoff base delay ({base:?}) is larger than its max delay ({max:?})"
                     )));
                 }

@@ -114,7 +114,7 @@ impl RetryBudget {
     /// If `ratio` is NaN or outside `0.0..=1.0`.
     pub fn new(ratio: f64, floor_per_sec: u32) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(ConfigError::new(format!(
+            return Err(crate::error::config_error(format!(
                 "retry budget ratio must be within 0.0..=1.0, got {ratio}"
             )));
         }

@@ -8,35 +8,15 @@
 //! assert!(err.downcast_ref::<DeadlineExceeded>().is_some());
 //! ```
 
-use std::{borrow::Cow, error::Error, fmt};
+use std::{error::Error, fmt};
 
 /// A builder was given a configuration that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    message: Cow<'static, str>,
+pub use tower_fault::ConfigError;
+
+/// A configuration error of this layer.
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
+    ConfigError::new("retry", message)
 }
-
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-
-    /// What is wrong, in words.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry configuration: {}", self.message)
-    }
-}
-
-impl Error for ConfigError {}
 
 /// The total deadline of a logical request passed while an attempt was in flight.
 ///

@@ -353,20 +353,24 @@ impl<C> RetryLayerBuilder<C> {
     /// shorter than the deadline, or a budget ratio outside `0.0..=1.0` (or NaN).
     pub fn build(self) -> Result<RetryLayer<C>, ConfigError> {
         if self.max_attempts == 0 {
-            return Err(ConfigError::new(
+            return Err(crate::error::config_error(
                 "max_attempts must be at least 1 (it counts the first attempt)",
             ));
         }
         self.backoff.validate()?;
         if self.deadline == Some(Duration::ZERO) {
-            return Err(ConfigError::new("deadline must be longer than zero"));
+            return Err(crate::error::config_error(
+                "deadline must be longer than zero",
+            ));
         }
         if self.attempt_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("attempt_timeout must be longer than zero"));
+            return Err(crate::error::config_error(
+                "attempt_timeout must be longer than zero",
+            ));
         }
         if let (Some(timeout), Some(deadline)) = (self.attempt_timeout, self.deadline) {
             if timeout >= deadline {
-                return Err(ConfigError::new(format!(
+                return Err(crate::error::config_error(format!(
                     "attempt_timeout ({timeout:?}) must be shorter than the deadline ({deadline:?})"
                 )));
             }
