@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
-use http::Request;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tower_fault::{AttemptContext, BoxError, Classify};
+use tower_fault::{AttemptContext, BoxError, Class, Classify, EndpointError, ServedBy};
 use tower_service::Service;
 
 use crate::{
@@ -29,17 +29,8 @@ pub(crate) struct CallGuard<S> {
 }
 
 impl<S> CallGuard<S> {
-    /// Starts a request on `entry`: records it in the attempt context, rewrites the URI,
-    /// counts it.
-    pub(crate) fn begin<B>(
-        entry: Arc<Entry<S>>,
-        trial: bool,
-        req: &mut Request<B>,
-        ctx: Option<&AttemptContext>,
-    ) -> Self {
-        if let Some(ctx) = ctx {
-            ctx.record_endpoint(entry.info.id);
-        }
+    /// Starts a request on `entry`: rewrites the URI, counts it.
+    pub(crate) fn begin<B>(entry: Arc<Entry<S>>, trial: bool, req: &mut Request<B>) -> Self {
         if let Some(target) = &entry.target {
             target.rewrite(req);
         }
@@ -116,7 +107,7 @@ pin_project! {
     enum State<F, S, B> {
         Called { #[pin] fut: F },
         NotReady { svc: S, req: Option<Request<B>> },
-        Waiting { wait: WaitFuture<S>, req: Option<Request<B>>, ctx: Option<AttemptContext> },
+        Waiting { wait: WaitFuture<S>, req: Option<Request<B>> },
         Failed { err: Option<NoHealthyEndpoint> },
     }
 }
@@ -182,17 +173,11 @@ where
         }
     }
 
-    pub(crate) fn waiting(
-        wait: WaitFuture<S>,
-        req: Request<B>,
-        ctx: Option<AttemptContext>,
-        shared: Arc<Shared<S, C>>,
-    ) -> Self {
+    pub(crate) fn waiting(wait: WaitFuture<S>, req: Request<B>, shared: Arc<Shared<S, C>>) -> Self {
         Self {
             state: State::Waiting {
                 wait,
                 req: Some(req),
-                ctx,
             },
             guard: None,
             shared,
@@ -208,9 +193,30 @@ where
     }
 }
 
-impl<S, B, C> Future for ResponseFuture<S, B, C>
+/// Tells a retry layer above which endpoint answered: a response failover counts as a failure
+/// carries [`ServedBy`] (a success carries nothing, so the happy path pays nothing), an
+/// endpoint's error comes wrapped in an [`EndpointError`].
+fn report<S, ResB>(
+    guard: Option<&CallGuard<S>>,
+    class: Option<&Class>,
+    result: Result<Response<ResB>, BoxError>,
+) -> Result<Response<ResB>, BoxError> {
+    let Some(guard) = guard else { return result };
+    let info = &guard.entry.info;
+    match result {
+        Ok(mut res) => {
+            if class.is_some_and(Class::is_transient) {
+                res.extensions_mut().insert(ServedBy(info.id));
+            }
+            Ok(res)
+        }
+        Err(err) => Err(EndpointError::new(info.id, info.name.clone(), err).into()),
+    }
+}
+
+impl<S, B, C, ResB> Future for ResponseFuture<S, B, C>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
 {
@@ -222,12 +228,15 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { fut } => {
                     let res = ready!(fut.poll(cx));
+                    let mut class = None;
                     if let Some(guard) = this.guard.as_mut() {
-                        let class = this.shared.classifier.classify(res.as_ref());
-                        this.shared.record(&guard.entry, class, guard.trial);
+                        let verdict = this.shared.classifier.classify(res.as_ref());
+                        this.shared.record(&guard.entry, verdict, guard.trial);
                         guard.done = true;
+                        class = Some(verdict);
                     }
-                    return Poll::Ready(res.map_err(Into::into));
+                    let res = res.map_err(Into::into);
+                    return Poll::Ready(report(this.guard.as_ref(), class.as_ref(), res));
                 }
                 StateProj::NotReady { svc, req } => match ready!(svc.poll_ready(cx)) {
                     Ok(()) => {
@@ -242,14 +251,14 @@ where
                                 .readiness_failed(&guard.entry, &err, guard.trial);
                             guard.done = true;
                         }
-                        return Poll::Ready(Err(err));
+                        return Poll::Ready(report(this.guard.as_ref(), None, Err(err)));
                     }
                 },
-                StateProj::Waiting { wait, req, ctx } => {
+                StateProj::Waiting { wait, req } => {
                     if let Some((entry, trial)) = ready!(wait.as_mut().poll(cx)) {
                         let mut req = req.take().expect("request present until sent");
                         let svc = entry.service.clone();
-                        *this.guard = Some(CallGuard::begin(entry, trial, &mut req, ctx.as_ref()));
+                        *this.guard = Some(CallGuard::begin(entry, trial, &mut req));
                         this.state.set(State::NotReady {
                             svc,
                             req: Some(req),

@@ -6,7 +6,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::Request;
+use http::{Request, Response};
 use tower_fault::{AttemptContext, BoxError, Classify, HttpClassifier, SeededRng};
 use tower_service::Service;
 
@@ -137,9 +137,9 @@ fn eligible<S>(cands: &Candidates, snap: &Snapshot<S>, entry: &Arc<Entry<S>>) ->
             .any(|e| Arc::ptr_eq(e, entry))
 }
 
-impl<S, C, B> Service<Request<B>> for Failover<S, C>
+impl<S, C, B, ResB> Service<Request<B>> for Failover<S, C>
 where
-    S: Service<Request<B>> + Clone + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
 {
@@ -226,7 +226,7 @@ where
             // stays ready for the next call.
             let entry = snap.entries[i].clone();
             let svc = entry.service.clone();
-            let guard = CallGuard::begin(entry, true, &mut req, ctx.as_ref());
+            let guard = CallGuard::begin(entry, true, &mut req);
             return ResponseFuture::not_ready(svc, req, guard, shared.clone());
         }
         // An endpoint removed since it was polled ready takes no new request (its drain may
@@ -239,7 +239,7 @@ where
             let tried = ctx.as_ref().is_some_and(|c| c.was_tried(entry.info.id));
             if !tried {
                 let mut svc = svc;
-                let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+                let guard = CallGuard::begin(entry, false, &mut req);
                 let fut = svc.call(req);
                 return ResponseFuture::called(fut, guard, shared.clone());
             }
@@ -249,12 +249,12 @@ where
                 self.ready = Some((entry, svc));
                 let entry = snap.entries[i].clone();
                 let svc = entry.service.clone();
-                let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+                let guard = CallGuard::begin(entry, false, &mut req);
                 return ResponseFuture::not_ready(svc, req, guard, shared.clone());
             }
             // Every usable endpoint was tried: the polled one will do.
             let mut svc = svc;
-            let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+            let guard = CallGuard::begin(entry, false, &mut req);
             let fut = svc.call(req);
             return ResponseFuture::called(fut, guard, shared.clone());
         }
@@ -267,14 +267,14 @@ where
             if let Some(i) = i {
                 let entry = snap.entries[i].clone();
                 let svc = entry.service.clone();
-                let guard = CallGuard::begin(entry, false, &mut req, ctx.as_ref());
+                let guard = CallGuard::begin(entry, false, &mut req);
                 return ResponseFuture::not_ready(svc, req, guard, shared.clone());
             }
         }
         match shared.all_down {
             AllDown::Wait(max) => {
-                let wait = wait_for_endpoint(shared.clone(), max, ctx.clone());
-                ResponseFuture::waiting(wait, req, ctx, shared.clone())
+                let wait = wait_for_endpoint(shared.clone(), max, ctx);
+                ResponseFuture::waiting(wait, req, shared.clone())
             }
             AllDown::FailFast | AllDown::Panic => {
                 tracing::debug!(failover = &*shared.name, "no healthy endpoint");

@@ -363,7 +363,8 @@ async fn permanent_failures_do_not_eject() {
     p.set_status(0);
     for _ in 0..2 {
         let err = send(&mut f, get("/")).await.unwrap_err();
-        assert!(err.downcast_ref::<std::io::Error>().is_some());
+        let failed = err.downcast_ref::<tower_fault::EndpointError>().unwrap();
+        assert!(failed.inner().downcast_ref::<std::io::Error>().is_some());
     }
     assert_eq!(status(&f, "p"), EndpointStatus::Ejected);
 }

@@ -12,7 +12,7 @@ use hyper_util::{
 use test_support::fault::FaultServer;
 use tower::{Service, ServiceExt, retry::Policy};
 use tower_failover::{Cause, Endpoint, EndpointStatus, Failover, HealthEvents, HttpProbe};
-use tower_fault::{AttemptContext, BoxError, Classify, HttpClassifier};
+use tower_fault::{AttemptContext, BoxError, Classify, HttpClassifier, ServedBy};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
@@ -44,7 +44,12 @@ impl<Res> Policy<Request<Full<Bytes>>, Response<Res>, BoxError> for RetryTransie
             return None;
         }
         self.left -= 1;
+        // What a retry layer does with the endpoint failover reports.
+        let served = ServedBy::of(result.as_ref());
         if let Some(ctx) = req.extensions_mut().get_mut::<AttemptContext>() {
+            if let Some(endpoint) = served {
+                ctx.record_endpoint(endpoint);
+            }
             ctx.advance();
         }
         Some(std::future::ready(()))

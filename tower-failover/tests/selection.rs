@@ -8,7 +8,7 @@ use common::{Mock, get, who};
 use http::{Request, Response};
 use tower::{Service, ServiceExt};
 use tower_failover::{AllDown, Balance, Endpoint, EndpointStatus, Failover};
-use tower_fault::{AttemptContext, BoxError};
+use tower_fault::{AttemptContext, BoxError, Classify, EndpointError, HttpClassifier, ServedBy};
 
 type F = Failover<Mock>;
 
@@ -230,19 +230,14 @@ async fn retried_request_goes_to_an_untried_endpoint() {
         .collect();
     let id = |n: &str| ids.iter().find(|(name, _)| &**name == n).unwrap().1;
     for _ in 0..20 {
-        let ctx = AttemptContext::new();
-        let mut req = get("/");
-        req.extensions_mut().insert(ctx.clone());
-        let first = send(&mut f, req).await.unwrap();
+        let first = send(&mut f, get("/")).await.unwrap();
         let first = who(&first).to_owned();
-        assert!(
-            ctx.was_tried(id(&first)),
-            "failover records the endpoint it picked"
-        );
+        // What a retry layer builds from the endpoint the first attempt reported.
+        let mut ctx = AttemptContext::new();
+        ctx.record_endpoint(id(&first));
+        ctx.advance();
         let mut retry = get("/");
-        let mut next = ctx.clone();
-        next.advance();
-        retry.extensions_mut().insert(next);
+        retry.extensions_mut().insert(ctx.clone());
         let second = send(&mut f, retry).await.unwrap();
         assert_ne!(
             who(&second),
@@ -255,11 +250,56 @@ async fn retried_request_goes_to_an_untried_endpoint() {
             "another primary is untried: no need for the standby"
         );
         // Third attempt: both primaries tried, the standby is the untried one.
+        ctx.record_endpoint(id(who(&second)));
+        ctx.advance();
         let mut third = get("/");
-        third.extensions_mut().insert(ctx.clone());
+        third.extensions_mut().insert(ctx);
         assert_eq!(who(&send(&mut f, third).await.unwrap()), "s");
-        assert_eq!(ctx.endpoints_tried().len(), 3);
     }
+}
+
+#[tokio::test]
+async fn failures_report_the_endpoint_and_successes_carry_nothing() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let mut f = Failover::builder()
+        .tier(endpoints(&[&a]))
+        .tier(endpoints(&[&b]))
+        .eject_after(0)
+        .build()
+        .unwrap();
+    let a_id = f.handle().endpoints()[0].info.id;
+    let ok = send(&mut f, get("/")).await.unwrap();
+    assert_eq!(
+        ServedBy::of(Ok::<_, &BoxError>(&ok)),
+        None,
+        "a success pays nothing"
+    );
+    a.set_status(404);
+    let not_found = send(&mut f, get("/")).await.unwrap();
+    assert_eq!(
+        ServedBy::of(Ok::<_, &BoxError>(&not_found)),
+        None,
+        "a permanent answer is not an endpoint failure"
+    );
+    a.set_status(503);
+    let unavailable = send(&mut f, get("/")).await.unwrap();
+    assert_eq!(
+        ServedBy::of(Ok::<_, &BoxError>(&unavailable)),
+        Some(a_id),
+        "a transient response names its endpoint"
+    );
+    a.set_status(0);
+    let err = send(&mut f, get("/")).await.unwrap_err();
+    assert_eq!(ServedBy::of::<(), _>(Err(&err)), Some(a_id));
+    let failed = err.downcast_ref::<EndpointError>().expect("wrapped");
+    assert_eq!(failed.name(), "a");
+    assert!(failed.inner().downcast_ref::<std::io::Error>().is_some());
+    assert!(
+        HttpClassifier::default()
+            .classify(Err::<&Response<String>, _>(&err))
+            .is_transient(),
+        "classification reads through the wrapper"
+    );
 }
 
 #[tokio::test]
@@ -324,7 +364,7 @@ fn service_and_future_have_the_bounds_axum_and_tokio_need() {
         tower_failover::future::ResponseFuture<
             Hyper,
             http_body_util::Full<bytes::Bytes>,
-            tower_fault::HttpClassifier,
+            HttpClassifier,
         >,
     >();
     future::<tower_failover::Drain>();
@@ -450,7 +490,10 @@ async fn panic_mode_with_every_endpoint_broken_fails_instead_of_spinning() {
     let err = res
         .expect("an answer, not a hang or a spin")
         .expect_err("every endpoint is broken");
-    assert!(err.to_string().contains("pool closed"), "{err}");
+    let failed = err
+        .downcast_ref::<EndpointError>()
+        .expect("names its endpoint");
+    assert!(failed.inner().to_string().contains("pool closed"), "{err}");
     assert!(polls <= 8, "readiness is not polled in a loop: {polls}");
     let ejections: u64 = f.handle().endpoints().iter().map(|e| e.ejections).sum();
     assert_eq!(ejections, 2, "each broken endpoint is ejected once");

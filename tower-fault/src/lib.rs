@@ -24,7 +24,9 @@
 //! ```
 //!
 //! The crate also owns the HTTP header semantics the suite shares ([`retry_after`],
-//! [`IdempotencyKey`]), the per-request [`AttemptContext`] (written by retry, read by failover),
+//! [`IdempotencyKey`]), where a request's attempts went ([`AttemptContext`] on a retried request,
+//! written by retry and read by failover; [`ServedBy`] / [`EndpointError`] on what an endpoint
+//! answered, written by failover and read by retry),
 //! the concrete [`Rejected`] error that layers rejecting a request without sending it return (or
 //! carry as a `source()`), a small problem+json helper for server modes, a seedable RNG for
 //! jitter, and (feature `reqwest`) a tower adapter over `reqwest::Client`.
@@ -48,7 +50,7 @@ pub mod time;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 
-pub use attempt::{AttemptContext, EndpointId};
+pub use attempt::{AttemptContext, EndpointError, EndpointId, ServedBy};
 pub use class::{Class, Delivery};
 pub use classify::{
     Classify, ClassifyFn, HttpClassifier, HttpClassifierBuilder, Verdict, classify_fn,

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use crate::error::ConfigError;
 
 /// Width of one bucket of the sliding window.
-const BUCKET: Duration = Duration::from_millis(500);
+const BUCKET_MILLIS: u64 = 500;
+const BUCKET: Duration = Duration::from_millis(BUCKET_MILLIS);
 /// Number of buckets: the window is `BUCKET × BUCKETS` = 10 s.
 const BUCKETS: usize = 20;
 
@@ -138,7 +139,13 @@ impl RetryBudget {
 
     fn epoch(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.inner.start);
-        (elapsed.as_millis() / BUCKET.as_millis()) as u64
+        // In u64 milliseconds: `Duration::as_millis` is a u128, and a u128 division is a
+        // library call that costs as much as the clock read on every deposit.
+        let millis = elapsed
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(elapsed.subsec_millis()));
+        millis / BUCKET_MILLIS
     }
 
     /// Adds one to the current bucket's requests (`retry == false`) or retries.

@@ -14,7 +14,9 @@ use http::{Request, Response, request::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_fault::{AttemptContext, BoxError, Class, Classify, SeededRng};
+use tower_fault::{
+    AttemptContext, BoxError, Class, Classify, IDEMPOTENCY_KEY, SeededRng, ServedBy,
+};
 use tower_service::Service;
 use tracing::{Span, field};
 
@@ -36,18 +38,64 @@ fn after(d: Duration) -> Instant {
     tower_fault::time::saturating_after(Instant::now(), d)
 }
 
+/// A sleep created on first use and reset after that.
+///
+/// Boxed on purpose: a `Sleep` is 112 bytes and the happy path (no deadline, no attempt timeout,
+/// no retry) never needs one; inline, two of them would be copied with every move of the
+/// response future. A request that does sleep pays one allocation per timer, once.
+#[derive(Default)]
+struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Fires at `at` (replacing any earlier instant).
+    fn arm(&mut self, at: Instant) {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Polls the timer: `Ready` once it fired, `Pending` if it has not or was never armed.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.poll(cx).is_ready()
+    }
+}
+
 /// What is kept of a request for its retries.
 pub(crate) struct Kept<B> {
-    /// The request head with the caller's extensions (the attempt context is kept apart).
+    /// The request head as the caller made it.
     head: Parts,
     body: ReplayBody<B>,
-    /// Shares its tried-endpoint list with the copy in every attempt's extensions.
-    ctx: AttemptContext,
+    /// The context the next attempt carries: built from the endpoints failover reported
+    /// ([`ServedBy`]), starting from the caller's own context if it had one (a retry layer
+    /// nested in another). Made at the first retry: the happy path never needs it.
+    ctx: Option<AttemptContext>,
 }
 
 impl<B> Kept<B> {
-    pub(crate) fn new(head: Parts, body: ReplayBody<B>, ctx: AttemptContext) -> Self {
-        Self { head, body, ctx }
+    pub(crate) fn new(head: Parts, body: ReplayBody<B>) -> Self {
+        Self {
+            head,
+            body,
+            ctx: None,
+        }
+    }
+
+    fn ctx(&mut self) -> &mut AttemptContext {
+        let head = &self.head;
+        self.ctx.get_or_insert_with(|| {
+            head.extensions
+                .get::<AttemptContext>()
+                .cloned()
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -59,8 +107,8 @@ pub(crate) struct Attempts<B, C> {
     attempt: u32,
     max_attempts: u32,
     /// Whether a failure that may have been processed can be retried (idempotent method or an
-    /// `Idempotency-Key`).
-    retry_maybe_processed: bool,
+    /// `Idempotency-Key`); `None`: look for the key in the kept head when it matters.
+    retry_maybe_processed: Option<bool>,
     total_delay: Duration,
     last_delay: Duration,
     rng: Option<SeededRng>,
@@ -74,39 +122,33 @@ enum Decision {
     Retry(Duration),
 }
 
-impl<B, C> Attempts<B, C> {
-    pub(crate) fn new(
-        config: Arc<Config<C>>,
-        kept: Option<Kept<B>>,
-        max_attempts: u32,
-        retry_maybe_processed: bool,
-    ) -> Self {
-        Self {
-            config,
-            kept,
-            attempt: 1,
-            max_attempts,
-            retry_maybe_processed,
-            total_delay: Duration::ZERO,
-            last_delay: Duration::ZERO,
-            rng: None,
-            deadline_at: None,
-            drained: 0,
-            span: Span::none(),
-        }
+/// Counts an attempt and opens its tracing span.
+fn attempt_span<C>(config: &Config<C>, attempt: u32, delay: Duration) -> Span {
+    config.metrics.attempt();
+    // Asked first so that a disabled span costs one atomic load: built and then disabled, it
+    // would still format its fields for the `log` crate whenever tracing's `log` feature is on
+    // (axum's default `tower-log` turns it on).
+    if !tracing::span_enabled!(tracing::Level::DEBUG) {
+        return Span::none();
     }
+    tracing::debug_span!(
+        "retry_attempt",
+        retry.name = %config.name,
+        attempt,
+        http.request.resend_count = attempt - 1,
+        delay_ms = delay.as_millis() as u64,
+        class = field::Empty,
+        http.response.status_code = field::Empty,
+    )
+}
 
-    fn open_span(&mut self, delay: Duration) {
-        self.config.metrics.attempt();
-        self.span = tracing::debug_span!(
-            "retry_attempt",
-            retry.name = %self.config.name,
-            attempt = self.attempt,
-            http.request.resend_count = self.attempt - 1,
-            delay_ms = delay.as_millis() as u64,
-            class = field::Empty,
-            http.response.status_code = field::Empty,
-        );
+impl<B, C> Attempts<B, C> {
+    fn may_retry_processed(&self) -> bool {
+        self.retry_maybe_processed.unwrap_or_else(|| {
+            self.kept
+                .as_ref()
+                .is_some_and(|kept| kept.head.headers.contains_key(IDEMPOTENCY_KEY))
+        })
     }
 
     fn decide(&mut self, class: &Class) -> Decision {
@@ -116,7 +158,7 @@ impl<B, C> Attempts<B, C> {
             Class::Permanent => return Decision::Return(RetryOutcome::Permanent),
             Class::Transient { .. } => {}
         }
-        if class.possibly_processed() && !self.retry_maybe_processed {
+        if class.possibly_processed() && !self.may_retry_processed() {
             return Decision::Return(RetryOutcome::UnsafeMethod);
         }
         if self.attempt >= self.max_attempts {
@@ -153,21 +195,47 @@ impl<B, C> Attempts<B, C> {
         Decision::Retry(delay)
     }
 
+    /// Remembers which endpoint the attempt that is about to be retried went to, if an
+    /// endpoint selector below (failover) reported it.
+    fn note_endpoint<ResB>(&mut self, result: Result<&Response<ResB>, &BoxError>) {
+        if let (Some(kept), Some(endpoint)) = (self.kept.as_mut(), ServedBy::of(result)) {
+            kept.ctx().record_endpoint(endpoint);
+        }
+    }
+
     /// The next attempt's request, or `None` if the body stopped being replayable meanwhile.
     fn next_request(&mut self) -> Option<Request<ReplayBody<B>>> {
         let kept = self.kept.as_mut()?;
         let body = kept.body.try_clone()?;
-        kept.ctx.advance();
+        let ctx = kept.ctx();
+        ctx.advance();
+        let ctx = ctx.clone();
         let mut head = kept.head.clone();
-        // Replaces the caller's own context, if it had one (it shares the same list).
-        head.extensions.insert(kept.ctx.clone());
+        // Replaces the caller's own context, if it had one.
+        head.extensions.insert(ctx);
         self.attempt += 1;
         Some(Request::from_parts(head, body))
     }
 
+    /// [`finish`](Self::finish) for a success.
+    fn finish_success<ResB>(&self, res: &mut Response<ResB>) {
+        self.config.metrics.outcome(RetryOutcome::Success);
+        if self.attempt > 1 {
+            self.insert_info(res, RetryOutcome::Success);
+        }
+    }
+
+    fn insert_info<ResB>(&self, res: &mut Response<ResB>, outcome: RetryOutcome) {
+        res.extensions_mut().insert(RetryInfo {
+            attempts: self.attempt,
+            total_delay: self.total_delay,
+            outcome,
+        });
+    }
+
     fn finish<ResB>(
         &self,
-        result: Result<Response<ResB>, BoxError>,
+        mut result: Result<Response<ResB>, BoxError>,
         outcome: RetryOutcome,
     ) -> Result<Response<ResB>, BoxError> {
         self.config.metrics.outcome(outcome);
@@ -180,14 +248,14 @@ impl<B, C> Attempts<B, C> {
                 "retry layer gave up"
             );
         }
-        result.map(|mut res| {
-            res.extensions_mut().insert(RetryInfo {
-                attempts: self.attempt,
-                total_delay: self.total_delay,
-                outcome,
-            });
-            res
-        })
+        // A first attempt's success carries nothing (see `RetryInfo::of`): inserting into an
+        // empty extensions map costs three allocations on every happy-path request.
+        if self.attempt > 1 || outcome != RetryOutcome::Success {
+            if let Ok(res) = &mut result {
+                self.insert_info(res, outcome);
+            }
+        }
+        result
     }
 }
 
@@ -213,10 +281,8 @@ pin_project! {
         #[pin]
         state: State<S::Future, ResB>,
         // The per-attempt timeout, then the backoff sleep; they never overlap.
-        #[pin]
-        timer: Option<Sleep>,
-        #[pin]
-        deadline: Option<Sleep>,
+        timer: Timer,
+        deadline: Timer,
         service: S,
         attempts: Attempts<B, C>,
     }
@@ -239,36 +305,52 @@ impl<S, B, ResB, C> ResponseFuture<S, B, ResB, C>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
+    /// Sends the first attempt and returns the future of the whole request, built in one
+    /// piece (the future is large: every intermediate value would be one more copy of it).
+    #[inline]
     pub(crate) fn start(
         mut service: S,
         first: Request<ReplayBody<B>>,
-        mut attempts: Attempts<B, C>,
+        kept: Option<Kept<B>>,
+        config: Arc<Config<C>>,
+        max_attempts: u32,
+        retry_maybe_processed: Option<bool>,
     ) -> Self {
-        let config = &attempts.config;
-        let deadline = config.deadline.map(|d| {
+        let mut deadline = Timer::default();
+        let deadline_at = config.deadline.map(|d| {
             let at = after(d);
-            attempts.deadline_at = Some(at);
-            tokio::time::sleep_until(at)
+            deadline.arm(at);
+            at
         });
-        let timer = config
-            .attempt_timeout
-            .map(|timeout| tokio::time::sleep_until(after(timeout)));
-        attempts.open_span(Duration::ZERO);
-        let future = attempts.span.in_scope(|| service.call(first));
+        let mut timer = Timer::default();
+        if let Some(timeout) = config.attempt_timeout {
+            timer.arm(after(timeout));
+        }
+        let span = attempt_span(&config, 1, Duration::ZERO);
+        let future = {
+            let _entered = span.enter();
+            service.call(first)
+        };
         Self {
             state: State::Calling { future },
             timer,
             deadline,
             service,
-            attempts,
+            attempts: Attempts {
+                config,
+                kept,
+                attempt: 1,
+                max_attempts,
+                retry_maybe_processed,
+                total_delay: Duration::ZERO,
+                last_delay: Duration::ZERO,
+                rng: None,
+                deadline_at,
+                drained: 0,
+                span,
+            },
         }
     }
-}
-
-fn fired(sleep: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
-    sleep
-        .as_pin_mut()
-        .is_some_and(|sleep| sleep.poll(cx).is_ready())
 }
 
 impl<S, B, ResB, C> Future for ResponseFuture<S, B, ResB, C>
@@ -290,11 +372,19 @@ where
                         future.poll(cx)
                     };
                     let (class, result) = match polled {
-                        Poll::Ready(Ok(res)) => {
+                        Poll::Ready(Ok(mut res)) => {
                             let class = this.attempts.config.classifier.classify(Ok(&res));
-                            this.attempts
-                                .span
-                                .record("http.response.status_code", res.status().as_u16());
+                            if !this.attempts.span.is_disabled() {
+                                this.attempts
+                                    .span
+                                    .record("http.response.status_code", res.status().as_u16());
+                            }
+                            if class == Class::Success {
+                                // The happy path, answered without moving the response around.
+                                this.state.set(State::Done);
+                                this.attempts.finish_success(&mut res);
+                                return Poll::Ready(Ok(res));
+                            }
                             (class, Ok(res))
                         }
                         Poll::Ready(Err(err)) => {
@@ -302,7 +392,7 @@ where
                             (class, Err(err.into()))
                         }
                         Poll::Pending => {
-                            if fired(this.deadline.as_mut(), cx) {
+                            if this.deadline.fired(cx) {
                                 this.state.set(State::Done);
                                 let err = Err(DeadlineExceeded::new().into());
                                 return Poll::Ready(
@@ -310,7 +400,7 @@ where
                                 );
                             }
                             if this.attempts.config.attempt_timeout.is_none()
-                                || !fired(this.timer.as_mut(), cx)
+                                || !this.timer.fired(cx)
                             {
                                 return Poll::Pending;
                             }
@@ -319,13 +409,16 @@ where
                             (Class::TRANSIENT, Err(AttemptTimedOut::new().into()))
                         }
                     };
-                    this.attempts.span.record("class", class.as_str());
+                    if !this.attempts.span.is_disabled() {
+                        this.attempts.span.record("class", class.as_str());
+                    }
                     match this.attempts.decide(&class) {
                         Decision::Return(outcome) => {
                             this.state.set(State::Done);
                             return Poll::Ready(this.attempts.finish(result, outcome));
                         }
                         Decision::Retry(delay) => {
+                            this.attempts.note_endpoint(result.as_ref());
                             tracing::debug!(
                                 parent: &this.attempts.span,
                                 delay_ms = delay.as_millis() as u64,
@@ -337,10 +430,7 @@ where
                                 let discarded = result.ok().map(Response::into_body);
                                 this.attempts.drained = 0;
                                 let wake_at = after(delay);
-                                match this.timer.as_mut().as_pin_mut() {
-                                    Some(timer) => timer.reset(wake_at),
-                                    None => this.timer.set(Some(tokio::time::sleep_until(wake_at))),
-                                }
+                                this.timer.arm(wake_at);
                                 this.state.set(State::Sleeping { discarded });
                             }
                         }
@@ -348,11 +438,11 @@ where
                 }
                 StateProj::Sleeping { mut discarded } => {
                     drain(discarded.as_mut(), &mut this.attempts.drained, cx);
-                    ready!(this.timer.as_mut().as_pin_mut().expect("armed").poll(cx));
+                    ready!(this.timer.poll(cx));
                     this.state.set(State::Waiting);
                 }
                 StateProj::Waiting => {
-                    if fired(this.deadline.as_mut(), cx) {
+                    if this.deadline.fired(cx) {
                         this.state.set(State::Done);
                         let err = Err(DeadlineExceeded::new().into());
                         return Poll::Ready(this.attempts.finish(err, RetryOutcome::Deadline));
@@ -369,15 +459,13 @@ where
                         let err = Err(BodyNotReplayable::new().into());
                         return Poll::Ready(this.attempts.finish(err, RetryOutcome::NotReplayable));
                     };
-                    let delay = this.attempts.last_delay;
-                    this.attempts.open_span(delay);
+                    let attempts = &mut *this.attempts;
+                    attempts.span =
+                        attempt_span(&attempts.config, attempts.attempt, attempts.last_delay);
                     let future = this.attempts.span.in_scope(|| this.service.call(req));
                     if let Some(timeout) = this.attempts.config.attempt_timeout {
                         let at = after(timeout);
-                        match this.timer.as_mut().as_pin_mut() {
-                            Some(timer) => timer.reset(at),
-                            None => this.timer.set(Some(tokio::time::sleep_until(at))),
-                        }
+                        this.timer.arm(at);
                     }
                     this.state.set(State::Calling { future });
                 }

@@ -21,7 +21,10 @@
 //! * **Body replay** ([`ReplayBody`]) for any `http_body::Body`: up to 64 KiB is kept and
 //!   replayed byte-identical; `Bytes` frames cost a reference count. A larger body is sent once,
 //!   whole and in order, and not retried.
-//! * The final response carries [`RetryInfo`]; discarded responses are drained while the layer
+//! * The final response carries [`RetryInfo`] when the layer retried or gave up
+//!   ([`RetryInfo::of`] reads a response without one as a first-attempt success); under
+//!   failover, a retry goes to an endpoint not tried yet ([`tower_fault::AttemptContext`],
+//!   built from the endpoints failover reports). Discarded responses are drained while the layer
 //!   sleeps, so their connections can be reused. Per-request settings come from a
 //!   [`RetryOverride`] extension. Every attempt runs in a `retry_attempt` tracing span and the
 //!   `retry_*` metrics are recorded.
@@ -47,7 +50,7 @@
 //! let req = Request::get("http://upstream/").body(Full::new(Bytes::new()))?;
 //! let res = client.oneshot(req).await?;
 //! assert_eq!(res.status(), 200);
-//! assert_eq!(res.extensions().get::<RetryInfo>().unwrap().attempts, 3);
+//! assert_eq!(RetryInfo::of(&res).attempts, 3);
 //! # Ok(()) }
 //! ```
 //!

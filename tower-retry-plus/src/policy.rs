@@ -118,15 +118,19 @@ impl RetryOutcome {
     }
 }
 
-/// What the retry layer did for a request, in the final response's extensions.
+/// What the retry layer did for a request, in the final response's extensions whenever it did
+/// anything: retried, or returned an outcome other than [`RetryOutcome::Success`].
+///
+/// A response its first attempt answered successfully carries none — the happy path then
+/// allocates nothing for it — and [`RetryInfo::of`] reads that as [`RetryInfo::FIRST_ATTEMPT`].
 ///
 /// ```
 /// # use std::time::Duration;
 /// # use tower_retry_plus::RetryInfo;
 /// # let res = http::Response::new(());
-/// if let Some(info) = res.extensions().get::<RetryInfo>() {
-///     println!("{} attempts, {:?} spent waiting", info.attempts, info.total_delay);
-/// }
+/// let info = RetryInfo::of(&res);
+/// println!("{} attempts, {:?} spent waiting", info.attempts, info.total_delay);
+/// assert_eq!(info, RetryInfo::FIRST_ATTEMPT);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -137,6 +141,26 @@ pub struct RetryInfo {
     pub total_delay: Duration,
     /// Why this response was returned.
     pub outcome: RetryOutcome,
+}
+
+impl RetryInfo {
+    /// A success on the first attempt: what a response without a `RetryInfo` means.
+    pub const FIRST_ATTEMPT: Self = Self {
+        attempts: 1,
+        total_delay: Duration::ZERO,
+        outcome: RetryOutcome::Success,
+    };
+
+    /// What the retry layer did for the request `res` answers: its `RetryInfo`, or
+    /// [`RetryInfo::FIRST_ATTEMPT`] if it has none (only meaningful for a response that came
+    /// through a retry layer).
+    #[must_use]
+    pub fn of<B>(res: &http::Response<B>) -> Self {
+        res.extensions()
+            .get::<Self>()
+            .copied()
+            .unwrap_or(Self::FIRST_ATTEMPT)
+    }
 }
 
 #[cfg(test)]

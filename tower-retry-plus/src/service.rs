@@ -8,14 +8,12 @@ use std::{
 
 use http::{Request, Response};
 use http_body::Body;
-use tower_fault::{
-    AttemptContext, BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey,
-};
+use tower_fault::{BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey};
 use tower_service::Service;
 
 use crate::{
     ReplayBody, RetryOverride,
-    future::{Attempts, Kept, ResponseFuture},
+    future::{Kept, ResponseFuture},
     is_idempotent,
     layer::Config,
 };
@@ -97,18 +95,21 @@ where
         if let Some(budget) = &config.budget {
             budget.deposit();
         }
+        // Whether a failure that may have been processed can be retried: always for an
+        // idempotent method, else only with an `Idempotency-Key`. `None` leaves the header
+        // lookup to the first such failure (in the kept head), off the happy path.
         let idempotent = is_idempotent(&parts.method);
-        if config.stamp_key
-            && !idempotent
-            && max_attempts > 1
-            && !parts.headers.contains_key(IDEMPOTENCY_KEY)
-        {
-            parts.headers.insert(
-                IDEMPOTENCY_KEY,
-                IdempotencyKey::generate().to_header_value(),
-            );
+        let mut retry_maybe_processed = idempotent.then_some(true);
+        if config.stamp_key && !idempotent && max_attempts > 1 {
+            if !parts.headers.contains_key(IDEMPOTENCY_KEY) {
+                parts.headers.insert(
+                    IDEMPOTENCY_KEY,
+                    IdempotencyKey::generate().to_header_value(),
+                );
+            }
+            retry_maybe_processed = Some(true);
         }
-        let retry_maybe_processed = idempotent || parts.headers.contains_key(IDEMPOTENCY_KEY);
+        let has_key = |parts: &http::request::Parts| parts.headers.contains_key(IDEMPOTENCY_KEY);
 
         let (first, kept) = if max_attempts > 1 {
             // The replay state costs at most one `Arc`, none for an empty body or a body that
@@ -118,45 +119,30 @@ where
                 Some(template) => {
                     // The head is cloned once so the first attempt can consume a request while
                     // the template stays for retries: the one request clone any retry layer
-                    // makes (tower's included). The extensions are taken out first, so the
-                    // template gets the caller's extensions only (no map at all if there were
-                    // none) and the attempt context lives beside it, not in a second map.
-                    let mut extensions = mem::take(&mut parts.extensions);
-                    let mut head = parts.clone();
-                    head.extensions = extensions.clone();
-                    let ctx = attempt_context(&mut extensions);
-                    parts.extensions = extensions;
+                    // makes (tower's included). The first attempt goes out as the caller made
+                    // it: no attempt context (a request without one is a first attempt), so
+                    // nothing is inserted and no extensions map is created.
+                    let head = parts.clone();
                     let first = Request::from_parts(parts, body);
-                    (first, Some(Kept::new(head, template, ctx)))
+                    (first, Some(Kept::new(head, template)))
                 }
                 None => {
-                    attempt_context(&mut parts.extensions);
+                    retry_maybe_processed.get_or_insert_with(|| has_key(&parts));
                     (Request::from_parts(parts, body), None)
                 }
             }
         } else {
-            attempt_context(&mut parts.extensions);
+            retry_maybe_processed.get_or_insert_with(|| has_key(&parts));
             (Request::from_parts(parts, ReplayBody::once(body)), None)
         };
 
-        let attempts = Attempts::new(
-            Arc::clone(config),
+        ResponseFuture::start(
+            service,
+            first,
             kept,
+            Arc::clone(config),
             max_attempts,
             retry_maybe_processed,
-        );
-        ResponseFuture::start(service, first, attempts)
+        )
     }
-}
-
-/// The request's [`AttemptContext`] (the tower-fault contract failover reads), inserted if the
-/// request has none: one allocation for the shared tried-endpoint list, plus the extensions map
-/// if the request had none.
-fn attempt_context(extensions: &mut http::Extensions) -> AttemptContext {
-    if let Some(ctx) = extensions.get::<AttemptContext>() {
-        return ctx.clone();
-    }
-    let ctx = AttemptContext::new();
-    extensions.insert(ctx.clone());
-    ctx
 }

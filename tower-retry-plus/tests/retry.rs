@@ -5,7 +5,7 @@ mod support;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -16,7 +16,9 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use tokio::time::Instant;
 use tower::{Layer, Service};
-use tower_fault::{AttemptContext, BoxError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey};
+use tower_fault::{
+    AttemptContext, BoxError, EndpointError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey, ServedBy,
+};
 use tower_retry_plus::{
     Backoff, Jitter, ReplayBody, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome,
     RetryOverride,
@@ -36,9 +38,7 @@ fn fast() -> RetryLayerBuilder {
 }
 
 fn info<B>(res: &Response<B>) -> RetryInfo {
-    *res.extensions()
-        .get::<RetryInfo>()
-        .expect("RetryInfo on the final response")
+    RetryInfo::of(res)
 }
 
 #[tokio::test(start_paused = true)]
@@ -383,35 +383,92 @@ async fn budget_is_shared_by_clones_of_the_layer() {
     assert_eq!(log.len(), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn attempt_context_carries_tried_endpoints() {
-    let seen_tried = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&seen_tried);
+/// An upstream behind "endpoints": attempt `n` goes to endpoint `n` and reports it the way
+/// failover does — `ServedBy` on a transient response, `EndpointError` around an error.
+/// Records (attempt, endpoints seen as tried, has a context) per attempt.
+fn reporting_upstream(
+    fail_with_error: bool,
+    failures: u32,
+) -> (
+    impl Service<
+        Request<ReplayBody<http_body_util::Full<Bytes>>>,
+        Response = Response<http_body_util::Full<Bytes>>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone,
+    Arc<std::sync::Mutex<Vec<(u32, Vec<EndpointId>, bool)>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
     let upstream = tower::service_fn(
         move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
-            let ctx = req.extensions().get::<AttemptContext>().cloned().unwrap();
-            let flag = Arc::clone(&flag);
+            let has_ctx = req.extensions().get::<AttemptContext>().is_some();
+            let ctx = AttemptContext::of(&req);
+            let endpoint = EndpointId(ctx.attempt().into());
+            log.lock()
+                .unwrap()
+                .push((ctx.attempt(), ctx.endpoints_tried().to_vec(), has_ctx));
+            let fail = ctx.attempt() <= failures;
             async move {
-                if ctx.attempt() == 2 {
-                    flag.store(ctx.was_tried(EndpointId(1)), Ordering::SeqCst);
+                if fail && fail_with_error {
+                    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                    return Err(EndpointError::new(endpoint, "e".into(), refused.into()).into());
                 }
-                ctx.record_endpoint(EndpointId(ctx.attempt().into()));
-                let status = if ctx.attempt() == 1 { 503 } else { 200 };
-                Ok::<_, BoxError>(
-                    Response::builder()
-                        .status(status)
-                        .body(support::empty())
-                        .unwrap(),
-                )
+                let mut res = Response::builder()
+                    .status(if fail { 503 } else { 200 })
+                    .body(support::empty())
+                    .unwrap();
+                if fail {
+                    res.extensions_mut().insert(ServedBy(endpoint));
+                }
+                Ok::<_, BoxError>(res)
             }
         },
     );
+    (upstream, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_carry_the_endpoints_failover_reported() {
+    for fail_with_error in [false, true] {
+        let (upstream, seen) = reporting_upstream(fail_with_error, 2);
+        let mut svc = fast().build().unwrap().layer(upstream);
+        let res = call(&mut svc, get("http://up/")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let (e1, e2) = (EndpointId(1), EndpointId(2));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (1, vec![], false),
+                (2, vec![e1], true),
+                (3, vec![e1, e2], true)
+            ],
+            "errors: {fail_with_error}; the first attempt carries no context"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_info_only_when_the_layer_did_something() {
+    let (upstream, _) = reporting_upstream(false, 0);
     let mut svc = fast().build().unwrap().layer(upstream);
     let res = call(&mut svc, get("http://up/")).await.unwrap();
-    assert_eq!(res.status(), 200);
     assert!(
-        seen_tried.load(Ordering::SeqCst),
-        "attempt 2 did not see endpoint 1 as tried"
+        res.extensions().get::<RetryInfo>().is_none(),
+        "a first-attempt success allocates nothing for RetryInfo"
+    );
+    assert_eq!(RetryInfo::of(&res), RetryInfo::FIRST_ATTEMPT);
+    let (upstream, _) = reporting_upstream(false, 1);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.extensions().get::<RetryInfo>().unwrap().attempts, 2);
+    let (upstream, _) = reporting_upstream(false, 9);
+    let mut svc = fast().max_attempts(1).build().unwrap().layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(
+        res.extensions().get::<RetryInfo>().map(|i| i.outcome),
+        Some(RetryOutcome::Exhausted),
+        "giving up on the first attempt is reported"
     );
 }
 
@@ -421,51 +478,49 @@ struct Marker(&'static str);
 
 #[tokio::test(start_paused = true)]
 async fn caller_extensions_and_context_reach_every_attempt() {
-    // (attempt, marker, endpoint 1 seen as tried) per attempt
+    // (attempt, marker, endpoints tried) per attempt
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let upstream = tower::service_fn(
         move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
-            let ctx = req.extensions().get::<AttemptContext>().cloned().unwrap();
+            let ctx = AttemptContext::of(&req);
             let marker = req.extensions().get::<Marker>().cloned();
             log.lock()
                 .unwrap()
-                .push((ctx.attempt(), marker, ctx.was_tried(EndpointId(1))));
-            ctx.record_endpoint(EndpointId(1));
-            let status = if ctx.attempt() < 3 { 503 } else { 200 };
+                .push((ctx.attempt(), marker, ctx.endpoints_tried().to_vec()));
+            let status = if ctx.attempt() < 7 { 503 } else { 200 };
             async move {
-                Ok::<_, BoxError>(
-                    Response::builder()
-                        .status(status)
-                        .body(support::empty())
-                        .unwrap(),
-                )
+                let mut res = Response::builder()
+                    .status(status)
+                    .body(support::empty())
+                    .unwrap();
+                res.extensions_mut().insert(ServedBy(EndpointId(9)));
+                Ok::<_, BoxError>(res)
             }
         },
     );
     let mut svc = fast().build().unwrap().layer(upstream);
-    // The caller's own context (e.g. from an outer layer) is kept and advanced, and shares its
-    // tried-endpoint list with every attempt.
-    let caller_ctx = AttemptContext::new();
+    // The caller's own context (an outer retry layer's) is continued: attempts count on from
+    // it and its tried endpoints stay tried.
+    let mut caller_ctx = AttemptContext::new();
+    caller_ctx.record_endpoint(EndpointId(1));
+    for _ in 0..4 {
+        caller_ctx.advance();
+    }
     let mut req = get("http://up/");
     req.extensions_mut().insert(Marker("kept"));
-    req.extensions_mut().insert(caller_ctx.clone());
+    req.extensions_mut().insert(caller_ctx);
     let res = call(&mut svc, req).await.unwrap();
     assert_eq!(res.status(), 200);
     let marker = Some(Marker("kept"));
+    let (e1, e9) = (EndpointId(1), EndpointId(9));
     assert_eq!(
         *seen.lock().unwrap(),
         [
-            (1, marker.clone(), false),
-            (2, marker.clone(), true),
-            (3, marker, true)
+            (5, marker.clone(), vec![e1]),
+            (6, marker.clone(), vec![e1, e9]),
+            (7, marker, vec![e1, e9])
         ]
-    );
-    assert!(caller_ctx.was_tried(EndpointId(1)));
-    assert_eq!(
-        caller_ctx.attempt(),
-        1,
-        "the caller's own copy is not advanced"
     );
 }
 

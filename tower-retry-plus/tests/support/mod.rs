@@ -75,10 +75,7 @@ where
                 .unwrap()
                 .pop_front()
                 .unwrap_or(Step::Status(200));
-            let attempt = req
-                .extensions()
-                .get::<AttemptContext>()
-                .map_or(0, AttemptContext::attempt);
+            let attempt = AttemptContext::of(&req).attempt();
             let (parts, body) = req.into_parts();
             let body = body.collect().await?.to_bytes();
             seen.0.lock().unwrap().push(Seen {
