@@ -182,18 +182,20 @@ impl ProtectedClient {
             .expect("a valid request");
         match self.stack.clone().oneshot(req).await {
             Ok(res) => {
-                let info = res.extensions().get::<RetryInfo>().copied();
+                let info = RetryInfo::of(&res);
                 let status = res.status();
                 // Read the body so the connection goes back to the pool.
                 let _ = res.into_body().collect().await;
-                let attempts = info.map(|i| i.attempts);
+                let attempts = Some(info.attempts);
                 if status.is_success() {
                     return Sent::ok(attempts);
                 }
                 let label = status_label(status);
-                match info.map(|i| i.outcome) {
-                    None | Some(RetryOutcome::Permanent) => Sent::failed(label, attempts),
-                    Some(outcome) => {
+                match info.outcome {
+                    RetryOutcome::Success | RetryOutcome::Permanent => {
+                        Sent::failed(label, attempts)
+                    }
+                    outcome => {
                         Sent::failed(format!("gave up ({}): {label}", outcome.as_str()), attempts)
                     }
                 }
@@ -206,16 +208,19 @@ impl ProtectedClient {
 /// A short label for an error the stack returned.
 #[must_use]
 pub fn error_label(err: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
-    if err.downcast_ref::<BreakerError>().is_some() {
+    // Anywhere in the chain: an endpoint's breaker error comes wrapped in failover's
+    // `EndpointError`.
+    let err: &(dyn std::error::Error + 'static) = err;
+    if tower_fault::find::<BreakerError>(err).is_some() {
         return "breaker open".to_owned();
     }
-    if err.downcast_ref::<NoHealthyEndpoint>().is_some() {
+    if tower_fault::find::<NoHealthyEndpoint>(err).is_some() {
         return "no healthy endpoint".to_owned();
     }
-    if err.downcast_ref::<DeadlineExceeded>().is_some() {
+    if tower_fault::find::<DeadlineExceeded>(err).is_some() {
         return "deadline exceeded".to_owned();
     }
-    if err.downcast_ref::<AttemptTimedOut>().is_some() {
+    if tower_fault::find::<AttemptTimedOut>(err).is_some() {
         return "attempt timed out".to_owned();
     }
     format!("error: {}", tower_fault::inspect(err).kind.as_str())

@@ -148,3 +148,45 @@ async fn resets_and_dropped_connections_are_retried_with_the_same_key_and_body()
     assert_eq!(body["id"], "p1");
     assert!(received.iter().all(|r| r.body == received[0].body));
 }
+
+#[tokio::test]
+async fn an_attempt_that_times_out_on_a_hung_primary_is_retried_on_the_standby() {
+    // The primary accepts the request and never answers: the retry layer's attempt timeout
+    // cancels the attempt, which therefore returns nothing that names the endpoint. Failover
+    // wrote where it sent it (`SentTo`), so the retry goes to the standby instead of hanging on
+    // the primary again.
+    let primary = FaultServer::with_script([Action::Hang, Action::Hang, Action::Hang]).await;
+    let standby =
+        FaultServer::with_script([Action::Respond(Reply::status(201).body("created"))]).await;
+    let http = ReqwestService::new(reqwest::Client::new());
+    let failover = Failover::builder()
+        .name("hung-primary")
+        .tier([Endpoint::new(
+            "primary",
+            primary.url("").as_str(),
+            http.clone(),
+        )])
+        .tier([Endpoint::new("standby", standby.url("").as_str(), http)])
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .backoff(Backoff::constant(Duration::from_millis(1)))
+                .attempt_timeout(Duration::from_millis(300))
+                .idempotency_key(true)
+                .build()
+                .unwrap(),
+        )
+        .service(failover);
+
+    let res = client.oneshot(payment_request("", "p1", 5)).await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(RetryInfo::of(&res).attempts, 2);
+    assert_eq!(
+        primary.received().len(),
+        1,
+        "the hung primary got one attempt"
+    );
+    assert_eq!(standby.received().len(), 1);
+}

@@ -12,7 +12,7 @@ use std::{
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tower_fault::{AttemptContext, BoxError, Class, Classify, EndpointError, ServedBy};
+use tower_fault::{AttemptContext, BoxError, Class, Classify, EndpointError, SentTo, ServedBy};
 use tower_service::Service;
 
 use crate::{
@@ -29,8 +29,12 @@ pub(crate) struct CallGuard<S> {
 }
 
 impl<S> CallGuard<S> {
-    /// Starts a request on `entry`: rewrites the URI, counts it.
+    /// Starts a request on `entry`: tells a retry layer that may cancel the attempt where it
+    /// went ([`SentTo`], only on requests that carry one), rewrites the URI, counts it.
     pub(crate) fn begin<B>(entry: Arc<Entry<S>>, trial: bool, req: &mut Request<B>) -> Self {
+        if let Some(sent_to) = req.extensions().get::<SentTo>() {
+            sent_to.record(entry.info.id);
+        }
         if let Some(target) = &entry.target {
             target.rewrite(req);
         }
@@ -193,9 +197,10 @@ where
     }
 }
 
-/// Tells a retry layer above which endpoint answered: a response failover counts as a failure
-/// carries [`ServedBy`] (a success carries nothing, so the happy path pays nothing), an
-/// endpoint's error comes wrapped in an [`EndpointError`].
+/// Tells a retry layer above which endpoint answered: a response that is not a success carries
+/// [`ServedBy`] (a success carries nothing, so the happy path pays nothing; any other answer
+/// may be one the retry layer's own classifier retries), an endpoint's error comes wrapped in an
+/// [`EndpointError`].
 fn report<S, ResB>(
     guard: Option<&CallGuard<S>>,
     class: Option<&Class>,
@@ -205,7 +210,7 @@ fn report<S, ResB>(
     let info = &guard.entry.info;
     match result {
         Ok(mut res) => {
-            if class.is_some_and(Class::is_transient) {
+            if class.is_some_and(|class| !class.is_success()) {
                 res.extensions_mut().insert(ServedBy(info.id));
             }
             Ok(res)

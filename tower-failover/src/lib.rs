@@ -21,9 +21,11 @@
 //!
 //! When nothing is usable the call fails fast with [`error::NoHealthyEndpoint`] (a
 //! `Transient`, *not processed* rejection for an outer retry), or waits a bounded time for a
-//! recovery, or ignores health ([`AllDown`]). Under tower-fault's retry, failover reads the
-//! request's [`AttemptContext`](tower_fault::AttemptContext) and sends a retried request to an
-//! endpoint it has not tried yet.
+//! recovery, or ignores health ([`AllDown`]). Under tower-retry-plus, a retried request goes
+//! to an endpoint it has not tried yet: failover names the endpoint behind every failure (a
+//! [`ServedBy`](tower_fault::ServedBy) on a transient response, an
+//! [`EndpointError`](tower_fault::EndpointError) around an endpoint's error) and reads the
+//! [`AttemptContext`](tower_fault::AttemptContext) the retry layer builds from them.
 //!
 //! ```
 //! use std::convert::Infallible;

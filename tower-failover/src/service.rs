@@ -38,13 +38,19 @@ use crate::{
 ///   polled are kept registered, so nothing spins. When no endpoint is usable (or every
 ///   candidate just failed its own `poll_ready`, which ejects it) it is ready too: the call
 ///   then fails fast, waits, or goes to a trial endpoint according to [`AllDown`].
-/// * `call` rewrites the request URI to the chosen endpoint, records the endpoint in the
-///   request's [`AttemptContext`] (if any) and, when the polled endpoint was already tried by
-///   this logical request, sends it to an untried healthy endpoint instead.
+/// * `call` rewrites the request URI to the chosen endpoint and, when the request's
+///   [`AttemptContext`] (put there by a retry layer) says the polled endpoint was already tried
+///   by this logical request, sends it to an untried healthy endpoint instead.
 /// * Each outcome is classified with the classifier `C`: `Transient` outcomes in a row eject
-///   the endpoint (passive detection).
+///   the endpoint (passive detection). A response that is not a success carries
+///   [`ServedBy`](tower_fault::ServedBy) in its extensions, so a retry layer above knows which
+///   endpoint not to try again; a success carries nothing. A request that carries a
+///   [`SentTo`](tower_fault::SentTo) (a retry layer with an attempt timeout) learns its endpoint
+///   as it is sent.
 ///
-/// Errors are `BoxError`: the endpoint service's error, or
+/// Errors are `BoxError`: an endpoint's error (from its readiness or its call) wrapped in a
+/// [`tower_fault::EndpointError`] that names the endpoint and keeps the original as its
+/// `source()` (classification reads through it), or
 /// [`NoHealthyEndpoint`](crate::error::NoHealthyEndpoint).
 pub struct Failover<S, C = HttpClassifier> {
     pub(crate) shared: Arc<Shared<S, C>>,

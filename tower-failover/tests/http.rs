@@ -237,7 +237,12 @@ async fn axum_reverse_proxy_fails_over_between_axum_upstreams() {
     let handle = failover.handle();
     let proxy = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(
-            |e: BoxError| async move { (StatusCode::BAD_GATEWAY, e.to_string()) },
+            |e: BoxError| async move {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    tower_fault::DisplayChain(&*e).to_string(),
+                )
+            },
         ))
         .service(failover.server_mode());
     let app = axum::Router::new().fallback_service(proxy);

@@ -7,7 +7,14 @@
 //! `AttemptContext` is a first attempt with nothing tried, and a successful response carries no
 //! `ServedBy`.
 
-use std::{error::Error, fmt, sync::Arc};
+use std::{
+    error::Error,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use crate::BoxError;
 
@@ -131,16 +138,53 @@ impl ServedBy {
     {
         match result {
             Ok(res) => res.extensions().get::<ServedBy>().map(|s| s.0),
-            Err(err) => {
-                let mut next: Option<&(dyn Error + 'static)> = Some(err.as_error());
-                while let Some(err) = next {
-                    if let Some(failed) = err.downcast_ref::<EndpointError>() {
-                        return Some(failed.endpoint);
-                    }
-                    next = err.source();
-                }
-                None
-            }
+            Err(err) => crate::find::<EndpointError>(err.as_error()).map(|e| e.endpoint),
+        }
+    }
+}
+
+/// Where an attempt that may be cancelled was sent: a slot shared by the clones of one value.
+///
+/// A cancelled attempt returns nothing, so [`ServedBy`] and [`EndpointError`] cannot say where
+/// it went. A retry layer with a per-attempt timeout puts a `SentTo` in the attempt's request
+/// extensions; an endpoint selector (failover) writes the endpoint into it as it sends the
+/// request, and after a timeout the retry layer reads it back, so the next attempt avoids the
+/// endpoint that did not answer. Only requests whose attempts can be cancelled carry one (it
+/// costs an allocation and an extensions entry).
+///
+/// ```
+/// use tower_fault::{EndpointId, SentTo};
+///
+/// let slot = SentTo::new();
+/// let in_the_request = slot.clone();
+/// assert_eq!(slot.get(), None);
+/// in_the_request.record(EndpointId(4));
+/// assert_eq!(slot.get(), Some(EndpointId(4)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SentTo(Arc<AtomicU64>);
+
+impl SentTo {
+    /// An empty slot.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that the attempt is being sent to `endpoint` (replacing an earlier record).
+    pub fn record(&self, endpoint: EndpointId) {
+        // Stored + 1 so that 0 means "nothing recorded" (failover's ids count up from 0 and
+        // never come near u64::MAX, where this would saturate).
+        self.0
+            .store(endpoint.0.saturating_add(1), Ordering::Release);
+    }
+
+    /// The endpoint last recorded, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<EndpointId> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(EndpointId(n - 1)),
         }
     }
 }

@@ -112,9 +112,6 @@ pub struct ErrorInfo {
     pub rejected: Option<RejectReason>,
 }
 
-/// The longest chain walked; deeper links are ignored (a defence against cyclic `source()`s).
-const MAX_DEPTH: usize = 32;
-
 /// Walks `err` and its `source()` chain and reports the most specific fault kind found.
 ///
 /// `std::io::Error` hides its inner error from `source()`, so the walk also descends through
@@ -134,13 +131,7 @@ pub fn inspect(err: &(dyn Error + 'static)) -> ErrorInfo {
         retry_after: None,
         rejected: None,
     };
-    let mut current = Some(err);
-    let mut depth = 0;
-    while let Some(link) = current {
-        if depth == MAX_DEPTH {
-            break;
-        }
-        depth += 1;
+    for link in crate::chain(err) {
         if let Some(rejected) = link.downcast_ref::<Rejected>() {
             info.retry_after = info.retry_after.or(rejected.retry_after());
             info.rejected = info.rejected.or(Some(rejected.reason()));
@@ -150,13 +141,6 @@ pub fn inspect(err: &(dyn Error + 'static)) -> ErrorInfo {
                 info.kind = kind;
             }
         }
-        current = match link
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn Error + 'static)),
-            None => link.source(),
-        };
     }
     info
 }

@@ -35,6 +35,7 @@
 
 mod attempt;
 pub mod body;
+mod chain;
 mod class;
 mod classify;
 mod config_error;
@@ -50,7 +51,8 @@ pub mod time;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 
-pub use attempt::{AttemptContext, EndpointError, EndpointId, ServedBy};
+pub use attempt::{AttemptContext, EndpointError, EndpointId, SentTo, ServedBy};
+pub use chain::{DisplayChain, chain, find};
 pub use class::{Class, Delivery};
 pub use classify::{
     Classify, ClassifyFn, HttpClassifier, HttpClassifierBuilder, Verdict, classify_fn,

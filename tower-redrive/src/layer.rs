@@ -516,13 +516,7 @@ pub(crate) fn describe<ResB>(result: &Result<Response<ResB>, BoxError>) -> Strin
 }
 
 pub(crate) fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut out = tower_fault::DisplayChain(e).to_string();
     truncate(&mut out, 1_000);
     out
 }

@@ -15,7 +15,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_fault::{
-    AttemptContext, BoxError, Class, Classify, IDEMPOTENCY_KEY, SeededRng, ServedBy,
+    AttemptContext, BoxError, Class, Classify, IDEMPOTENCY_KEY, SeededRng, SentTo, ServedBy,
 };
 use tower_service::Service;
 use tracing::{Span, field};
@@ -77,6 +77,8 @@ pub(crate) struct Kept<B> {
     /// ([`ServedBy`]), starting from the caller's own context if it had one (a retry layer
     /// nested in another). Made at the first retry: the happy path never needs it.
     ctx: Option<AttemptContext>,
+    /// With an attempt timeout: where each attempt was sent, for the one that times out.
+    pub(crate) sent_to: Option<SentTo>,
 }
 
 impl<B> Kept<B> {
@@ -85,6 +87,7 @@ impl<B> Kept<B> {
             head,
             body,
             ctx: None,
+            sent_to: None,
         }
     }
 
@@ -125,10 +128,11 @@ enum Decision {
 /// Counts an attempt and opens its tracing span.
 fn attempt_span<C>(config: &Config<C>, attempt: u32, delay: Duration) -> Span {
     config.metrics.attempt();
-    // Asked first so that a disabled span costs one atomic load: built and then disabled, it
-    // would still format its fields for the `log` crate whenever tracing's `log` feature is on
-    // (axum's default `tower-log` turns it on).
-    if !tracing::span_enabled!(tracing::Level::DEBUG) {
+    // Asked first so that, with no subscriber interested in DEBUG at all, a span costs one
+    // atomic load: built and then disabled, it would still format its fields for the `log`
+    // crate whenever tracing's `log` feature is on (axum's default `tower-log` turns it on).
+    // Filters on the span's name or target still apply: the span's own callsite decides next.
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
         return Span::none();
     }
     tracing::debug_span!(
@@ -198,7 +202,12 @@ impl<B, C> Attempts<B, C> {
     /// Remembers which endpoint the attempt that is about to be retried went to, if an
     /// endpoint selector below (failover) reported it.
     fn note_endpoint<ResB>(&mut self, result: Result<&Response<ResB>, &BoxError>) {
-        if let (Some(kept), Some(endpoint)) = (self.kept.as_mut(), ServedBy::of(result)) {
+        let Some(kept) = self.kept.as_mut() else {
+            return;
+        };
+        // A timed-out attempt returned nothing; the slot says where it was sent.
+        let endpoint = ServedBy::of(result).or_else(|| kept.sent_to.as_ref().and_then(SentTo::get));
+        if let Some(endpoint) = endpoint {
             kept.ctx().record_endpoint(endpoint);
         }
     }
@@ -213,6 +222,9 @@ impl<B, C> Attempts<B, C> {
         let mut head = kept.head.clone();
         // Replaces the caller's own context, if it had one.
         head.extensions.insert(ctx);
+        if let Some(sent_to) = &kept.sent_to {
+            head.extensions.insert(sent_to.clone());
+        }
         self.attempt += 1;
         Some(Request::from_parts(head, body))
     }
@@ -222,6 +234,10 @@ impl<B, C> Attempts<B, C> {
         self.config.metrics.outcome(RetryOutcome::Success);
         if self.attempt > 1 {
             self.insert_info(res, RetryOutcome::Success);
+        } else {
+            // An inner retry layer's info would otherwise speak for this one (no map, no
+            // cost on the happy path).
+            res.extensions_mut().remove::<RetryInfo>();
         }
     }
 
@@ -381,6 +397,9 @@ where
                             }
                             if class == Class::Success {
                                 // The happy path, answered without moving the response around.
+                                if !this.attempts.span.is_disabled() {
+                                    this.attempts.span.record("class", class.as_str());
+                                }
                                 this.state.set(State::Done);
                                 this.attempts.finish_success(&mut res);
                                 return Poll::Ready(Ok(res));

@@ -8,7 +8,7 @@ use std::{
 
 use http::{Request, Response};
 use http_body::Body;
-use tower_fault::{BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey};
+use tower_fault::{BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey, SentTo};
 use tower_service::Service;
 
 use crate::{
@@ -123,8 +123,15 @@ where
                     // it: no attempt context (a request without one is a first attempt), so
                     // nothing is inserted and no extensions map is created.
                     let head = parts.clone();
+                    let mut kept = Kept::new(head, template);
+                    if config.attempt_timeout.is_some() {
+                        // A timed-out attempt answers nothing: failover writes where it went.
+                        let sent_to = SentTo::new();
+                        parts.extensions.insert(sent_to.clone());
+                        kept.sent_to = Some(sent_to);
+                    }
                     let first = Request::from_parts(parts, body);
-                    (first, Some(Kept::new(head, template)))
+                    (first, Some(kept))
                 }
                 None => {
                     retry_maybe_processed.get_or_insert_with(|| has_key(&parts));

@@ -17,7 +17,8 @@ use http_body::{Body, Frame};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tower_fault::{
-    AttemptContext, BoxError, EndpointError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey, ServedBy,
+    AttemptContext, BoxError, EndpointError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey, SentTo,
+    ServedBy,
 };
 use tower_retry_plus::{
     Backoff, Jitter, ReplayBody, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome,
@@ -383,21 +384,17 @@ async fn budget_is_shared_by_clones_of_the_layer() {
     assert_eq!(log.len(), 2);
 }
 
+/// Per attempt: (attempt, endpoints seen as tried, whether the request had a context).
+type AttemptLog = Arc<std::sync::Mutex<Vec<(u32, Vec<EndpointId>, bool)>>>;
+type Upstream = tower::util::BoxCloneSyncService<
+    Request<ReplayBody<http_body_util::Full<Bytes>>>,
+    Response<http_body_util::Full<Bytes>>,
+    BoxError,
+>;
+
 /// An upstream behind "endpoints": attempt `n` goes to endpoint `n` and reports it the way
 /// failover does — `ServedBy` on a transient response, `EndpointError` around an error.
-/// Records (attempt, endpoints seen as tried, has a context) per attempt.
-fn reporting_upstream(
-    fail_with_error: bool,
-    failures: u32,
-) -> (
-    impl Service<
-        Request<ReplayBody<http_body_util::Full<Bytes>>>,
-        Response = Response<http_body_util::Full<Bytes>>,
-        Error = BoxError,
-        Future = impl Send,
-    > + Clone,
-    Arc<std::sync::Mutex<Vec<(u32, Vec<EndpointId>, bool)>>>,
-) {
+fn reporting_upstream(fail_with_error: bool, failures: u32) -> (Upstream, AttemptLog) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let upstream = tower::service_fn(
@@ -425,7 +422,7 @@ fn reporting_upstream(
             }
         },
     );
-    (upstream, seen)
+    (Upstream::new(upstream), seen)
 }
 
 #[tokio::test(start_paused = true)]
@@ -469,6 +466,93 @@ async fn retry_info_only_when_the_layer_did_something() {
         res.extensions().get::<RetryInfo>().map(|i| i.outcome),
         Some(RetryOutcome::Exhausted),
         "giving up on the first attempt is reported"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_counts_as_tried() {
+    // Attempt 1 hangs past the attempt timeout: it answers nothing, so only the `SentTo` slot
+    // failover fills as it sends can tell the next attempt where not to go.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let upstream = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let ctx = AttemptContext::of(&req);
+            let endpoint = EndpointId(ctx.attempt().into());
+            let sent_to = req.extensions().get::<SentTo>().cloned();
+            if let Some(slot) = &sent_to {
+                slot.record(endpoint);
+            }
+            log.lock().unwrap().push((
+                ctx.attempt(),
+                ctx.endpoints_tried().to_vec(),
+                sent_to.is_some(),
+            ));
+            let hang = ctx.attempt() == 1;
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, BoxError>(Response::new(support::empty()))
+            }
+        },
+    );
+    let mut svc = fast()
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(1, vec![], true), (2, vec![EndpointId(1)], true)]
+    );
+
+    // Without an attempt timeout no attempt can be cancelled: no slot, nothing allocated.
+    let (upstream, _) = reporting_upstream(false, 0);
+    let probe = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            assert!(req.extensions().get::<SentTo>().is_none());
+            let mut upstream = upstream.clone();
+            async move { upstream.call(req).await }
+        },
+    );
+    let mut svc = fast().build().unwrap().layer(probe);
+    assert_eq!(
+        call(&mut svc, get("http://up/")).await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn nested_layers_report_the_outer_layers_attempts() {
+    let (upstream, _) = reporting_upstream(false, 2);
+    let inner = fast().build().unwrap().layer(upstream);
+    // The outer layer sees the inner one's final answer: a success on its first attempt.
+    let outer_service = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let mut inner = inner.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+                let req = Request::from_parts(parts, http_body_util::Full::new(body));
+                let res = inner.call(req).await?;
+                assert_eq!(
+                    RetryInfo::of(&res).attempts,
+                    3,
+                    "the inner layer retried twice"
+                );
+                Ok::<_, BoxError>(res)
+            }
+        },
+    );
+    let mut outer = fast().build().unwrap().layer(outer_service);
+    let res = call(&mut outer, get("http://up/")).await.unwrap();
+    assert_eq!(
+        RetryInfo::of(&res),
+        RetryInfo::FIRST_ATTEMPT,
+        "the info on the response is the outer layer's own"
     );
 }
 

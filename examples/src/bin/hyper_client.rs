@@ -84,10 +84,7 @@ async fn main() -> Result<(), BoxError> {
             .body(Full::new(Bytes::from(body.to_string())))?;
         match client.clone().oneshot(req).await {
             Ok(res) => {
-                let attempts = res
-                    .extensions()
-                    .get::<RetryInfo>()
-                    .map_or(1, |i| i.attempts);
+                let attempts = RetryInfo::of(&res).attempts;
                 let status = res.status();
                 let body = res.into_body().collect().await?.to_bytes();
                 println!(
@@ -95,7 +92,10 @@ async fn main() -> Result<(), BoxError> {
                     String::from_utf8_lossy(&body)
                 );
             }
-            Err(err) => println!("payment {i:>2}: failed: {err}"),
+            Err(err) => println!(
+                "payment {i:>2}: failed: {}",
+                tower_fault::DisplayChain(&*err)
+            ),
         }
     }
     Ok(())

@@ -93,18 +93,21 @@ async fn main() -> Result<(), BoxError> {
             .body(Full::new(Bytes::from(body.to_string())))?;
         match client.clone().oneshot(req).await {
             Ok(res) => {
-                let info = res.extensions().get::<RetryInfo>().copied();
+                let info = RetryInfo::of(&res);
                 let replayed = res.headers().contains_key("idempotent-replayed");
                 let status = res.status();
                 let body = res.into_body().collect().await?.to_bytes();
                 println!(
                     "payment {i:>2}: {status} after {} attempt(s){} {}",
-                    info.map_or(1, |i| i.attempts),
+                    info.attempts,
                     if replayed { " (replayed)" } else { "" },
                     String::from_utf8_lossy(&body),
                 );
             }
-            Err(err) => println!("payment {i:>2}: failed: {err}"),
+            Err(err) => println!(
+                "payment {i:>2}: failed: {}",
+                tower_fault::DisplayChain(&*err)
+            ),
         }
     }
     println!("breaker: {:?}", breaker.state());
