@@ -276,8 +276,10 @@ impl<C> Guarded<C> {
 }
 
 impl<C> PermitGuard<C> {
+    /// Records the outcome (once: a second call records nothing). Takes `&mut self` so that the
+    /// response future keeps the handle until it is dropped.
     #[inline]
-    pub(crate) fn record<Res, Err>(mut self, outcome: Result<&Res, &Err>)
+    pub(crate) fn record<Res, Err>(&mut self, outcome: Result<&Res, &Err>)
     where
         C: tower_fault::Classify<Res, Err>,
     {

@@ -108,6 +108,7 @@ impl std::fmt::Debug for RawPermit {
     }
 }
 
+#[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -177,6 +178,7 @@ impl Inner {
         }
     }
 
+    #[inline]
     fn now_nanos(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.start))
     }
@@ -343,7 +345,36 @@ impl Inner {
         }
     }
 
+    /// Records a call's class. The steady closed state (a success of a call admitted while
+    /// closed, no slow-call rule) is handled inline here with no clock read for the count window;
+    /// everything else goes out of line to [`record_any`](Self::record_any), so the hot path
+    /// stays small enough to inline into the response future's `poll`.
+    #[inline]
     pub(crate) fn record(&self, permit: RawPermit, class: Class) {
+        if matches!(class, Class::Success)
+            && permit.kind() == Kind::Tracked
+            && self.cfg.slow_call_duration.is_none()
+        {
+            // A call admitted before a transition is counted in metrics only (as in `record_any`).
+            if self.state.load(Acquire) == pack(permit.generation(), State::Closed) {
+                match &self.window {
+                    Window::Count(w) => w.record(CALL),
+                    Window::Time(w) => w.record(CALL, self.now_nanos()),
+                }
+                // A load first: the common case (no failure run to reset) writes nothing.
+                if self.consecutive.load(Relaxed) != 0 {
+                    self.consecutive.store(0, Relaxed);
+                }
+            }
+            // Last: an opaque call (the metrics recorder's), after which nothing needs reloading.
+            self.telemetry.call(CallResult::Success);
+            return;
+        }
+        self.record_any(permit, class);
+    }
+
+    #[inline(never)]
+    fn record_any(&self, permit: RawPermit, class: Class) {
         let outcome = match class {
             Class::Success => Outcome::Success,
             Class::Transient { .. } => Outcome::Failure,

@@ -77,7 +77,10 @@ where
         match this.kind.project() {
             KindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = this.permit.take() {
+                // The permit (and its handle on the breaker) stays in the future until it is
+                // dropped: releasing the handle here measured slower (its atomic decrement then
+                // waits behind the stores that move the response out).
+                if let Some(permit) = this.permit.as_mut() {
                     permit.record(result.as_ref());
                 }
                 Poll::Ready(result.map_err(Into::into))
@@ -152,7 +155,7 @@ where
         match this.kind.project() {
             ServerKindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = this.permit.take() {
+                if let Some(permit) = this.permit.as_mut() {
                     permit.record(result.as_ref());
                 }
                 Poll::Ready(result.map(|res| res.map(ResponseBody::inner)))

@@ -10,8 +10,11 @@ pub(crate) const MAX_BUCKETS: u32 = 1000;
 const FIELD: u32 = 18;
 const MASK: u64 = (1 << FIELD) - 1;
 const TAG_SHIFT: u32 = 3 * FIELD;
-/// Epochs are tagged modulo this (plus one, so that tag 0 means "empty").
-const TAG_MODULUS: u64 = 1023;
+/// Epochs are tagged modulo this (> `MAX_BUCKETS`, so the epochs of one window have distinct
+/// tags). A power of two: the tag of the newest epoch is computed on every record, and a mask is
+/// cheaper than a remainder. An empty bucket is the word 0 (a record always counts a call), so
+/// tag 0 needs no reserving.
+const TAG_MODULUS: u64 = 1 << 10;
 
 const fn packed(sample: Sample) -> u64 {
     (sample & CALL) as u64
@@ -20,7 +23,7 @@ const fn packed(sample: Sample) -> u64 {
 }
 
 const fn tag(epoch: u64) -> u64 {
-    epoch % TAG_MODULUS + 1
+    epoch % TAG_MODULUS
 }
 
 /// Bits of [`TimeWindow::latest`] holding the newest epoch's bucket index (`MAX_BUCKETS` < 2^10).
@@ -72,7 +75,8 @@ impl TimeWindow {
     fn valid(&self, index: u64, tag_bits: u64, epoch: u64) -> bool {
         let n = self.len();
         let back = (epoch % n + n - index) % n;
-        tag_bits != 0 && back <= epoch && tag(epoch - back) == tag_bits
+        // An empty bucket (word 0) may pass as valid: it adds nothing.
+        back <= epoch && tag(epoch - back) == tag_bits
     }
 
     #[inline]
