@@ -94,6 +94,7 @@ impl HttpClassifier {
         HttpClassifierBuilder::new()
     }
 
+    #[inline]
     fn status_verdict(&self, status: u16) -> Verdict {
         if (STATUS_MIN..=STATUS_MAX).contains(&status) {
             self.table.statuses[usize::from(status - STATUS_MIN)]
@@ -104,26 +105,30 @@ impl HttpClassifier {
 
     /// Classifies a response by its status (and its `Retry-After` header where configured).
     #[must_use]
+    #[inline] // every layer calls it on every response: a table lookup, inlined into the caller
     pub fn classify_status(&self, status: StatusCode, headers: &HeaderMap) -> Class {
         match self.status_verdict(status.as_u16()) {
             Verdict::Success => Class::Success,
             Verdict::Permanent => Class::Permanent,
-            Verdict::Transient => {
-                let delivery = if self.table.not_processed.contains(&status) {
-                    Delivery::NotProcessed
-                } else {
-                    Delivery::MaybeProcessed
-                };
-                let retry_after = if self.table.retry_after_from.contains(&status) {
-                    retry_after::from_headers(headers, SystemTime::now())
-                } else {
-                    None
-                };
-                Class::Transient {
-                    retry_after,
-                    delivery,
-                }
-            }
+            Verdict::Transient => self.classify_transient(status, headers),
+        }
+    }
+
+    /// The delivery and `Retry-After` of a transient status (off the success path).
+    fn classify_transient(&self, status: StatusCode, headers: &HeaderMap) -> Class {
+        let delivery = if self.table.not_processed.contains(&status) {
+            Delivery::NotProcessed
+        } else {
+            Delivery::MaybeProcessed
+        };
+        let retry_after = if self.table.retry_after_from.contains(&status) {
+            retry_after::from_headers(headers, SystemTime::now())
+        } else {
+            None
+        };
+        Class::Transient {
+            retry_after,
+            delivery,
         }
     }
 
@@ -146,6 +151,7 @@ impl<B, E> Classify<Response<B>, E> for HttpClassifier
 where
     E: AsError + ?Sized,
 {
+    #[inline]
     fn classify(&self, outcome: Result<&Response<B>, &E>) -> Class {
         match outcome {
             Ok(res) => self.classify_status(res.status(), res.headers()),
