@@ -1,24 +1,31 @@
 //! What happens to a keyed request: read and fingerprint it, claim or replay, execute under a
 //! renewed lease, then keep or release the outcome.
 
-use std::{future::Future, pin::pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::{Pin, pin},
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, request::Parts};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::time::{Instant, sleep};
-use tower_fault::{BoxError, IdempotencyKey, time::saturating_after};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep};
+use tower_fault::{BoxError, time::saturating_after};
 use tower_service::Service;
 
 use crate::{
     body::IdempotencyBody,
     config::{Concurrency, OutagePolicy, Shared},
     error::StoreError,
-    key::{FencingToken, Fingerprint, RecordKey, Scope},
+    key::{FencingToken, Fingerprint, RecordKey},
     problems,
     record::{CompletedRecord, Outcome, StoredResponse},
-    store::{Claim, IdempotencyStore},
+    store::{Claim, IdempotencyStore, StoreFuture},
     telemetry::{self, Outcome as Metric, StoreOp},
 };
 
@@ -30,14 +37,23 @@ const WAIT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 type Answer<B, E> = Result<Response<IdempotencyBody<B>>, E>;
 
-pub(crate) async fn run<S, St, B, ResB>(
+/// The keyed request's whole course: the one future the service boxes.
+///
+/// Written as a function returning an `async move` block rather than as an `async fn`, and with
+/// each phase's locals scoped to it, to keep that box small: an `async fn` keeps both its
+/// arguments and their moved-to locals (the 224-byte request head twice), and a local moved
+/// away still holds its slot until its scope ends. At 2136 bytes the box was past the
+/// allocator's per-thread cache (about 1 KiB), so each keyed request paid its slow path to
+/// allocate and free it; it is now well under.
+// Not an `async fn` on purpose (see above).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<S, St, B, ResB>(
     shared: Arc<Shared<St>>,
     mut inner: S,
     mut parts: Parts,
     body: B,
-    key: IdempotencyKey,
-    scope: Scope,
-) -> Answer<ResB, S::Error>
+    record_key: RecordKey,
+) -> impl Future<Output = Answer<ResB, S::Error>>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
     St: IdempotencyStore,
@@ -45,122 +61,150 @@ where
     B::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Unpin,
 {
-    let config = &shared.config;
-    let bytes = match read_request(body, config.max_request_bytes).await {
-        Ok(bytes) => bytes,
-        Err(ReadError::TooLarge) => {
-            telemetry::request(&config.metrics, Metric::TooLarge);
-            return Ok(problems::respond(problems::request_too_large(
-                config.max_request_bytes,
-            )));
-        }
-        Err(ReadError::Unreadable) => {
-            return Ok(problems::respond(problems::unreadable_body()));
-        }
-    };
-    let fingerprint = Fingerprint::compute(&parts, &config.fingerprint_headers, &bytes);
-    let record_key = RecordKey::new(&scope, &key);
-    let claimed = match claim(&shared, &record_key, &fingerprint).await {
-        Ok(Ok(token)) => Some(token),
-        Ok(Err(response)) => return Ok(response),
-        Err(error) => match config.outage {
-            OutagePolicy::FailClosed { retry_after } => {
-                tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
-                telemetry::request(&config.metrics, Metric::StoreError);
-                return Ok(problems::respond(problems::store_unavailable(retry_after)));
+    async move {
+        let config = &shared.config;
+        let bytes = match read_request(body, config.max_request_bytes).await {
+            Ok(bytes) => bytes,
+            Err(ReadError::TooLarge) => {
+                telemetry::request(&config.metrics, Metric::TooLarge);
+                return Ok(problems::respond(problems::request_too_large(
+                    config.max_request_bytes,
+                )));
             }
-            OutagePolicy::FailOpen => {
-                tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
-                telemetry::request(&config.metrics, Metric::StoreError);
-                None
+            Err(ReadError::Unreadable) => {
+                return Ok(problems::respond(problems::unreadable_body()));
             }
-        },
-    };
-    let Some(token) = claimed else {
-        let res = inner
-            .call(Request::from_parts(parts, B::from(bytes)))
-            .await?;
-        return Ok(res.map(IdempotencyBody::stream));
-    };
+        };
+        let fingerprint = Fingerprint::compute(&parts, &config.fingerprint_headers, &bytes);
+        let claimed = match claim(&shared, &record_key, &fingerprint).await {
+            Ok(Ok(token)) => Some(token),
+            Ok(Err(response)) => return Ok(response),
+            Err(error) => match config.outage {
+                OutagePolicy::FailClosed { retry_after } => {
+                    tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
+                    telemetry::request(&config.metrics, Metric::StoreError);
+                    return Ok(problems::respond(problems::store_unavailable(retry_after)));
+                }
+                OutagePolicy::FailOpen => {
+                    tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
+                    telemetry::request(&config.metrics, Metric::StoreError);
+                    None
+                }
+            },
+        };
+        let Some(token) = claimed else {
+            let res = inner
+                .call(Request::from_parts(parts, B::from(bytes)))
+                .await?;
+            return Ok(res.map(IdempotencyBody::stream));
+        };
 
-    parts.extensions.insert(token);
-    let request = Request::from_parts(parts, B::from(bytes));
-    let result = with_lease(&shared, &record_key, token, inner.call(request)).await;
-    telemetry::request(&config.metrics, Metric::Executed);
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            release(&shared, &record_key, token).await;
-            return Err(error);
-        }
-    };
-    let class = config
-        .classifier
-        .classify_status(response.status(), response.headers());
-    if class.is_transient() {
-        tracing::debug!(
-            key = record_key.short(),
-            status = response.status().as_u16(),
-            "transient outcome; key released"
-        );
-        release(&shared, &record_key, token).await;
-        return Ok(response.map(IdempotencyBody::stream));
+        parts.extensions.insert(token);
+        let request = Request::from_parts(parts, B::from(bytes));
+        // The handler's outcome goes straight into `finish` (no local of the outer future holds
+        // it across an await).
+        finish(
+            &shared,
+            &record_key,
+            token,
+            &fingerprint,
+            WithLease::new(&shared, &record_key, token, inner.call(request)).await,
+        )
+        .await
     }
-    let (head, body) = response.into_parts();
-    match read_response(body, config.max_response_bytes).await {
-        ReadResponse::Complete(bytes, trailers) => {
-            let mut stored = StoredResponse::capture(
-                head.status,
-                &head.headers,
-                &config.never_replay,
-                bytes.clone(),
-            );
-            if let Some(trailers) = &trailers {
-                stored = stored.with_trailers(trailers, &config.never_replay);
-            }
-            let record = CompletedRecord {
-                fingerprint,
-                outcome: Outcome::Response(stored),
-            };
-            complete(&shared, &record_key, token, &record).await;
-            Ok(Response::from_parts(
-                head,
-                IdempotencyBody::full_with_trailers(bytes, trailers),
-            ))
-        }
-        ReadResponse::TooLarge { prefix, body } => {
-            tracing::info!(
-                key = record_key.short(),
-                limit = config.max_response_bytes,
-                "response too large to keep; replays will be refused"
-            );
-            let record = CompletedRecord {
-                fingerprint,
-                outcome: Outcome::TooLarge {
-                    status: head.status,
-                    limit: config.max_response_bytes as u64,
-                },
-            };
-            complete(&shared, &record_key, token, &record).await;
-            Ok(Response::from_parts(
-                head,
-                IdempotencyBody::resumed(prefix, None, body),
-            ))
-        }
-        ReadResponse::Failed {
-            prefix,
-            error,
-            body,
-        } => {
+}
+
+/// After the handler ran under the claim: keep or release the outcome, then answer.
+///
+/// Its own future (awaited once by `run`'s), holding the handler's outcome in place: the
+/// response is read through a reference and taken apart only once the store has answered.
+// An `async move` block on purpose (see `run`): an `async fn` would store its arguments twice.
+#[allow(clippy::manual_async_fn)]
+fn finish<'a, St, ResB, E>(
+    shared: &'a Shared<St>,
+    record_key: &'a RecordKey,
+    token: FencingToken,
+    fingerprint: &'a Fingerprint,
+    mut result: Result<Response<ResB>, E>,
+) -> impl Future<Output = Answer<ResB, E>> + 'a
+where
+    St: IdempotencyStore,
+    ResB: Body<Data = Bytes> + Unpin + 'a,
+    E: 'a,
+{
+    async move {
+        let config = &shared.config;
+        telemetry::request(&config.metrics, Metric::Executed);
+        let Ok(response) = &mut result else {
+            release(shared, record_key, token).await;
+            return result.map(|res| res.map(IdempotencyBody::stream));
+        };
+        let transient = config
+            .classifier
+            .classify_status(response.status(), response.headers())
+            .is_transient();
+        if transient {
             tracing::debug!(
                 key = record_key.short(),
-                "response body failed; key released"
+                status = response.status().as_u16(),
+                "transient outcome; key released"
             );
-            release(&shared, &record_key, token).await;
-            Ok(Response::from_parts(
-                head,
-                IdempotencyBody::resumed(prefix, Some(error), body),
-            ))
+            release(shared, record_key, token).await;
+            return result.map(|res| res.map(IdempotencyBody::stream));
+        }
+        match read_response(response.body_mut(), config.max_response_bytes).await {
+            ReadResponse::Complete(bytes, trailers) => {
+                {
+                    let mut stored = StoredResponse::capture(
+                        response.status(),
+                        response.headers(),
+                        &config.never_replay,
+                        bytes.clone(),
+                    );
+                    if let Some(trailers) = &trailers {
+                        stored = stored.with_trailers(trailers, &config.never_replay);
+                    }
+                    let record = CompletedRecord {
+                        fingerprint: *fingerprint,
+                        outcome: Outcome::Response(stored),
+                    };
+                    complete(shared, record_key, token, &record).await;
+                }
+                result.map(|res| {
+                    let (head, _) = res.into_parts();
+                    Response::from_parts(
+                        head,
+                        IdempotencyBody::full_with_trailers(bytes, trailers.map(|t| *t)),
+                    )
+                })
+            }
+            ReadResponse::TooLarge { prefix } => {
+                tracing::info!(
+                    key = record_key.short(),
+                    limit = config.max_response_bytes,
+                    "response too large to keep; replays will be refused"
+                );
+                {
+                    let record = CompletedRecord {
+                        fingerprint: *fingerprint,
+                        outcome: Outcome::TooLarge {
+                            status: response.status(),
+                            limit: config.max_response_bytes as u64,
+                        },
+                    };
+                    complete(shared, record_key, token, &record).await;
+                }
+                result.map(|res| res.map(|body| IdempotencyBody::resumed(prefix, None, body)))
+            }
+            ReadResponse::Failed { prefix, error } => {
+                tracing::debug!(
+                    key = record_key.short(),
+                    "response body failed; key released"
+                );
+                release(shared, record_key, token).await;
+                result
+                    .map(|res| res.map(|body| IdempotencyBody::resumed(prefix, Some(error), body)))
+            }
         }
     }
 }
@@ -292,78 +336,141 @@ fn replay<St, B: Body>(
     }
 }
 
-/// Runs the handler while renewing the lease every third of it (concurrently: a slow store
-/// never stalls the handler).
-async fn with_lease<St: IdempotencyStore, F: Future>(
-    shared: &Shared<St>,
-    key: &RecordKey,
-    token: FencingToken,
-    handler: F,
-) -> F::Output {
-    let lease = shared.config.lease;
-    let interval = lease / 3;
-    tokio::pin!(handler);
-    let tick = sleep(interval);
-    tokio::pin!(tick);
-    let mut renewing = None;
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut handler => return out,
-            renewed = async { renewing.as_mut().expect("guarded by the precondition").await }, if renewing.is_some() => {
-                renewing = None;
+pin_project! {
+    /// Runs the handler while renewing the lease every third of it (concurrently: a slow store
+    /// never stalls the handler).
+    ///
+    /// A hand-written future rather than an `async fn` around `select!`: that kept the handler's
+    /// future twice (argument and pinned local), and it sets up the renewal timer only once the
+    /// handler is pending, so a handler that answers at once costs no timer (no clock read, no
+    /// runtime handle).
+    struct WithLease<'a, St, F> {
+        #[pin]
+        handler: F,
+        #[pin]
+        tick: Option<Sleep>,
+        renewing: Option<StoreFuture<'a, bool>>,
+        shared: &'a Shared<St>,
+        key: &'a RecordKey,
+        token: FencingToken,
+    }
+}
+
+impl<'a, St, F> WithLease<'a, St, F> {
+    fn new(shared: &'a Shared<St>, key: &'a RecordKey, token: FencingToken, handler: F) -> Self {
+        Self {
+            handler,
+            tick: None,
+            renewing: None,
+            shared,
+            key,
+            token,
+        }
+    }
+}
+
+impl<St: IdempotencyStore, F: Future> Future for WithLease<'_, St, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let lease = this.shared.config.lease;
+        let interval = lease / 3;
+        loop {
+            // The handler first, always (as a biased select would).
+            if let Poll::Ready(out) = this.handler.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            if let Some(renewing) = this.renewing {
+                let Poll::Ready(renewed) = renewing.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                *this.renewing = None;
+                let key: &RecordKey = this.key;
                 match renewed {
                     Ok(true) => tracing::trace!(key = key.short(), "lease renewed"),
-                    Ok(false) => tracing::warn!(key = key.short(), "lease lost while the handler runs; its outcome will not be recorded"),
+                    Ok(false) => tracing::warn!(
+                        key = key.short(),
+                        "lease lost while the handler runs; its outcome will not be recorded"
+                    ),
                     Err(error) => tracing::warn!(key = key.short(), %error, "lease renewal failed"),
                 }
-                tick.as_mut().reset(saturating_after(Instant::now(), interval));
+                if let Some(tick) = this.tick.as_mut().as_pin_mut() {
+                    tick.reset(saturating_after(Instant::now(), interval));
+                }
+                continue;
             }
-            () = &mut tick, if renewing.is_none() => {
-                renewing = Some(Box::pin(timed(shared, StoreOp::Renew, shared.store.renew(key, token, lease))));
+            if this.tick.is_none() {
+                this.tick.set(Some(sleep(interval)));
             }
+            let Some(tick) = this.tick.as_mut().as_pin_mut() else {
+                return Poll::Pending;
+            };
+            if tick.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let (shared, key, token) = (*this.shared, *this.key, *this.token);
+            *this.renewing = Some(Box::pin(timed(
+                shared,
+                StoreOp::Renew,
+                shared.store.renew(key, token, lease),
+            )));
         }
     }
 }
 
-async fn complete<St: IdempotencyStore>(
-    shared: &Shared<St>,
-    key: &RecordKey,
+// `complete`, `release` and `timed` return `async move` blocks rather than being `async fn`s: an
+// `async fn` keeps every argument twice (see `run`), and these futures sit inside the boxed one.
+#[allow(clippy::manual_async_fn)]
+fn complete<'a, St: IdempotencyStore>(
+    shared: &'a Shared<St>,
+    key: &'a RecordKey,
     token: FencingToken,
-    record: &CompletedRecord,
-) {
-    match timed(
-        shared,
-        StoreOp::Complete,
-        shared.store.complete(key, token, record, shared.config.ttl),
-    )
-    .await
-    {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            key = key.short(),
-            token = token.get(),
-            "stale owner: the lease expired and the key moved on; this outcome was not recorded"
-        ),
-        Err(error) => {
-            // The handler ran once; its response still goes to the client (answering an error
-            // would invite a retry, and a retry after the lease expires would execute again).
-            tracing::error!(key = key.short(), %error, "could not record the outcome; the key stays claimed until its lease expires");
-            telemetry::request(&shared.config.metrics, Metric::StoreError);
+    record: &'a CompletedRecord,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        match timed(
+            shared,
+            StoreOp::Complete,
+            shared.store.complete(key, token, record, shared.config.ttl),
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                key = key.short(),
+                token = token.get(),
+                "stale owner: the lease expired and the key moved on; this outcome was not recorded"
+            ),
+            Err(error) => {
+                // The handler ran once; its response still goes to the client (answering an
+                // error would invite a retry, and a retry after the lease expires would execute
+                // again).
+                tracing::error!(key = key.short(), %error, "could not record the outcome; the key stays claimed until its lease expires");
+                telemetry::request(&shared.config.metrics, Metric::StoreError);
+            }
         }
+        notify(shared, key);
     }
-    notify(shared, key);
 }
 
-async fn release<St: IdempotencyStore>(shared: &Shared<St>, key: &RecordKey, token: FencingToken) {
-    match timed(shared, StoreOp::Release, shared.store.release(key, token)).await {
-        Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(key = key.short(), %error, "could not release the key; it frees when its lease expires");
-            telemetry::request(&shared.config.metrics, Metric::StoreError);
+// An `async move` block on purpose (see `run`): an `async fn` would store its arguments twice.
+#[allow(clippy::manual_async_fn)]
+fn release<'a, St: IdempotencyStore>(
+    shared: &'a Shared<St>,
+    key: &'a RecordKey,
+    token: FencingToken,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        match timed(shared, StoreOp::Release, shared.store.release(key, token)).await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(key = key.short(), %error, "could not release the key; it frees when its lease expires");
+                telemetry::request(&shared.config.metrics, Metric::StoreError);
+            }
         }
+        notify(shared, key);
     }
-    notify(shared, key);
 }
 
 fn notify<St>(shared: &Shared<St>, key: &RecordKey) {
@@ -372,15 +479,23 @@ fn notify<St>(shared: &Shared<St>, key: &RecordKey) {
     }
 }
 
-async fn timed<St, T>(
-    shared: &Shared<St>,
+// An `async move` block on purpose (see `run`): an `async fn` would store its arguments twice.
+#[allow(clippy::manual_async_fn)]
+fn timed<'a, St, T, F>(
+    shared: &'a Shared<St>,
     op: StoreOp,
-    fut: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    let start = Instant::now();
-    let out = fut.await;
-    telemetry::store_op(&shared.config.metrics, op, start.elapsed());
-    out
+    fut: F,
+) -> impl Future<Output = Result<T, StoreError>> + 'a
+where
+    F: Future<Output = Result<T, StoreError>> + 'a,
+    St: 'a,
+{
+    async move {
+        let start = Instant::now();
+        let out = fut.await;
+        telemetry::store_op(&shared.config.metrics, op, start.elapsed());
+        out
+    }
 }
 
 enum ReadError {
@@ -448,24 +563,21 @@ impl Buffered {
     }
 }
 
-enum ReadResponse<B: Body> {
-    /// The whole body and its trailers.
-    Complete(Bytes, Option<HeaderMap>),
-    TooLarge {
-        prefix: Bytes,
-        body: B,
-    },
-    Failed {
-        prefix: Bytes,
-        error: B::Error,
-        body: B,
-    },
+enum ReadResponse<E> {
+    /// The whole body and its trailers. (Boxed: trailers are rare, and a `HeaderMap` inline
+    /// would add 88 bytes to every keyed request's boxed future, which holds this across the
+    /// store's `complete`.)
+    Complete(Bytes, Option<Box<HeaderMap>>),
+    /// The bytes read before the body went over the limit; the rest is still in the body.
+    TooLarge { prefix: Bytes },
+    /// The bytes read before the body failed, and its error.
+    Failed { prefix: Bytes, error: E },
 }
 
-/// Reads a response body up to `limit` bytes, keeping the body to stream the rest if it is
+/// Reads a response body up to `limit` bytes, leaving the rest in the body to stream if it is
 /// larger. Trailers are kept with a complete body; a body cut short (too large, failed) has not
 /// sent its trailers yet (they come last), so they stream through with the rest of it.
-async fn read_response<B>(mut body: B, limit: usize) -> ReadResponse<B>
+async fn read_response<B>(body: &mut B, limit: usize) -> ReadResponse<B::Error>
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -473,11 +585,10 @@ where
     if hint.lower() > limit as u64 {
         return ReadResponse::TooLarge {
             prefix: Bytes::new(),
-            body,
         };
     }
     let mut buffered = Buffered::default();
-    let mut trailers: Option<HeaderMap> = None;
+    let mut trailers: Option<Box<HeaderMap>> = None;
     loop {
         match body.frame().await {
             None => return ReadResponse::Complete(buffered.finish(), trailers),
@@ -488,7 +599,7 @@ where
                         if let Ok(more) = frame.into_trailers() {
                             match &mut trailers {
                                 Some(trailers) => trailers.extend(more),
-                                None => trailers = Some(more),
+                                None => trailers = Some(Box::new(more)),
                             }
                         }
                         continue;
@@ -498,7 +609,6 @@ where
                 if buffered.len > limit {
                     return ReadResponse::TooLarge {
                         prefix: buffered.finish(),
-                        body,
                     };
                 }
             }
@@ -506,7 +616,6 @@ where
                 return ReadResponse::Failed {
                     prefix: buffered.finish(),
                     error,
-                    body,
                 };
             }
         }

@@ -1,7 +1,10 @@
 //! What identifies a record: the caller's scope, the key, the request's fingerprint, and the
 //! fencing token of a claim.
 
-use std::fmt;
+use std::{
+    fmt,
+    hash::{Hash, Hasher},
+};
 
 use http::{HeaderName, request::Parts};
 use sha2::{Digest, Sha256};
@@ -65,9 +68,13 @@ pub fn authorization_principal(parts: &Parts) -> Option<Scope> {
 ///
 /// Its text form is 32 hex digits (128 bits), safe in any store and free of the caller's key
 /// characters; stores may prefix it and hash-tag it (`idem:{…}`) for Redis Cluster.
-#[derive(Clone, PartialEq, Eq, Hash)]
+// Held inline (no heap allocation): the raw digest, which the memory store keys, hashes and shards
+// by, and its hex text, which `as_str` lends to networked stores. Equality and hashing look at
+// the digest only (the text is a function of it).
+#[derive(Clone)]
 pub struct RecordKey {
-    text: Box<str>,
+    digest: [u8; 16],
+    text: [u8; 32],
 }
 
 impl RecordKey {
@@ -77,22 +84,53 @@ impl RecordKey {
         let mut hasher = Sha256::new();
         hasher.update(scope.digest);
         hasher.update(key.as_str().as_bytes());
-        let digest = hasher.finalize();
-        Self {
-            text: hex::encode(&digest[..16]).into_boxed_str(),
+        let full = hasher.finalize();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        Self::from_digest(digest)
+    }
+
+    fn from_digest(digest: [u8; 16]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 32];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
         }
+        Self { digest, text }
+    }
+
+    /// The raw 128-bit digest (what the memory store keys by).
+    pub(crate) const fn digest(&self) -> &[u8; 16] {
+        &self.digest
     }
 
     /// The key as text (32 hex digits).
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.text
+        // Lowercase hex digits only (written by `from_digest`): always valid UTF-8.
+        std::str::from_utf8(&self.text).expect("hex digits are ASCII")
     }
 
     /// A short prefix for logs (keys are never logged in full).
     #[must_use]
     pub fn short(&self) -> &str {
-        &self.text[..8]
+        &self.as_str()[..8]
+    }
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for RecordKey {}
+
+impl Hash for RecordKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // One 16-byte write (a derived `Hash` would also hash the text and a length prefix).
+        state.write_u128(u128::from_ne_bytes(self.digest));
     }
 }
 
@@ -248,5 +286,28 @@ mod tests {
         assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
         assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    /// The text form is what stores persist (Redis keys): it must stay the lowercase hex of the
+    /// first 16 bytes of SHA-256(scope digest, key), and equality and hashing follow it.
+    #[test]
+    fn record_key_text_is_the_hex_of_its_digest() {
+        let key = IdempotencyKey::parse_str("order-42").unwrap();
+        let scope = Scope::new("alice");
+        let mut hasher = Sha256::new();
+        hasher.update(scope.digest);
+        hasher.update(b"order-42");
+        let full = hasher.finalize();
+        let a = RecordKey::new(&scope, &key);
+        assert_eq!(a.as_str(), hex::encode(&full[..16]));
+        assert_eq!(a.short(), &hex::encode(&full[..16])[..8]);
+        assert_eq!(a.digest(), &full[..16]);
+        let b = a.clone();
+        assert_eq!(a, b);
+        let state = std::hash::RandomState::new();
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&state, &a),
+            std::hash::BuildHasher::hash_one(&state, &b)
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     config::Shared,
     flow,
     future::ResponseFuture,
-    key::Scope,
+    key::{RecordKey, Scope},
     problems,
     store::IdempotencyStore,
     telemetry::{self, Outcome},
@@ -133,13 +133,15 @@ where
             }
             None => Scope::anonymous(),
         };
+        // The record key is all the flow needs of the key and the scope: computed here, it is
+        // the one of them the boxed future holds.
+        let record_key = RecordKey::new(&scope, &key);
         ResponseFuture::keyed(Box::pin(flow::run(
             Arc::clone(&self.shared),
             inner,
             parts,
             body,
-            key,
-            scope,
+            record_key,
         )))
     }
 }

@@ -47,8 +47,8 @@ impl Waiters {
     }
 
     fn shard(&self, key: &RecordKey) -> &Shard {
-        let prefix = u8::from_str_radix(&key.as_str()[..2], 16).unwrap_or(0);
-        &self.shards[usize::from(prefix) % SHARDS]
+        // The first byte of the digest (the value of the key text's first two hex digits).
+        &self.shards[usize::from(key.digest()[0]) % SHARDS]
     }
 
     /// Subscribes to `key`; call [`Notify::notified`] on [`Subscription::notify`] and enable

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    hash::{Hash, Hasher},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -63,7 +64,25 @@ struct Inner {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<RecordKey, Entry>,
+    // Keyed by the record key's raw digest: inline (no allocation per record, nothing to chase
+    // when comparing) and hashed in one 16-byte write.
+    map: HashMap<Digest, Entry>,
+}
+
+/// A record key's 128-bit digest, as the map key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Digest([u8; 16]);
+
+impl Digest {
+    fn of(key: &RecordKey) -> Self {
+        Self(*key.digest())
+    }
+}
+
+impl Hash for Digest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
 }
 
 struct Entry {
@@ -124,8 +143,10 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &RecordKey) -> &Mutex<Shard> {
-        // Record keys are hex digests: their first digits are uniformly distributed.
-        let prefix = u16::from_str_radix(&key.as_str()[..4], 16).unwrap_or(0);
+        // Record keys are digests: their first bytes are uniformly distributed. (The first two
+        // bytes are the value of the first four hex digits of the key's text.)
+        let digest = key.digest();
+        let prefix = u16::from_be_bytes([digest[0], digest[1]]);
         &self.inner.shards[usize::from(prefix) % self.inner.shards.len()]
     }
 
@@ -136,11 +157,12 @@ impl MemoryStore {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
+        let digest = Digest::of(key);
         let mut shard = lock(self.shard(key));
         let token = || FencingToken::new(self.inner.next_token.fetch_add(1, Ordering::Relaxed));
         // One lookup answers a live record and reuses an expired one's slot; only a new key
-        // hashes a second time (to insert it) and clones it.
-        if let Some(entry) = shard.map.get_mut(key) {
+        // hashes a second time (to insert it).
+        if let Some(entry) = shard.map.get_mut(&digest) {
             if entry.expires > now {
                 return Ok(match &entry.state {
                     State::Claimed { fingerprint, .. } => Claim::InFlight {
@@ -160,7 +182,7 @@ impl MemoryStore {
         let token = token();
         shard
             .map
-            .insert(key.clone(), Entry::claim(now, lease, token, *fingerprint));
+            .insert(digest, Entry::claim(now, lease, token, *fingerprint));
         Ok(Claim::Acquired(token))
     }
 
@@ -173,7 +195,7 @@ impl MemoryStore {
     ) -> bool {
         let now = Instant::now();
         let mut shard = lock(self.shard(key));
-        match shard.map.get_mut(key) {
+        match shard.map.get_mut(&Digest::of(key)) {
             Some(entry) if entry.is_claimed_by(token, now) => {
                 f(entry, now);
                 true
@@ -208,8 +230,9 @@ impl Shard {
     /// background task. In-flight claims are never evicted.
     fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
         let low_water = capacity - (capacity / EVICTION_BATCH_DIVISOR).max(1);
-        // One pass: drop expired records, and note the expiry of every completed one.
-        let mut completed = Vec::new();
+        // One pass: drop expired records, and note the expiry of every completed one. Sized up
+        // front: growing it by doubling meant a dozen reallocations of up to a shard's worth.
+        let mut completed = Vec::with_capacity(self.map.len());
         self.map.retain(|_, e| {
             let live = e.expires > now;
             if live && matches!(e.state, State::Completed(_)) {
@@ -299,13 +322,14 @@ impl IdempotencyStore for MemoryStore {
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> StoreFuture<'a, bool> {
         let now = Instant::now();
+        let digest = Digest::of(key);
         let mut shard = lock(self.shard(key));
         let owned = shard
             .map
-            .get(key)
+            .get(&digest)
             .is_some_and(|e| e.is_claimed_by(token, now));
         if owned {
-            shard.map.remove(key);
+            shard.map.remove(&digest);
         }
         Box::pin(std::future::ready(Ok(owned)))
     }
@@ -323,6 +347,10 @@ mod tests {
             &crate::Scope::anonymous(),
             &IdempotencyKey::parse_str(&format!("k{i}")).unwrap(),
         )
+    }
+
+    fn d(i: u16) -> Digest {
+        Digest::of(&key(i))
     }
 
     fn done() -> CompletedRecord {
@@ -371,22 +399,22 @@ mod tests {
         for i in 0..4 {
             shard
                 .map
-                .insert(key(i), claimed(now + Duration::from_secs(1)));
+                .insert(d(i), claimed(now + Duration::from_secs(1)));
         }
         for i in 4..64 {
             let expires = now + Duration::from_secs(100 + u64::from(i));
-            shard.map.insert(key(i), completed(expires));
+            shard.map.insert(d(i), completed(expires));
         }
         shard.make_room(now, capacity).unwrap();
         assert_eq!(shard.map.len(), capacity - 4);
         for i in 0..4 {
-            assert!(shard.map.contains_key(&key(i)), "claim {i} evicted");
+            assert!(shard.map.contains_key(&d(i)), "claim {i} evicted");
         }
         for i in 4..8 {
-            assert!(!shard.map.contains_key(&key(i)), "record {i} kept");
+            assert!(!shard.map.contains_key(&d(i)), "record {i} kept");
         }
         for i in 8..64 {
-            assert!(shard.map.contains_key(&key(i)), "record {i} evicted");
+            assert!(shard.map.contains_key(&d(i)), "record {i} evicted");
         }
     }
 
@@ -398,16 +426,16 @@ mod tests {
         let mut shard = Shard::default();
         shard
             .map
-            .insert(key(0), completed(now + Duration::from_secs(5)));
+            .insert(d(0), completed(now + Duration::from_secs(5)));
         for i in 1..64 {
             shard
                 .map
-                .insert(key(i), completed(now + Duration::from_secs(10)));
+                .insert(d(i), completed(now + Duration::from_secs(10)));
         }
         shard.make_room(now, capacity).unwrap();
         assert_eq!(shard.map.len(), capacity - 4);
         assert!(
-            !shard.map.contains_key(&key(0)),
+            !shard.map.contains_key(&d(0)),
             "the earliest record is evicted first"
         );
     }
@@ -424,11 +452,11 @@ mod tests {
             } else {
                 now + Duration::from_secs(u64::from(i))
             };
-            shard.map.insert(key(i), completed(expires));
+            shard.map.insert(d(i), completed(expires));
         }
         shard.make_room(now, capacity).unwrap();
         assert_eq!(shard.map.len(), 54);
-        assert!((10..64).all(|i| shard.map.contains_key(&key(i))));
+        assert!((10..64).all(|i| shard.map.contains_key(&d(i))));
     }
 
     /// A shard full of claims refuses (the outage policy applies) and keeps every claim.
@@ -440,17 +468,17 @@ mod tests {
         for i in 0..63 {
             shard
                 .map
-                .insert(key(i), claimed(now + Duration::from_secs(60)));
+                .insert(d(i), claimed(now + Duration::from_secs(60)));
         }
         shard
             .map
-            .insert(key(63), completed(now + Duration::from_secs(1)));
+            .insert(d(63), completed(now + Duration::from_secs(1)));
         // One completed record is all it can free: enough for this insert.
         shard.make_room(now, capacity).unwrap();
         assert_eq!(shard.map.len(), 63);
         shard
             .map
-            .insert(key(64), claimed(now + Duration::from_secs(60)));
+            .insert(d(64), claimed(now + Duration::from_secs(60)));
         let err = shard.make_room(now, capacity).unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::Full);
         assert_eq!(shard.map.len(), 64);
