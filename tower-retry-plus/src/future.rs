@@ -383,27 +383,35 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let polled = {
+                    let mut polled = {
                         let _entered = this.attempts.span.enter();
                         future.poll(cx)
                     };
-                    let (class, result) = match polled {
-                        Poll::Ready(Ok(mut res)) => {
-                            let class = this.attempts.config.classifier.classify(Ok(&res));
+                    let mut response_class = None;
+                    if let Poll::Ready(Ok(res)) = &mut polled {
+                        let class = this.attempts.config.classifier.classify(Ok(&*res));
+                        if !this.attempts.span.is_disabled() {
+                            this.attempts
+                                .span
+                                .record("http.response.status_code", res.status().as_u16());
+                        }
+                        if class == Class::Success {
                             if !this.attempts.span.is_disabled() {
-                                this.attempts
-                                    .span
-                                    .record("http.response.status_code", res.status().as_u16());
+                                this.attempts.span.record("class", class.as_str());
                             }
-                            if class == Class::Success {
-                                // The happy path, answered without moving the response around.
-                                if !this.attempts.span.is_disabled() {
-                                    this.attempts.span.record("class", class.as_str());
-                                }
-                                this.state.set(State::Done);
-                                this.attempts.finish_success(&mut res);
-                                return Poll::Ready(Ok(res));
-                            }
+                            // The happy path: the response is answered where the inner future
+                            // wrote it, not moved through the retry bookkeeping (each move of
+                            // a freshly written response is a visible share of this path).
+                            this.attempts.finish_success(res);
+                            this.state.set(State::Done);
+                            return polled.map_err(Into::into);
+                        }
+                        response_class = Some(class);
+                    }
+                    let (class, result) = match polled {
+                        Poll::Ready(Ok(res)) => {
+                            // Classified above (every response is); the fallback is unreachable.
+                            let class = response_class.unwrap_or(Class::TRANSIENT);
                             (class, Ok(res))
                         }
                         Poll::Ready(Err(err)) => {
