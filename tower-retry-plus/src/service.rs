@@ -126,8 +126,16 @@ where
                     let mut kept = Kept::new(head, template);
                     if config.attempt_timeout.is_some() {
                         // A timed-out attempt answers nothing: failover writes where it went.
-                        let sent_to = SentTo::new();
-                        parts.extensions.insert(sent_to.clone());
+                        // A slot the caller already carries (an outer retry layer's) is shared,
+                        // so both layers read the same record.
+                        let sent_to = match parts.extensions.get::<SentTo>() {
+                            Some(outer) => outer.clone(),
+                            None => {
+                                let slot = SentTo::new();
+                                parts.extensions.insert(slot.clone());
+                                slot
+                            }
+                        };
                         kept.sent_to = Some(sent_to);
                     }
                     let first = Request::from_parts(parts, body);

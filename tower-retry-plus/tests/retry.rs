@@ -526,6 +526,65 @@ async fn a_timed_out_attempt_counts_as_tried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn nested_layers_with_attempt_timeouts_share_where_attempts_went() {
+    // The inner layer times out twice and gives up; the outer layer's attempt therefore timed
+    // out too, without an answer. Both layers read the one `SentTo` slot, so the outer retry
+    // knows the endpoint its timed-out attempt last went to.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, log) = (Arc::clone(&calls), Arc::clone(&seen));
+    let upstream = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(slot) = req.extensions().get::<SentTo>() {
+                slot.record(EndpointId(n as u64));
+            }
+            log.lock()
+                .unwrap()
+                .push(AttemptContext::of(&req).endpoints_tried().to_vec());
+            async move {
+                if n <= 2 {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, BoxError>(Response::new(support::empty()))
+            }
+        },
+    );
+    let inner = fast()
+        .max_attempts(2)
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let outer_service = tower::service_fn(
+        move |req: Request<ReplayBody<http_body_util::Full<Bytes>>>| {
+            let mut inner = inner.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+                inner
+                    .call(Request::from_parts(parts, http_body_util::Full::new(body)))
+                    .await
+            }
+        },
+    );
+    let mut outer = fast()
+        .max_attempts(2)
+        .attempt_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .layer(outer_service);
+    let res = call(&mut outer, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        seen.lock().unwrap().last().cloned().unwrap(),
+        [EndpointId(2)],
+        "the outer retry carries the endpoint its timed-out attempt last went to"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn nested_layers_report_the_outer_layers_attempts() {
     let (upstream, _) = reporting_upstream(false, 2);
     let inner = fast().build().unwrap().layer(upstream);
