@@ -91,12 +91,10 @@ impl RecordKey {
     }
 
     fn from_digest(digest: [u8; 16]) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 32];
-        for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0x0f)];
-        }
+        // Into the inline buffer, no allocation; it only fails on a length mismatch, and 32
+        // bytes are exactly 16 bytes in hex.
+        hex::encode_to_slice(digest, &mut text).expect("32 bytes hold 16 bytes in hex");
         Self { digest, text }
     }
 
