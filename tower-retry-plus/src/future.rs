@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Buf;
-use http::{Request, Response, request::Parts};
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -23,6 +23,7 @@ use tracing::{Span, field};
 use crate::{
     ReplayBody, RetryInfo, RetryOutcome,
     error::{AttemptTimedOut, BodyNotReplayable, DeadlineExceeded},
+    head::KeptHead,
     layer::Config,
 };
 
@@ -71,7 +72,7 @@ impl Timer {
 /// What is kept of a request for its retries.
 pub(crate) struct Kept<B> {
     /// The request head as the caller made it.
-    head: Parts,
+    head: KeptHead,
     body: ReplayBody<B>,
     /// The context the next attempt carries: built from the endpoints failover reported
     /// ([`ServedBy`]), starting from the caller's own context if it had one (a retry layer
@@ -82,7 +83,7 @@ pub(crate) struct Kept<B> {
 }
 
 impl<B> Kept<B> {
-    pub(crate) fn new(head: Parts, body: ReplayBody<B>) -> Self {
+    pub(crate) fn new(head: KeptHead, body: ReplayBody<B>) -> Self {
         Self {
             head,
             body,
@@ -151,7 +152,7 @@ impl<B, C> Attempts<B, C> {
         self.retry_maybe_processed.unwrap_or_else(|| {
             self.kept
                 .as_ref()
-                .is_some_and(|kept| kept.head.headers.contains_key(IDEMPOTENCY_KEY))
+                .is_some_and(|kept| kept.head.contains_header(&IDEMPOTENCY_KEY))
         })
     }
 
@@ -212,14 +213,15 @@ impl<B, C> Attempts<B, C> {
         }
     }
 
-    /// The next attempt's request, or `None` if the body stopped being replayable meanwhile.
+    /// The next attempt's request, or `None` if the body stopped being replayable meanwhile
+    /// (or the head could not be rebuilt, which only a header made with `unsafe` can cause).
     fn next_request(&mut self) -> Option<Request<ReplayBody<B>>> {
         let kept = self.kept.as_mut()?;
         let body = kept.body.try_clone()?;
+        let mut head = kept.head.to_parts()?;
         let ctx = kept.ctx();
         ctx.advance();
         let ctx = ctx.clone();
-        let mut head = kept.head.clone();
         // Replaces the caller's own context, if it had one.
         head.extensions.insert(ctx);
         if let Some(sent_to) = &kept.sent_to {

@@ -65,6 +65,7 @@ mod body;
 mod budget;
 pub mod error;
 pub mod future;
+mod head;
 mod layer;
 mod observe;
 mod policy;

@@ -14,6 +14,7 @@ use tower_service::Service;
 use crate::{
     ReplayBody, RetryOverride,
     future::{Kept, ResponseFuture},
+    head::KeptHead,
     is_idempotent,
     layer::Config,
 };
@@ -117,13 +118,13 @@ where
             let body = ReplayBody::for_retries(body, config.body_limit);
             match body.try_clone() {
                 Some(template) => {
-                    // The head is cloned once so the first attempt can consume a request while
-                    // the template stays for retries: the one request clone any retry layer
-                    // makes (tower's included). The first attempt goes out as the caller made
-                    // it: no attempt context (a request without one is a first attempt), so
-                    // nothing is inserted and no extensions map is created.
-                    let head = parts.clone();
-                    let mut kept = Kept::new(head, template);
+                    // The head is copied once so the first attempt can consume a request while
+                    // the copy stays for retries: the one request copy any retry layer makes
+                    // (tower's clones it), with the headers packed into one buffer (see
+                    // `KeptHead`). The first attempt goes out as the caller made it: no attempt
+                    // context (a request without one is a first attempt), so nothing is
+                    // inserted and no extensions map is created.
+                    let mut kept = Kept::new(KeptHead::of(&parts), template);
                     if config.attempt_timeout.is_some() {
                         // A timed-out attempt answers nothing: failover writes where it went.
                         // A slot the caller already carries (an outer retry layer's) is shared,
