@@ -25,6 +25,9 @@ const BUCKETS: usize = 20;
 const COUNT_BITS: u32 = 20;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 const EPOCH_MASK: u64 = (1 << 24) - 1;
+/// Requests are counted into the window in batches of this many (and at every retry decision),
+/// so most deposits are one atomic add, without a clock read.
+const DEPOSIT_BATCH: u64 = 16;
 
 fn unpack(word: u64) -> (u64, u64, u64) {
     (
@@ -54,6 +57,8 @@ struct Inner {
     floor: f64,
     start: Instant,
     buckets: [AtomicU64; BUCKETS],
+    /// Requests deposited but not yet counted into a bucket.
+    pending: AtomicU64,
     /// Serialises withdrawals so that check-then-count is exact; deposits never take it.
     withdraw: Mutex<()>,
 }
@@ -80,9 +85,15 @@ struct Inner {
 /// floor_per_sec × 10`. The check is exact at every ratio from 0 to 1 (at 0 only the floor
 /// admits retries; at 1 there is at most one retry per request, plus the floor).
 ///
-/// Depositing is one atomic compare-and-swap; withdrawing (only on the retry path) takes a
-/// lock so concurrent retries cannot overdraw the budget. Each 500 ms bucket counts up to about
-/// a million requests; beyond that it saturates, which only makes the budget stricter.
+/// Depositing is one atomic add: requests are counted into the window in batches of 16, and
+/// whenever a retry is asked for, so every retry decision sees every request made before it.
+/// A request is counted in the window from the time its batch is (at high traffic, within
+/// microseconds of its own time); at low traffic a request can thus stay in the window longer
+/// than 10 s, but at most 15 requests at a time, which can admit at most `15 × ratio` retries
+/// more than an exact window (the default floor alone admits 100). Withdrawing (only on the
+/// retry path) takes a lock so concurrent retries cannot overdraw the budget. Each 500 ms
+/// bucket counts up to about a million requests; beyond that it saturates, which only makes
+/// the budget stricter.
 #[derive(Clone)]
 pub struct RetryBudget {
     inner: Arc<Inner>,
@@ -126,6 +137,7 @@ impl RetryBudget {
                 floor: f64::from(floor_per_sec) * window,
                 start: Instant::now(),
                 buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                pending: AtomicU64::new(0),
                 withdraw: Mutex::new(()),
             }),
         })
@@ -148,8 +160,8 @@ impl RetryBudget {
         millis / BUCKET_MILLIS
     }
 
-    /// Adds one to the current bucket's requests (`retry == false`) or retries.
-    fn count(&self, epoch: u64, retry: bool) {
+    /// Adds `retries` and `requests` to the bucket of `epoch`.
+    fn count(&self, epoch: u64, retries_add: u64, requests_add: u64) {
         let slot = &self.inner.buckets[(epoch % BUCKETS as u64) as usize];
         let mut current = slot.load(Ordering::Relaxed);
         loop {
@@ -159,11 +171,7 @@ impl RetryBudget {
             } else {
                 (0, 0)
             };
-            let next = if retry {
-                pack(epoch, retries + 1, requests)
-            } else {
-                pack(epoch, retries, requests + 1)
-            };
+            let next = pack(epoch, retries + retries_add, requests + requests_add);
             match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => current = actual,
@@ -187,9 +195,21 @@ impl RetryBudget {
         snap
     }
 
+    /// Counts the pending requests into the bucket of `epoch`.
+    fn flush(&self, epoch: u64) {
+        let pending = self.inner.pending.swap(0, Ordering::AcqRel);
+        if pending > 0 {
+            self.count(epoch, 0, pending);
+        }
+    }
+
     /// Records one logical request (the retry layer calls it once per request).
     pub fn deposit(&self) {
-        self.count(self.epoch(), false);
+        // One relaxed add per request; the clock is read once per batch.
+        let pending = self.inner.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        if pending >= DEPOSIT_BATCH {
+            self.flush(self.epoch());
+        }
     }
 
     /// Asks for one retry; `true` (and the retry is counted) if the budget admits it.
@@ -200,10 +220,11 @@ impl RetryBudget {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let epoch = self.epoch();
+        self.flush(epoch);
         let snap = self.sum(epoch);
         let allowed = self.inner.ratio * snap.requests as f64 + self.inner.floor;
         if (snap.retries + 1) as f64 <= allowed {
-            self.count(epoch, true);
+            self.count(epoch, 1, 0);
             true
         } else {
             false
@@ -213,7 +234,9 @@ impl RetryBudget {
     /// The requests and retries counted in the current window.
     #[must_use]
     pub fn snapshot(&self) -> BudgetSnapshot {
-        self.sum(self.epoch())
+        let epoch = self.epoch();
+        self.flush(epoch);
+        self.sum(epoch)
     }
 }
 
@@ -286,6 +309,37 @@ mod tests {
                 retries: 0
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_counted_in_batches() {
+        let budget = RetryBudget::new(1.0, 0).unwrap();
+        // Two full batches are counted at the time they fill, and leave with it.
+        for _ in 0..2 * DEPOSIT_BATCH {
+            budget.deposit();
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(budget.snapshot().requests, 0);
+        // A partial batch is counted when the window is next read: late, by at most
+        // `DEPOSIT_BATCH - 1` requests (documented on the type).
+        for _ in 0..DEPOSIT_BATCH - 1 {
+            budget.deposit();
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(budget.snapshot().requests, DEPOSIT_BATCH - 1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(budget.snapshot().requests, 0);
+    }
+
+    #[test]
+    fn concurrent_deposits_are_all_counted() {
+        let budget = RetryBudget::new(0.5, 0).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..10_001).for_each(|_| budget.deposit()));
+            }
+        });
+        assert_eq!(budget.snapshot().requests, 40_004);
     }
 
     #[tokio::test(start_paused = true)]
