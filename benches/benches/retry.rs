@@ -1,6 +1,8 @@
 //! Retry on the happy path (no retry needed): bare `service_fn`, tower's `retry` with a simple
 //! attempts policy, tower-resilience's retry, and ours — over `http::Request<Full<Bytes>>` with
-//! three headers, so the one request clone any retry must make is priced in.
+//! three headers, so the one request copy any retry must make is priced in, and over a minimal
+//! request (no headers, empty body), where that copy costs next to nothing and each layer's own
+//! cost shows.
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
@@ -11,7 +13,9 @@ use http::{Request, Response};
 use http_body_util::Full;
 use resilience_benches::alloc::CountingAlloc;
 use resilience_benches::drive::call_now;
-use resilience_benches::fixtures::{BareHttp, BareHttpOf, bare_http, bare_http_of, http_request};
+use resilience_benches::fixtures::{
+    BareHttp, BareHttpOf, bare_http, bare_http_of, http_request, minimal_request,
+};
 use resilience_benches::parallel::{bench_parallel, runtime};
 use resilience_benches::report::{self, BARE, bench_calls};
 use tower::Layer;
@@ -76,14 +80,19 @@ fn ours_no_budget() -> Ours {
 }
 
 const GROUP: &str = "retry (no retry needed)";
+const MINIMAL: &str = "retry (no retry needed), minimal request";
 const MULTI: &str = "retry, multi-threaded (ns/call, wall clock, request built in the loop)";
 
-fn single(c: &mut criterion::Criterion) {
-    // Our layer needs a tokio context (its timers); nothing is spawned or slept on this path.
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Our layer needs a tokio context (its timers); nothing is spawned or slept on this path.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("rt");
+        .expect("rt")
+}
+
+fn single(c: &mut criterion::Criterion) {
+    let rt = current_thread();
     let _guard = rt.enter();
     let mut g = report::group(c, GROUP);
     let mut bare = bare_http();
@@ -116,6 +125,43 @@ fn single(c: &mut criterion::Criterion) {
     report::compare(GROUP, "ours (tower-retry-plus)", "tower-resilience retry");
 }
 
+/// The same rows over [`minimal_request`]: what each layer costs beyond copying the request.
+fn minimal(c: &mut criterion::Criterion) {
+    let rt = current_thread();
+    let _guard = rt.enter();
+    let mut g = report::group(c, MINIMAL);
+    let mut bare = bare_http();
+    bench_calls(&mut g, BARE, minimal_request, move |r| {
+        call_now(&mut bare, r)
+    });
+    let mut tr = tower_retry();
+    bench_calls(&mut g, "tower::retry", minimal_request, move |r| {
+        call_now(&mut tr, r)
+    });
+    let mut rr = resilience_retry();
+    bench_calls(
+        &mut g,
+        "tower-resilience retry",
+        minimal_request,
+        move |r| call_now(&mut rr, r),
+    );
+    let mut o = ours();
+    bench_calls(
+        &mut g,
+        "ours (tower-retry-plus)",
+        minimal_request,
+        move |r| call_now(&mut o, r),
+    );
+    let mut o = ours_no_budget();
+    bench_calls(&mut g, "ours, no budget", minimal_request, move |r| {
+        call_now(&mut o, r)
+    });
+    g.finish();
+    report::compare(MINIMAL, "ours (tower-retry-plus)", "tower::retry");
+    report::compare(MINIMAL, "ours, no budget", "tower::retry");
+    report::compare(MINIMAL, "ours (tower-retry-plus)", "tower-resilience retry");
+}
+
 fn multi(c: &mut criterion::Criterion) {
     let rt = runtime();
     let mut g = report::group(c, MULTI);
@@ -139,6 +185,7 @@ fn multi(c: &mut criterion::Criterion) {
 fn main() {
     let mut c = resilience_benches::criterion();
     single(&mut c);
+    minimal(&mut c);
     multi(&mut c);
     c.final_summary();
     report::finish("retry");

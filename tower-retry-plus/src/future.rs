@@ -328,7 +328,8 @@ where
     #[inline]
     pub(crate) fn start(
         mut service: S,
-        first: Request<ReplayBody<B>>,
+        parts: http::request::Parts,
+        body: ReplayBody<B>,
         kept: Option<Kept<B>>,
         config: Arc<Config<C>>,
         max_attempts: u32,
@@ -347,7 +348,7 @@ where
         let span = attempt_span(&config, 1, Duration::ZERO);
         let future = {
             let _entered = span.enter();
-            service.call(first)
+            service.call(Request::from_parts(parts, body))
         };
         Self {
             state: State::Calling { future },

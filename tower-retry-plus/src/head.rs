@@ -7,8 +7,8 @@
 //! that allocates again when first cloned — six allocations for a request with three ordinary
 //! headers — and the URI's `Bytes` cost two atomic reference counts (or an allocation, for a
 //! path-only URI parsed from a string). [`KeptHead`] keeps the URI and the headers as their
-//! bytes, packed into one buffer (one allocation), and parses them back only when a retry
-//! actually happens.
+//! bytes, packed into one buffer (one allocation; none for a short URI without headers), and
+//! parses them back only when a retry actually happens.
 
 use bytes::Bytes;
 use http::{
@@ -62,24 +62,45 @@ impl KeptHead {
 /// per header value, in iteration order: a flag byte (1 if the value is sensitive), the name's
 /// length and the value's length as LEB128 varints, the name's bytes, the value's bytes.
 struct Packed {
-    buf: Vec<u8>,
+    buf: PackedBuf,
     uri_len: usize,
     /// Header entries (values) in `buf`.
     headers: usize,
 }
 
-/// The pieces `Uri`'s `Display` writes, in order.
-fn uri_pieces(uri: &Uri) -> [&str; 6] {
+/// The bytes of a [`Packed`]: inline when they are only a short URI (a request without
+/// headers), else on the heap.
+enum PackedBuf {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+/// The longest URI kept inline: with the tag and the length, the size of a `Vec`.
+const INLINE: usize = 22;
+
+impl PackedBuf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            PackedBuf::Inline { len, data } => &data[..usize::from(*len)],
+            PackedBuf::Heap(buf) => buf,
+        }
+    }
+}
+
+/// Bytes reserved per header entry: a typical client header (name, value, three bytes of
+/// framing) fits; a longer one grows the buffer.
+const ENTRY_GUESS: usize = 64;
+
+/// The pieces `Uri`'s `Display` writes, in order (its path and query are the path-and-query's
+/// text, `/` for an empty path), some of them empty.
+fn uri_pieces(uri: &Uri) -> [&str; 4] {
     let (scheme, sep) = match uri.scheme_str() {
         Some(scheme) => (scheme, "://"),
         None => ("", ""),
     };
     let authority = uri.authority().map_or("", |a| a.as_str());
-    let (mark, query) = match uri.query() {
-        Some(query) => ("?", query),
-        None => ("", ""),
-    };
-    [scheme, sep, authority, uri.path(), mark, query]
+    let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
+    [scheme, sep, authority, path_and_query]
 }
 
 /// A decoded header entry of [`Packed`]: byte ranges into the buffer.
@@ -87,15 +108,6 @@ struct Entry {
     sensitive: bool,
     name: std::ops::Range<usize>,
     value: std::ops::Range<usize>,
-}
-
-fn varint_len(mut n: usize) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
 }
 
 fn put_varint(buf: &mut Vec<u8>, mut n: usize) {
@@ -124,27 +136,38 @@ impl Packed {
     fn pack(uri: &Uri, headers: &HeaderMap) -> Self {
         let uri = uri_pieces(uri);
         let uri_len: usize = uri.iter().map(|piece| piece.len()).sum();
-        // Sized exactly first, so the buffer is allocated once.
-        let headers_len: usize = headers
-            .iter()
-            .map(|(name, value)| {
-                let (name, value) = (name.as_str().len(), value.len());
-                1 + varint_len(name) + varint_len(value) + name + value
-            })
-            .sum();
-        let mut buf = Vec::with_capacity(uri_len + headers_len);
-        for piece in uri {
+        if headers.is_empty() && uri_len <= INLINE {
+            let mut data = [0; INLINE];
+            let mut at = 0;
+            for piece in uri.into_iter().filter(|piece| !piece.is_empty()) {
+                data[at..at + piece.len()].copy_from_slice(piece.as_bytes());
+                at += piece.len();
+            }
+            return Self {
+                buf: PackedBuf::Inline {
+                    len: at as u8,
+                    data,
+                },
+                uri_len,
+                headers: 0,
+            };
+        }
+        // One pass over the headers: sizing the buffer exactly would walk them twice, which
+        // costs more than the rare reallocation of a head with long values.
+        let mut buf = Vec::with_capacity(uri_len + headers.len() * ENTRY_GUESS);
+        for piece in uri.into_iter().filter(|piece| !piece.is_empty()) {
             buf.extend_from_slice(piece.as_bytes());
         }
         for (name, value) in headers {
+            let name = name.as_str().as_bytes();
             buf.push(u8::from(value.is_sensitive()));
-            put_varint(&mut buf, name.as_str().len());
+            put_varint(&mut buf, name.len());
             put_varint(&mut buf, value.len());
-            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(name);
             buf.extend_from_slice(value.as_bytes());
         }
         Self {
-            buf,
+            buf: PackedBuf::Heap(buf),
             uri_len,
             headers: headers.len(),
         }
@@ -153,15 +176,16 @@ impl Packed {
     /// The entries, in the order they were packed; stops early at a malformed entry (which
     /// `pack` never writes).
     fn entries(&self) -> impl Iterator<Item = Option<Entry>> + '_ {
+        let buf = self.buf.as_slice();
         let mut pos = self.uri_len;
         (0..self.headers).map(move |_| {
-            let sensitive = *self.buf.get(pos)? == 1;
+            let sensitive = *buf.get(pos)? == 1;
             pos += 1;
-            let name_len = take_varint(&self.buf, &mut pos)?;
-            let value_len = take_varint(&self.buf, &mut pos)?;
+            let name_len = take_varint(buf, &mut pos)?;
+            let value_len = take_varint(buf, &mut pos)?;
             let name = pos..pos.checked_add(name_len)?;
             let value = name.end..name.end.checked_add(value_len)?;
-            if value.end > self.buf.len() {
+            if value.end > buf.len() {
                 return None;
             }
             pos = value.end;
@@ -177,18 +201,19 @@ impl Packed {
         let wanted = name.as_str().as_bytes();
         self.entries()
             .map_while(|entry| entry)
-            .any(|entry| &self.buf[entry.name] == wanted)
+            .any(|entry| &self.buf.as_slice()[entry.name] == wanted)
     }
 
     fn unpack(&self) -> Option<(Uri, HeaderMap)> {
         // One copy of the buffer; the URI and every value are slices of it (a reference count,
         // no copy).
-        let shared = Bytes::copy_from_slice(&self.buf);
+        let buf = self.buf.as_slice();
+        let shared = Bytes::copy_from_slice(buf);
         let uri = Uri::from_maybe_shared(shared.slice(..self.uri_len)).ok()?;
         let mut headers = HeaderMap::with_capacity(self.headers);
         for entry in self.entries() {
             let entry = entry?;
-            let name = HeaderName::from_bytes(&self.buf[entry.name]).ok()?;
+            let name = HeaderName::from_bytes(&buf[entry.name]).ok()?;
             let mut value = HeaderValue::from_maybe_shared(shared.slice(entry.value)).ok()?;
             value.set_sensitive(entry.sensitive);
             headers.append(name, value);
@@ -256,11 +281,28 @@ mod tests {
     fn a_head_without_headers_comes_back_without() {
         let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
         let kept = KeptHead::of(&parts);
-        assert_eq!(kept.packed.buf, b"/");
+        assert!(matches!(kept.packed.buf, PackedBuf::Inline { .. }));
+        assert_eq!(kept.packed.buf.as_slice(), b"/");
         let copy = kept.to_parts().unwrap();
         assert!(copy.headers.is_empty());
         assert_eq!(copy.uri, "/");
         assert!(!kept.contains_header(&http::header::ACCEPT));
+    }
+
+    #[test]
+    fn a_long_uri_without_headers_goes_to_the_heap() {
+        let short = "/".to_owned() + &"a".repeat(INLINE - 1);
+        let long = "/".to_owned() + &"a".repeat(INLINE);
+        for (uri, inline) in [(short, true), (long, false)] {
+            let (parts, ()) = Request::get(&uri).body(()).unwrap().into_parts();
+            let kept = KeptHead::of(&parts);
+            assert_eq!(
+                matches!(kept.packed.buf, PackedBuf::Inline { .. }),
+                inline,
+                "{uri}"
+            );
+            assert_eq!(kept.to_parts().unwrap().uri, parts.uri);
+        }
     }
 
     #[test]
@@ -290,16 +332,17 @@ mod tests {
     }
 
     #[test]
-    fn the_buffer_is_sized_exactly() {
+    fn long_values_grow_the_buffer() {
         let (parts, ()) = Request::get("/")
             .header("x-long", "v".repeat(300))
             .header("a", "b")
+            .header("x-longer", "w".repeat(20_000))
             .body(())
             .unwrap()
             .into_parts();
-        let kept = KeptHead::of(&parts);
-        assert_eq!(kept.packed.buf.len(), kept.packed.buf.capacity());
-        assert_eq!(round_trip(&parts).headers, parts.headers);
+        let copy = round_trip(&parts);
+        assert_eq!(copy.headers, parts.headers);
+        assert_eq!(copy.headers["x-longer"].len(), 20_000);
     }
 
     #[test]
@@ -330,7 +373,6 @@ mod tests {
         ] {
             let mut buf = Vec::new();
             put_varint(&mut buf, n);
-            assert_eq!(buf.len(), varint_len(n), "{n}");
             let mut pos = 0;
             assert_eq!(take_varint(&buf, &mut pos), Some(n));
             assert_eq!(pos, buf.len());

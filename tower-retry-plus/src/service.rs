@@ -112,7 +112,7 @@ where
         }
         let has_key = |parts: &http::request::Parts| parts.headers.contains_key(IDEMPOTENCY_KEY);
 
-        let (first, kept) = if max_attempts > 1 {
+        let (body, kept) = if max_attempts > 1 {
             // The replay state costs at most one `Arc`, none for an empty body or a body that
             // is ready in one frame (`Full<Bytes>`).
             let body = ReplayBody::for_retries(body, config.body_limit);
@@ -120,7 +120,7 @@ where
                 Some(template) => {
                     // The head is copied once so the first attempt can consume a request while
                     // the copy stays for retries: the one request copy any retry layer makes
-                    // (tower's clones it), with the headers packed into one buffer (see
+                    // (tower's clones it), with the URI and headers packed into one buffer (see
                     // `KeptHead`). The first attempt goes out as the caller made it: no attempt
                     // context (a request without one is a first attempt), so nothing is
                     // inserted and no extensions map is created.
@@ -139,22 +139,24 @@ where
                         };
                         kept.sent_to = Some(sent_to);
                     }
-                    let first = Request::from_parts(parts, body);
-                    (first, Some(kept))
+                    (body, Some(kept))
                 }
                 None => {
                     retry_maybe_processed.get_or_insert_with(|| has_key(&parts));
-                    (Request::from_parts(parts, body), None)
+                    (body, None)
                 }
             }
         } else {
             retry_maybe_processed.get_or_insert_with(|| has_key(&parts));
-            (Request::from_parts(parts, ReplayBody::once(body)), None)
+            (ReplayBody::once(body), None)
         };
 
+        // The first request is put together where it is handed to the inner service: every
+        // intermediate value would be one more copy of it.
         ResponseFuture::start(
             service,
-            first,
+            parts,
+            body,
             kept,
             Arc::clone(config),
             max_attempts,
