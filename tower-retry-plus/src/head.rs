@@ -383,6 +383,33 @@ mod tests {
 
     proptest! {
         #[test]
+        fn any_uri_round_trips(
+            origin in proptest::option::of(("https?", "[a-z0-9.-]{1,20}", proptest::option::of(1u16..))),
+            path in "(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}){0,4}",
+            query in proptest::option::of("[a-zA-Z0-9._~%!$&'()*+,;=:@/?-]{0,20}"),
+        ) {
+            let mut uri = String::new();
+            if let Some((scheme, host, port)) = &origin {
+                uri.push_str(&format!("{scheme}://{host}"));
+                if let Some(port) = port {
+                    uri.push_str(&format!(":{port}"));
+                }
+            }
+            uri.push_str(if path.is_empty() && origin.is_none() { "/" } else { &path });
+            if let Some(query) = &query {
+                uri.push('?');
+                uri.push_str(query);
+            }
+            let Ok(parsed) = uri.parse::<Uri>() else {
+                return Err(TestCaseError::reject("not a URI http accepts"));
+            };
+            let (parts, ()) = Request::get(parsed).body(()).unwrap().into_parts();
+            let copy = round_trip(&parts);
+            prop_assert_eq!(&copy.uri, &parts.uri);
+            prop_assert_eq!(copy.uri.to_string(), parts.uri.to_string());
+        }
+
+        #[test]
         fn any_header_map_round_trips(
             headers in proptest::collection::vec(
                 ("[a-z][a-z0-9-]{0,20}", proptest::collection::vec(

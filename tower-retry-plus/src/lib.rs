@@ -17,7 +17,8 @@
 //!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
 //!   last outcome is returned at once.
 //! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer: retries are at most
-//!   20% of requests plus 10 per second over a sliding 10 s window, exactly.
+//!   20% of requests plus 10 per second over a sliding 10 s window (requests are counted in
+//!   batches of 16, so a request may stay in the window a little late; see [`RetryBudget`]).
 //! * **Body replay** ([`ReplayBody`]) for any `http_body::Body`: up to 64 KiB is kept and
 //!   replayed byte-identical; `Bytes` frames cost a reference count. A larger body is sent once,
 //!   whole and in order, and not retried.

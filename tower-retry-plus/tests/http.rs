@@ -99,6 +99,53 @@ async fn wiremock_503_503_200() {
 }
 
 #[tokio::test]
+async fn every_attempt_carries_the_same_head() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let (client, _) = client();
+    let svc = fast().build().unwrap().layer(client);
+    let mut secret = http::HeaderValue::from_static("Bearer 0123456789abcdef");
+    secret.set_sensitive(true);
+    let req = Request::put(format!("{}/orders/7?expand=items&x=%20y", server.uri()))
+        .header("content-type", "application/json")
+        .header("authorization", secret)
+        .header("accept", "application/json")
+        .header("accept", "text/plain")
+        .header("x-request-id", "4f1c2a9e-6b7d-4e0a-9c3b-2d8f5a1e7c60")
+        .header(
+            "x-opaque",
+            http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        )
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 204);
+    let received = server.received_requests().await.unwrap();
+    assert_eq!(received.len(), 3);
+    let first = &received[0];
+    assert_eq!(first.url.path(), "/orders/7");
+    assert_eq!(first.url.query(), Some("expand=items&x=%20y"));
+    let accept: Vec<_> = first.headers.get_all("accept").iter().collect();
+    assert_eq!(accept, ["application/json", "text/plain"]);
+    assert_eq!(first.headers["x-opaque"].as_bytes(), b"caf\xc3\xa9");
+    for retry in &received[1..] {
+        assert_eq!(retry.method, first.method);
+        assert_eq!(retry.url, first.url);
+        assert_eq!(retry.headers, first.headers, "a retry's headers differ");
+        assert_eq!(retry.body, b"{}");
+    }
+}
+
+#[tokio::test]
 async fn streamed_post_with_stamped_key_is_replayed_identical() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
