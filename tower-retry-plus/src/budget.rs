@@ -82,11 +82,13 @@ struct Inner {
 /// ```
 ///
 /// A retry is admitted only if `retries_in_window + 1 <= ratio × requests_in_window +
-/// floor_per_sec × 10`. The check is exact at every ratio from 0 to 1 (at 0 only the floor
+/// floor_per_sec × 10`, over the requests and retries counted in the window. The check is exact at
+/// every ratio from 0 to 1 (at 0 only the floor
 /// admits retries; at 1 there is at most one retry per request, plus the floor).
 ///
 /// Depositing is one atomic add: requests are counted into the window in batches of 16, and
-/// whenever a retry is asked for, so every retry decision sees every request made before it.
+/// whenever a retry is asked for, so a retry decision sees every request deposited before it
+/// (but one a concurrent deposit is counting at that instant, which only makes it stricter).
 /// A request is counted in the window from the time its batch is (at high traffic, within
 /// microseconds of its own time); at low traffic a request can thus stay in the window longer
 /// than 10 s, but at most 15 requests at a time, which can admit at most `15 × ratio` retries

@@ -214,7 +214,8 @@ impl<B, C> Attempts<B, C> {
     }
 
     /// The next attempt's request, or `None` if the body stopped being replayable meanwhile
-    /// (or the head could not be rebuilt, which only a header made with `unsafe` can cause).
+    /// (or the head could not be rebuilt, which only a header value made with `unsafe`, unchecked,
+    /// can cause).
     fn next_request(&mut self) -> Option<Request<ReplayBody<B>>> {
         let kept = self.kept.as_mut()?;
         let body = kept.body.try_clone()?;

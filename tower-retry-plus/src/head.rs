@@ -6,13 +6,17 @@
 //! entry tables, every header value (and custom header name) made from a `&str` is a `Bytes`
 //! that allocates again when first cloned — six allocations for a request with three ordinary
 //! headers — and the URI's `Bytes` cost two atomic reference counts (or an allocation, for a
-//! path-only URI parsed from a string). [`KeptHead`] keeps the URI and the headers as their
-//! bytes, packed into one buffer (one allocation; none for a short URI without headers), and
-//! parses them back only when a retry actually happens.
+//! path-only URI parsed from a string). [`KeptHead`] keeps the URI's parts and the headers as
+//! their bytes, packed into one buffer (one allocation; none for a short URI without headers),
+//! the extensions cloned as they are (free when there are none),
+//! and parses them back only when a retry actually happens.
 
-use bytes::Bytes;
+use std::ops::Range;
+
 use http::{
-    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, request::Parts,
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
+    request::Parts,
+    uri::{self, Authority, PathAndQuery, Scheme},
 };
 
 /// A request head kept for retries: the method, version and extensions as they were, the URI
@@ -42,10 +46,9 @@ impl KeptHead {
 
     /// The head of another attempt: equal to the one this was made of.
     ///
-    /// `None` only if the URI or a header could not be parsed back, which cannot happen to a
-    /// head made through `http`'s safe constructors (they validate every part), save for an
-    /// absolute URI without a path whose length is exactly `http`'s limit (65 534 bytes): it is
-    /// written back with the `/` its `path()` reports, one byte over.
+    /// Each part of the URI and each header is parsed back from bytes `http` once accepted for
+    /// that same part, so this does not fail for a head made through `http`'s safe
+    /// constructors; `None` would mean one was made with `unsafe` (an unchecked value).
     pub(crate) fn to_parts(&self) -> Option<Parts> {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.method.clone();
@@ -58,14 +61,66 @@ impl KeptHead {
 
 /// A URI and a header map as bytes in one buffer.
 ///
-/// The buffer holds the URI as `Uri`'s `Display` writes it (`uri_len` bytes), then one entry
-/// per header value, in iteration order: a flag byte (1 if the value is sensitive), the name's
-/// length and the value's length as LEB128 varints, the name's bytes, the value's bytes.
+/// The buffer holds the URI's scheme, authority and path-and-query, one after the other (their
+/// ends in `uri`), then one entry per header value, in iteration order: a flag byte (1 if the
+/// value is sensitive), the name's length and the value's length as LEB128 varints, the name's
+/// bytes, the value's bytes.
 struct Packed {
     buf: PackedBuf,
-    uri_len: usize,
+    uri: UriLayout,
     /// Header entries (values) in `buf`.
     headers: usize,
+}
+
+/// Where the parts of the URI are in a [`Packed`] buffer. Kept apart, not as one string to
+/// parse again: `http` accepts URIs built from parts that it would read differently as a
+/// whole (a path of `*` after an authority, a path-and-query starting with `?`).
+#[derive(Clone, Copy)]
+struct UriLayout {
+    /// Ends of the scheme, the authority and the path-and-query (the end of the URI); a part
+    /// that is absent ends where the one before it does.
+    scheme_end: usize,
+    authority_end: usize,
+    end: usize,
+    /// Which parts are present: [`SCHEME`], [`AUTHORITY`], [`PATH_AND_QUERY`].
+    present: u8,
+}
+
+const SCHEME: u8 = 1;
+const AUTHORITY: u8 = 2;
+const PATH_AND_QUERY: u8 = 4;
+
+impl UriLayout {
+    fn part(&self, bit: u8, range: Range<usize>) -> Option<Range<usize>> {
+        (self.present & bit != 0).then_some(range)
+    }
+
+    fn scheme(&self) -> Option<Range<usize>> {
+        self.part(SCHEME, 0..self.scheme_end)
+    }
+
+    fn authority(&self) -> Option<Range<usize>> {
+        self.part(AUTHORITY, self.scheme_end..self.authority_end)
+    }
+
+    fn path_and_query(&self) -> Option<Range<usize>> {
+        self.part(PATH_AND_QUERY, self.authority_end..self.end)
+    }
+}
+
+/// The parts of a URI as text: scheme, authority, path-and-query, each absent or present.
+fn uri_parts(uri: &Uri) -> [Option<&str>; 3] {
+    // A URI without scheme, authority or path (`Uri::from_parts(Parts::default())`) reports
+    // a path-and-query of `/`; it has none to keep.
+    let path_and_query = uri
+        .path_and_query()
+        .map(PathAndQuery::as_str)
+        .filter(|pq| *pq != "/" || !uri.path().is_empty());
+    [
+        uri.scheme_str(),
+        uri.authority().map(Authority::as_str),
+        path_and_query,
+    ]
 }
 
 /// The bytes of a [`Packed`]: inline when they are only a short URI (a request without
@@ -75,8 +130,9 @@ enum PackedBuf {
     Heap(Vec<u8>),
 }
 
-/// The longest URI kept inline: with the tag and the length, the size of a `Vec`.
-const INLINE: usize = 22;
+/// The longest URI kept inline: with the tag and the length, the 32 bytes the enum takes
+/// anyway.
+const INLINE: usize = 30;
 
 impl PackedBuf {
     fn as_slice(&self) -> &[u8] {
@@ -91,23 +147,11 @@ impl PackedBuf {
 /// framing) fits; a longer one grows the buffer.
 const ENTRY_GUESS: usize = 64;
 
-/// The pieces `Uri`'s `Display` writes, in order (its path and query are the path-and-query's
-/// text, `/` for an empty path), some of them empty.
-fn uri_pieces(uri: &Uri) -> [&str; 4] {
-    let (scheme, sep) = match uri.scheme_str() {
-        Some(scheme) => (scheme, "://"),
-        None => ("", ""),
-    };
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
-    [scheme, sep, authority, path_and_query]
-}
-
 /// A decoded header entry of [`Packed`]: byte ranges into the buffer.
 struct Entry {
     sensitive: bool,
-    name: std::ops::Range<usize>,
-    value: std::ops::Range<usize>,
+    name: Range<usize>,
+    value: Range<usize>,
 }
 
 fn put_varint(buf: &mut Vec<u8>, mut n: usize) {
@@ -134,12 +178,27 @@ fn take_varint(buf: &[u8], pos: &mut usize) -> Option<usize> {
 
 impl Packed {
     fn pack(uri: &Uri, headers: &HeaderMap) -> Self {
-        let uri = uri_pieces(uri);
-        let uri_len: usize = uri.iter().map(|piece| piece.len()).sum();
-        if headers.is_empty() && uri_len <= INLINE {
+        let [scheme, authority, path_and_query] = uri_parts(uri);
+        let len = |part: Option<&str>| part.map_or(0, str::len);
+        let scheme_end = len(scheme);
+        let authority_end = scheme_end + len(authority);
+        let end = authority_end + len(path_and_query);
+        let layout = UriLayout {
+            scheme_end,
+            authority_end,
+            end,
+            present: (u8::from(scheme.is_some()) * SCHEME)
+                | (u8::from(authority.is_some()) * AUTHORITY)
+                | (u8::from(path_and_query.is_some()) * PATH_AND_QUERY),
+        };
+        let pieces = [scheme, authority, path_and_query]
+            .into_iter()
+            .flatten()
+            .filter(|piece| !piece.is_empty());
+        if headers.is_empty() && end <= INLINE {
             let mut data = [0; INLINE];
             let mut at = 0;
-            for piece in uri.into_iter().filter(|piece| !piece.is_empty()) {
+            for piece in pieces {
                 data[at..at + piece.len()].copy_from_slice(piece.as_bytes());
                 at += piece.len();
             }
@@ -148,14 +207,14 @@ impl Packed {
                     len: at as u8,
                     data,
                 },
-                uri_len,
+                uri: layout,
                 headers: 0,
             };
         }
         // One pass over the headers: sizing the buffer exactly would walk them twice, which
         // costs more than the rare reallocation of a head with long values.
-        let mut buf = Vec::with_capacity(uri_len + headers.len() * ENTRY_GUESS);
-        for piece in uri.into_iter().filter(|piece| !piece.is_empty()) {
+        let mut buf = Vec::with_capacity(end + headers.len() * ENTRY_GUESS);
+        for piece in pieces {
             buf.extend_from_slice(piece.as_bytes());
         }
         for (name, value) in headers {
@@ -168,7 +227,7 @@ impl Packed {
         }
         Self {
             buf: PackedBuf::Heap(buf),
-            uri_len,
+            uri: layout,
             headers: headers.len(),
         }
     }
@@ -177,7 +236,7 @@ impl Packed {
     /// `pack` never writes).
     fn entries(&self) -> impl Iterator<Item = Option<Entry>> + '_ {
         let buf = self.buf.as_slice();
-        let mut pos = self.uri_len;
+        let mut pos = self.uri.end;
         (0..self.headers).map(move |_| {
             let sensitive = *buf.get(pos)? == 1;
             pos += 1;
@@ -204,19 +263,36 @@ impl Packed {
             .any(|entry| &self.buf.as_slice()[entry.name] == wanted)
     }
 
-    fn unpack(&self) -> Option<(Uri, HeaderMap)> {
-        // One copy of the buffer; the URI and every value are slices of it (a reference count,
-        // no copy).
+    fn unpack_uri(&self) -> Option<Uri> {
         let buf = self.buf.as_slice();
-        let shared = Bytes::copy_from_slice(buf);
-        let uri = Uri::from_maybe_shared(shared.slice(..self.uri_len)).ok()?;
-        let mut headers = HeaderMap::with_capacity(self.headers);
+        let bytes = |range: Range<usize>| buf.get(range);
+        let mut parts = uri::Parts::default();
+        if let Some(range) = self.uri.scheme() {
+            parts.scheme = Some(Scheme::try_from(bytes(range)?).ok()?);
+        }
+        if let Some(range) = self.uri.authority() {
+            parts.authority = Some(Authority::try_from(bytes(range)?).ok()?);
+        }
+        if let Some(range) = self.uri.path_and_query() {
+            parts.path_and_query = Some(PathAndQuery::try_from(bytes(range)?).ok()?);
+        }
+        Uri::from_parts(parts).ok()
+    }
+
+    fn unpack(&self) -> Option<(Uri, HeaderMap)> {
+        let uri = self.unpack_uri()?;
+        let buf = self.buf.as_slice();
+        // `HeaderMap::with_capacity` panics past its limit on entries; counting values can
+        // pass it where the map itself (extra values per name) did not.
+        let mut headers = HeaderMap::try_with_capacity(self.headers).unwrap_or_default();
         for entry in self.entries() {
             let entry = entry?;
             let name = HeaderName::from_bytes(&buf[entry.name]).ok()?;
-            let mut value = HeaderValue::from_maybe_shared(shared.slice(entry.value)).ok()?;
+            // Each value its own copy: one shared buffer would keep every header (and the
+            // sensitive ones) alive as long as any value a later layer holds on to.
+            let mut value = HeaderValue::from_bytes(&buf[entry.value]).ok()?;
             value.set_sensitive(entry.sensitive);
-            headers.append(name, value);
+            headers.try_append(name, value).ok()?;
         }
         Some((uri, headers))
     }
@@ -343,6 +419,57 @@ mod tests {
         let copy = round_trip(&parts);
         assert_eq!(copy.headers, parts.headers);
         assert_eq!(copy.headers["x-longer"].len(), 20_000);
+    }
+
+    /// URIs `http` builds from parts but would read differently (or not at all) as one string.
+    #[test]
+    fn uris_built_from_parts_come_back_equal() {
+        let build = |scheme: Option<&str>, authority: Option<&str>, pq: Option<&str>| {
+            let mut parts = uri::Parts::default();
+            parts.scheme = scheme.map(|s| s.parse().unwrap());
+            parts.authority = authority.map(|a| a.parse().unwrap());
+            parts.path_and_query = pq.map(|p| p.parse().unwrap());
+            Uri::from_parts(parts).unwrap()
+        };
+        // Each part within `http`'s 65 534 bytes, the whole URI over them.
+        let long_host = "h".repeat(30_000) + ".test";
+        let long_path = "/".to_owned() + &"p".repeat(40_000);
+        for uri in [
+            // `OPTIONS *` through a client: `http://example.com:8080*` read as one string.
+            build(Some("http"), Some("example.com:8080"), Some("*")),
+            build(Some("http"), Some("example.com"), Some("*")),
+            build(None, None, Some("?a=b")),
+            build(None, None, None),
+            build(Some("https"), Some(&long_host), Some(&long_path)),
+        ] {
+            let (mut parts, ()) = Request::new(()).into_parts();
+            parts.uri = uri;
+            let copy = round_trip(&parts);
+            assert_eq!(copy.uri, parts.uri);
+            assert_eq!(copy.uri.host(), parts.uri.host());
+            assert_eq!(copy.uri.port_u16(), parts.uri.port_u16());
+            assert_eq!(copy.uri.path(), parts.uri.path());
+            assert_eq!(copy.uri.to_string(), parts.uri.to_string());
+        }
+    }
+
+    #[test]
+    fn many_values_of_one_name_come_back_without_a_panic() {
+        // More values than `HeaderMap::with_capacity` accepts as a capacity.
+        let mut headers = HeaderMap::new();
+        for i in 0..30_000 {
+            headers.append("x-many", HeaderValue::from(i));
+        }
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.headers = headers;
+        let copy = round_trip(&parts);
+        assert_eq!(copy.headers.get_all("x-many").iter().count(), 30_000);
+        assert_eq!(copy.headers, parts.headers);
+    }
+
+    #[test]
+    fn the_inline_buffer_takes_no_more_than_a_heap_one_would() {
+        assert!(size_of::<PackedBuf>() <= 32);
     }
 
     #[test]
