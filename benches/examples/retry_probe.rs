@@ -12,41 +12,13 @@
 //! Rows: `bare`, `clone` (bare + one request clone), `tower` (tower::retry), `ours`,
 //! `ours-no-budget`.
 
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
 use resilience_benches::drive::call_now;
-use resilience_benches::fixtures::{bare_http, bare_http_of, http_request, minimal_request};
-use tower::{Layer, Service};
-
-type Req = Request<Full<Bytes>>;
-type Res = Response<Full<Bytes>>;
-
-/// tower's retry with the simplest useful policy, as in the bench.
-#[derive(Clone, Debug)]
-struct Attempts(usize);
-
-impl<E> tower::retry::Policy<Req, Res, E> for Attempts {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
-        match result {
-            Err(_) if self.0 > 1 => {
-                self.0 -= 1;
-                Some(ready(()))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(req.clone())
-    }
-}
+use resilience_benches::fixtures::{bare_http, http_request, minimal_request};
+use resilience_benches::retry::{Req, ours, ours_no_budget, tower_retry};
+use tower::Service;
 
 /// The timed loop (not inlined, so a profiler can collect it alone).
 #[inline(never)]
@@ -92,25 +64,9 @@ fn main() {
     let ns = match row {
         "bare" => time(&mut bare_http(), make, rounds, false),
         "clone" => time(&mut bare_http(), make, rounds, true),
-        "tower" => time(
-            &mut tower::retry::RetryLayer::new(Attempts(3)).layer(bare_http()),
-            make,
-            rounds,
-            false,
-        ),
-        "ours" => time(
-            &mut tower_retry_plus::RetryLayer::default().layer(bare_http_of()),
-            make,
-            rounds,
-            false,
-        ),
-        "ours-no-budget" => {
-            let layer = tower_retry_plus::RetryLayer::builder()
-                .no_budget()
-                .build()
-                .expect("valid config");
-            time(&mut layer.layer(bare_http_of()), make, rounds, false)
-        }
+        "tower" => time(&mut tower_retry(), make, rounds, false),
+        "ours" => time(&mut ours(), make, rounds, false),
+        "ours-no-budget" => time(&mut ours_no_budget(), make, rounds, false),
         other => {
             eprintln!("unknown row {other:?}: bare, clone, tower, ours, ours-no-budget");
             std::process::exit(2);

@@ -20,6 +20,7 @@ pub mod drive;
 pub mod fixtures;
 pub mod parallel;
 pub mod report;
+pub mod retry;
 
 use std::time::Duration;
 
