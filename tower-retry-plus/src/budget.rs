@@ -82,9 +82,9 @@ struct Inner {
 /// ```
 ///
 /// A retry is admitted only if `retries_in_window + 1 <= ratio × requests_in_window +
-/// floor_per_sec × 10`, over the requests and retries counted in the window. The check is exact at
-/// every ratio from 0 to 1 (at 0 only the floor
-/// admits retries; at 1 there is at most one retry per request, plus the floor).
+/// floor_per_sec × 10`, over the requests and retries counted in the window. The check is exact
+/// at every ratio from 0 to 1 (at 0 only the floor admits retries; at 1 there is at most one
+/// retry per request, plus the floor).
 ///
 /// Depositing is one atomic add: requests are counted into the window in batches of 16, and
 /// whenever a retry is asked for, so a retry decision sees every request deposited before it
