@@ -54,7 +54,8 @@ pub(crate) struct Shared<C> {
 ///    anything is sent, never truncated) and stamps an `Idempotency-Key` if there is none, so the
 ///    first attempt and every re-delivery carry the same key;
 /// 2. if the request has an ordering key and an older entry with that key is still queued,
-///    queues it behind that entry without sending it (FIFO per key);
+///    queues it behind that entry without sending it (FIFO per key, for what is queued: see
+///    [`ordering_key`](RedriveLayerBuilder::ordering_key));
 /// 3. calls the inner stack and classifies the outcome with the [`Classify`] it was given
 ///    ([`HttpClassifier`] by default):
 ///    * success → [`Outcome::Answered`];
@@ -237,6 +238,11 @@ impl<C> RedriveLayerBuilder<C> {
     /// Orders delivery per key: entries with the same key are delivered in the order they were
     /// queued, and a new request is queued behind a pending entry with its key instead of
     /// overtaking it.
+    ///
+    /// What is ordered is what the queue holds. Two requests with the same key that are both
+    /// in flight at once (neither queued yet: the first still going through its retries) are
+    /// sent as they come, and either may reach the upstream first; a caller that needs strict
+    /// order across those sends them one after the other.
     #[must_use]
     pub fn ordering_key(
         mut self,

@@ -802,7 +802,8 @@ async fn pace<C>(shared: &WorkerShared<C>) {
         let mut next = lock(&shared.next_slot);
         let now = tokio::time::Instant::now();
         let slot = next.map_or(now, |n| n.max(now));
-        *next = Some(slot + interval);
+        // Saturating: a tiny `max_rate` is an interval no instant can be added to.
+        *next = Some(tower_fault::time::saturating_after(slot, interval));
         slot
     };
     tokio::time::sleep_until(slot).await;

@@ -365,3 +365,57 @@ async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_on_postg
         EntryState::Delivered
     );
 }
+
+fn timed_out(err: &QueueError) -> bool {
+    match err {
+        QueueError::Backend { source, .. } => source
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        _ => false,
+    }
+}
+
+/// A server that accepts the connection and never answers the startup is an error after
+/// `CONNECT_TIMEOUT`, not a hang (tokio-postgres' own connect timeout covers the socket only).
+#[tokio::test(start_paused = true)]
+async fn connecting_to_a_server_that_never_answers_fails_instead_of_hanging() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("host=127.0.0.1 port={port} user=nobody dbname=nothing");
+    let err = PostgresQueue::connect(&url).await.expect_err("no server");
+    assert!(timed_out(&err), "{err:?}");
+}
+
+/// An operation the database does not answer (here: a table locked by another session) fails
+/// with a timed-out error after the queue's timeout, and the queue works again afterwards.
+#[tokio::test]
+async fn an_operation_the_database_does_not_answer_times_out() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let queue = PostgresQueue::connect(&url)
+        .await
+        .unwrap()
+        .timeout(Duration::from_millis(300));
+    queue.enqueue(entry(0, None)).await.unwrap();
+    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE redrive_entries IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let err = queue.stats().await.unwrap_err();
+    assert!(timed_out(&err), "{err:?}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    // The abandoned statement ran once the lock went; the connection serves the next one.
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.pending, 1);
+}

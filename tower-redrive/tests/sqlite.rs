@@ -585,6 +585,40 @@ async fn rate_cap_spaces_deliveries() {
     );
 }
 
+/// A rate whose interval fits a `Duration` but not an `Instant` (1e-19 per second: one
+/// delivery every ~3e11 years) delivers the first entry and waits, rather than panicking.
+#[tokio::test]
+async fn a_tiny_max_rate_paces_without_a_panic() {
+    tokio::time::pause();
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    for i in 0..2 {
+        let req = tower_redrive::StoredRequest::new(
+            http::Method::POST,
+            format!("http://u/{i}").parse().unwrap(),
+        );
+        queue
+            .enqueue(tower_redrive::NewEntry::new(req, START))
+            .await
+            .unwrap();
+    }
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock)
+        .max_rate(1e-19)
+        .batch(1)
+        .build()
+        .unwrap();
+    assert_eq!(worker.run_once().await.unwrap().delivered, 1);
+    // The second delivery's slot is as far as tokio's clock goes: not within the hour (while
+    // the round waits, it renews its lease).
+    let second = tokio::time::timeout(HOUR, worker.run_once());
+    assert!(
+        second.await.is_err(),
+        "the second delivery waits for its slot"
+    );
+}
+
 #[test]
 fn builders_reject_nonsense() {
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
@@ -706,6 +740,98 @@ async fn gateway_answers_a_readiness_error_without_calling_the_unready_service()
     let res = gateway.oneshot(post("a", "x")).await.unwrap();
     assert_eq!(res.status(), 502);
     assert_eq!(queue.stats().await.unwrap().pending, 0);
+}
+
+/// SQLite does not enforce column types: a row whose columns hold the wrong kind of value must
+/// not stop a claim (of every entry in the batch), nor `get` and `list`.
+#[tokio::test]
+async fn a_column_of_the_wrong_type_dead_letters_its_entry_and_stops_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    upstream.fail_with(503);
+    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
+    let mut ids = Vec::new();
+    for tenant in ["good", "uri", "method", "body", "key"] {
+        let receipt = client
+            .clone()
+            .oneshot(post(tenant, tenant))
+            .await
+            .unwrap()
+            .deferred()
+            .unwrap();
+        ids.push(receipt.id);
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (sql, id) in [
+            (
+                "UPDATE redrive_entries SET uri = x'2f61' WHERE id = ?1",
+                ids[1],
+            ),
+            (
+                "UPDATE redrive_entries SET method = x'474554' WHERE id = ?1",
+                ids[2],
+            ),
+            (
+                "UPDATE redrive_entries SET body = 3.5 WHERE id = ?1",
+                ids[3],
+            ),
+            (
+                "UPDATE redrive_entries SET idempotency_key = x'6b' WHERE id = ?1",
+                ids[4],
+            ),
+        ] {
+            conn.execute(sql, [id.0]).unwrap();
+        }
+        // A wrong timestamp or reason is read as absent, not as corruption.
+        conn.execute(
+            "UPDATE redrive_entries SET first_attempt_at = 'soon', reason = x'00' WHERE id = ?1",
+            [ids[0].0],
+        )
+        .unwrap();
+    }
+    // Every row can still be read.
+    assert_eq!(
+        queue
+            .list(EntryState::Pending, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(queue.get(ids[1]).await.unwrap().unwrap().id, ids[1]);
+
+    upstream.recover();
+    clock.advance(HOUR);
+    let mut worker = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(
+        (report.delivered, report.dead_lettered, report.unrecorded),
+        (1, 4, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        queue.get(ids[0]).await.unwrap().unwrap().state,
+        EntryState::Delivered
+    );
+    for (id, column) in ids[1..]
+        .iter()
+        .zip(["uri", "method", "body", "idempotency_key"])
+    {
+        let dead = queue.get(*id).await.unwrap().unwrap();
+        assert_eq!(dead.state, EntryState::Dead);
+        let reason = dead.reason.unwrap();
+        assert!(
+            reason.starts_with(&format!("corrupt entry: column {column} holds")),
+            "{reason}"
+        );
+    }
 }
 
 #[tokio::test]

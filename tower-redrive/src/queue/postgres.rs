@@ -1,6 +1,6 @@
 //! [`PostgresQueue`]: the distributed store — many workers on many machines.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, io, sync::Arc, time::Duration};
 
 use tokio::sync::RwLock;
 use tokio_postgres::{Client, NoTls, Row, types::ToSql};
@@ -45,9 +45,16 @@ const COLUMNS: &str = "id, state, ordering_key, idempotency_key, method, uri, he
 /// connection made by [`connect`](Self::connect) is re-established when it breaks.
 /// To keep several queues in one database, give each its own schema through the connection
 /// string's `options=-csearch_path=…`.
+///
+/// A database that stops answering is an error, not a hang: connecting (or reconnecting) gives
+/// up after [`CONNECT_TIMEOUT`], and every operation after [`PostgresQueue::timeout`] (30 s by
+/// default). An operation that times out may still complete in the database (a claim then
+/// holds its entries until the lease expires; an enqueue reported as failed may be stored —
+/// its `Idempotency-Key` makes a later duplicate harmless).
 pub struct PostgresQueue {
     client: RwLock<Arc<Client>>,
     config: Option<String>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for PostgresQueue {
@@ -56,10 +63,27 @@ impl fmt::Debug for PostgresQueue {
     }
 }
 
+/// How long connecting to PostgreSQL (socket and startup) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one queue operation may take by default (see [`PostgresQueue::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn timed_out(what: &str, after: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what}: no answer from PostgreSQL within {after:?}"),
+    )
+}
+
 async fn open(config: &str) -> Result<Client, QueueError> {
-    let (client, connection) = tokio_postgres::connect(config, NoTls)
-        .await
-        .map_err(|e| QueueError::backend("connect to PostgreSQL", e))?;
+    let op = "connect to PostgreSQL";
+    // tokio-postgres' own `connect_timeout` covers the socket only: a server that accepts and
+    // never answers the startup would hang here.
+    let (client, connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(config, NoTls))
+            .await
+            .map_err(|_| QueueError::backend(op, timed_out("connecting", CONNECT_TIMEOUT)))?
+            .map_err(|e| QueueError::backend(op, e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "redrive PostgreSQL connection closed");
@@ -83,7 +107,17 @@ impl PostgresQueue {
         Ok(Self {
             client: RwLock::new(Arc::new(client)),
             config: Some(config.to_owned()),
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// How long one operation (a claim, an enqueue, a record…) may take before it fails with
+    /// a timed-out [`QueueError::Backend`] (default [`DEFAULT_TIMEOUT`]; a reconnect it needs
+    /// counts too). `Duration::MAX` waits forever.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Wraps a connected client without migrating (call [`migrate`](Self::migrate) once) and
@@ -93,6 +127,7 @@ impl PostgresQueue {
         Self {
             client: RwLock::new(Arc::new(client)),
             config: None,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -131,11 +166,19 @@ impl PostgresQueue {
         Fut: Future<Output = Result<T, Fail>> + Send + 'a,
     {
         Box::pin(async move {
-            let client = self.client().await?;
-            f(client).await.map_err(|e| match e {
-                Fail::Sql(e) => QueueError::backend(op, e),
-                Fail::Queue(e) => e,
-            })
+            let run = async {
+                let client = self.client().await?;
+                f(client).await.map_err(|e| match e {
+                    Fail::Sql(e) => QueueError::backend(op, e),
+                    Fail::Queue(e) => e,
+                })
+            };
+            if self.timeout == Duration::MAX {
+                return run.await;
+            }
+            tokio::time::timeout(self.timeout, run)
+                .await
+                .unwrap_or_else(|_| Err(QueueError::backend(op, timed_out(op, self.timeout))))
         })
     }
 }
@@ -230,6 +273,7 @@ fn raw(row: &Row) -> Result<RawRow, tokio_postgres::Error> {
         reason: row.try_get(14)?,
         history: row.try_get(15)?,
         lease_token: row.try_get(16)?,
+        corrupt: None,
     })
 }
 

@@ -36,9 +36,15 @@ pub(crate) struct RawRow {
     pub(crate) reason: Option<String>,
     pub(crate) history: String,
     pub(crate) lease_token: Option<i64>,
+    /// Why the row cannot be delivered, when a column held a value of the wrong type (SQLite
+    /// does not enforce column types; PostgreSQL does, and never sets it).
+    pub(crate) corrupt: Option<String>,
 }
 
 fn decode_request(row: &RawRow) -> Result<StoredRequest, String> {
+    if let Some(corrupt) = &row.corrupt {
+        return Err(corrupt.clone());
+    }
     let method = Method::from_bytes(row.method.as_bytes())
         .map_err(|e| format!("stored method {:?} is invalid: {e}", row.method))?;
     let uri: Uri = row

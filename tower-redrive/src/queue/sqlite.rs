@@ -189,26 +189,91 @@ fn migrate(conn: &mut Connection) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Reads a row whatever its columns hold. SQLite does not enforce column types, and one row
+/// with a value of the wrong type (a hand edit, a bad restore) must not fail the read of the
+/// row — a claim would fail for the whole batch, over and over, and `get`/`list` could not show
+/// the row. A column a delivery needs (state, keys, method, URI, headers, body) holding the
+/// wrong type marks the row corrupt, and the worker dead-letters it with the reason; a wrong
+/// timestamp, count or reason reads as absent (0 for a count).
 fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    let mut lenient = Lenient { row, corrupt: None };
     Ok(RawRow {
         id: row.get(0)?,
-        state: row.get(1)?,
-        ordering_key: row.get(2)?,
-        idempotency_key: row.get(3)?,
-        method: row.get(4)?,
-        uri: row.get(5)?,
-        headers: row.get(6)?,
-        body: row.get(7)?,
-        enqueued_at: row.get(8)?,
-        available_at: row.get(9)?,
-        attempts: row.get(10)?,
-        first_attempt_at: row.get(11)?,
-        last_attempt_at: row.get(12)?,
-        finished_at: row.get(13)?,
-        reason: row.get(14)?,
+        state: lenient.text(1, "state")?,
+        ordering_key: lenient.optional_text(2, "ordering_key")?,
+        idempotency_key: lenient.text(3, "idempotency_key")?,
+        method: lenient.text(4, "method")?,
+        uri: lenient.text(5, "uri")?,
+        headers: lenient.bytes(6, "headers")?,
+        body: lenient.bytes(7, "body")?,
+        enqueued_at: lenient.integer(8)?.unwrap_or(0),
+        available_at: lenient.integer(9)?.unwrap_or(0),
+        attempts: lenient.integer(10)?.unwrap_or(0),
+        first_attempt_at: lenient.integer(11)?,
+        last_attempt_at: lenient.integer(12)?,
+        finished_at: lenient.integer(13)?,
+        reason: match row.get_ref(14)? {
+            ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => None,
+        },
         history: history_text(row.get_ref(15)?),
-        lease_token: row.get(16)?,
+        lease_token: lenient.integer(16)?,
+        corrupt: lenient.corrupt,
     })
+}
+
+/// Column readers that take any value; see [`raw`].
+struct Lenient<'r, 'a> {
+    row: &'r Row<'a>,
+    /// Why the row cannot be delivered (the first column found of the wrong type).
+    corrupt: Option<String>,
+}
+
+impl Lenient<'_, '_> {
+    fn wrong(&mut self, column: &str, value: ValueRef<'_>) {
+        self.corrupt.get_or_insert_with(|| {
+            format!(
+                "column {column} holds {:?}, not the expected type",
+                value.data_type()
+            )
+        });
+    }
+
+    fn optional_text(&mut self, i: usize, column: &str) -> rusqlite::Result<Option<String>> {
+        Ok(match self.row.get_ref(i)? {
+            ValueRef::Null => None,
+            ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            other => {
+                self.wrong(column, other);
+                None
+            }
+        })
+    }
+
+    fn text(&mut self, i: usize, column: &str) -> rusqlite::Result<String> {
+        let value = self.row.get_ref(i)?;
+        if value == ValueRef::Null {
+            self.wrong(column, value);
+        }
+        Ok(self.optional_text(i, column)?.unwrap_or_default())
+    }
+
+    fn bytes(&mut self, i: usize, column: &str) -> rusqlite::Result<Vec<u8>> {
+        Ok(match self.row.get_ref(i)? {
+            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+            other => {
+                self.wrong(column, other);
+                Vec::new()
+            }
+        })
+    }
+
+    fn integer(&mut self, i: usize) -> rusqlite::Result<Option<i64>> {
+        Ok(match self.row.get_ref(i)? {
+            ValueRef::Integer(n) => Some(n),
+            _ => None,
+        })
+    }
 }
 
 /// The `history` column as text, whatever a corrupt row holds there (a blob, a number, a null):
