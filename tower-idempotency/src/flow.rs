@@ -152,7 +152,10 @@ where
             release(shared, record_key, token).await;
             return result.map(|res| res.map(IdempotencyBody::stream));
         }
-        match read_response(response.body_mut(), config.max_response_bytes).await {
+        // Still under the lease: a body that takes longer to read than the lease would
+        // otherwise let a duplicate claim the key and run the handler again.
+        let read = read_response(response.body_mut(), config.max_response_bytes);
+        match WithLease::new(shared, record_key, token, read).await {
             ReadResponse::Complete(bytes, trailers) => {
                 {
                     let mut stored = StoredResponse::capture(

@@ -427,6 +427,72 @@ async fn the_lease_is_renewed_while_a_slow_handler_runs() {
     assert_eq!(handler.count(), 1);
 }
 
+/// A response body that takes 10 s to produce its one frame (work done while it is polled,
+/// as with `Body::from_stream`).
+struct SlowBody(std::pin::Pin<Box<tokio::time::Sleep>>, bool);
+
+impl http_body::Body for SlowBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.1 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.0.as_mut().poll(cx));
+        self.1 = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"receipt",
+        )))))
+    }
+}
+
+/// The lease is renewed while the layer reads the handler's response body too: a body slower
+/// than the lease does not let a duplicate claim the key and execute again.
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_while_the_response_body_is_read() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::builder()
+                .lease(Duration::from_secs(3))
+                .build()
+                .unwrap(),
+        )
+        .service(service_fn(move |_req: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = SlowBody(Box::pin(tokio::time::sleep(Duration::from_secs(10))), false);
+                Ok::<_, std::convert::Infallible>(Response::new(Body::new(body)))
+            }
+        }));
+    let req = || {
+        Request::post("/pay")
+            .header("idempotency-key", "k-slow-body")
+            .body(Body::from("x"))
+            .unwrap()
+    };
+    let first = tokio::spawn(svc.clone().oneshot(req()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let duplicate = svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(duplicate.status(), StatusCode::CONFLICT, "still in flight");
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(
+        first.into_body().collect().await.unwrap().to_bytes(),
+        "receipt"
+    );
+    let replay = svc.oneshot(req()).await.unwrap();
+    assert_eq!(
+        replay.into_body().collect().await.unwrap().to_bytes(),
+        "receipt"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn memory_store_fences_a_stale_owner() {
     common::stale_owner_is_fenced(
