@@ -36,7 +36,8 @@
 //!   the body to store it, then hands on the body and the trailers).
 //! * **What is kept**: outcomes the [`HttpClassifier`](tower_fault::HttpClassifier) calls
 //!   `Transient` (5xx, 408, 429), inner-service errors and broken response bodies release the
-//!   key, so the client's retry executes again; everything else is kept for the TTL (24 h). A
+//!   key, so the client's retry executes again; everything else is kept for the TTL (24 h; a
+//!   full [`MemoryStore`] drops the oldest completed records sooner — size it, see its docs). A
 //!   response body over `max_response_bytes` (1 MiB) streams through untouched and leaves a
 //!   record whose replays get [`problems::NOT_REPLAYABLE`] (409) — never a second execution.
 //! * **Leases and fencing**: a claim has a lease (60 s) renewed every third of it while the

@@ -39,6 +39,13 @@ const EVICTION_BATCH_DIVISOR: usize = 16;
 /// is full of in-flight claims, the claim fails with [`StoreErrorKind::Full`] (so the outage policy
 /// applies) rather than evicting a claim and risking a second execution.
 ///
+/// So a completed key is remembered for the TTL *or* until the store has taken about
+/// `capacity` newer keys, whichever comes first: 100 000 records at 100 new keys per second
+/// is about 17 minutes, and a duplicate arriving later executes again. Size the capacity for
+/// your traffic (new keys per second × TTL), or use the Redis store; [`MemoryStore::evicted`]
+/// counts the completed records dropped before their TTL, and the first such eviction is
+/// logged at WARN.
+///
 /// Expiry follows tokio's clock, so tests can use paused time. Clones share the records.
 ///
 /// ```
@@ -60,6 +67,8 @@ struct Inner {
     shard_capacity: usize,
     capacity: usize,
     next_token: AtomicU64,
+    /// Completed records dropped before their TTL to make room.
+    evicted: AtomicU64,
 }
 
 #[derive(Default)]
@@ -126,8 +135,16 @@ impl MemoryStore {
                 shard_capacity: capacity.div_ceil(shards),
                 capacity,
                 next_token: AtomicU64::new(1),
+                evicted: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// How many completed records were dropped before their TTL because the store was full
+    /// (their keys would execute again); see the type's documentation.
+    #[must_use]
+    pub fn evicted(&self) -> u64 {
+        self.inner.evicted.load(Ordering::Relaxed)
     }
 
     /// The number of records held (including expired ones not yet swept).
@@ -177,7 +194,22 @@ impl MemoryStore {
             return Ok(Claim::Acquired(token));
         }
         if shard.map.len() >= self.inner.shard_capacity {
-            shard.make_room(now, self.inner.shard_capacity)?;
+            let evicted = shard.make_room(now, self.inner.shard_capacity)?;
+            if evicted > 0 {
+                let before = self
+                    .inner
+                    .evicted
+                    .fetch_add(evicted as u64, Ordering::Relaxed);
+                if before == 0 {
+                    tracing::warn!(
+                        capacity = self.inner.capacity,
+                        evicted,
+                        "idempotency memory store is full: completed records are dropped before \
+                         their TTL, and their keys would execute again; raise the capacity or \
+                         use a shared store"
+                    );
+                }
+            }
         }
         let token = token();
         shard
@@ -228,7 +260,8 @@ impl Shard {
     /// batch of inserts, not on every insert (freeing one slot per scan cost ~60 µs per first
     /// request once a 100 000-record store was full). Sweeping here keeps the store free of a
     /// background task. In-flight claims are never evicted.
-    fn make_room(&mut self, now: Instant, capacity: usize) -> Result<(), StoreError> {
+    /// Returns how many live completed records it evicted.
+    fn make_room(&mut self, now: Instant, capacity: usize) -> Result<usize, StoreError> {
         let low_water = capacity - (capacity / EVICTION_BATCH_DIVISOR).max(1);
         // One pass: drop expired records, and note the expiry of every completed one. Sized up
         // front: growing it by doubling meant a dozen reallocations of up to a shard's worth.
@@ -241,11 +274,12 @@ impl Shard {
             live
         });
         let excess = self.map.len().saturating_sub(low_water);
+        let before = self.map.len();
         if excess > 0 && !completed.is_empty() {
             self.evict_earliest_completed(&mut completed, excess);
         }
         if self.map.len() < capacity {
-            Ok(())
+            Ok(before - self.map.len())
         } else {
             Err(StoreError::from_kind(StoreErrorKind::Full))
         }
@@ -388,6 +422,26 @@ mod tests {
         }
     }
 
+    /// A full store counts the completed records it drops before their TTL.
+    #[test]
+    fn evictions_before_the_ttl_are_counted() {
+        let store = MemoryStore::new(16); // one shard of 16
+        let fingerprint = Fingerprint::from_bytes([0; 32]);
+        let lease = Duration::from_secs(60);
+        for i in 0..16 {
+            let Claim::Acquired(token) = now(store.claim(&key(i), &fingerprint, lease)).unwrap()
+            else {
+                panic!("fresh key {i}");
+            };
+            now(store.complete(&key(i), token, &done(), Duration::from_secs(3600))).unwrap();
+        }
+        assert_eq!(store.evicted(), 0);
+        // The 17th key finds the shard full of live completed records: one batch goes.
+        now(store.claim(&key(16), &fingerprint, lease)).unwrap();
+        assert_eq!(store.evicted(), 1);
+        assert_eq!(store.len(), 16);
+    }
+
     /// A full shard frees a batch (down to its low-water mark), taking the completed records
     /// closest to expiry and never a claim, so the next inserts find room without a scan.
     #[test]
@@ -405,7 +459,11 @@ mod tests {
             let expires = now + Duration::from_secs(100 + u64::from(i));
             shard.map.insert(d(i), completed(expires));
         }
-        shard.make_room(now, capacity).unwrap();
+        assert_eq!(
+            shard.make_room(now, capacity).unwrap(),
+            4,
+            "live completed records evicted"
+        );
         assert_eq!(shard.map.len(), capacity - 4);
         for i in 0..4 {
             assert!(shard.map.contains_key(&d(i)), "claim {i} evicted");
