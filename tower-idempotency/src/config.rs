@@ -40,6 +40,10 @@ pub enum Concurrency {
 }
 
 /// What happens when the store cannot be reached.
+///
+/// A store that answers with a record it cannot decode (corrupt, or written by a newer version
+/// during a rolling deploy) is not an outage: the request may have run already, so under either
+/// policy it is answered 409 (`not-replayable` problem) and not executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OutagePolicy {

@@ -21,7 +21,7 @@ use tower_service::Service;
 use crate::{
     body::IdempotencyBody,
     config::{Concurrency, OutagePolicy, Shared},
-    error::StoreError,
+    error::{StoreError, StoreErrorKind},
     key::{FencingToken, Fingerprint, RecordKey},
     problems,
     record::{CompletedRecord, Outcome, StoredResponse},
@@ -79,6 +79,13 @@ where
         let claimed = match claim(&shared, &record_key, &fingerprint).await {
             Ok(Ok(token)) => Some(token),
             Ok(Err(response)) => return Ok(response),
+            // Not an outage: the store answered, with a record this server cannot read. The
+            // request may have run already, so neither policy executes it.
+            Err(error) if error.kind() == StoreErrorKind::Corrupt => {
+                tracing::error!(key = record_key.short(), %error, "idempotency record unreadable; not executing");
+                telemetry::request(&config.metrics, Metric::StoreError);
+                return Ok(problems::respond(problems::record_unreadable()));
+            }
             Err(error) => match config.outage {
                 OutagePolicy::FailClosed { retry_after } => {
                     tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");

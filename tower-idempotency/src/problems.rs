@@ -104,6 +104,14 @@ pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {
     ))
 }
 
+/// A record exists for the key but this server cannot read it (corrupt, or written by a newer
+/// version during a rolling deploy): the request may have run, so it is not run again.
+pub(crate) fn record_unreadable() -> Problem {
+    Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(
+        "a record exists for this idempotency key but could not be read; the request is not executed again",
+    )
+}
+
 pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,

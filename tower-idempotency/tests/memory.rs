@@ -772,3 +772,67 @@ async fn failed_complete_or_release_is_counted_as_a_store_error() {
     assert_eq!(count("store_error"), Some(2));
     assert_eq!(count("conflict"), Some(2));
 }
+
+/// A store whose every claim finds a record it cannot decode (corrupt, or written by a newer
+/// version during a rolling deploy).
+struct UnreadableRecords(MemoryStore);
+
+impl IdempotencyStore for UnreadableRecords {
+    fn claim<'a>(
+        &'a self,
+        _: &'a RecordKey,
+        _: &'a tower_idempotency::Fingerprint,
+        _: Duration,
+    ) -> tower_idempotency::store::StoreFuture<'a, Claim> {
+        Box::pin(async {
+            Err(tower_idempotency::error::StoreError::new(
+                tower_idempotency::error::StoreErrorKind::Corrupt,
+                "unknown record tag",
+            ))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: tower_idempotency::FencingToken,
+        lease: Duration,
+    ) -> tower_idempotency::store::StoreFuture<'a, bool> {
+        self.0.renew(key, token, lease)
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: tower_idempotency::FencingToken,
+        record: &'a tower_idempotency::record::CompletedRecord,
+        ttl: Duration,
+    ) -> tower_idempotency::store::StoreFuture<'a, bool> {
+        self.0.complete(key, token, record, ttl)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: tower_idempotency::FencingToken,
+    ) -> tower_idempotency::store::StoreFuture<'a, bool> {
+        self.0.release(key, token)
+    }
+}
+
+/// An unreadable record is not an outage: even failing open, the request (which may have run
+/// already) is not executed again; the client gets a 409 problem saying why.
+#[tokio::test]
+async fn an_unreadable_record_is_never_executed_again_even_failing_open() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .store(UnreadableRecords(MemoryStore::default()))
+        .on_store_outage(OutagePolicy::FailOpen)
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer);
+    let (status, replayed, body) = call(&router, "k-unreadable").await;
+    assert_eq!((status, replayed), (StatusCode::CONFLICT, false));
+    assert!(body.contains("could not be read"), "{body}");
+    assert_eq!(handler.count(), 0);
+}
