@@ -156,7 +156,10 @@ impl Fingerprint {
         for name in headers {
             hasher.update(name.as_str().as_bytes());
             for value in parts.headers.get_all(name) {
+                // Length-prefixed: a value may hold `:` itself, and one header `a:b` must not
+                // hash like the two headers `a` and `b`.
                 hasher.update(b":");
+                hasher.update((value.len() as u64).to_be_bytes());
                 hasher.update(value.as_bytes());
             }
             hasher.update(b"\n");
@@ -237,6 +240,26 @@ mod tests {
             b = b.header("content-type", ct);
         }
         b.body(()).unwrap().into_parts().0
+    }
+
+    /// One header `a:b` and the two headers `a`, `b` are different requests.
+    #[test]
+    fn fingerprint_tells_header_values_apart() {
+        let name = HeaderName::from_static("x-tag");
+        let with = |values: &[&str]| {
+            let mut b = http::Request::post("/a");
+            for v in values {
+                b = b.header(&name, *v);
+            }
+            Fingerprint::compute(
+                &b.body(()).unwrap().into_parts().0,
+                std::slice::from_ref(&name),
+                b"",
+            )
+        };
+        assert_ne!(with(&["a:b"]), with(&["a", "b"]));
+        assert_ne!(with(&["a", "b"]), with(&["b", "a"]));
+        assert_eq!(with(&["a", "b"]), with(&["a", "b"]));
     }
 
     #[test]
