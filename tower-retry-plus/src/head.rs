@@ -8,8 +8,8 @@
 //! headers — and the URI's `Bytes` cost two atomic reference counts (or an allocation, for a
 //! path-only URI parsed from a string). [`KeptHead`] keeps the URI's parts and the headers as
 //! their bytes, packed into one buffer (one allocation; none for a short URI without headers),
-//! the extensions cloned as they are (free when there are none),
-//! and parses them back only when a retry actually happens.
+//! clones the extensions as they are (free when there are none), and parses the rest back only
+//! when a retry actually happens.
 
 use std::ops::Range;
 
