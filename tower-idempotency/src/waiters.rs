@@ -11,7 +11,16 @@ use crate::key::RecordKey;
 
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<RecordKey, Arc<Notify>>>;
+/// A key's notifier and how many subscriptions hold it. The count is kept here, under the
+/// shard's lock, not read off the `Arc`: two subscriptions dropped at once would each see the
+/// other's reference still alive (it is released after the lock) and both leave the entry behind.
+#[derive(Debug)]
+struct Entry {
+    notify: Arc<Notify>,
+    subscribers: usize,
+}
+
+type Shard = Mutex<HashMap<RecordKey, Entry>>;
 
 /// One waiter's interest in a key; unsubscribes on drop.
 pub(crate) struct Subscription<'a> {
@@ -59,7 +68,12 @@ impl Waiters {
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let notify = Arc::clone(map.entry(key.clone()).or_default());
+        let entry = map.entry(key.clone()).or_insert_with(|| Entry {
+            notify: Arc::default(),
+            subscribers: 0,
+        });
+        entry.subscribers += 1;
+        let notify = Arc::clone(&entry.notify);
         Subscription {
             waiters: self,
             key,
@@ -67,16 +81,20 @@ impl Waiters {
         }
     }
 
-    /// Drops the map's notifier when its last subscriber leaves.
+    /// Drops the map's notifier when its last subscriber leaves. A subscription whose notifier
+    /// was already taken out by [`notify`](Self::notify) (and maybe replaced by a newer one)
+    /// leaves the map alone.
     fn unsubscribe(&self, key: &RecordKey, notify: &Arc<Notify>) {
         let mut map = self
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = map.get(key) {
-            // The map's reference plus ours: nobody else waits.
-            if Arc::ptr_eq(current, notify) && Arc::strong_count(current) == 2 {
-                map.remove(key);
+        if let Some(entry) = map.get_mut(key) {
+            if Arc::ptr_eq(&entry.notify, notify) {
+                entry.subscribers -= 1;
+                if entry.subscribers == 0 {
+                    map.remove(key);
+                }
             }
         }
     }
@@ -88,8 +106,8 @@ impl Waiters {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
-        if let Some(notify) = removed {
-            notify.notify_waiters();
+        if let Some(entry) = removed {
+            entry.notify.notify_waiters();
         }
     }
 
@@ -134,6 +152,39 @@ mod tests {
         assert_eq!(waiters.len(), 1, "b still waits");
         drop(b);
         assert_eq!(waiters.len(), 0);
+    }
+
+    /// Subscriptions of one key dropped at the same moment on two threads leave the map empty:
+    /// with the count read off the `Arc` (released after the lock), each drop could see the
+    /// other's reference still alive and both keep the entry.
+    #[test]
+    fn subscriptions_dropped_at_once_on_two_threads_leave_nothing_behind() {
+        let waiters = Waiters::new();
+        let key = RecordKey::new(
+            &Scope::anonymous(),
+            &IdempotencyKey::parse_str("k-concurrent").unwrap(),
+        );
+        let step = std::sync::Barrier::new(2);
+        let leaked = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for thread in 0..2 {
+                let (waiters, key, step, leaked) = (&waiters, &key, &step, &leaked);
+                scope.spawn(move || {
+                    for _ in 0..20_000 {
+                        let subscription = waiters.subscribe(key);
+                        step.wait();
+                        drop(subscription);
+                        step.wait();
+                        if thread == 0 && waiters.len() > 0 {
+                            leaked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            waiters.notify(key);
+                        }
+                        step.wait();
+                    }
+                });
+            }
+        });
+        assert_eq!(leaked.into_inner(), 0, "rounds that left an entry behind");
     }
 
     #[tokio::test]
