@@ -76,6 +76,7 @@ mod layer;
 mod lease;
 pub mod metrics;
 mod outcome;
+mod panic;
 pub mod queue;
 pub mod schedule;
 mod worker;
@@ -93,6 +94,7 @@ pub use gateway::{
 };
 pub use layer::{DEFAULT_MAX_BODY, OrderingKeyFn, Redrive, RedriveLayer, RedriveLayerBuilder};
 pub use outcome::{Deferred, Outcome};
+pub use panic::DeliveryPanicked;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use queue::postgres::PostgresQueue;

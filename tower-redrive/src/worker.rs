@@ -28,6 +28,7 @@ use crate::{
     layer::describe,
     lease::{self, HeldLeases},
     metrics as m,
+    panic::{self, CatchPanic, DeliveryPanicked},
     queue::{Claim, RedriveQueue},
     schedule::Schedule,
 };
@@ -553,18 +554,29 @@ where
         pace(&shared).await;
         let span =
             tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
-        let ready: Result<(), BoxError> = poll_fn(|cx| self.service.poll_ready(cx))
-            .await
-            .map_err(Into::into);
-        let result = match ready {
-            Ok(()) => self
-                .service
-                .call(req)
-                .instrument(span)
-                .await
-                .map_err(Into::into),
+        // A panic in the service (its readiness, its call or its future) is this attempt's
+        // error: the entry is rescheduled, and the worker goes on with the next one.
+        let service = &mut self.service;
+        let ready: Result<(), BoxError> =
+            match CatchPanic::new(poll_fn(|cx| service.poll_ready(cx))).await {
+                Ok(ready) => ready.map_err(Into::into),
+                Err(panicked) => Err(panicked.into()),
+            };
+        let result: Result<Response<ResB>, BoxError> = match ready {
+            Ok(()) => match panic::catch(|| service.call(req)) {
+                Ok(future) => match CatchPanic::new(future).instrument(span).await {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(panicked) => Err(panicked.into()),
+                },
+                Err(panicked) => Err(panicked.into()),
+            },
             Err(e) => Err(e),
         };
+        if let Err(e) = &result {
+            if let Some(panicked) = e.downcast_ref::<DeliveryPanicked>() {
+                tracing::error!(name = %shared.name, id = %entry.id, attempt, error = %panicked, "delivery service panicked; the entry is rescheduled");
+            }
+        }
         let now = shared.clock.now();
         let class = shared.classifier.classify(result.as_ref());
         let outcome = describe(&result);
@@ -635,9 +647,12 @@ where
         loop {
             let shared = Arc::clone(&self.shared);
             let mut pause = shared.poll_interval;
-            match self.run_once().await {
-                Ok(report) if report.claimed >= shared.batch => pause = Duration::ZERO,
-                Ok(_) => {
+            // A panic that escapes a round (in the queue or the classifier: the delivery
+            // service's own are caught per entry) must not end the task silently: the round's
+            // entries are delivered again when their leases expire.
+            match CatchPanic::new(self.run_once()).await {
+                Ok(Ok(report)) if report.claimed >= shared.batch => pause = Duration::ZERO,
+                Ok(Ok(_)) => {
                     let now = shared.clock.now();
                     if let Some(due) = lock(&shared.last_stats).next_due {
                         if due > now {
@@ -645,7 +660,12 @@ where
                         }
                     }
                 }
-                Err(e) => tracing::warn!(name = %shared.name, error = %e, "redrive round failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(name = %shared.name, error = %e, "redrive round failed")
+                }
+                Err(panicked) => {
+                    tracing::error!(name = %shared.name, panic = panicked.message(), "redrive round panicked; its entries are delivered again when their leases expire")
+                }
             }
             let now = shared.clock.now();
             let janitor_due = lock(&shared.next_janitor).is_none_or(|at| at <= now);

@@ -1098,3 +1098,153 @@ async fn entries_taken_over_mid_round_are_neither_recorded_nor_delivered() {
     }
     assert_eq!(queue.stats().await.unwrap().delivered, 2);
 }
+
+/// A delivery service that panics — in `call` or in its future — costs the entry one attempt
+/// (rescheduled with the panic's message in its history), not the worker: the other entries of
+/// the round are delivered, and a spawned worker keeps running rounds.
+#[tokio::test]
+async fn a_panicking_delivery_is_rescheduled_and_the_worker_goes_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let clock = Arc::new(ManualClock::new(START));
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let mut ids = Vec::new();
+    for path in ["/panic-in-call", "/panic-in-future", "/fine"] {
+        let req = tower_redrive::StoredRequest::new(
+            http::Method::POST,
+            format!("http://u{path}").parse().unwrap(),
+        );
+        ids.push(
+            queue
+                .enqueue(tower_redrive::NewEntry::new(req, START))
+                .await
+                .unwrap(),
+        );
+    }
+    let broken = Arc::new(AtomicBool::new(true));
+    let service = {
+        let broken = broken.clone();
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let path = req.uri().path().to_owned();
+                let broken = broken.load(Ordering::SeqCst);
+                if broken && path == "/panic-in-call" {
+                    panic!("bug in call");
+                }
+                async move {
+                    tokio::task::yield_now().await;
+                    if broken && path == "/panic-in-future" {
+                        panic!("bug in the future");
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+                }
+            },
+        )
+    };
+    let mut worker = Redriver::builder(queue.clone(), service)
+        .clock(clock.clone())
+        .poll_interval(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!((report.delivered, report.rescheduled), (1, 2), "{report:?}");
+    for (id, text) in ids.iter().zip(["bug in call", "bug in the future"]) {
+        let record = queue.get(*id).await.unwrap().unwrap();
+        assert_eq!(record.state, EntryState::Pending);
+        let last = record.history.last().unwrap();
+        assert_eq!(last.class, "transient");
+        assert_eq!(
+            last.outcome,
+            format!("the delivery service panicked: {text}")
+        );
+    }
+
+    // Spawned, the worker survives the same panics round after round, and delivers the
+    // entries once the bug is gone.
+    let handle = worker.spawn();
+    clock.advance(DAY);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut attempts = Vec::new();
+        for id in &ids[..2] {
+            attempts.push(queue.get(*id).await.unwrap().unwrap().history.len());
+        }
+        if attempts.iter().all(|&n| n >= 2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not re-driven: {attempts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broken.store(false, Ordering::SeqCst);
+    clock.advance(DAY);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queue.stats().await.unwrap().pending > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not redelivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown().await;
+    for id in &ids {
+        let state = queue.get(*id).await.unwrap().unwrap().state;
+        assert_eq!(state, EntryState::Delivered);
+    }
+}
+
+/// A panic outside the delivery service (here in the classifier) ends the round, not the spawned
+/// worker: the round's entries are delivered again once their leases expire.
+#[tokio::test]
+async fn a_panic_that_escapes_a_round_does_not_stop_a_spawned_worker() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Clone)]
+    struct PanicsOnce(Arc<AtomicBool>);
+    impl<B> tower_fault::Classify<http::Response<B>, tower_fault::BoxError> for PanicsOnce {
+        fn classify(
+            &self,
+            outcome: Result<&http::Response<B>, &tower_fault::BoxError>,
+        ) -> tower_fault::Class {
+            assert!(
+                !self.0.swap(false, Ordering::SeqCst),
+                "bug in the classifier"
+            );
+            tower_fault::HttpClassifier::default().classify(outcome)
+        }
+    }
+
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
+    let id = queue
+        .enqueue(tower_redrive::NewEntry::new(req, START))
+        .await
+        .unwrap();
+    let handle = Redriver::builder(queue.clone(), upstream.client())
+        .clock(clock.clone())
+        .classifier(PanicsOnce(Arc::new(AtomicBool::new(true))))
+        .lease(Duration::from_secs(60))
+        .poll_interval(Duration::from_millis(10))
+        .build()
+        .unwrap()
+        .spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while upstream.hits.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The panicked round recorded nothing: the entry is still leased.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().state,
+        EntryState::Pending
+    );
+    clock.advance(Duration::from_secs(61));
+    while queue.get(id).await.unwrap().unwrap().state != EntryState::Delivered {
+        assert!(tokio::time::Instant::now() < deadline, "worker stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown().await;
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 2, "at least once");
+}
