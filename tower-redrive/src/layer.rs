@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use crate::{
     ConfigError,
-    clock::{Clock, SystemClock},
+    clock::{Clock, SystemClock, Timestamp},
     entry::{AttemptRecord, NewEntry, StoredRequest, stamp_key, truncate},
     error::{BodyError, BodyTooLarge, EnqueueFailed},
     future::ResponseFuture,
@@ -452,6 +452,7 @@ where
         Class::Transient { retry_after, .. } => {
             let now = shared.clock.now();
             let outcome = describe(&result);
+            let retry_after = retry_after_at(retry_after, &result, now);
             drop(result);
             let delay = {
                 let mut rng = shared.rng.lock().unwrap_or_else(PoisonError::into_inner);
@@ -519,6 +520,24 @@ pub(crate) fn describe<ResB>(result: &Result<Response<ResB>, BoxError>) -> Strin
         Ok(res) => res.status().to_string(),
         Err(e) => describe_error(&**e),
     }
+}
+
+/// The server's `Retry-After` as the classifier reported it, with an HTTP-date read against
+/// `now` — the layer's or the worker's own clock — instead of the system clock the classifier
+/// reads it against. The two differ only under an injected clock (tests, replays), where a date
+/// read against the system clock would be far in the past or the future.
+pub(crate) fn retry_after_at<ResB>(
+    hint: Option<std::time::Duration>,
+    result: &Result<Response<ResB>, BoxError>,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let hint = hint?;
+    let Ok(res) = result else {
+        return Some(hint);
+    };
+    Some(
+        tower_fault::retry_after::from_headers(res.headers(), now.to_system_time()).unwrap_or(hint),
+    )
 }
 
 pub(crate) fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {

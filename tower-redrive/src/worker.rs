@@ -25,7 +25,7 @@ use crate::{
     clock::{Clock, SystemClock, Timestamp},
     entry::{AttemptRecord, Claimed, EntryId, PurgeReport, QueueStats},
     events::RedriveEvent,
-    layer::describe,
+    layer::{describe, retry_after_at},
     lease::{self, HeldLeases},
     metrics as m,
     panic::{self, CatchPanic, DeliveryPanicked},
@@ -580,6 +580,10 @@ where
         let now = shared.clock.now();
         let class = shared.classifier.classify(result.as_ref());
         let outcome = describe(&result);
+        let retry_after = match class {
+            Class::Transient { retry_after, .. } => retry_after_at(retry_after, &result, now),
+            _ => None,
+        };
         drop(result);
         if !leases.finish(entry.id) {
             // A renewal found the entry taken over mid-delivery: its outcome is not ours to
@@ -598,7 +602,7 @@ where
                 let r = dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
                 ("permanent", r)
             }
-            Class::Transient { retry_after, .. } => {
+            Class::Transient { .. } => {
                 let age = now.since(entry.enqueued_at);
                 let delay = {
                     let mut rng = lock(&shared.rng);
@@ -661,10 +665,10 @@ where
                     }
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(name = %shared.name, error = %e, "redrive round failed")
+                    tracing::warn!(name = %shared.name, error = %e, "redrive round failed");
                 }
                 Err(panicked) => {
-                    tracing::error!(name = %shared.name, panic = panicked.message(), "redrive round panicked; its entries are delivered again when their leases expire")
+                    tracing::error!(name = %shared.name, panic = panicked.message(), "redrive round panicked; its entries are delivered again when their leases expire");
                 }
             }
             let now = shared.clock.now();

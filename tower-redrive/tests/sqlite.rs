@@ -1248,3 +1248,51 @@ async fn a_panic_that_escapes_a_round_does_not_stop_a_spawned_worker() {
     handle.shutdown().await;
     assert_eq!(upstream.hits.load(Ordering::SeqCst), 2, "at least once");
 }
+
+/// A `Retry-After` HTTP-date is read against the layer's and the worker's clock, not the
+/// system's: under a clock set in 2025, "ten hours from now" in 2025 reschedules the entry ten
+/// hours on, past the schedule's own delay (read against the system clock, the date is long past).
+#[tokio::test]
+async fn a_retry_after_date_is_read_against_the_injected_clock() {
+    let clock = Arc::new(ManualClock::new(START));
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let busy_until = {
+        let clock = clock.clone();
+        move || {
+            let until = clock.now().plus(10 * HOUR).to_system_time();
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(503)
+                    .header(http::header::RETRY_AFTER, httpdate::fmt_http_date(until))
+                    .body(String::new())
+                    .unwrap(),
+            )
+        }
+    };
+    let upstream = {
+        let busy_until = busy_until.clone();
+        tower::service_fn(
+            move |_: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                std::future::ready(busy_until())
+            },
+        )
+    };
+    let receipt = layer(queue.clone(), clock.clone())
+        .layer(upstream.clone())
+        .oneshot(post("a", "x"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
+    let record = queue.get(receipt.id).await.unwrap().unwrap();
+    assert_eq!(record.available_at, START.plus(10 * HOUR));
+
+    clock.advance(10 * HOUR);
+    let mut worker = Redriver::builder(queue.clone(), upstream)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert_eq!(worker.run_once().await.unwrap().rescheduled, 1);
+    let record = queue.get(receipt.id).await.unwrap().unwrap();
+    assert_eq!(record.available_at, START.plus(20 * HOUR));
+}
