@@ -283,9 +283,13 @@ impl<C> PermitGuard<C> {
     where
         C: tower_fault::Classify<Res, Err>,
     {
-        if let Some(raw) = self.raw.take() {
+        if self.raw.is_some() {
+            // Classified before the permit is taken: a classifier that panics leaves the
+            // permit to `Drop`, which frees its half-open slot.
             let class = self.shared.classifier.classify(outcome);
-            self.shared.breaker.inner.record(raw, class);
+            if let Some(raw) = self.raw.take() {
+                self.shared.breaker.inner.record(raw, class);
+            }
         }
     }
 }

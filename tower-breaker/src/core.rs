@@ -131,7 +131,9 @@ pub(crate) struct Inner {
     streak: AtomicU64,
     /// When the breaker last closed after having been open ([`NEVER`] if never).
     closed_at: AtomicU64,
-    /// The largest `Retry-After` (ns) of a failure since the last transition.
+    /// Nanoseconds since `start` until which the latest-reaching `Retry-After` of a failure
+    /// since the last transition asked to be left alone (0: none). An instant, not a duration:
+    /// a hint received long before the trip must not stretch the open period from the trip on.
     retry_hint: AtomicU64,
     rng: AtomicU64,
     /// Taken by transitions only; holds the event subscribers.
@@ -201,6 +203,13 @@ impl Inner {
         (0..64)
             .find_map(|_| self.window.snapshot(now))
             .unwrap_or_default()
+    }
+
+    /// Whether the breaker is open and its open period is over: it only waits for a call to
+    /// go half-open. Such a breaker of a key nobody calls holds its fleet-guard slot for
+    /// nothing, so an idle one may be dropped like an idle closed one.
+    pub(crate) fn open_period_over(&self) -> bool {
+        self.state() == State::Open && self.now_nanos() >= self.open_until.load(Acquire)
     }
 
     /// The remaining open time, if the breaker is open.
@@ -356,14 +365,24 @@ impl Inner {
             && self.cfg.slow_call_duration.is_none()
         {
             // A call admitted before a transition is counted in metrics only (as in `record_any`).
-            if self.state.load(Acquire) == pack(permit.generation(), State::Closed) {
-                match &self.window {
-                    Window::Count(w) => w.record(CALL),
-                    Window::Time(w) => w.record(CALL, self.now_nanos()),
-                }
+            let word = self.state.load(Acquire);
+            if word == pack(permit.generation(), State::Closed) {
+                let (now, moved) = match &self.window {
+                    Window::Count(w) => (0, w.record(CALL)),
+                    Window::Time(w) => {
+                        let now = self.now_nanos();
+                        (now, w.record(CALL, now))
+                    }
+                };
                 // A load first: the common case (no failure run to reset) writes nothing.
                 if self.consecutive.load(Relaxed) != 0 {
                     self.consecutive.store(0, Relaxed);
+                }
+                if moved {
+                    // The window grew or slid (see `Window::record`): a success can have
+                    // brought it to `minimum_calls`, or outlived the successes that kept the
+                    // rate down. Rare: only while a count window fills, once per time bucket.
+                    self.evaluate(word, now);
                 }
             }
             // Last: an opaque call (the metrics recorder's), after which nothing needs reloading.
@@ -407,7 +426,7 @@ impl Inner {
                 }
             }
             Kind::Tracked => self.record_closed(generation, outcome, slow, class, now_nanos),
-            Kind::Probe => self.record_probe(generation, outcome, class),
+            Kind::Probe => self.record_probe(generation, outcome, slow, class),
         }
     }
 
@@ -420,7 +439,7 @@ impl Inner {
         if word != pack(generation, State::Closed) {
             return; // admitted before a transition: says nothing about the current state
         }
-        self.window.record(sample(outcome, slow), now);
+        let moved = self.window.record(sample(outcome, slow), now);
         if outcome == Outcome::Failure {
             self.note_hint(class);
             let run = self.consecutive.fetch_add(1, Relaxed) + 1;
@@ -435,7 +454,7 @@ impl Inner {
         } else if self.consecutive.load(Relaxed) != 0 {
             self.consecutive.store(0, Relaxed);
         }
-        if outcome == Outcome::Failure || slow {
+        if outcome == Outcome::Failure || slow || moved {
             self.evaluate(word, now);
         }
     }
@@ -444,13 +463,22 @@ impl Inner {
         if let Some(hint) = class.retry_after()
             && self.cfg.honor_retry_after
         {
-            self.retry_hint.fetch_max(nanos(hint), Relaxed);
+            let until = self.now_nanos().saturating_add(nanos(hint));
+            self.retry_hint.fetch_max(until, Relaxed);
         }
     }
 
     #[cold]
     fn evaluate(&self, word: u64, now: u64) {
-        let Some(counts) = self.window.snapshot(now) else {
+        // A count window is momentarily inconsistent while records race; it settles within a
+        // few of them. Giving up could miss the failure that crossed the threshold.
+        let Some(counts) = (0..64).find_map(|_| {
+            let counts = self.window.snapshot(now);
+            if counts.is_none() {
+                std::hint::spin_loop();
+            }
+            counts
+        }) else {
             return;
         };
         if counts.calls < self.cfg.minimum_calls {
@@ -471,11 +499,18 @@ impl Inner {
         }
     }
 
-    fn record_probe(&self, generation: u64, outcome: Outcome, class: Class) {
+    fn record_probe(&self, generation: u64, outcome: Outcome, slow: bool, class: Class) {
         let word = pack(generation, State::HalfOpen);
         match outcome {
             Outcome::Ignored => {
                 self.release_probe(generation, false);
+            }
+            // With a slow-call rule, a slow probe says the upstream is still slow: the breaker
+            // it tripped must not close on it (resilience4j judges probes by both rates too).
+            Outcome::Success if slow => {
+                if self.state.load(Acquire) == word {
+                    self.reopen(word, Cause::ProbeSlow);
+                }
             }
             Outcome::Success => {
                 if let Some(successes) = self.release_probe(generation, true)
@@ -600,11 +635,12 @@ impl Inner {
         // what a `Duration` holds once converted to `f64`.
         let mut open_for = Duration::try_from_secs_f64(capped * (1.0 - cfg.open_jitter * draw))
             .map_or(cfg.open_max, |d| d.min(cfg.open_max));
-        let hint = Duration::from_nanos(self.retry_hint.swap(0, Relaxed));
+        let hint = Duration::from_nanos(self.retry_hint.swap(0, Relaxed).saturating_sub(now));
         if hint > open_for {
             open_for = hint.min(cfg.open_max);
         }
-        open_for.max(Duration::from_millis(1))
+        // A floor so an open period is never empty, yet never above the configured maximum.
+        open_for.max(Duration::from_millis(1).min(cfg.open_max))
     }
 
     fn transition(
@@ -659,6 +695,13 @@ impl Inner {
         }
         if from != to {
             self.transition(&mut subs, word, to, Cause::Manual, None, None);
+        } else if to == State::Closed {
+            // A reset of a closed breaker: calls admitted before it must not land in the fresh
+            // window (every transition discards them the same way), but nothing changed state,
+            // so no event.
+            let (generation, _) = unpack(word);
+            self.state
+                .store(pack(generation + 1, State::Closed), Release);
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum Cause {
     ProbesSucceeded,
     /// A half-open probe failed.
     ProbeFailed,
+    /// A half-open probe succeeded but was slow (with a slow-call rule).
+    ProbeSlow,
     /// Probes were still in flight when the half-open deadline passed.
     HalfOpenTimeout,
     /// `force_open`, `force_closed`, `disable` or `reset`.
@@ -45,6 +47,7 @@ impl Cause {
             Cause::OpenElapsed => "open_elapsed",
             Cause::ProbesSucceeded => "probes_succeeded",
             Cause::ProbeFailed => "probe_failed",
+            Cause::ProbeSlow => "probe_slow",
             Cause::HalfOpenTimeout => "half_open_timeout",
             Cause::Manual => "manual",
         }

@@ -137,22 +137,32 @@ where
     /// map would add a dependency for a path that already hashes a key.
     pub(crate) fn get(&self, key: &K) -> Arc<Guarded<C>> {
         let now = self.now();
-        if let Some(entry) = self
+        let found = self
             .map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-        {
-            entry.last_used.store(now, Relaxed);
-            return Arc::clone(&entry.shared);
+            .map(|entry| {
+                entry.last_used.store(now, Relaxed);
+                Arc::clone(&entry.shared)
+            });
+        if let Some(shared) = found {
+            // Also without new keys, idle breakers are swept once per idle timeout: an open one
+            // of a key nobody calls would otherwise keep its `max_open_fraction` slot forever.
+            if self.sweep_due(now) {
+                let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+                if self.sweep_due(now) {
+                    self.evict(&mut map, now);
+                }
+            }
+            return shared;
         }
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = map.get(key) {
             entry.last_used.store(now, Relaxed);
             return Arc::clone(&entry.shared);
         }
-        let idle = nanos(self.idle_timeout);
-        if map.len() >= self.max_keys || now.saturating_sub(self.last_sweep.load(Relaxed)) >= idle {
+        if map.len() >= self.max_keys || self.sweep_due(now) {
             self.evict(&mut map, now);
         }
         let mut builder = self
@@ -180,14 +190,21 @@ where
         shared
     }
 
-    /// Drops idle closed breakers; when still at capacity, the least recently used ones
-    /// (closed first) down to 90% of `max_keys`.
+    /// Whether the last sweep is older than the idle timeout.
+    fn sweep_due(&self, now: u64) -> bool {
+        now.saturating_sub(self.last_sweep.load(Relaxed)) >= nanos(self.idle_timeout)
+    }
+
+    /// Drops idle breakers that are closed or whose open period is over; when still at
+    /// capacity, the least recently used ones (closed first) down to 90% of `max_keys`.
     fn evict(&self, map: &mut HashMap<K, Entry<C>>, now: u64) {
         self.last_sweep.store(now, Relaxed);
         let idle = nanos(self.idle_timeout);
         let closed = |entry: &Entry<C>| entry.shared.breaker.state() == State::Closed;
+        let droppable =
+            |entry: &Entry<C>| closed(entry) || entry.shared.breaker.inner.open_period_over();
         map.retain(|_, entry| {
-            !(closed(entry) && now.saturating_sub(entry.last_used.load(Relaxed)) >= idle)
+            !(now.saturating_sub(entry.last_used.load(Relaxed)) >= idle && droppable(entry))
         });
         if map.len() >= self.max_keys {
             let target = self.max_keys - (self.max_keys / 10).max(1);
@@ -227,7 +244,9 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
         self
     }
 
-    /// A closed breaker unused this long is dropped (default 10 minutes).
+    /// A breaker unused this long is dropped (default 10 minutes) if it is closed, or open with
+    /// its open period over (it would go half-open on its next call); idle breakers are swept
+    /// once per idle timeout.
     #[must_use]
     pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout;
@@ -453,8 +472,9 @@ where
             .count()
     }
 
-    /// Drops closed breakers idle for longer than the idle timeout now (this also happens
-    /// whenever a new key arrives and the last sweep is older than the idle timeout).
+    /// Drops the breakers idle for longer than the idle timeout that are closed or open with
+    /// their open period over, now (this also happens on a call once the last sweep is older
+    /// than the idle timeout).
     pub fn evict_idle(&self) {
         let now = self.registry.now();
         let mut map = self

@@ -118,8 +118,9 @@ async fn a_closure_key_selects_the_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_closed_breakers_are_evicted_and_open_ones_kept() {
-    let layer = KeyedBreakerLayer::builder(template())
+async fn idle_closed_breakers_are_evicted_and_open_ones_kept_while_their_open_period_runs() {
+    let five_minutes = Duration::from_secs(300);
+    let layer = KeyedBreakerLayer::builder(template().open_duration(five_minutes, five_minutes))
         .max_keys(100)
         .idle_timeout(Duration::from_secs(60))
         .build()
@@ -145,9 +146,61 @@ async fn idle_closed_breakers_are_evicted_and_open_ones_kept() {
     assert_eq!(
         down.map(|b| b.state()),
         Some(State::Open),
-        "open: kept however idle"
+        "open, its open period still running: kept however idle"
     );
     assert_eq!(layer.len(), 3);
+
+    // Once its open period is over, an idle open breaker only waits for a call nobody makes:
+    // the next sweep (due on any call once the idle timeout passed) drops it, new key or not.
+    tokio::time::advance(five_minutes).await;
+    send(&mut svc, "a.test").await.unwrap();
+    assert!(
+        layer.breaker(&"down.test".parse().unwrap()).is_none(),
+        "idle, open period over: evicted"
+    );
+    assert!(layer.breaker(&"a.test".parse().unwrap()).is_some());
+}
+
+/// Breakers left open on keys nobody calls any more do not hold the `max_open_fraction`
+/// slots forever: once idle past their open period, they are swept, and another key can open.
+#[tokio::test(start_paused = true)]
+async fn abandoned_open_breakers_give_their_open_slots_back() {
+    let second = Duration::from_secs(1);
+    let layer = KeyedBreakerLayer::builder(
+        Breaker::builder()
+            .name("hosts")
+            .consecutive_failures(1)
+            .open_duration(second, second),
+    )
+    .idle_timeout(second)
+    .max_open_fraction(0.5)
+    .build()
+    .unwrap();
+    let mut svc = layer.layer(upstream());
+    for host in ["c.test", "d.test", "down-a.test", "down-b.test"] {
+        let _ = send(&mut svc, host).await;
+    }
+    assert_eq!(
+        layer.open_count(),
+        2,
+        "a and b open: the fraction's two slots"
+    );
+    // An hour on, a and b were never called again; c starts failing.
+    for _ in 0..3600 {
+        tokio::time::advance(second).await;
+        send(&mut svc, "c.test").await.unwrap();
+        send(&mut svc, "d.test").await.unwrap();
+    }
+    let failing = service_fn(|_: Req| async {
+        Ok::<_, BoxError>(http::Response::builder().status(503).body(()).unwrap())
+    });
+    let mut failing = layer.layer(failing);
+    let _ = send(&mut failing, "c.test").await;
+    assert_eq!(
+        layer.breaker(&"c.test".parse().unwrap()).map(|b| b.state()),
+        Some(State::Open),
+        "c may open: the abandoned breakers were swept"
+    );
 }
 
 #[tokio::test(start_paused = true)]

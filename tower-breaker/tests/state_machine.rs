@@ -499,3 +499,171 @@ async fn an_unbounded_max_open_duration_does_not_panic_when_tripping() {
     let err = breaker.try_acquire().unwrap_err();
     assert!(err.retry_after().unwrap() > Duration::from_secs(100 * 365 * 86_400));
 }
+
+/// A success that brings the window to `minimum_calls` is judged like a failure would be: five
+/// failures then five successes in a window of ten is 50 %, and trips at the tenth call.
+#[tokio::test(start_paused = true)]
+async fn the_call_that_reaches_minimum_calls_is_judged_even_if_it_succeeds() {
+    let breaker = Breaker::builder()
+        .window(Window::count(10))
+        .minimum_calls(10)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        fail(&breaker);
+    }
+    for _ in 0..4 {
+        succeed(&breaker);
+    }
+    assert_eq!(breaker.state(), State::Closed, "9 calls < minimum");
+    succeed(&breaker);
+    assert_eq!(breaker.state(), State::Open);
+}
+
+/// In a time window, successes that ageing out leaves behind the failures raise the rate: the
+/// first record of a new bucket judges the window again.
+#[tokio::test(start_paused = true)]
+async fn a_rate_raised_by_successes_ageing_out_trips_on_the_next_call() {
+    let breaker = Breaker::builder()
+        .window(Window::time_with_buckets(10 * S, 10))
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        succeed(&breaker);
+    }
+    tokio::time::advance(5 * S).await;
+    for _ in 0..4 {
+        fail(&breaker); // 4 of 14: 29 %
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    tokio::time::advance(5 * S).await; // the ten successes leave the window
+    succeed(&breaker); // 4 of 5: 80 %
+    assert_eq!(breaker.state(), State::Open);
+}
+
+/// With a slow-call rule, a slow probe reopens: the breaker the rule tripped does not close on
+/// an upstream that is still slow.
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_reopens() {
+    let breaker = Breaker::builder()
+        .no_failure_rate()
+        .slow_calls(S, 0.5)
+        .window(Window::count(2))
+        .minimum_calls(2)
+        .open_duration(S, S)
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let permit = breaker.try_acquire().unwrap();
+        tokio::time::advance(2 * S).await;
+        permit.success();
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let mut events = breaker.subscribe();
+    tokio::time::advance(S).await;
+    let probe = breaker.try_acquire().expect("half-open");
+    tokio::time::advance(2 * S).await;
+    probe.success();
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(events.recv().await.unwrap().cause, Cause::OpenElapsed);
+    assert_eq!(events.recv().await.unwrap().cause, Cause::ProbeSlow);
+    // A fast probe closes it.
+    tokio::time::advance(S).await;
+    breaker.try_acquire().expect("half-open").success();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+/// A `Retry-After` is an instant: one received long before the trip does not stretch the open
+/// period from the trip on.
+#[tokio::test(start_paused = true)]
+async fn an_old_retry_after_does_not_stretch_a_later_open_period() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(2)
+        .open_duration(5 * S, 60 * S)
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Class::TRANSIENT.with_retry_after(Some(120 * S)));
+    succeed(&breaker);
+    tokio::time::advance(3600 * S).await;
+    fail(&breaker);
+    fail(&breaker);
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.retry_after(), Some(5 * S));
+
+    // A hint received 100 s before the trip asked for 20 s more, not 120.
+    breaker.reset();
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Class::TRANSIENT.with_retry_after(Some(120 * S)));
+    tokio::time::advance(100 * S).await;
+    fail(&breaker);
+    assert_eq!(breaker.retry_after(), Some(20 * S));
+}
+
+/// A reset of a closed breaker discards the results of calls admitted before it, as every
+/// transition does: they would otherwise land in the fresh window and could trip it at once.
+#[tokio::test(start_paused = true)]
+async fn results_of_calls_admitted_before_a_reset_are_not_counted() {
+    let breaker = Breaker::builder()
+        .no_failure_rate()
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    let before: Vec<_> = (0..2).map(|_| breaker.try_acquire().unwrap()).collect();
+    breaker.reset();
+    for permit in before {
+        permit.failure();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.counts().calls, 0);
+}
+
+/// An open period is never longer than the configured maximum, however short.
+#[tokio::test(start_paused = true)]
+async fn a_sub_millisecond_max_open_duration_is_respected() {
+    let tiny = Duration::from_micros(10);
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(tiny, tiny)
+        .build()
+        .unwrap();
+    fail(&breaker);
+    assert!(breaker.retry_after().is_some_and(|d| d <= tiny));
+}
+
+/// A classifier that panics leaves the half-open permit to the permit's drop, which frees it.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_classifier_does_not_leak_a_probe_permit() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let breaker = half_open(1, None).await;
+    static PANIC: AtomicBool = AtomicBool::new(true);
+    let classifier = tower_fault::classify_fn(|_: Result<&http::Response<()>, &BoxError>| {
+        assert!(!PANIC.swap(false, Ordering::SeqCst), "classifier bug");
+        Class::Success
+    });
+    let mut svc = breaker
+        .layer()
+        .classifier(classifier)
+        .layer(service_fn(|(): ()| async {
+            Ok::<_, BoxError>(http::Response::new(()))
+        }));
+    let probe = svc.ready().await.unwrap().call(());
+    let panicked = tokio::spawn(probe).await;
+    assert!(panicked.is_err_and(|e| e.is_panic()));
+    assert_eq!(breaker.state(), State::HalfOpen);
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "the slot was freed for the next probe"
+    );
+}

@@ -65,13 +65,14 @@ impl CountWindow {
         index as usize
     }
 
+    /// Records `sample`; `true` if it filled an empty slot (the window grew by one call).
     #[inline]
-    pub(crate) fn record(&self, sample: Sample) {
+    pub(crate) fn record(&self, sample: Sample) -> bool {
         let index = self.slot_index(self.head.0.fetch_add(1, Relaxed));
         let slot = &self.slots[index];
         // Not writing an equal value is linearisable as a swap that returned that value.
         if slot.load(Relaxed) == sample {
-            return;
+            return false;
         }
         let old = slot.swap(sample, Relaxed);
         if old != sample {
@@ -79,6 +80,7 @@ impl CountWindow {
                 .0
                 .fetch_add(packed(sample).wrapping_sub(packed(old)), Relaxed);
         }
+        old == 0
     }
 
     /// The totals, or `None` if a concurrent eviction was applied before its insertion (a field
@@ -113,11 +115,11 @@ mod tests {
     fn slides_over_exactly_n() {
         let w = CountWindow::new(4);
         for _ in 0..4 {
-            w.record(CALL | FAILURE);
+            assert!(w.record(CALL | FAILURE), "fills an empty slot");
         }
         assert_eq!(w.snapshot().unwrap().failures, 4);
-        w.record(CALL);
-        w.record(CALL | SLOW);
+        assert!(!w.record(CALL), "replaces a failure");
+        assert!(!w.record(CALL | SLOW));
         let c = w.snapshot().unwrap();
         assert_eq!((c.calls, c.failures, c.slow), (4, 2, 1));
         w.clear();

@@ -61,9 +61,11 @@ impl Window {
         matches!(self, Window::Time(_))
     }
 
-    /// Records one sample; `now_nanos` is only read by the time window.
+    /// Records one sample; `now_nanos` is only read by the time window. `true` when the
+    /// record changed what the window covers (a count window grew; a time window started a
+    /// bucket, so older ones may have dropped out): a success can then have raised a rate.
     #[inline]
-    pub(crate) fn record(&self, sample: Sample, now_nanos: u64) {
+    pub(crate) fn record(&self, sample: Sample, now_nanos: u64) -> bool {
         match self {
             Window::Count(w) => w.record(sample),
             Window::Time(w) => w.record(sample, now_nanos),

@@ -79,8 +79,10 @@ impl TimeWindow {
         back <= epoch && tag(epoch - back) == tag_bits
     }
 
+    /// Records `sample`; `true` if it moved the window on to a newer epoch (older buckets
+    /// dropped out, which can raise a rate) or started a bucket; `false` in the steady case.
     #[inline]
-    pub(crate) fn record(&self, sample: Sample, now_nanos: u64) {
+    pub(crate) fn record(&self, sample: Sample, now_nanos: u64) -> bool {
         let cursor = self.latest.load(Relaxed);
         let latest = cursor >> INDEX_BITS;
         // Within the newest epoch: `now - latest * width < width` (wraps to a large value when
@@ -90,7 +92,7 @@ impl TimeWindow {
         } else {
             match self.locate(cursor, now_nanos) {
                 Some(found) => found,
-                None => return, // older than the whole window
+                None => return false, // older than the whole window
             }
         };
         let slot = &self.buckets[index as usize];
@@ -100,19 +102,19 @@ impl TimeWindow {
         if current >> TAG_SHIFT == tag && current & MASK < MASK - HEADROOM {
             // The common case: no retry loop when callers on several threads share a bucket.
             slot.fetch_add(add, Relaxed);
-            return;
+            return false;
         }
         loop {
-            let next = if current >> TAG_SHIFT == tag {
+            let (next, started) = if current >> TAG_SHIFT == tag {
                 if current & MASK == MASK {
-                    return;
+                    return false;
                 }
-                current + add
+                (current + add, false)
             } else {
-                (tag << TAG_SHIFT) | add
+                ((tag << TAG_SHIFT) | add, true)
             };
             match slot.compare_exchange_weak(current, next, Relaxed, Relaxed) {
-                Ok(_) => return,
+                Ok(_) => return started,
                 Err(actual) => current = actual,
             }
         }
@@ -167,6 +169,13 @@ impl TimeWindow {
     pub(crate) fn snapshot(&self, now_nanos: u64) -> WindowCounts {
         let epoch = now_nanos / self.width;
         let mut counts = WindowCounts::default();
+        // Every bucket holds one of the `len` epochs up to the newest recorded one (records
+        // keep that true; reads clear nothing). When even that one is out of the window, so is
+        // everything: the short tags alone would take some long-past epochs for current ones.
+        let latest = self.latest.load(Relaxed) >> INDEX_BITS;
+        if epoch >= latest.saturating_add(self.len()) {
+            return counts;
+        }
         for (index, bucket) in self.buckets.iter().enumerate() {
             let word = bucket.load(Relaxed);
             if self.valid(index as u64, word >> TAG_SHIFT, epoch) {
@@ -190,6 +199,22 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
+
+    /// After a long idle period with no record, a read sees nothing: a bucket's 10-bit tag
+    /// matches again every lcm(buckets, 1024) epochs.
+    #[test]
+    fn a_read_after_a_long_idle_period_sees_nothing() {
+        let w = TimeWindow::new(S, 10);
+        w.record(CALL | FAILURE, 3 * S);
+        assert_eq!(w.snapshot(3 * S).failures, 1);
+        for epoch in [13, 100, 5119, 5120, 5123, 5129, 5130, 1 << 30] {
+            assert_eq!(
+                w.snapshot(epoch * S),
+                WindowCounts::default(),
+                "epoch {epoch}"
+            );
+        }
+    }
 
     #[test]
     fn forgets_a_bucket_when_it_ages_out() {
