@@ -227,7 +227,8 @@ impl<S, C> FailoverBuilder<S, C> {
     }
 
     /// Each full `period` an endpoint stays healthy forgives one ejection of its streak
-    /// (default 60 s).
+    /// (default 60 s; `Duration::MAX` never forgives, zero is a `build()` error). Only time
+    /// spent healthy counts, once: an endpoint that stays dead backs off to the maximum.
     #[must_use]
     pub fn ejection_decay(mut self, period: Duration) -> Self {
         self.ejection.decay = period;
@@ -282,17 +283,23 @@ impl<S, C> FailoverBuilder<S, C> {
                 );
             }
         }
+        // Checked even with passive ejection off (`eject_after(0)`): a failed readiness still
+        // ejects, for these times.
         let ej = &self.ejection;
-        if ej.consecutive_failures > 0 {
-            if ej.base.is_zero() {
-                return err("ejection base time must be non-zero".into());
-            }
-            if ej.base > ej.max {
-                return err(format!(
-                    "ejection base time {:?} is longer than its maximum {:?}",
-                    ej.base, ej.max
-                ));
-            }
+        if ej.base.is_zero() {
+            return err("ejection base time must be non-zero".into());
+        }
+        if ej.base > ej.max {
+            return err(format!(
+                "ejection base time {:?} is longer than its maximum {:?}",
+                ej.base, ej.max
+            ));
+        }
+        if ej.decay.is_zero() {
+            return err(
+                "ejection decay period must be non-zero (Duration::MAX never forgives an ejection)"
+                    .into(),
+            );
         }
         let p = &self.probe_cfg;
         if self.probe.is_some() {
@@ -397,5 +404,12 @@ pub(crate) fn new_entry<S, C>(
         InitialState::ProbeFirst => EndpointStatus::Unknown,
     };
     let target = shared.rewrite.then_some(target);
-    Ok(Entry::new(&shared.name, info, target, e.service, status))
+    Ok(Entry::new(
+        &shared.name,
+        info,
+        target,
+        e.service,
+        status,
+        Arc::clone(&shared.recovered),
+    ))
 }

@@ -85,10 +85,14 @@ impl EndpointInfo {
     #[must_use]
     pub fn uri_for(&self, path_and_query: &str) -> Uri {
         let mut parts = self.base_uri.clone().into_parts();
-        parts.path_and_query = Some(
+        // `healthz` means `/healthz`: `http` would accept it and send `GET healthz`, which
+        // servers answer 400 (every probe failing, with that as the only clue).
+        let absolute = if path_and_query.starts_with('/') {
             PathAndQuery::try_from(path_and_query)
-                .unwrap_or_else(|_| PathAndQuery::from_static("/")),
-        );
+        } else {
+            PathAndQuery::try_from(format!("/{path_and_query}"))
+        };
+        parts.path_and_query = Some(absolute.unwrap_or_else(|_| PathAndQuery::from_static("/")));
         Uri::from_parts(parts).unwrap_or_else(|_| self.base_uri.clone())
     }
 }
@@ -208,6 +212,8 @@ impl Target {
         let pq = parts.path_and_query.take();
         parts.path_and_query = Some(match (&self.prefix, pq) {
             (None, Some(pq)) => pq,
+            // `OPTIONS *` asks about the server, not a resource under its prefix.
+            (Some(_), Some(pq)) if pq.as_str() == "*" => pq,
             (None, None) => PathAndQuery::from_static("/"),
             (Some(prefix), pq) => {
                 let rest = pq.as_ref().map_or("/", PathAndQuery::as_str);
@@ -254,6 +260,10 @@ mod tests {
             rewrite(&prefixed, "http://api/orders?id=1"),
             "https://b.internal/v2/orders?id=1"
         );
+        let mut options = Request::options("*").body(()).unwrap();
+        prefixed.rewrite(&mut options);
+        assert_eq!(options.uri().path(), "*", "OPTIONS * is about the server");
+        assert_eq!(options.uri().authority().unwrap().as_str(), "b.internal");
     }
 
     #[test]

@@ -24,35 +24,54 @@ use crate::{
 /// Counts a request in flight on an endpoint until it finishes or is dropped.
 pub(crate) struct CallGuard<S> {
     pub(crate) entry: Arc<Entry<S>>,
-    pub(crate) trial: bool,
+    /// For the trial request of an ejected endpoint: that ejection (the endpoint's ejection
+    /// count when the trial began), so its verdict applies to it and not to a later one.
+    pub(crate) trial: Option<u64>,
     done: bool,
 }
 
 impl<S> CallGuard<S> {
-    /// Starts a request on `entry`: tells a retry layer that may cancel the attempt where it
-    /// went ([`SentTo`], only on requests that carry one), rewrites the URI, counts it.
-    pub(crate) fn begin<B>(entry: Arc<Entry<S>>, trial: bool, req: &mut Request<B>) -> Self {
+    /// Starts a request on `entry`, unless it was removed: counts it in flight first, then
+    /// checks, so a removal either sees the request (its [`Drain`](crate::Drain) waits for it)
+    /// or the request sees the removal (and is not sent). Both sides use `SeqCst`: the count's
+    /// increment and the removal's store each come before the other side's load. A request
+    /// that starts tells a retry layer that may cancel the attempt where it went ([`SentTo`],
+    /// only on requests that carry one) and has its URI rewritten.
+    ///
+    /// `None` for a removed endpoint: a trial it held is released.
+    pub(crate) fn try_begin<B>(
+        entry: Arc<Entry<S>>,
+        trial: bool,
+        req: &mut Request<B>,
+    ) -> Option<Self> {
+        entry.in_flight.fetch_add(1, Ordering::SeqCst);
+        // From here on the guard's drop undoes the count (and frees a trial).
+        let guard = Self {
+            trial: trial.then(|| entry.ejections.load(Ordering::Acquire)),
+            entry,
+            done: false,
+        };
+        let entry = &guard.entry;
+        if entry.removed_seqcst() {
+            return None;
+        }
         if let Some(sent_to) = req.extensions().get::<SentTo>() {
             sent_to.record(entry.info.id);
         }
         if let Some(target) = &entry.target {
             target.rewrite(req);
         }
-        entry.in_flight.fetch_add(1, Ordering::Relaxed);
         entry.requests.increment(1);
-        Self {
-            entry,
-            trial,
-            done: false,
-        }
+        Some(guard)
     }
 }
 
 impl<S> Drop for CallGuard<S> {
     fn drop(&mut self) {
-        if self.trial && !self.done {
-            // Cancelled before an answer: let another request be the trial.
-            self.entry.trial.store(false, Ordering::Release);
+        if self.trial.is_some() && !self.done {
+            // Cancelled before an answer: let another request be the trial, and wake the
+            // requests waiting for one.
+            self.entry.release_trial();
         }
         let before = self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
         if before == 1 && self.entry.status() == EndpointStatus::Removed {
@@ -91,9 +110,12 @@ where
                     return Some((snap.entries[i].clone(), false));
                 }
             }
+            // At least a millisecond on: a wake-up that finds nothing new (another request
+            // claimed the trial in between) must not turn into a busy loop.
             let wake_at = shared
-                .next_trial_at(&snap)
-                .map_or(deadline, |t| t.min(deadline));
+                .next_trial_at(&snap, ctx.as_ref())
+                .map_or(deadline, |t| t.min(deadline))
+                .max(Instant::now() + Duration::from_millis(1));
             drop(snap);
             if Instant::now() >= deadline {
                 return None;
@@ -263,7 +285,13 @@ where
                     if let Some((entry, trial)) = ready!(wait.as_mut().poll(cx)) {
                         let mut req = req.take().expect("request present until sent");
                         let svc = entry.service.clone();
-                        *this.guard = Some(CallGuard::begin(entry, trial, &mut req));
+                        let Some(guard) = CallGuard::try_begin(entry, trial, &mut req) else {
+                            // Removed in the instant since the wait found it: as if none had
+                            // been found (a not-processed failure a retry layer retries).
+                            let hint = this.shared.retry_hint(&this.shared.load_snapshot());
+                            return Poll::Ready(Err(NoHealthyEndpoint::new(hint).into()));
+                        };
+                        *this.guard = Some(guard);
                         this.state.set(State::NotReady {
                             svc,
                             req: Some(req),

@@ -81,13 +81,18 @@ impl<S, C> FailoverHandle<S, C> {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if the name is taken or the base URI is invalid.
+    /// A [`ConfigError`] if the name is empty or taken, or the base URI is invalid.
     pub fn add(&self, tier: usize, endpoint: Endpoint<S>) -> Result<EndpointId, ConfigError> {
         let mut slot = self
             .shared
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        if endpoint.name.is_empty() {
+            return Err(crate::error::config_error(
+                "an endpoint has an empty name".to_owned(),
+            ));
+        }
         if slot.entries.iter().any(|e| e.info.name == endpoint.name) {
             return Err(crate::error::config_error(format!(
                 "endpoint name `{}` is already in use",
@@ -102,8 +107,10 @@ impl<S, C> FailoverHandle<S, C> {
         entries.push(entry.clone());
         let generation = slot.generation + 1;
         *slot = Arc::new(Snapshot::new(generation, entries));
-        drop(slot);
+        // Published under the lock: two changes racing must not leave the generation behind
+        // the snapshot (clones compare the two to know when to reload).
         self.shared.generation.store(generation, Ordering::Release);
+        drop(slot);
         tracing::info!(
             failover = &*self.shared.name,
             endpoint = &*entry.info.name,
@@ -132,8 +139,10 @@ impl<S, C> FailoverHandle<S, C> {
         let entry = entries.remove(pos);
         let generation = slot.generation + 1;
         *slot = Arc::new(Snapshot::new(generation, entries));
-        drop(slot);
+        // Published under the lock: two changes racing must not leave the generation behind
+        // the snapshot (clones compare the two to know when to reload).
         self.shared.generation.store(generation, Ordering::Release);
+        drop(slot);
         self.shared.mark_removed(&entry);
         tracing::info!(
             failover = &*self.shared.name,
@@ -147,7 +156,8 @@ impl<S, C> FailoverHandle<S, C> {
                     let drained = entry.drained.notified();
                     tokio::pin!(drained);
                     drained.as_mut().enable();
-                    if entry.in_flight.load(Ordering::Acquire) == 0 {
+                    // `SeqCst`: pairs with `CallGuard::try_begin` (see there).
+                    if entry.in_flight.load(Ordering::SeqCst) == 0 {
                         return;
                     }
                     drained.await;

@@ -13,7 +13,6 @@ use tower_service::Service;
 use crate::{
     builder::FailoverBuilder,
     config::AllDown,
-    endpoint::EndpointStatus,
     error::NoHealthyEndpoint,
     events::HealthEvents,
     future::{CallGuard, ResponseFuture, wait_for_endpoint},
@@ -182,7 +181,7 @@ where
                 }
                 Poll::Ready(Err(err)) => {
                     let (entry, _) = self.pending.swap_remove(i);
-                    self.shared.readiness_failed(&entry, &err.into(), false);
+                    self.shared.readiness_failed(&entry, &err.into(), None);
                 }
                 Poll::Pending => i += 1,
             }
@@ -204,7 +203,7 @@ where
                     self.ready = Some((entry.clone(), svc));
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Err(err)) => self.shared.readiness_failed(entry, &err.into(), false),
+                Poll::Ready(Err(err)) => self.shared.readiness_failed(entry, &err.into(), None),
                 Poll::Pending => self.pending.push((entry.clone(), svc)),
             }
         }
@@ -227,54 +226,51 @@ where
         let ctx = req.extensions().get::<AttemptContext>().cloned();
         let shared = &self.shared;
         let snap = &self.snap;
+        // Every start goes through `CallGuard::try_begin`, which refuses an endpoint removed
+        // meanwhile (its drain may have completed): the request then falls through to the next
+        // way of sending it below.
         if let Some(i) = shared.claim_trial(snap, ctx.as_ref()) {
             // The one trial request of an endpoint whose ejection is over; the polled service
             // stays ready for the next call.
-            let entry = snap.entries[i].clone();
-            let svc = entry.service.clone();
-            let guard = CallGuard::begin(entry, true, &mut req);
-            return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+            let entry = &snap.entries[i];
+            if let Some(guard) = CallGuard::try_begin(entry.clone(), true, &mut req) {
+                let svc = entry.service.clone();
+                return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+            }
         }
-        // An endpoint removed since it was polled ready takes no new request (its drain may
-        // already have completed): fall through to a fresh pick.
-        let ready = self
-            .ready
-            .take()
-            .filter(|(e, _)| e.status() != EndpointStatus::Removed);
-        if let Some((entry, svc)) = ready {
+        if let Some((entry, mut svc)) = self.ready.take() {
             let tried = ctx.as_ref().is_some_and(|c| c.was_tried(entry.info.id));
-            if !tried {
-                let mut svc = svc;
-                let guard = CallGuard::begin(entry, false, &mut req);
+            if tried {
+                let was_tried = |id| ctx.as_ref().is_some_and(|c| c.was_tried(id));
+                let cands = shared.candidates(snap, &mut self.rng);
+                if let Some(i) = shared.untried(snap, cands.as_ref(), &was_tried) {
+                    let other = &snap.entries[i];
+                    if let Some(guard) = CallGuard::try_begin(other.clone(), false, &mut req) {
+                        self.ready = Some((entry, svc));
+                        let svc = other.service.clone();
+                        return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+                    }
+                }
+                // Every usable endpoint was tried: the polled one will do.
+            }
+            if let Some(guard) = CallGuard::try_begin(entry, false, &mut req) {
                 let fut = svc.call(req);
                 return ResponseFuture::called(fut, guard, shared.clone());
             }
-            let was_tried = |id| ctx.as_ref().is_some_and(|c| c.was_tried(id));
-            let cands = shared.candidates(snap, &mut self.rng);
-            if let Some(i) = shared.untried(snap, cands.as_ref(), &was_tried) {
-                self.ready = Some((entry, svc));
-                let entry = snap.entries[i].clone();
-                let svc = entry.service.clone();
-                let guard = CallGuard::begin(entry, false, &mut req);
-                return ResponseFuture::not_ready(svc, req, guard, shared.clone());
-            }
-            // Every usable endpoint was tried: the polled one will do.
-            let mut svc = svc;
-            let guard = CallGuard::begin(entry, false, &mut req);
-            let fut = svc.call(req);
-            return ResponseFuture::called(fut, guard, shared.clone());
         }
-        // Not polled ready: everything is down (or the caller skipped `poll_ready`).
+        // Not polled ready: everything is down (or the caller skipped `poll_ready`, or the
+        // polled endpoint was removed since).
         let was_tried = |id| ctx.as_ref().is_some_and(|c| c.was_tried(id));
         if let Some(cands) = shared.candidates(snap, &mut self.rng) {
             let i = shared
                 .untried(snap, Some(&cands), &was_tried)
                 .or_else(|| shared.pick(snap, &cands, &mut self.rng).map(|(a, _)| a));
             if let Some(i) = i {
-                let entry = snap.entries[i].clone();
-                let svc = entry.service.clone();
-                let guard = CallGuard::begin(entry, false, &mut req);
-                return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+                let entry = &snap.entries[i];
+                if let Some(guard) = CallGuard::try_begin(entry.clone(), false, &mut req) {
+                    let svc = entry.service.clone();
+                    return ResponseFuture::not_ready(svc, req, guard, shared.clone());
+                }
             }
         }
         match shared.all_down {

@@ -40,6 +40,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Readiness waiters kept at most (see [`Shared::register_waiter`]).
+const MAX_WAITERS: usize = 256;
+
 /// Health bookkeeping that changes rarely, behind the entry's lock.
 #[derive(Debug, Default)]
 struct Slow {
@@ -47,6 +50,8 @@ struct Slow {
     probe_failures: u32,
     /// Ejections in a row (decays while the endpoint stays healthy).
     ejection_streak: u32,
+    /// When the endpoint last became healthy, while it still is: the stable time the next
+    /// ejection's decay counts (once; an ejection consumes it).
     recovered_at: Option<Instant>,
 }
 
@@ -61,7 +66,10 @@ pub(crate) struct Entry<S> {
     failures: AtomicU32,
     ejected_until: AtomicU64,
     pub(crate) trial: AtomicBool,
-    ejections: AtomicU64,
+    /// Woken when a trial is released without a status change (a cancelled trial), so that
+    /// requests waiting for an endpoint look again.
+    trial_released: Arc<Notify>,
+    pub(crate) ejections: AtomicU64,
     slow: Mutex<Slow>,
     pub(crate) drained: Notify,
     pub(crate) requests: Counter,
@@ -88,6 +96,7 @@ impl<S> Entry<S> {
         target: Option<Target>,
         service: S,
         status: EndpointStatus,
+        trial_released: Arc<Notify>,
     ) -> Self {
         let labels = [
             ("name", name.to_string()),
@@ -114,6 +123,7 @@ impl<S> Entry<S> {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             trial: AtomicBool::new(false),
+            trial_released,
             ejections: AtomicU64::new(0),
             slow: Mutex::default(),
             drained: Notify::new(),
@@ -123,6 +133,17 @@ impl<S> Entry<S> {
     #[inline]
     pub(crate) fn status(&self) -> EndpointStatus {
         EndpointStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Whether the endpoint was removed, read with `SeqCst` (see `CallGuard::try_begin`).
+    pub(crate) fn removed_seqcst(&self) -> bool {
+        self.status.load(Ordering::SeqCst) == EndpointStatus::Removed.to_u8()
+    }
+
+    /// Frees the endpoint's trial slot and wakes the requests waiting for an endpoint.
+    pub(crate) fn release_trial(&self) {
+        self.trial.store(false, Ordering::Release);
+        self.trial_released.notify_waiters();
     }
 
     #[inline]
@@ -226,7 +247,8 @@ pub(crate) struct Shared<S, C> {
     pub(crate) ejected: AtomicUsize,
     rng: Mutex<SeededRng>,
     waiters: Mutex<Vec<Waker>>,
-    pub(crate) recovered: Notify,
+    /// Woken by recoveries, ejection ends and released trials; shared with every entry.
+    pub(crate) recovered: Arc<Notify>,
     pub(crate) prober_wake: Arc<Notify>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<HealthEvent>>>,
     active_tier: Gauge,
@@ -288,7 +310,7 @@ impl<S, C> Shared<S, C> {
             ejected: AtomicUsize::new(0),
             rng: Mutex::new(SeededRng::new(cfg.seed ^ 0xE1EC_7ED0)),
             waiters: Mutex::default(),
-            recovered: Notify::new(),
+            recovered: Arc::new(Notify::new()),
             prober_wake: Arc::new(Notify::new()),
             subscribers: Mutex::default(),
             next_id: AtomicU64::new(0),
@@ -514,22 +536,54 @@ impl<S, C> Shared<S, C> {
         ejection.or_else(|| self.probe.as_ref().map(ProbeConfig::unhealthy_interval))
     }
 
-    /// The earliest moment an ejected endpoint becomes eligible for a trial.
-    pub(crate) fn next_trial_at(&self, snap: &Snapshot<S>) -> Option<Instant> {
+    /// The earliest moment an ejected endpoint becomes eligible for a trial with this request:
+    /// the endpoints [`claim_trial`](Self::claim_trial) would take (in or above the active
+    /// tier, not tried by this request, no trial in flight). Counting others would make a
+    /// waiting request wake for an endpoint it cannot take, at once and forever.
+    pub(crate) fn next_trial_at(
+        &self,
+        snap: &Snapshot<S>,
+        tried: Option<&AttemptContext>,
+    ) -> Option<Instant> {
+        let max_tier = snap.active_tier().unwrap_or(usize::MAX);
         snap.entries
             .iter()
-            .filter(|e| e.status() == EndpointStatus::Ejected && !e.trial.load(Ordering::Acquire))
+            .filter(|e| {
+                e.info.tier <= max_tier
+                    && e.status() == EndpointStatus::Ejected
+                    && !tried.is_some_and(|c| c.was_tried(e.info.id))
+                    && !e.trial.load(Ordering::Acquire)
+            })
             .map(|e| self.ejected_until(e))
             .min()
     }
 
     // ----- waking ----------------------------------------------------------------------------
 
+    /// Wakes `waker` on the next health or membership change. The list is bounded: wakers of
+    /// tasks that went away stay until a change wakes them all, so past [`MAX_WAITERS`] the
+    /// list is woken and emptied now (a spurious wake-up: each live task polls again and
+    /// registers anew; a task that is gone costs nothing more).
     pub(crate) fn register_waiter(&self, waker: &Waker) {
         let mut waiters = lock(&self.waiters);
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
+        if waiters.iter().any(|w| w.will_wake(waker)) {
+            return;
         }
+        if waiters.len() >= MAX_WAITERS {
+            let full = std::mem::take(&mut *waiters);
+            waiters.push(waker.clone());
+            drop(waiters);
+            for w in full {
+                w.wake();
+            }
+            return;
+        }
+        waiters.push(waker.clone());
+    }
+
+    #[cfg(test)]
+    pub(crate) fn waiter_count(&self) -> usize {
+        lock(&self.waiters).len()
     }
 
     fn wake_all(&self) {
@@ -579,7 +633,9 @@ impl<S, C> Shared<S, C> {
         if from == to {
             return;
         }
-        e.status.store(to.to_u8(), Ordering::Release);
+        // `SeqCst`: a removal must be seen by a request that counted itself in flight before
+        // checking (see `CallGuard::try_begin`); every status change is rare.
+        e.status.store(to.to_u8(), Ordering::SeqCst);
         if from == EndpointStatus::Ejected {
             self.ejected.fetch_sub(1, Ordering::AcqRel);
         }
@@ -615,7 +671,9 @@ impl<S, C> Shared<S, C> {
     fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
         let now = Instant::now();
         let cfg = &self.ejection;
-        if let Some(recovered) = slow.recovered_at {
+        // The stable time since the last recovery counts once: ejected time is not stable, and
+        // a failed trial must not count the same healthy period again.
+        if let Some(recovered) = slow.recovered_at.take() {
             if !cfg.decay.is_zero() {
                 let stable =
                     now.saturating_duration_since(recovered).as_nanos() / cfg.decay.as_nanos();
@@ -657,15 +715,21 @@ impl<S, C> Shared<S, C> {
         }
     }
 
-    /// Feeds the class of a finished request to passive detection.
-    pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: bool) {
+    /// Feeds the class of a finished request to passive detection. `trial` is the ejection
+    /// (the endpoint's ejection count when it was claimed) a trial request was sent for: its
+    /// verdict only applies to that ejection, not to a later one (a probe may have brought the
+    /// endpoint back, and live failures ejected it again, while it was in flight).
+    pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: Option<u64>) {
         if class.is_transient() {
-            if trial {
+            if let Some(ejection) = trial {
                 let mut slow = lock(&e.slow);
-                if e.status() == EndpointStatus::Ejected {
+                if e.status() == EndpointStatus::Ejected
+                    && e.ejections.load(Ordering::Acquire) == ejection
+                {
                     self.eject(e, &mut slow, Cause::TrialFailed);
                 }
-                e.trial.store(false, Ordering::Release);
+                drop(slow);
+                e.release_trial();
                 return;
             }
             let threshold = self.ejection.consecutive_failures;
@@ -683,12 +747,15 @@ impl<S, C> Shared<S, C> {
             if e.failures.load(Ordering::Relaxed) != 0 {
                 e.failures.store(0, Ordering::Relaxed);
             }
-            if trial {
+            if let Some(ejection) = trial {
                 let mut slow = lock(&e.slow);
-                if e.status() == EndpointStatus::Ejected {
+                if e.status() == EndpointStatus::Ejected
+                    && e.ejections.load(Ordering::Acquire) == ejection
+                {
                     self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::TrialPassed);
                 }
-                e.trial.store(false, Ordering::Release);
+                drop(slow);
+                e.release_trial();
             }
         }
     }
@@ -700,19 +767,22 @@ impl<S, C> Shared<S, C> {
     /// An endpoint that is already ejected is ejected again (for longer) only when this was its
     /// trial: in panic mode ejected endpoints are polled too, and re-ejecting them on every
     /// poll would bump the health version each time and make `poll_ready` wake itself forever.
-    pub(crate) fn readiness_failed(&self, e: &Entry<S>, err: &BoxError, trial: bool) {
+    pub(crate) fn readiness_failed(&self, e: &Entry<S>, err: &BoxError, trial: Option<u64>) {
         let mut slow = lock(&e.slow);
         tracing::debug!(failover = &*self.name, endpoint = &*e.info.name, error = %err, "endpoint not ready");
         let eject = match e.status() {
             EndpointStatus::Healthy => true,
-            EndpointStatus::Ejected => trial,
+            EndpointStatus::Ejected => {
+                trial.is_some_and(|ejection| e.ejections.load(Ordering::Acquire) == ejection)
+            }
             _ => false,
         };
         if eject {
             self.eject(e, &mut slow, Cause::ReadinessFailed(err.to_string()));
         }
-        if trial {
-            e.trial.store(false, Ordering::Release);
+        drop(slow);
+        if trial.is_some() {
+            e.release_trial();
         }
     }
 
@@ -784,4 +854,59 @@ pub(crate) fn tier_share(healthy: usize, total: usize, overprovisioning: f64, le
     (healthy as f64 / total as f64 * overprovisioning)
         .min(1.0)
         .min(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::AtomicUsize,
+        task::{Wake, Waker},
+    };
+
+    use super::*;
+    use crate::{AllDown, Balance, InitialState, TierPolicy};
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakers of tasks that went away do not pile up while health stays the same: the list is
+    /// bounded, and the wakers it lets go are woken (their tasks, if alive, register again).
+    #[test]
+    fn the_readiness_waiters_list_is_bounded() {
+        let shared = Shared::<(), tower_fault::HttpClassifier>::new(SharedConfig {
+            name: "t".into(),
+            classifier: tower_fault::HttpClassifier::default(),
+            balance: Balance::default(),
+            tier_policy: TierPolicy::default(),
+            all_down: AllDown::default(),
+            ejection: EjectionConfig::default(),
+            probe: None,
+            initial: InitialState::default(),
+            rewrite: true,
+            seed: 1,
+        });
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        for _ in 0..10 * MAX_WAITERS {
+            // One waker per task: `will_wake` tells them apart.
+            let waker = Waker::from(Arc::new(CountWakes(AtomicUsize::new(0))));
+            shared.register_waiter(&waker);
+            assert!(shared.waiter_count() <= MAX_WAITERS);
+        }
+        let mine = Waker::from(wakes.clone());
+        shared.register_waiter(&mine);
+        shared.register_waiter(&mine);
+        assert!(shared.waiter_count() <= MAX_WAITERS);
+        shared.wake_all();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "registered once, woken once"
+        );
+        assert_eq!(shared.waiter_count(), 0);
+    }
 }

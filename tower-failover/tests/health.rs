@@ -717,6 +717,20 @@ fn bad_configuration_is_a_build_error() {
             "longer than its maximum",
         ),
         (
+            // Passive ejection off: a failed readiness still ejects, for these times.
+            Failover::builder()
+                .tier([e("a")])
+                .eject_after(0)
+                .ejection_time(Duration::from_secs(60), Duration::from_secs(1)),
+            "longer than its maximum",
+        ),
+        (
+            Failover::builder()
+                .tier([e("a")])
+                .ejection_decay(Duration::ZERO),
+            "decay period must be non-zero",
+        ),
+        (
             Failover::builder()
                 .tier([e("a")])
                 .when_all_down(AllDown::Wait(Duration::ZERO)),
@@ -756,6 +770,31 @@ fn bad_configuration_is_a_build_error() {
             "`{err}` should mention `{needle}`"
         );
     }
+    // The handle holds names to the same rule as the builder.
+    let f = Failover::builder().tier([e("a")]).build().unwrap();
+    let err = f.handle().add(0, e("")).unwrap_err();
+    assert!(err.to_string().contains("empty name"), "{err}");
+}
+
+/// A probe path written without its leading slash is the same path, not `GET healthz`.
+#[tokio::test(start_paused = true)]
+async fn a_probe_path_without_a_leading_slash_is_absolute() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "healthz"))
+        .probe_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let info = f.handle().endpoint("p").unwrap().info;
+    assert_eq!(info.uri_for("healthz").path(), "/healthz");
+    assert_eq!(
+        info.uri_for("/healthz?deep=1").path_and_query().unwrap(),
+        "/healthz?deep=1"
+    );
+    sleep_ms(3_000).await;
+    assert!(p.probes() > 0, "the probe reached /healthz");
 }
 
 #[tokio::test(start_paused = true)]
@@ -929,4 +968,214 @@ async fn add_past_the_last_tier_appends_one_and_removal_after_poll_ready_is_hono
     tokio::time::timeout(Duration::from_secs(1), drain)
         .await
         .expect("nothing in flight on `a`");
+}
+
+/// A request waiting while all are ejected, that already tried every endpoint, is not woken by
+/// the end of those endpoints' ejections (it cannot be their trial): it sleeps to its deadline
+/// instead of spinning from the end of the ejections on. Real clock: a busy loop never lets a
+/// paused clock advance.
+#[tokio::test]
+async fn a_waiting_request_that_tried_every_endpoint_does_not_spin() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let mut f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .eject_after(1)
+        .ejection_time(Duration::from_millis(50), Duration::from_millis(50))
+        .when_all_down(AllDown::Wait(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    p.set_status(503);
+    s.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    send(&mut f, get("/")).await.unwrap();
+    let handle = f.handle();
+    let mut ctx = tower_fault::AttemptContext::default();
+    for name in ["p", "s"] {
+        ctx.record_endpoint(handle.endpoint(name).unwrap().info.id);
+    }
+    let mut req = get("/");
+    req.extensions_mut().insert(ctx);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let fut = Counted {
+        inner: Box::pin(f.clone().oneshot(req)),
+        polls: polls.clone(),
+    };
+    let err = fut.await.unwrap_err();
+    assert!(err.is::<NoHealthyEndpoint>(), "{err}");
+    assert!(
+        polls.load(Ordering::SeqCst) <= 10,
+        "polled {} times while waiting",
+        polls.load(Ordering::SeqCst)
+    );
+}
+
+/// The stable time since a recovery is forgiven once: an endpoint that recovered once and then
+/// stays dead backs off to the maximum through its failed trials, instead of the same healthy
+/// period being subtracted again at every trial (which settled it at the base time).
+#[tokio::test(start_paused = true)]
+async fn a_dead_endpoint_backs_off_to_the_maximum_through_failed_trials() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let mut f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .eject_after(1)
+        .ejection_time(Duration::from_secs(10), Duration::from_secs(100))
+        .ejection_decay(Duration::from_secs(30))
+        .seed(4)
+        .build()
+        .unwrap();
+    let ejected_for = |f: &F| f.handle().endpoint("p").unwrap().ejected_for;
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap(); // 1st ejection: 5..=10 s
+    p.set_status(200);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        who(&send(&mut f, get("/")).await.unwrap()),
+        "p",
+        "trial passed"
+    );
+    p.set_status(503);
+    // From here p is dead for good: every ejection ends in a failed trial.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        send(&mut f, get("/")).await.unwrap();
+        let d = ejected_for(&f).expect("ejected");
+        seen.push(d);
+        tokio::time::sleep(d).await;
+    }
+    assert!(
+        seen[3..].iter().all(|d| *d >= Duration::from_secs(50)),
+        "backs off to the maximum (50..=100 s jittered) and stays there: {seen:?}"
+    );
+}
+
+/// Endpoints added from two threads at once leave the published generation with the newest
+/// snapshot, so every clone sees every endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_are_seen_by_every_clone() {
+    let mocks: Vec<Mock> = ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+        .into_iter()
+        .map(Mock::new)
+        .collect();
+    for round in 0..20 {
+        let mut f = Failover::builder()
+            .tier([ep(&mocks[0])])
+            .balance(tower_failover::Balance::RoundRobin)
+            .build()
+            .unwrap();
+        let handle = f.handle();
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let adders: Vec<_> = mocks[1..]
+            .chunks(4)
+            .map(|chunk| {
+                let (handle, start) = (handle.clone(), start.clone());
+                let chunk: Vec<Mock> = chunk.to_vec();
+                std::thread::spawn(move || {
+                    start.wait();
+                    for m in &chunk {
+                        handle.add(0, ep(m)).unwrap();
+                        // A clone polled between the adds loads an intermediate snapshot.
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..50 {
+            f.ready().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        for adder in adders {
+            adder.join().unwrap();
+        }
+        let before: Vec<usize> = mocks.iter().map(Mock::hits).collect();
+        for _ in 0..(2 * mocks.len()) {
+            send(&mut f, get("/")).await.unwrap();
+        }
+        for (m, before) in mocks.iter().zip(before) {
+            assert!(m.hits() > before, "round {round}: {} got nothing", m.0.name);
+        }
+    }
+}
+
+/// A trial that started for one ejection and finishes during a later one (a probe brought the
+/// endpoint back meanwhile, live failures ejected it again) says nothing about the later one.
+#[tokio::test(start_paused = true)]
+async fn a_late_trial_does_not_end_a_later_ejection() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let hour = Duration::from_secs(3600);
+    let mut f = Failover::builder()
+        .tier([ep(&p)])
+        .tier([ep(&s)])
+        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe_interval(hour)
+        .probe_jitter(Duration::ZERO)
+        .thresholds(1, 1)
+        .eject_after(1)
+        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    assert_eq!(status(&f, "p"), EndpointStatus::Ejected);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The trial is slow: it answers (200) after 1.5 h.
+    p.set_status(200);
+    p.0.delay_ms.store(5_400_000, Ordering::SeqCst);
+    let trial = tokio::spawn(f.clone().oneshot(get("/")));
+    sleep_ms(10).await;
+    assert_eq!(
+        f.handle().endpoint("p").unwrap().in_flight,
+        1,
+        "the trial is in flight"
+    );
+    // The hourly probe passes: p is healthy again; then a live failure ejects it again.
+    tokio::time::sleep(hour).await;
+    assert_eq!(status(&f, "p"), EndpointStatus::Healthy);
+    p.0.delay_ms.store(0, Ordering::SeqCst);
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    assert_eq!(status(&f, "p"), EndpointStatus::Ejected);
+    // The old trial answers 200 now: the new ejection stands (the next probe or trial ends it).
+    let res = trial.await.unwrap().unwrap();
+    assert_eq!((who(&res), res.status().as_u16()), ("p", 200));
+    assert_eq!(status(&f, "p"), EndpointStatus::Ejected);
+}
+
+/// A trial cancelled before it answered frees the trial slot at once for a request waiting for
+/// an endpoint (not at that request's deadline).
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_trial_wakes_a_waiting_request() {
+    let p = Mock::new("p");
+    let mut f = Failover::builder()
+        .tier([ep(&p)])
+        .eject_after(1)
+        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .when_all_down(AllDown::Wait(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    p.set_status(503);
+    send(&mut f, get("/")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    p.set_status(200);
+    p.0.hang.store(true, Ordering::SeqCst);
+    let trial = tokio::spawn(f.clone().oneshot(get("/")));
+    sleep_ms(10).await;
+    assert_eq!(
+        f.handle().endpoint("p").unwrap().in_flight,
+        1,
+        "the trial is in flight"
+    );
+    p.0.hang.store(false, Ordering::SeqCst);
+    let waiting = tokio::spawn(f.clone().oneshot(get("/")));
+    sleep_ms(1_000).await;
+    assert!(!waiting.is_finished(), "no endpoint to send it to yet");
+    let cancelled_at = Instant::now();
+    trial.abort();
+    let res = waiting.await.unwrap().unwrap();
+    assert_eq!(res.status(), 200, "the waiting request became the trial");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(1),
+        "woken by the cancellation, not its deadline: {:?}",
+        cancelled_at.elapsed()
+    );
 }

@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -35,6 +35,8 @@ pub struct MockState {
     pub not_ready: AtomicBool,
     /// While set, ordinary requests never finish.
     pub hang: AtomicBool,
+    /// Ordinary requests answer after this many milliseconds (read when called).
+    pub delay_ms: AtomicU64,
     /// While set, `poll_ready` fails.
     pub broken: AtomicBool,
     wakers: Mutex<Vec<Waker>>,
@@ -55,6 +57,7 @@ impl Mock {
             polls: AtomicUsize::new(0),
             not_ready: AtomicBool::new(false),
             hang: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
             broken: AtomicBool::new(false),
             wakers: Mutex::default(),
         }))
@@ -124,10 +127,18 @@ impl Service<Request<String>> for Mock {
             state.status.load(Ordering::SeqCst)
         };
         let hang = !health && state.hang.load(Ordering::SeqCst);
+        let delay = if health {
+            0
+        } else {
+            state.delay_ms.load(Ordering::SeqCst)
+        };
         let body = format!("{} {}", state.name, req.uri());
         Box::pin(async move {
             if hang {
                 std::future::pending::<()>().await;
+            }
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             if status == 0 {
                 let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
