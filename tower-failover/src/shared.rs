@@ -447,38 +447,51 @@ impl<S, C> Shared<S, C> {
         if k == 0 {
             return None;
         }
-        let nth = |n: usize| -> usize {
+        // The `n`th admitted endpoint. A large tier is walked a second time, and a status may
+        // have changed since it was counted: then the last admitted one before the walk ran out
+        // stands in (or none), never an endpoint that was not admitted.
+        let nth = |n: usize| -> Option<usize> {
             if inline {
-                base + buf[n] as usize
+                Some(base + buf[n] as usize)
             } else {
-                slice
+                let mut last = None;
+                for (seen, (i, _)) in slice
                     .iter()
                     .enumerate()
                     .filter(|(_, e)| cands.admits(e))
-                    .nth(n)
-                    .map_or(base, |(i, _)| base + i)
+                    .enumerate()
+                {
+                    last = Some(base + i);
+                    if seen == n {
+                        break;
+                    }
+                }
+                last
             }
         };
         match self.balance {
             Balance::P2c => {
                 if k == 1 {
-                    return Some((nth(0), None));
+                    return nth(0).map(|a| (a, None));
                 }
                 let a = rng.below(k as u64) as usize;
                 let mut b = rng.below(k as u64 - 1) as usize;
                 if b >= a {
                     b += 1;
                 }
-                let (a, b) = (nth(a), nth(b));
-                if snap.entries[b].load() < snap.entries[a].load() {
-                    Some((b, Some(a)))
-                } else {
-                    Some((a, Some(b)))
+                let (a, b) = (nth(a)?, nth(b));
+                match b.filter(|&b| b != a) {
+                    Some(b) if snap.entries[b].load() < snap.entries[a].load() => {
+                        Some((b, Some(a)))
+                    }
+                    b => Some((a, b)),
                 }
             }
             Balance::RoundRobin => {
                 let n = self.rr.fetch_add(1, Ordering::Relaxed) % k;
-                Some((nth(n), (k > 1).then(|| nth((n + 1) % k))))
+                let first = nth(n)?;
+                let second = if k > 1 { nth((n + 1) % k) } else { None };
+                Some((first, second.filter(|&s| s != first)))
             }
         }
     }

@@ -499,3 +499,58 @@ async fn panic_mode_with_every_endpoint_broken_fails_instead_of_spinning() {
     let ejections: u64 = f.handle().endpoints().iter().map(|e| e.ejections).sum();
     assert_eq!(ejections, 2, "each broken endpoint is ejected once");
 }
+
+/// A tier larger than the inline pick buffer (64) is picked from by walking it: round-robin is
+/// still exact over 100 endpoints, p2c reaches all of them, and an ejected half takes nothing.
+#[tokio::test]
+async fn large_tiers_are_picked_from_exactly() {
+    let mocks: Vec<Mock> = (0..100)
+        .map(|i| Mock::new(Box::leak(format!("m{i}").into_boxed_str())))
+        .collect();
+    let all: Vec<&Mock> = mocks.iter().collect();
+    let mut rr = Failover::builder()
+        .tier(endpoints(&all))
+        .balance(Balance::RoundRobin)
+        .build()
+        .unwrap();
+    for _ in 0..1000 {
+        send(&mut rr, get("/")).await.unwrap();
+    }
+    assert!(mocks.iter().all(|m| m.hits() == 10), "round-robin over 100");
+    let mut p2c = Failover::builder()
+        .tier(endpoints(&all))
+        .eject_after(1)
+        .build()
+        .unwrap();
+    for m in mocks.iter().step_by(2) {
+        m.set_status(503);
+    }
+    // Every request that lands on a failing endpoint ejects it, until only the healthy half is
+    // left; from then on, nothing reaches the ejected half.
+    let ejected = |f: &F| {
+        f.handle()
+            .endpoints()
+            .iter()
+            .filter(|e| e.status == EndpointStatus::Ejected)
+            .count()
+    };
+    for _ in 0..10_000 {
+        if ejected(&p2c) == 50 {
+            break;
+        }
+        send(&mut p2c, get("/")).await.unwrap();
+    }
+    assert_eq!(ejected(&p2c), 50);
+    let before: Vec<usize> = mocks.iter().map(Mock::hits).collect();
+    for _ in 0..2000 {
+        let res = send(&mut p2c, get("/")).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    for (i, (m, before)) in mocks.iter().zip(before).enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(m.hits(), before, "{} is ejected", m.0.name);
+        } else {
+            assert!(m.hits() > before, "{} got nothing", m.0.name);
+        }
+    }
+}
