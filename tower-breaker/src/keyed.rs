@@ -347,10 +347,14 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
 }
 
 /// One breaker per key (by default the request's authority), created on first use from a
-/// template [`BreakerBuilder`], in a bounded map that evicts idle closed breakers.
+/// template [`BreakerBuilder`], in a bounded map that evicts idle breakers (closed ones, and
+/// open ones whose open period is over).
 ///
-/// Each key's breaker is named `"{template name}/{key}"` (its metrics' `name` label), so the
-/// number of series is bounded by `max_keys` live keys.
+/// Each key's breaker is named `"{template name}/{key}"` (its metrics' `name` label). At most
+/// `max_keys` breakers live at once, but a metrics recorder keeps the series of every key it
+/// has seen (the `metrics` facade cannot unregister them; an evicted breaker's `breaker_state`
+/// keeps its last value). When keys come from untrusted input — the `Host` header of a server —
+/// map them onto a known set in the key function, or the recorder grows with every new host.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
