@@ -59,6 +59,8 @@ enum Kind<B> {
     /// A handle on the shared, partly kept original.
     Replay {
         shared: Arc<Mutex<Shared<B>>>,
+        /// The attempt this handle is for (see [`Shared::generation`]).
+        generation: u64,
         /// Data frames this handle has yielded.
         position: usize,
         trailers_sent: bool,
@@ -68,6 +70,12 @@ enum Kind<B> {
 struct Shared<B> {
     /// The original body, until it ends or fails.
     body: Option<B>,
+    /// The attempt whose handles may still be read; bumped by [`ReplayBody::fence`] when the
+    /// layer gives an attempt up. A client may keep polling an abandoned attempt's body (hyper
+    /// writes it from the connection task even after the response came back): read on, it
+    /// would take the original's waker from the next attempt's handle, or push the original
+    /// past the limit while the retry sleeps. A handle of an older attempt fails instead.
+    generation: u64,
     /// A frame read from the original when the layer wrapped it, not yet yielded by any
     /// handle: the next handle at the front takes it instead of polling the original.
     prefetched: Option<Result<Frame<Bytes>, BoxError>>,
@@ -132,6 +140,7 @@ impl<B: Body> ReplayBody<B> {
             kind: Kind::Replay {
                 shared: Arc::new(Mutex::new(Shared {
                     body: Some(body),
+                    generation: 0,
                     prefetched,
                     frames: Vec::new(),
                     dropped: 0,
@@ -141,6 +150,7 @@ impl<B: Body> ReplayBody<B> {
                     failed: false,
                     trailers: None,
                 })),
+                generation: 0,
                 position: 0,
                 trailers_sent: false,
             },
@@ -228,11 +238,22 @@ impl<B> ReplayBody<B> {
             Kind::Once(_) => None,
             Kind::Replay { shared, .. } => self.is_replayable().then(|| Self {
                 kind: Kind::Replay {
+                    generation: lock(shared).generation,
                     shared: Arc::clone(shared),
                     position: 0,
                     trailers_sent: false,
                 },
             }),
+        }
+    }
+
+    /// Gives up the handles made so far: their next poll fails (a client still sending an
+    /// abandoned attempt's body stops), and only handles cloned from now on read the body.
+    /// The retry layer calls this when it decides to retry, before it sleeps.
+    pub(crate) fn fence(&self) {
+        if let Kind::Replay { shared, .. } = &self.kind {
+            let mut shared = lock(shared);
+            shared.generation = shared.generation.wrapping_add(1);
         }
     }
 }
@@ -269,9 +290,16 @@ where
             }
             Kind::Replay {
                 shared,
+                generation,
                 position,
                 trailers_sent,
-            } => poll_replay(&mut lock(shared), position, trailers_sent, cx),
+            } => {
+                let mut shared = lock(shared);
+                if shared.generation != *generation {
+                    return Poll::Ready(Some(Err(AttemptAbandoned.into())));
+                }
+                poll_replay(&mut shared, position, trailers_sent, cx)
+            }
         }
     }
 
@@ -284,6 +312,7 @@ where
                 shared,
                 position,
                 trailers_sent,
+                ..
             } => {
                 let shared = lock(shared);
                 shared.body.is_none()
@@ -320,10 +349,13 @@ where
                     None => SizeHint::with_exact(kept),
                     Some(body) => {
                         let rest = body.size_hint();
+                        // Saturating: a body may report an upper bound near `u64::MAX`
+                        // ("unknown, but bounded"), and `set_upper` below `lower` panics.
                         let mut hint = SizeHint::new();
-                        hint.set_lower(kept + rest.lower());
+                        let lower = kept.saturating_add(rest.lower());
+                        hint.set_lower(lower);
                         if let Some(upper) = rest.upper() {
-                            hint.set_upper(kept + upper);
+                            hint.set_upper(kept.saturating_add(upper).max(lower));
                         }
                         hint
                     }
@@ -332,6 +364,18 @@ where
         }
     }
 }
+
+/// The error an abandoned attempt's body handle answers once the layer moved on.
+#[derive(Debug)]
+struct AttemptAbandoned;
+
+impl fmt::Display for AttemptAbandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the retry layer gave this attempt up; its request body is not sent further")
+    }
+}
+
+impl std::error::Error for AttemptAbandoned {}
 
 fn poll_replay<B>(
     shared: &mut Shared<B>,
@@ -651,6 +695,58 @@ mod tests {
         let second = first.try_clone().unwrap();
         assert_eq!(collect(first).await.unwrap(), "12345678");
         assert!(!second.is_replayable());
+    }
+
+    /// A client may go on polling an abandoned attempt's body (hyper writes it from the
+    /// connection task after the response came back). Once the layer fences the body, that
+    /// handle fails at its next poll: it can neither take the original's waker from the next
+    /// attempt's handle nor push the original past the limit while the retry sleeps.
+    #[tokio::test]
+    async fn a_fenced_attempt_stops_reading_and_the_next_one_gets_everything() {
+        let mut first = ReplayBody::new(chunks(&["1234", "5678", "9abc"]), 8);
+        assert_eq!(
+            first.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "1234"
+        );
+        let template = first.try_clone().unwrap();
+        template.fence(); // the layer decided to retry
+        let err = first.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("gave this attempt up"), "{err}");
+        assert!(
+            template.is_replayable(),
+            "the abandoned handle read nothing more"
+        );
+        let second = template.try_clone().unwrap();
+        // 12 bytes > the 8-byte limit: sent whole, once, by the live attempt.
+        assert_eq!(collect(second).await.unwrap(), "123456789abc");
+        assert!(!template.is_replayable());
+    }
+
+    /// A body whose upper bound is near `u64::MAX` ("unknown, but bounded") does not overflow
+    /// the replay's size hint.
+    #[tokio::test]
+    async fn a_huge_upper_size_bound_does_not_overflow_the_hint() {
+        struct Huge(Option<Bytes>);
+        impl Body for Huge {
+            type Data = Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+                Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+            }
+            fn size_hint(&self) -> SizeHint {
+                let mut hint = SizeHint::new();
+                hint.set_upper(u64::MAX);
+                hint
+            }
+        }
+        let mut first = ReplayBody::new(Huge(Some(Bytes::from_static(b"abc"))), 1024);
+        first.frame().await.unwrap().unwrap();
+        let hint = first.try_clone().unwrap().size_hint();
+        assert_eq!(hint.lower(), 3);
+        assert_eq!(hint.upper(), Some(u64::MAX));
     }
 
     #[test]

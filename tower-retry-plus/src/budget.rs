@@ -59,6 +59,11 @@ struct Inner {
     buckets: [AtomicU64; BUCKETS],
     /// Requests deposited but not yet counted into a bucket.
     pending: AtomicU64,
+    /// The newest epoch counted into (full width). Stamps are 24 bits and wrap every ~97 days:
+    /// when the newest epoch moves on, buckets older than the window are cleared, so every
+    /// bucket holds an epoch of the window ending at `latest`, or nothing; a sum at an epoch
+    /// past that window sees nothing. A stamp can then never be mistaken for a newer epoch's.
+    latest: AtomicU64,
     /// Serialises withdrawals so that check-then-count is exact; deposits never take it.
     withdraw: Mutex<()>,
 }
@@ -140,6 +145,7 @@ impl RetryBudget {
                 start: Instant::now(),
                 buckets: std::array::from_fn(|_| AtomicU64::new(0)),
                 pending: AtomicU64::new(0),
+                latest: AtomicU64::new(0),
                 withdraw: Mutex::new(()),
             }),
         })
@@ -164,6 +170,17 @@ impl RetryBudget {
 
     /// Adds `retries` and `requests` to the bucket of `epoch`.
     fn count(&self, epoch: u64, retries_add: u64, requests_add: u64) {
+        if self.inner.latest.fetch_max(epoch, Ordering::AcqRel) < epoch {
+            // At most once per bucket width: clear what the window left behind.
+            for slot in &self.inner.buckets {
+                let word = slot.load(Ordering::Relaxed);
+                let age = (epoch & EPOCH_MASK).wrapping_sub(unpack(word).0) & EPOCH_MASK;
+                if word != 0 && age >= BUCKETS as u64 {
+                    // Lost to a concurrent count: that one rotated the bucket itself.
+                    let _ = slot.compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
+        }
         let slot = &self.inner.buckets[(epoch % BUCKETS as u64) as usize];
         let mut current = slot.load(Ordering::Relaxed);
         loop {
@@ -186,6 +203,9 @@ impl RetryBudget {
             requests: 0,
             retries: 0,
         };
+        if epoch >= self.inner.latest.load(Ordering::Acquire) + BUCKETS as u64 {
+            return snap; // idle for longer than the window (see `Inner::latest`)
+        }
         for slot in &self.inner.buckets {
             let (stamp, retries, requests) = unpack(slot.load(Ordering::Acquire));
             let age = (epoch & EPOCH_MASK).wrapping_sub(stamp) & EPOCH_MASK;
@@ -283,6 +303,45 @@ mod tests {
                 retries: 50
             }
         );
+    }
+
+    /// Bucket stamps are 24 bits (~97 days of 500 ms epochs): a bucket last written exactly
+    /// one wrap ago is not counted again, whether the budget was idle all that time or not.
+    #[tokio::test(start_paused = true)]
+    async fn bucket_stamps_that_wrapped_are_not_counted_again() {
+        let wrap = BUCKET * (1 << 24);
+        let budget = RetryBudget::new(0.5, 0).unwrap();
+        for _ in 0..DEPOSIT_BATCH {
+            budget.deposit();
+        }
+        assert!(budget.try_withdraw());
+        assert_eq!(
+            budget.snapshot(),
+            BudgetSnapshot {
+                requests: 16,
+                retries: 1
+            }
+        );
+        // Idle for one wrap.
+        tokio::time::advance(wrap).await;
+        assert_eq!(
+            budget.snapshot(),
+            BudgetSnapshot {
+                requests: 0,
+                retries: 0
+            }
+        );
+        // Busy at another bucket meanwhile, then back at the aliasing epoch.
+        let budget = RetryBudget::new(0.5, 0).unwrap();
+        for _ in 0..DEPOSIT_BATCH {
+            budget.deposit();
+        }
+        tokio::time::advance(wrap - 3 * BUCKET).await;
+        for _ in 0..DEPOSIT_BATCH {
+            budget.deposit();
+        }
+        tokio::time::advance(3 * BUCKET).await;
+        assert_eq!(budget.snapshot().requests, 16, "only the recent batch");
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,8 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_fault::{
-    AttemptContext, BoxError, Class, Classify, IDEMPOTENCY_KEY, SeededRng, SentTo, ServedBy,
+    AttemptContext, BoxError, Class, Classify, IDEMPOTENCY_KEY, IdempotencyKey, SeededRng, SentTo,
+    ServedBy,
 };
 use tower_service::Service;
 use tracing::{Span, field};
@@ -33,6 +34,17 @@ use crate::{
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// Frames read from a discarded body per poll, so an endless body cannot hog the task.
 const DRAIN_FRAMES_PER_POLL: usize = 32;
+/// The granularity of tokio's timers.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Whether an `Idempotency-Key` value is one a server can use (see [`IdempotencyKey::parse`]):
+/// an empty or malformed key does not make a non-idempotent request safe to retry.
+pub(crate) fn valid_key(value: Option<&[u8]>) -> bool {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .is_some_and(|v| IdempotencyKey::parse_str(v).is_ok())
+}
+
 /// `now + d`, saturating instead of panicking on overflow, so `Duration::MAX` (as "no limit")
 /// in a deadline, a timeout or a backoff is safe.
 fn after(d: Duration) -> Instant {
@@ -152,7 +164,7 @@ impl<B, C> Attempts<B, C> {
         self.retry_maybe_processed.unwrap_or_else(|| {
             self.kept
                 .as_ref()
-                .is_some_and(|kept| kept.head.contains_header(&IDEMPOTENCY_KEY))
+                .is_some_and(|kept| valid_key(kept.head.header_value(&IDEMPOTENCY_KEY)))
         })
     }
 
@@ -185,7 +197,10 @@ impl<B, C> Attempts<B, C> {
             None => backoff,
         };
         if let Some(at) = self.deadline_at {
-            if after(delay) >= at {
+            // A timer tick of margin: tokio fires timers on millisecond ticks, so a sleep that
+            // ends less than a tick before the deadline can fire with it, and the caller would
+            // get `DeadlineExceeded` after sleeping instead of the last outcome at once.
+            if after(delay.saturating_add(TIMER_TICK)) >= at {
                 return Decision::Return(RetryOutcome::Deadline);
             }
         }
@@ -193,6 +208,11 @@ impl<B, C> Attempts<B, C> {
             if !budget.try_withdraw() {
                 return Decision::Return(RetryOutcome::BudgetExhausted);
             }
+        }
+        if let Some(kept) = &self.kept {
+            // The attempt is given up: a client still sending its body (hyper keeps writing
+            // it from the connection task) must not read on while this one sleeps.
+            kept.body.fence();
         }
         config.metrics.backoff(delay);
         self.last_delay = delay;
@@ -457,6 +477,11 @@ where
                             );
                             if delay.is_zero() {
                                 this.state.set(State::Waiting);
+                                // Back to the runtime between attempts: with no delay, an
+                                // inner service that fails at once would otherwise keep this
+                                // poll (and its worker thread) for every attempt.
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
                             } else {
                                 let discarded = result.ok().map(Response::into_body);
                                 this.attempts.drained = 0;

@@ -40,8 +40,14 @@ impl KeptHead {
     }
 
     /// Whether the kept headers include `name`.
+    #[cfg(test)]
     pub(crate) fn contains_header(&self, name: &HeaderName) -> bool {
-        self.packed.contains(name)
+        self.packed.value(name).is_some()
+    }
+
+    /// The first kept value of header `name`, as bytes.
+    pub(crate) fn header_value(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.packed.value(name)
     }
 
     /// The head of another attempt: equal to the one this was made of.
@@ -256,11 +262,13 @@ impl Packed {
         })
     }
 
-    fn contains(&self, name: &HeaderName) -> bool {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]> {
         let wanted = name.as_str().as_bytes();
+        let buf = self.buf.as_slice();
         self.entries()
             .map_while(|entry| entry)
-            .any(|entry| &self.buf.as_slice()[entry.name] == wanted)
+            .find(|entry| &buf[entry.name.clone()] == wanted)
+            .map(|entry| &buf[entry.value])
     }
 
     fn unpack_uri(&self) -> Option<Uri> {

@@ -143,9 +143,28 @@ impl<S, C> Layer<S> for RetryLayer<C> {
 
 #[derive(Debug, Clone)]
 enum BudgetChoice {
-    New { ratio: f64, floor_per_sec: u32 },
+    /// The layer's own budget; `tuned` once `budget_ratio` or `budget_floor_per_sec` set it.
+    New {
+        ratio: f64,
+        floor_per_sec: u32,
+        tuned: bool,
+    },
     Shared(RetryBudget),
     Off,
+    /// Settings that contradict each other (the layer's own budget tuned, and a shared budget
+    /// or none chosen too): a `build()` error rather than one of them silently winning.
+    Conflict(&'static str, &'static str),
+}
+
+impl BudgetChoice {
+    /// The choice after tuning the layer's own budget with `setting` on top of `self`.
+    fn conflict(self, setting: &'static str) -> Self {
+        match self {
+            Self::Shared(_) => Self::Conflict(setting, "`budget(..)`"),
+            Self::Off => Self::Conflict(setting, "`no_budget()`"),
+            other => other,
+        }
+    }
 }
 
 /// Builds a [`RetryLayer`]; every setting is checked by [`build`](Self::build).
@@ -204,6 +223,7 @@ impl RetryLayerBuilder {
             budget: BudgetChoice::New {
                 ratio: 0.2,
                 floor_per_sec: 10,
+                tuned: false,
             },
             body_limit: DEFAULT_BODY_LIMIT,
             stamp_key: false,
@@ -282,7 +302,16 @@ impl<C> RetryLayerBuilder<C> {
 
     /// Uses an existing budget, e.g. one shared by the layers of every client of one upstream.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = BudgetChoice::Shared(budget);
+        self.budget = match self.budget {
+            BudgetChoice::New { tuned: false, .. } | BudgetChoice::Shared(_) => {
+                BudgetChoice::Shared(budget)
+            }
+            BudgetChoice::New { tuned: true, .. } => {
+                BudgetChoice::Conflict("the layer's own budget tuned", "`budget(..)`")
+            }
+            BudgetChoice::Off => BudgetChoice::Conflict("`budget(..)`", "`no_budget()`"),
+            conflict @ BudgetChoice::Conflict(..) => conflict,
+        };
         self
     }
 
@@ -292,11 +321,9 @@ impl<C> RetryLayerBuilder<C> {
             BudgetChoice::New { floor_per_sec, .. } => BudgetChoice::New {
                 ratio,
                 floor_per_sec,
+                tuned: true,
             },
-            _ => BudgetChoice::New {
-                ratio,
-                floor_per_sec: 10,
-            },
+            other => other.conflict("`budget_ratio`"),
         };
         self
     }
@@ -307,18 +334,23 @@ impl<C> RetryLayerBuilder<C> {
             BudgetChoice::New { ratio, .. } => BudgetChoice::New {
                 ratio,
                 floor_per_sec,
+                tuned: true,
             },
-            _ => BudgetChoice::New {
-                ratio: 0.2,
-                floor_per_sec,
-            },
+            other => other.conflict("`budget_floor_per_sec`"),
         };
         self
     }
 
     /// Retries without a budget (only `max_attempts` and the deadline limit them).
     pub fn no_budget(mut self) -> Self {
-        self.budget = BudgetChoice::Off;
+        self.budget = match self.budget {
+            BudgetChoice::New { tuned: false, .. } | BudgetChoice::Off => BudgetChoice::Off,
+            BudgetChoice::New { tuned: true, .. } => {
+                BudgetChoice::Conflict("the layer's own budget tuned", "`no_budget()`")
+            }
+            BudgetChoice::Shared(_) => BudgetChoice::Conflict("`budget(..)`", "`no_budget()`"),
+            conflict @ BudgetChoice::Conflict(..) => conflict,
+        };
         self
     }
 
@@ -379,9 +411,17 @@ impl<C> RetryLayerBuilder<C> {
             BudgetChoice::New {
                 ratio,
                 floor_per_sec,
+                ..
             } => Some(RetryBudget::new(ratio, floor_per_sec)?),
             BudgetChoice::Shared(budget) => Some(budget),
             BudgetChoice::Off => None,
+            BudgetChoice::Conflict(one, other) => {
+                return Err(crate::error::config_error(format!(
+                    "conflicting budget settings: {one} and {other} (`budget_ratio` and \
+                     `budget_floor_per_sec` tune the layer's own budget, `budget(..)` shares \
+                     another one, `no_budget()` turns it off)"
+                )));
+            }
         };
         let seed = self
             .seed
@@ -435,6 +475,27 @@ mod tests {
         assert!(err(b().attempt_timeout(Duration::ZERO)).contains("attempt_timeout"));
         assert!(err(b().budget_ratio(1.5)).contains("ratio"));
         assert!(err(b().budget_ratio(f64::NAN)).contains("ratio"));
+        // Budget settings that contradict each other: neither silently wins.
+        let shared = RetryBudget::default;
+        for conflicting in [
+            b().budget(shared()).budget_ratio(0.5),
+            b().budget(shared()).budget_floor_per_sec(5),
+            b().no_budget().budget_ratio(0.5),
+            b().budget_ratio(0.5).budget(shared()),
+            b().budget_floor_per_sec(5).no_budget(),
+            b().budget(shared()).no_budget(),
+            b().no_budget().budget(shared()),
+        ] {
+            assert!(err(conflicting).contains("conflicting budget settings"));
+        }
+        assert!(
+            b().budget_ratio(0.5)
+                .budget_floor_per_sec(5)
+                .build()
+                .is_ok()
+        );
+        assert!(b().budget(shared()).budget(shared()).build().is_ok());
+        assert!(b().no_budget().no_budget().build().is_ok());
     }
 
     #[test]

@@ -6,14 +6,14 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower_fault::{BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey, SentTo};
 use tower_service::Service;
 
 use crate::{
     ReplayBody, RetryOverride,
-    future::{Kept, ResponseFuture},
+    future::{Kept, ResponseFuture, valid_key},
     head::KeptHead,
     is_idempotent,
     layer::Config,
@@ -102,15 +102,26 @@ where
         let idempotent = is_idempotent(&parts.method);
         let mut retry_maybe_processed = idempotent.then_some(true);
         if config.stamp_key && !idempotent && max_attempts > 1 {
-            if !parts.headers.contains_key(IDEMPOTENCY_KEY) {
-                parts.headers.insert(
-                    IDEMPOTENCY_KEY,
-                    IdempotencyKey::generate().to_header_value(),
-                );
+            // A key the caller set is kept; only a valid one makes the request retryable.
+            match parts.headers.get(IDEMPOTENCY_KEY) {
+                None => {
+                    parts.headers.insert(
+                        IDEMPOTENCY_KEY,
+                        IdempotencyKey::generate().to_header_value(),
+                    );
+                    retry_maybe_processed = Some(true);
+                }
+                Some(value) => retry_maybe_processed = Some(valid_key(Some(value.as_bytes()))),
             }
-            retry_maybe_processed = Some(true);
         }
-        let has_key = |parts: &http::request::Parts| parts.headers.contains_key(IDEMPOTENCY_KEY);
+        let has_key = |parts: &http::request::Parts| {
+            valid_key(
+                parts
+                    .headers
+                    .get(IDEMPOTENCY_KEY)
+                    .map(HeaderValue::as_bytes),
+            )
+        };
 
         let (body, kept) = if max_attempts > 1 {
             // The replay state costs at most one `Arc`, none for an empty body or a body that

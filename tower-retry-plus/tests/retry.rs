@@ -32,10 +32,14 @@ const MS: Duration = Duration::from_millis(1);
 
 /// Fast, deterministic settings: constant 10 ms backoff, no jitter, no budget.
 fn fast() -> RetryLayerBuilder {
+    fast_with_budget().no_budget()
+}
+
+/// [`fast`] with the default budget, for tests that tune it.
+fn fast_with_budget() -> RetryLayerBuilder {
     RetryLayer::builder()
         .backoff(Backoff::constant(10 * MS))
         .jitter(Jitter::None)
-        .no_budget()
 }
 
 fn info<B>(res: &Response<B>) -> RetryInfo {
@@ -342,7 +346,7 @@ async fn per_request_overrides() {
 async fn budget_caps_retries_under_a_total_outage() {
     for (ratio, floor) in [(0.2, 0), (0.5, 0), (0.0, 1), (1.0, 0)] {
         let (upstream, log) = scripted([Step::Status(503); 10_000]);
-        let mut svc = fast()
+        let mut svc = fast_with_budget()
             .backoff(Backoff::constant(Duration::ZERO))
             .budget_ratio(ratio)
             .budget_floor_per_sec(floor)
@@ -370,7 +374,7 @@ async fn budget_caps_retries_under_a_total_outage() {
 
 #[tokio::test(start_paused = true)]
 async fn budget_is_shared_by_clones_of_the_layer() {
-    let layer = fast()
+    let layer = fast_with_budget()
         .budget_ratio(0.0)
         .budget_floor_per_sec(0)
         .build()
@@ -880,4 +884,143 @@ async fn draining_endless_empty_frames_is_bounded() {
     assert_eq!(res.status(), 200);
     let polls = polls.load(Ordering::SeqCst);
     assert!(polls <= 70_000, "the drain spun over {polls} empty frames");
+}
+
+/// Only a key a server can use makes a non-idempotent request retryable: an empty or malformed
+/// `Idempotency-Key` is not a reason to send a POST twice.
+#[tokio::test(start_paused = true)]
+async fn an_invalid_idempotency_key_does_not_make_a_post_retryable() {
+    for value in ["", "\"unterminated", "two words"] {
+        assert!(IdempotencyKey::parse_str(value).is_err(), "{value:?}");
+        let (upstream, log) = scripted([Step::Status(503), Step::Status(503)]);
+        let mut svc = fast().build().unwrap().layer(upstream);
+        let mut req = post("http://up/pay", "{}");
+        req.headers_mut()
+            .insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static(value));
+        let res = call(&mut svc, req).await.unwrap();
+        assert_eq!(res.status(), 503, "key {value:?}");
+        assert_eq!(log.len(), 1, "key {value:?}: sent once");
+        assert_eq!(info(&res).outcome, RetryOutcome::UnsafeMethod);
+    }
+    // With key stamping on, a caller's invalid key is kept, not replaced, and not trusted.
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(503)]);
+    let mut svc = fast()
+        .idempotency_key(true)
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let mut req = post("http://up/pay", "{}");
+    req.headers_mut()
+        .insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static(""));
+    assert_eq!(call(&mut svc, req).await.unwrap().status(), 503);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log.all()[0].headers[IDEMPOTENCY_KEY], "");
+}
+
+/// With no delay between attempts, the future goes back to the runtime between them: an inner
+/// service that fails at once does not hold the worker thread for every attempt.
+#[tokio::test(flavor = "current_thread")]
+async fn zero_delay_retries_yield_between_attempts() {
+    let (upstream, log) = scripted([Step::Status(503); 50]);
+    let mut svc = RetryLayer::builder()
+        .backoff(Backoff::constant(Duration::ZERO))
+        .no_budget()
+        .max_attempts(40)
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = Arc::clone(&ticks);
+        async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    ticker.abort();
+    assert_eq!(res.status(), 503);
+    assert_eq!(log.len(), 40);
+    assert!(
+        ticks.load(Ordering::SeqCst) >= 30,
+        "other tasks ran between attempts: {}",
+        ticks.load(Ordering::SeqCst)
+    );
+}
+
+/// A sleep that would end less than a timer tick before the deadline is not taken: the two
+/// timers could fire together and turn the last response into `DeadlineExceeded`.
+#[tokio::test(start_paused = true)]
+async fn a_sleep_ending_within_a_tick_of_the_deadline_is_not_taken() {
+    let (upstream, log) = scripted([Step::Status(503), Step::Status(503)]);
+    let mut svc = fast()
+        .backoff(Backoff::constant(Duration::from_micros(999_500)))
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let start = Instant::now();
+    let res = call(&mut svc, get("http://up/")).await.unwrap();
+    assert_eq!(res.status(), 503, "the last response, not a deadline error");
+    assert_eq!(log.len(), 1);
+    assert_eq!(info(&res).outcome, RetryOutcome::Deadline);
+    assert!(
+        start.elapsed() < Duration::from_millis(1),
+        "returned at once"
+    );
+}
+
+/// A client that goes on sending an abandoned attempt's body (hyper writes it from the
+/// connection task even after an early response) no longer spoils the retry: once the layer
+/// decides to retry, that body stops, and the next attempt sends the whole body. Before, the
+/// old attempt read on while the retry slept, pushed the body past the replay limit and the
+/// request ended in `BodyNotReplayable` instead of the retry.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_attempt_still_sending_its_body_does_not_spoil_the_retry() {
+    type Body = ReplayBody<support::Chunked>;
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let upstream = tower::service_fn({
+        let (received, attempts) = (Arc::clone(&received), Arc::clone(&attempts));
+        move |req: Request<Body>| {
+            let (received, attempt) = (
+                Arc::clone(&received),
+                attempts.fetch_add(1, Ordering::SeqCst),
+            );
+            async move {
+                let mut body = req.into_body();
+                if attempt == 0 {
+                    // Read a frame, answer 503 early, and keep sending the rest in the
+                    // background, as a connection task would.
+                    let _ = http_body_util::BodyExt::frame(&mut body).await;
+                    tokio::spawn(async move {
+                        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                            if frame.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    return Ok::<_, BoxError>(
+                        Response::builder()
+                            .status(503)
+                            .body(support::empty())
+                            .unwrap(),
+                    );
+                }
+                let bytes = http_body_util::BodyExt::collect(body).await?.to_bytes();
+                received.lock().unwrap().push(bytes);
+                Ok(Response::new(support::empty()))
+            }
+        }
+    });
+    let mut svc = fast().body_limit(8).build().unwrap().layer(upstream);
+    let req = Request::put("http://up/blob")
+        .body(chunked(&["1234", "5678", "9abc"]))
+        .unwrap();
+    let res = call(&mut svc, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(*received.lock().unwrap(), ["123456789abc"]);
 }
