@@ -301,6 +301,7 @@ impl<C> RetryLayerBuilder<C> {
     }
 
     /// Uses an existing budget, e.g. one shared by the layers of every client of one upstream.
+    /// Contradicting `budget_ratio`, `budget_floor_per_sec` or `no_budget` is a `build()` error.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.budget = match self.budget {
             BudgetChoice::New { tuned: false, .. } | BudgetChoice::Shared(_) => {
@@ -315,7 +316,8 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`).
+    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`). Tunes the
+    /// layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()` error.
     pub fn budget_ratio(mut self, ratio: f64) -> Self {
         self.budget = match self.budget {
             BudgetChoice::New { floor_per_sec, .. } => BudgetChoice::New {
@@ -328,7 +330,9 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// The budget's floor: retries per second admitted whatever the ratio (default 10).
+    /// The budget's floor: retries per second admitted whatever the ratio (default 10). Tunes
+    /// the layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()`
+    /// error.
     pub fn budget_floor_per_sec(mut self, floor_per_sec: u32) -> Self {
         self.budget = match self.budget {
             BudgetChoice::New { ratio, .. } => BudgetChoice::New {
