@@ -115,8 +115,9 @@ impl AttemptContext {
 /// The endpoint that answered an attempt with a response it counts as a failure, in that
 /// response's extensions.
 ///
-/// Failover inserts it into *transient* responses only (a 503, a 429…: what a retry may send
-/// elsewhere), so a successful response pays nothing for it. Errors from an endpoint carry the
+/// Failover inserts it into every response its classifier does not call a success (a 503, a
+/// 429, a 404…: whichever a retry layer's own classifier may retry elsewhere), so a successful
+/// response pays nothing for it. Errors from an endpoint carry the
 /// same information as an [`EndpointError`]; [`ServedBy::of`] reads either.
 ///
 /// ```

@@ -151,14 +151,10 @@ fn kind_of(link: &(dyn Error + 'static)) -> Option<ErrorKind> {
         return Some(ErrorKind::Rejected);
     }
     if let Some(e) = link.downcast_ref::<h2::Error>() {
-        return match e.reason() {
-            Some(h2::Reason::REFUSED_STREAM) => Some(ErrorKind::RefusedStream),
-            _ if e.is_io() => None, // the io error below says more
-            _ => Some(ErrorKind::Reset),
-        };
+        return h2_kind(e);
     }
     if let Some(e) = link.downcast_ref::<hyper_util::client::legacy::Error>() {
-        return e.is_connect().then_some(ErrorKind::Connect);
+        return hyper_util_kind(e);
     }
     if let Some(e) = link.downcast_ref::<hyper::Error>() {
         return hyper_kind(e);
@@ -172,6 +168,39 @@ fn kind_of(link: &(dyn Error + 'static)) -> Option<ErrorKind> {
     #[cfg(feature = "reqwest")]
     if let Some(e) = link.downcast_ref::<::reqwest::Error>() {
         return reqwest_kind(e);
+    }
+    None
+}
+
+fn h2_kind(e: &h2::Error) -> Option<ErrorKind> {
+    // REFUSED_STREAM proves the request was not processed when the peer reset the stream with
+    // it (or an error was made of the bare reason). `reason()` is also the code of a GOAWAY,
+    // which h2 hands to every stream still open, including ones the server may have
+    // processed; and a reset this side sent says nothing about the server: both are resets,
+    // whatever their code.
+    let refused = e.reason() == Some(h2::Reason::REFUSED_STREAM)
+        && !e.is_go_away()
+        && (e.is_remote() || !e.is_reset());
+    if refused {
+        return Some(ErrorKind::RefusedStream);
+    }
+    // `h2::Error` has no `source()`: its io error is read here or not at all.
+    if let Some(io) = e.get_io() {
+        return io_kind(io.kind());
+    }
+    Some(ErrorKind::Reset)
+}
+
+fn hyper_util_kind(e: &hyper_util::client::legacy::Error) -> Option<ErrorKind> {
+    if e.is_connect() {
+        return Some(ErrorKind::Connect);
+    }
+    // The legacy client refuses some requests before sending anything (a relative URI, an
+    // HTTP version or method the connection cannot carry), with an error that has no source
+    // and no accessor: only its text (`client error (UserAbsoluteUriRequired)`) names the kind.
+    // A caller's bug: permanent, and nothing an upstream should be blamed for.
+    if e.source().is_none() && e.to_string().starts_with("client error (User") {
+        return Some(ErrorKind::Request);
     }
     None
 }

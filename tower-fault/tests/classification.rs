@@ -211,6 +211,44 @@ async fn h2_refused_stream_is_not_processed() {
     assert_eq!(classify_err(&err), Class::NOT_PROCESSED);
 }
 
+/// A GOAWAY carrying REFUSED_STREAM ends every stream still open, including ones the server
+/// may have processed: it is a reset (possibly processed), not a refused stream.
+#[tokio::test]
+async fn h2_goaway_with_refused_stream_code_is_possibly_processed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(socket).await.unwrap();
+        if let Some(Ok((_req, _respond))) = conn.accept().await {
+            // The request was received (and may have been acted on); then the connection goes.
+            conn.abrupt_shutdown(h2::Reason::REFUSED_STREAM);
+            while conn.accept().await.is_some() {}
+        }
+    });
+    let client: HyperClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let err = client
+        .request(post(&format!("http://{addr}/")))
+        .await
+        .unwrap_err();
+    assert_eq!(inspect(&err).kind, ErrorKind::Reset, "{err:?}");
+    assert!(classify_err(&err).possibly_processed(), "{err:?}");
+}
+
+/// hyper-util's legacy client refuses a relative URI before sending anything: the caller's
+/// bug, permanent, not an upstream failure to retry or count against its health.
+#[tokio::test]
+async fn hyper_util_refusing_a_request_is_permanent() {
+    let req = Request::post("/relative")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let err = hyper_client().request(req).await.unwrap_err();
+    assert_eq!(inspect(&err).kind, ErrorKind::Request, "{err:?}");
+    assert_eq!(classify_err(&err), Class::Permanent);
+}
+
 #[tokio::test]
 async fn reqwest_adapter_round_trip() {
     let server = FaultServer::with_script([Action::Respond(
