@@ -7,9 +7,9 @@
 //!   `Transient` is a failure, `Permanent` is ignored (a 404 says nothing about the upstream's
 //!   health), `Success` a success. The breaker trips on any of: a failure rate at or above a
 //!   threshold once `minimum_calls` are in the window; a slow-call rate at or above a threshold
-//!   (a call slower than `slow_call_duration` is slow even if it succeeded); N consecutive
-//!   failures. The window is either the last N calls ([`Window::Count`], a true ring) or the
-//!   last D ([`Window::Time`], fixed buckets).
+//!   (with `slow_calls(duration, threshold)`, a call slower than `duration` is slow even if it
+//!   succeeded); N consecutive failures. The window is either the last N calls
+//!   ([`Window::Count`], a true ring) or the last D ([`Window::Time`], fixed buckets).
 //! * **Open** — calls are rejected at once with a [`BreakerError`](error::BreakerError) whose
 //!   `retry_after()` is the remaining open time and whose `source()` is a
 //!   [`tower_fault::Rejected`], so an outer retry waits and failover moves on. The open duration

@@ -69,7 +69,7 @@ async fn create_payment(State(state): State<AppState>, Json(payment): Json<Payme
         .body(Full::new(Bytes::from(
             serde_json::to_vec(&payment).expect("serializable"),
         )))
-        .expect("a valid request");
+        .expect("a valid request: the downstream URL was checked at startup");
     match state.fraud_check.clone().oneshot(check).await {
         Ok(res) if res.status().is_success() => {}
         Ok(res) => {
@@ -164,7 +164,19 @@ async fn main() -> Result<(), BoxError> {
     let metrics = PrometheusBuilder::new().install_recorder()?;
 
     let fraud_url: Arc<str> = match args.downstream {
-        Some(url) => url.trim_end_matches('/').into(),
+        Some(url) => {
+            let url = url.trim_end_matches('/');
+            // Checked here, once: the handler builds `{URL}/check` for every payment.
+            let check = http::Uri::try_from(format!("{url}/check"))
+                .map_err(|e| format!("--downstream {url:?} is not a URL: {e}"))?;
+            if check.scheme().is_none() || check.authority().is_none() {
+                return Err(format!(
+                    "--downstream {url:?} needs a scheme and a host (http://host:port)"
+                )
+                .into());
+            }
+            url.into()
+        }
         None => start_stub().await?.into(),
     };
     let breaker = Breaker::builder()
