@@ -207,11 +207,23 @@ where
                 result.map(|res| res.map(|body| IdempotencyBody::resumed(prefix, None, body)))
             }
             ReadResponse::Failed { prefix, error } => {
-                tracing::debug!(
+                // The handler answered a status that is not a transient failure: it ran, and
+                // its effects may stand. Releasing the key would run it again on the client's
+                // retry; the record says it ran and cannot be replayed.
+                tracing::info!(
                     key = record_key.short(),
-                    "response body failed; key released"
+                    status = response.status().as_u16(),
+                    "response body failed; duplicates will be refused, not executed"
                 );
-                release(shared, record_key, token).await;
+                {
+                    let record = CompletedRecord {
+                        fingerprint: *fingerprint,
+                        outcome: Outcome::BodyFailed {
+                            status: response.status(),
+                        },
+                    };
+                    complete(shared, record_key, token, &record).await;
+                }
                 result
                     .map(|res| res.map(|body| IdempotencyBody::resumed(prefix, Some(error), body)))
             }
@@ -342,6 +354,14 @@ fn replay<St, B: Body>(
             );
             telemetry::request(&shared.config.metrics, Metric::TooLarge);
             problems::respond(problems::not_replayable(*status, *limit))
+        }
+        Outcome::BodyFailed { status } => {
+            tracing::info!(
+                key = key.short(),
+                "duplicate of a request whose response body failed"
+            );
+            telemetry::request(&shared.config.metrics, Metric::NotReplayable);
+            problems::respond(problems::body_failed(*status))
         }
     }
 }

@@ -35,11 +35,13 @@
 //!   replayed. The first response reaches its client with its trailers intact (the layer buffers
 //!   the body to store it, then hands on the body and the trailers).
 //! * **What is kept**: outcomes the [`HttpClassifier`](tower_fault::HttpClassifier) calls
-//!   `Transient` (5xx, 408, 429), inner-service errors and broken response bodies release the
-//!   key, so the client's retry executes again; everything else is kept for the TTL (24 h; a
-//!   full [`MemoryStore`] drops the oldest completed records sooner — size it, see its docs). A
-//!   response body over `max_response_bytes` (1 MiB) streams through untouched and leaves a
-//!   record whose replays get [`problems::NOT_REPLAYABLE`] (409) — never a second execution.
+//!   `Transient` (5xx, 408, 429) and inner-service errors release the key, so the client's
+//!   retry executes again; everything else is kept for the TTL (24 h; a full [`MemoryStore`]
+//!   drops the oldest completed records sooner — size it, see its docs). A response body over
+//!   `max_response_bytes` (1 MiB) streams through untouched, and one that fails while it is read
+//!   (after a status that is not transient: the handler ran) reaches the client as it failed;
+//!   both leave a record whose replays get [`problems::NOT_REPLAYABLE`] (409) — never a second
+//!   execution.
 //! * **Leases and fencing**: a claim has a lease (60 s) renewed every third of it while the
 //!   handler runs; if the process dies, the next request executes once it expires. If the
 //!   client goes away and the handler future is dropped, the claim is left to expire the same

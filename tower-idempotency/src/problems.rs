@@ -22,8 +22,8 @@ pub const UNREADABLE_BODY: &str = "https://docs.rs/tower-idempotency/problems/un
 pub const IN_FLIGHT: &str = "https://docs.rs/tower-idempotency/problems/in-flight";
 /// `type` of the 422 for a key reused with another request (body, route, method, headers).
 pub const KEY_REUSED: &str = "https://docs.rs/tower-idempotency/problems/key-reused";
-/// `type` of the 409 for a key that executed but whose response was too large to keep: the
-/// request is **not** executed again.
+/// `type` of the 409 for a key that executed but whose response could not be kept (too large,
+/// its body failed, or its record is unreadable): the request is **not** executed again.
 pub const NOT_REPLAYABLE: &str =
     "https://docs.rs/tower-idempotency/problems/response-not-replayable";
 /// `type` of the 503 (with `Retry-After`) when the store is unreachable and the layer fails
@@ -100,6 +100,15 @@ pub(crate) fn key_reused() -> Problem {
 pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {
     Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
         "the request with this idempotency key was executed (status {}), but its response was larger than {limit} bytes and was not kept",
+        status.as_u16()
+    ))
+}
+
+/// The request ran and answered `status`, but its response body failed while it was read, so
+/// there is nothing to replay; it is not run again.
+pub(crate) fn body_failed(status: StatusCode) -> Problem {
+    Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
+        "the request with this idempotency key was executed (status {}), but its response body failed before it could be kept",
         status.as_u16()
     ))
 }

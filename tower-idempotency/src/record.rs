@@ -122,6 +122,13 @@ pub enum Outcome {
         /// The limit that was exceeded, in bytes.
         limit: u64,
     },
+    /// The request executed (its status was not a transient failure) but its response body
+    /// failed while the layer read it; replays get the `response-not-replayable` problem
+    /// instead of a second execution.
+    BodyFailed {
+        /// The status of the original response.
+        status: StatusCode,
+    },
 }
 
 /// A completed record: the request's fingerprint and its outcome.
@@ -147,6 +154,7 @@ impl Error for DecodeError {}
 
 const TAG_RESPONSE: u8 = 1;
 const TAG_TOO_LARGE: u8 = 2;
+const TAG_BODY_FAILED: u8 = 4;
 /// A response with trailers (a response without any keeps the older `TAG_RESPONSE` layout, so
 /// records written before trailers were kept still decode).
 const TAG_RESPONSE_TRAILERS: u8 = 3;
@@ -231,6 +239,12 @@ impl Outcome {
                 out.put_u64(*limit);
                 out.freeze()
             }
+            Outcome::BodyFailed { status } => {
+                let mut out = BytesMut::with_capacity(3);
+                out.put_u8(TAG_BODY_FAILED);
+                out.put_u16(status.as_u16());
+                out.freeze()
+            }
         }
     }
 
@@ -264,6 +278,7 @@ impl Outcome {
                     limit: data.get_u64(),
                 })
             }
+            TAG_BODY_FAILED => Ok(Outcome::BodyFailed { status }),
             _ => Err(DecodeError),
         }
     }
@@ -335,6 +350,8 @@ mod tests {
             prop_assert_eq!(Outcome::decode(outcome.encode()).unwrap(), outcome);
             let tomb = Outcome::TooLarge { status: StatusCode::from_u16(status).unwrap(), limit };
             prop_assert_eq!(Outcome::decode(tomb.encode()).unwrap(), tomb);
+            let failed = Outcome::BodyFailed { status: StatusCode::from_u16(status).unwrap() };
+            prop_assert_eq!(Outcome::decode(failed.encode()).unwrap(), failed);
         }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) enum Outcome {
     InvalidKey,
     MissingPrincipal,
     TooLarge,
+    NotReplayable,
     StoreError,
 }
 
@@ -35,6 +36,7 @@ impl Outcome {
             Outcome::InvalidKey => "invalid_key",
             Outcome::MissingPrincipal => "missing_principal",
             Outcome::TooLarge => "too_large",
+            Outcome::NotReplayable => "not_replayable",
             Outcome::StoreError => "store_error",
         }
     }
@@ -68,7 +70,7 @@ impl StoreOp {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 9] = [
+    const ALL: [Outcome; 10] = [
         Outcome::Executed,
         Outcome::Replayed,
         Outcome::Conflict,
@@ -77,6 +79,7 @@ impl Outcome {
         Outcome::InvalidKey,
         Outcome::MissingPrincipal,
         Outcome::TooLarge,
+        Outcome::NotReplayable,
         Outcome::StoreError,
     ];
 }

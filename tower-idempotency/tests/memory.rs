@@ -836,3 +836,62 @@ async fn an_unreadable_record_is_never_executed_again_even_failing_open() {
     assert!(body.contains("could not be read"), "{body}");
     assert_eq!(handler.count(), 0);
 }
+
+/// Yields `ab`, then fails.
+struct FailsMidway(bool);
+
+impl http_body::Body for FailsMidway {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let first = !self.0;
+        self.0 = true;
+        std::task::Poll::Ready(Some(if first {
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"ab")))
+        } else {
+            Err(std::io::Error::other("disk gone"))
+        }))
+    }
+}
+
+/// A handler that answered 200 and whose body then failed midway did run: releasing the key
+/// would run it again on the client's retry. Duplicates get the not-replayable problem.
+#[tokio::test]
+async fn a_success_whose_body_fails_is_not_executed_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(IdempotencyLayer::memory())
+        .service(service_fn(move |_req: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::new(FailsMidway(false))))
+            }
+        }));
+    let req = || {
+        Request::post("/charge")
+            .header("idempotency-key", "k-body-fails")
+            .body(Body::from("b"))
+            .unwrap()
+    };
+    let first = svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(
+        first.into_body().collect().await.is_err(),
+        "the client sees the failure"
+    );
+    let second = svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(second.status(), 409);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&second.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["type"], problems::NOT_REPLAYABLE);
+    assert!(
+        doc["detail"].as_str().unwrap().contains("body failed"),
+        "{doc}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}
