@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     QueueError,
-    clock::Clock,
+    clock::{Clock, Timestamp},
     entry::{EntryId, LeaseToken},
     queue::RedriveQueue,
 };
@@ -38,25 +38,45 @@ enum State {
     Finished,
 }
 
+/// One lease of a round.
+#[derive(Debug)]
+struct Held {
+    id: EntryId,
+    token: LeaseToken,
+    state: State,
+    /// When the lease ends as far as this worker knows: the claim's end, moved on by every
+    /// renewal the queue accepted. Renewals that fail (a store outage) do not move it.
+    until: Timestamp,
+}
+
 /// The leases of one claim round.
 #[derive(Debug)]
 pub(crate) struct HeldLeases {
-    entries: Mutex<Vec<(EntryId, LeaseToken, State)>>,
+    entries: Mutex<Vec<Held>>,
 }
 
 impl HeldLeases {
-    pub(crate) fn new(leases: impl IntoIterator<Item = (EntryId, LeaseToken)>) -> Self {
+    /// The leases of entries claimed with leases ending at `until`.
+    pub(crate) fn new(
+        leases: impl IntoIterator<Item = (EntryId, LeaseToken)>,
+        until: Timestamp,
+    ) -> Self {
         Self {
             entries: Mutex::new(
                 leases
                     .into_iter()
-                    .map(|(id, token)| (id, token, State::Held))
+                    .map(|(id, token)| Held {
+                        id,
+                        token,
+                        state: State::Held,
+                        until,
+                    })
                     .collect(),
             ),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Vec<(EntryId, LeaseToken, State)>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<Held>) -> T) -> T {
         f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -64,24 +84,39 @@ impl HeldLeases {
     fn held(&self) -> Vec<(EntryId, LeaseToken)> {
         self.with(|e| {
             e.iter()
-                .filter(|(_, _, s)| *s == State::Held)
-                .map(|(id, token, _)| (*id, *token))
+                .filter(|h| h.state == State::Held)
+                .map(|h| (h.id, h.token))
                 .collect()
         })
     }
 
-    /// Whether a renewal found the entry's lease lost.
-    pub(crate) fn is_lost(&self, id: EntryId) -> bool {
-        self.with(|e| e.iter().any(|(i, _, s)| *i == id && *s == State::Lost))
+    /// Whether the entry may no longer be delivered: a renewal found its lease lost, or its
+    /// lease ran out at `now` without a renewal the queue accepted (renewals failing for a
+    /// whole lease: another worker may have claimed it since).
+    pub(crate) fn is_lost(&self, id: EntryId, now: Timestamp) -> bool {
+        self.with(|e| {
+            e.iter().any(|h| {
+                h.id == id && (h.state == State::Lost || (h.state == State::Held && now >= h.until))
+            })
+        })
+    }
+
+    /// A renewal the queue accepted: the lease now ends at `until`.
+    fn renewed(&self, id: EntryId, until: Timestamp) {
+        self.with(|e| {
+            if let Some(h) = e.iter_mut().find(|h| h.id == id) {
+                h.until = h.until.max(until);
+            }
+        });
     }
 
     /// Stops renewing the entry (its outcome is about to be recorded); `false` if a renewal found
     /// its lease lost, in which case the outcome must not be recorded.
     pub(crate) fn finish(&self, id: EntryId) -> bool {
-        self.with(|e| match e.iter_mut().find(|(i, _, _)| *i == id) {
-            Some((_, _, s)) if *s == State::Lost => false,
-            Some((_, _, s)) => {
-                *s = State::Finished;
+        self.with(|e| match e.iter_mut().find(|h| h.id == id) {
+            Some(h) if h.state == State::Lost => false,
+            Some(h) => {
+                h.state = State::Finished;
                 true
             }
             None => true,
@@ -92,9 +127,9 @@ impl HeldLeases {
     /// recording of its outcome is refused because the outcome cleared the lease). `true` if it
     /// was held.
     fn lose(&self, id: EntryId) -> bool {
-        self.with(|e| match e.iter_mut().find(|(i, _, _)| *i == id) {
-            Some((_, _, s)) if *s == State::Held => {
-                *s = State::Lost;
+        self.with(|e| match e.iter_mut().find(|h| h.id == id) {
+            Some(h) if h.state == State::Held => {
+                h.state = State::Lost;
                 true
             }
             _ => false,
@@ -116,7 +151,10 @@ pub(crate) async fn keep_alive(
         let until = clock.now().plus(lease);
         for (id, token) in leases.held() {
             match queue.renew_lease(id, token, until).await {
-                Ok(()) => tracing::trace!(%name, %id, %until, "lease renewed"),
+                Ok(()) => {
+                    leases.renewed(id, until);
+                    tracing::trace!(%name, %id, %until, "lease renewed");
+                }
                 Err(QueueError::LeaseLost { .. }) => {
                     if leases.lose(id) {
                         tracing::warn!(%name, %id, "lease lost: another worker took the entry over; its outcome will not be recorded");
@@ -136,20 +174,39 @@ pub(crate) async fn keep_alive(
 mod tests {
     use super::*;
 
+    const T: Timestamp = Timestamp::from_millis(1_000_000);
+
     #[test]
     fn a_lost_lease_is_not_finished_and_a_finished_one_is_not_lost() {
-        let leases = HeldLeases::new([(EntryId(1), LeaseToken(10)), (EntryId(2), LeaseToken(20))]);
+        let leases = HeldLeases::new(
+            [(EntryId(1), LeaseToken(10)), (EntryId(2), LeaseToken(20))],
+            T,
+        );
+        let now = Timestamp::from_millis(1);
         assert_eq!(leases.held().len(), 2);
         assert!(leases.lose(EntryId(1)));
-        assert!(leases.is_lost(EntryId(1)));
+        assert!(leases.is_lost(EntryId(1), now));
         assert!(
             !leases.finish(EntryId(1)),
             "a lost lease must not be recorded"
         );
         assert!(leases.finish(EntryId(2)));
         assert!(!leases.lose(EntryId(2)), "a finished lease stays finished");
-        assert!(!leases.is_lost(EntryId(2)));
+        assert!(!leases.is_lost(EntryId(2), now));
         assert!(leases.held().is_empty());
+    }
+
+    /// A lease no renewal moved on is over at its end, as another worker's claim would see it.
+    #[test]
+    fn a_lease_that_ran_out_unrenewed_is_lost() {
+        let leases = HeldLeases::new([(EntryId(1), LeaseToken(10))], T);
+        let before = Timestamp::from_millis(999_999);
+        assert!(!leases.is_lost(EntryId(1), before));
+        assert!(leases.is_lost(EntryId(1), T));
+        leases.renewed(EntryId(1), T.plus(Duration::from_secs(1)));
+        assert!(!leases.is_lost(EntryId(1), T));
+        leases.renewed(EntryId(1), before); // a late answer never shortens it
+        assert!(!leases.is_lost(EntryId(1), T));
     }
 
     #[test]

@@ -158,7 +158,7 @@ impl ScheduleBuilder {
     /// Validates the schedule.
     ///
     /// # Errors
-    /// No tiers, a zero interval, a tier that ends before its first attempt, tiers out of order,
+    /// No tiers, an interval under 1 ms (the queue's resolution), a tier that ends before its first attempt, tiers out of order,
     /// a tier ending more than 100 years after enqueue, or jitter outside `[0, 1)`.
     pub fn build(self) -> Result<Schedule, ConfigError> {
         if self.tiers.is_empty() {
@@ -168,9 +168,12 @@ impl ScheduleBuilder {
         }
         let mut previous_end = Duration::ZERO;
         for (i, tier) in self.tiers.iter().enumerate() {
-            if tier.every.is_zero() {
+            // Queue times are whole milliseconds: a shorter interval would reschedule to "now"
+            // and re-drive the entry on every poll.
+            if tier.every < Duration::from_millis(1) {
                 return Err(crate::error::config_error(format!(
-                    "tier {i} has a zero interval"
+                    "tier {i} has an interval of {:?}, below the queue's 1 ms resolution",
+                    tier.every
                 )));
             }
             if tier.until <= previous_end {
@@ -237,7 +240,10 @@ mod tests {
     fn nonsense_is_rejected() {
         let m = |b: ScheduleBuilder| b.build().unwrap_err().to_string();
         assert!(m(Schedule::builder()).contains("at least one tier"));
-        assert!(m(Schedule::builder().tier(Duration::ZERO, HOUR)).contains("zero interval"));
+        assert!(
+            m(Schedule::builder().tier(Duration::ZERO, HOUR))
+                .contains("below the queue's 1 ms resolution")
+        );
         assert!(m(Schedule::builder().tier(HOUR, MINUTE)).contains("never fires"));
         assert!(m(Schedule::builder().tier(MINUTE, HOUR).tier(MINUTE, HOUR)).contains("not after"));
         assert!(m(Schedule::builder().tier(MINUTE, HOUR).jitter(1.0)).contains("jitter"));

@@ -361,6 +361,14 @@ impl<S, C> RedriverBuilder<S, C> {
                 )));
             }
         }
+        // Queue times are whole milliseconds: a shorter lease would end as it is taken (another
+        // worker could claim the entry at once, and renewals would never extend it).
+        if self.lease < Duration::from_millis(1) {
+            return Err(crate::error::config_error(format!(
+                "lease must be at least 1 ms (the queue's resolution), got {:?}",
+                self.lease
+            )));
+        }
         if self.batch == 0 {
             return Err(crate::error::config_error("batch must be at least 1"));
         }
@@ -452,11 +460,12 @@ where
     /// (`store_error`); the entry's lease then expires and it is delivered again.
     pub async fn run_once(&mut self) -> Result<RunReport, QueueError> {
         let shared = Arc::clone(&self.shared);
+        let claimed_at = shared.clock.now();
         let claimed = shared
             .queue
             .claim(Claim {
                 worker: &shared.worker_id,
-                now: shared.clock.now(),
+                now: claimed_at,
                 lease: shared.lease,
                 limit: shared.batch,
             })
@@ -465,13 +474,17 @@ where
             claimed: claimed.len(),
             ..RunReport::default()
         };
-        let leases = HeldLeases::new(claimed.iter().map(|c| (c.id, c.lease)));
+        let leases = HeldLeases::new(
+            claimed.iter().map(|c| (c.id, c.lease)),
+            claimed_at.plus(shared.lease),
+        );
         let deliveries = async {
             for entry in claimed {
                 let id = entry.id;
-                if leases.is_lost(id) {
-                    // Taken over while it waited its turn in the batch: the other worker
-                    // delivers it.
+                if leases.is_lost(id, shared.clock.now()) {
+                    // Taken over while it waited its turn in the batch, or its lease ran out
+                    // with no renewal accepted (another worker may have claimed it): that
+                    // worker delivers it.
                     leases.finish(id);
                     tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
                     report.unrecorded += 1;
@@ -552,6 +565,12 @@ where
             }
         }
         pace(&shared).await;
+        // Pacing may have waited long: the lease must still be ours to deliver on it.
+        if leases.is_lost(entry.id, shared.clock.now()) {
+            leases.finish(entry.id);
+            tracing::warn!(name = %shared.name, id = %entry.id, "lease lost before delivery; another worker owns the entry");
+            return ("lease_lost", Err(QueueError::LeaseLost { id: entry.id }));
+        }
         let span =
             tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
         // A panic in the service (its readiness, its call or its future) is this attempt's
@@ -701,7 +720,11 @@ where
     pub fn spawn(self) -> RedriverHandle {
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
-            let _ = rx.await;
+            // A dropped handle detaches the worker (like a dropped `JoinHandle`): only
+            // `shutdown` stops it.
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }));
         RedriverHandle {
             shutdown: Some(tx),
@@ -711,6 +734,9 @@ where
 }
 
 /// A running [`Redriver`] task.
+///
+/// [`shutdown`](Self::shutdown) stops it after its current round, [`abort`](Self::abort) at
+/// once; dropping the handle detaches the worker, which keeps running with the runtime.
 #[derive(Debug)]
 pub struct RedriverHandle {
     shutdown: Option<oneshot::Sender<()>>,

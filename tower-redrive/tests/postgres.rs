@@ -415,7 +415,47 @@ async fn an_operation_the_database_does_not_answer_times_out() {
     let err = queue.stats().await.unwrap_err();
     assert!(timed_out(&err), "{err:?}");
     locker.batch_execute("ROLLBACK").await.unwrap();
-    // The abandoned statement ran once the lock went; the connection serves the next one.
+    // The queue works again afterwards (on a fresh connection: the one the operation timed
+    // out on is not trusted any more).
     let stats = queue.stats().await.unwrap();
     assert_eq!(stats.pending, 1);
+}
+
+/// A statement that outlives the timeout holds its connection; the operations after the timeout
+/// go to a fresh connection instead of queueing behind it (a black-holed connection, which the
+/// OS takes minutes to close, is left the same way).
+#[tokio::test]
+async fn after_a_timeout_the_next_operation_does_not_wait_behind_the_slow_one() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let queue = PostgresQueue::connect(&url)
+        .await
+        .unwrap()
+        .timeout(Duration::from_millis(500));
+    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        // Writes wait; reads do not.
+        .batch_execute("BEGIN; LOCK TABLE redrive_entries IN SHARE MODE")
+        .await
+        .unwrap();
+    let err = queue.enqueue(entry(0, None)).await.unwrap_err();
+    assert!(timed_out(&err), "{err:?}");
+    // The lock stays for a while: the abandoned enqueue still waits on the old connection.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        locker.batch_execute("ROLLBACK").await.unwrap();
+    });
+    // A read answers at once on a fresh connection (on the old one it would wait behind the
+    // abandoned enqueue, and time out).
+    let started = tokio::time::Instant::now();
+    let found = queue.get(tower_redrive::EntryId(424_242)).await;
+    assert!(
+        !matches!(&found, Err(e) if timed_out(e)),
+        "queued behind the slow statement: {found:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
 }

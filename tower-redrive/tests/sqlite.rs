@@ -645,8 +645,48 @@ fn builders_reject_nonsense() {
             .build()
             .is_err()
     );
+    assert!(
+        err(Redriver::builder(queue.clone(), upstream.client()).lease(Duration::from_micros(999)))
+            .contains("1 ms"),
+        "queue times are whole milliseconds: a shorter lease would end as it is taken"
+    );
     assert!(RedriveLayer::builder(queue).name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
+    let sub_ms = Schedule::builder()
+        .tier(Duration::from_micros(500), Duration::from_secs(60))
+        .build();
+    assert!(sub_ms.unwrap_err().to_string().contains("1 ms"));
+}
+
+/// Dropping the handle of a spawned worker detaches it (as a dropped `JoinHandle` does): it
+/// goes on delivering; only `shutdown` stops it.
+#[tokio::test]
+async fn a_dropped_worker_handle_detaches_the_worker() {
+    let clock = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    drop(
+        Redriver::builder(queue.clone(), upstream.client())
+            .clock(clock.clone())
+            .poll_interval(Duration::from_millis(10))
+            .build()
+            .unwrap()
+            .spawn(),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await; // a round or two, nothing to do
+    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
+    let id = queue
+        .enqueue(tower_redrive::NewEntry::new(req, START))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queue.get(id).await.unwrap().unwrap().state != EntryState::Delivered {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker stopped with its handle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -1295,4 +1335,52 @@ async fn a_retry_after_date_is_read_against_the_injected_clock() {
     assert_eq!(worker.run_once().await.unwrap().rescheduled, 1);
     let record = queue.get(receipt.id).await.unwrap().unwrap();
     assert_eq!(record.available_at, START.plus(20 * HOUR));
+}
+
+/// An entry whose lease ran out while it waited its turn in the batch, with no renewal the
+/// queue accepted (renewals failing, or none due yet), is not delivered: another worker may
+/// have claimed it meanwhile.
+#[tokio::test]
+async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
+    let clock = Arc::new(ManualClock::new(START));
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    for path in ["/1", "/2"] {
+        let req = tower_redrive::StoredRequest::new(
+            http::Method::POST,
+            format!("http://u{path}").parse().unwrap(),
+        );
+        queue
+            .enqueue(tower_redrive::NewEntry::new(req, START))
+            .await
+            .unwrap();
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let service = {
+        let (clock, seen) = (clock.clone(), seen.clone());
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let path = req.uri().path().to_owned();
+                if path == "/1" {
+                    // The first delivery outlasts the lease (on the queue's clock).
+                    clock.advance(Duration::from_millis(400));
+                }
+                seen.lock().unwrap().push(path);
+                async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) }
+            },
+        )
+    };
+    let mut worker = Redriver::builder(queue.clone(), service)
+        .clock(clock.clone())
+        .lease(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["/1"],
+        "the second entry's lease had run out"
+    );
+    assert_eq!((report.claimed, report.unrecorded), (2, 1), "{report:?}");
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.pending, 1, "left for whoever holds it now");
 }

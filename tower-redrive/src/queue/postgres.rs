@@ -1,6 +1,13 @@
 //! [`PostgresQueue`]: the distributed store — many workers on many machines.
 
-use std::{fmt, io, sync::Arc, time::Duration};
+use std::{
+    fmt, io,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::RwLock;
 use tokio_postgres::{Client, NoTls, Row, types::ToSql};
@@ -55,6 +62,11 @@ pub struct PostgresQueue {
     client: RwLock<Arc<Client>>,
     config: Option<String>,
     timeout: Duration,
+    /// The address of a client an operation timed out on (0: none). Its connection is not
+    /// trusted any more: a connection the network black-holed is not closed until the OS gives
+    /// up (minutes), and one busy with a slow statement holds every operation queued behind it.
+    /// The next operation connects afresh; operations still running on it finish on their own.
+    suspect: AtomicUsize,
 }
 
 impl fmt::Debug for PostgresQueue {
@@ -108,6 +120,7 @@ impl PostgresQueue {
             client: RwLock::new(Arc::new(client)),
             config: Some(config.to_owned()),
             timeout: DEFAULT_TIMEOUT,
+            suspect: AtomicUsize::new(0),
         })
     }
 
@@ -128,6 +141,7 @@ impl PostgresQueue {
             client: RwLock::new(Arc::new(client)),
             config: None,
             timeout: DEFAULT_TIMEOUT,
+            suspect: AtomicUsize::new(0),
         }
     }
 
@@ -140,18 +154,23 @@ impl PostgresQueue {
         migrate(&client).await
     }
 
+    fn is_suspect(&self, client: &Arc<Client>) -> bool {
+        self.suspect.load(Ordering::Acquire) == Arc::as_ptr(client) as usize
+    }
+
     async fn client(&self) -> Result<Arc<Client>, QueueError> {
         let current = Arc::clone(&*self.client.read().await);
-        if !current.is_closed() {
+        if !current.is_closed() && !self.is_suspect(&current) {
             return Ok(current);
         }
         let Some(config) = &self.config else {
             return Ok(current);
         };
         let mut slot = self.client.write().await;
-        if slot.is_closed() {
+        if slot.is_closed() || self.is_suspect(&slot) {
             tracing::info!("reconnecting the redrive PostgreSQL queue");
             *slot = Arc::new(open(config).await?);
+            self.suspect.store(0, Ordering::Release);
         }
         Ok(Arc::clone(&slot))
     }
@@ -166,8 +185,12 @@ impl PostgresQueue {
         Fut: Future<Output = Result<T, Fail>> + Send + 'a,
     {
         Box::pin(async move {
+            let used = std::sync::Mutex::new(None::<Arc<Client>>);
             let run = async {
                 let client = self.client().await?;
+                *used
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&client));
                 f(client).await.map_err(|e| match e {
                     Fail::Sql(e) => QueueError::backend(op, e),
                     Fail::Queue(e) => e,
@@ -176,9 +199,19 @@ impl PostgresQueue {
             if self.timeout == Duration::MAX {
                 return run.await;
             }
-            tokio::time::timeout(self.timeout, run)
-                .await
-                .unwrap_or_else(|_| Err(QueueError::backend(op, timed_out(op, self.timeout))))
+            match tokio::time::timeout(self.timeout, run).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let used = used
+                        .into_inner()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(client) = used {
+                        self.suspect
+                            .store(Arc::as_ptr(&client) as usize, Ordering::Release);
+                    }
+                    Err(QueueError::backend(op, timed_out(op, self.timeout)))
+                }
+            }
         })
     }
 }
