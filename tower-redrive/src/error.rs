@@ -128,16 +128,30 @@ impl Error for BodyError {
 /// A request failed transiently and could not be persisted: nothing was acknowledged.
 ///
 /// The caller must treat the request as failed (it may or may not have reached the upstream,
-/// as the `failure` description says).
+/// as the `failure` description says). An enqueue that timed out may still have been stored
+/// and be re-driven later: a retry should carry [`idempotency_key`](Self::idempotency_key), so
+/// that a server running an idempotency layer executes the request once either way.
 #[derive(Debug)]
 pub struct EnqueueFailed {
     failure: String,
+    idempotency_key: String,
     source: QueueError,
 }
 
 impl EnqueueFailed {
-    pub(crate) fn new(failure: String, source: QueueError) -> Self {
-        Self { failure, source }
+    pub(crate) fn new(failure: String, idempotency_key: String, source: QueueError) -> Self {
+        Self {
+            failure,
+            idempotency_key,
+            source,
+        }
+    }
+
+    /// The `Idempotency-Key` the request carried: the caller's own, or the one the layer
+    /// generated for it (which the caller has not seen otherwise).
+    #[must_use]
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
     }
 
     /// The transient failure that made the request worth queueing.

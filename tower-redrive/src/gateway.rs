@@ -196,7 +196,7 @@ fn error_response<B>(e: &BoxError) -> Response<ResponseBody<B>> {
         .into_response();
     }
     if let Some(failed) = e.downcast_ref::<EnqueueFailed>() {
-        return Problem::new(
+        let mut res = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             PROBLEM_NOT_QUEUED,
             "Request not queued",
@@ -204,6 +204,12 @@ fn error_response<B>(e: &BoxError) -> Response<ResponseBody<B>> {
         .detail(failed.to_string())
         .retry_after(failed.retry_after())
         .into_response();
+        // The request may have been stored after all (a timed-out enqueue): a retry carrying
+        // this key is executed once either way by a server running an idempotency layer.
+        if let Ok(key) = HeaderValue::from_str(failed.idempotency_key()) {
+            res.headers_mut().insert(tower_fault::IDEMPOTENCY_KEY, key);
+        }
+        return res;
     }
     Problem::new(
         StatusCode::BAD_GATEWAY,

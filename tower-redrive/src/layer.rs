@@ -399,7 +399,11 @@ where
     if shared.strict_order {
         if let Some(key) = &ordering_key {
             let behind = shared.queue.has_pending(key).await.map_err(|e| {
-                EnqueueFailed::new("could not check the ordering key's queue".to_owned(), e)
+                EnqueueFailed::new(
+                    "could not check the ordering key's queue".to_owned(),
+                    idempotency_key.clone(),
+                    e,
+                )
             })?;
             if behind {
                 let cause = "an older request with the same ordering key is queued".to_owned();
@@ -493,7 +497,7 @@ async fn defer<C, R>(
         }
         Err(e) => {
             tracing::error!(name = %shared.name, error = %e, %cause, "request failed and could not be queued");
-            Err(EnqueueFailed::new(cause, e).into())
+            Err(EnqueueFailed::new(cause, idempotency_key, e).into())
         }
     }
 }

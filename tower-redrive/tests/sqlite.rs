@@ -494,15 +494,29 @@ async fn nothing_is_acknowledged_when_the_queue_cannot_persist() {
         .unwrap()
         .execute_batch("DROP TABLE redrive_entries")
         .unwrap();
-    let err = RedriveLayer::builder(queue)
-        .build()
-        .unwrap()
+    let layer = RedriveLayer::builder(queue).build().unwrap();
+    let req = post("a", "x");
+    assert!(!req.headers().contains_key("idempotency-key"));
+    let err = layer
+        .clone()
         .layer(upstream.client())
-        .oneshot(post("a", "x"))
+        .oneshot(req)
         .await
         .unwrap_err();
     let failed = err.downcast_ref::<EnqueueFailed>().expect("typed error");
     assert_eq!(failed.failure(), "503 Service Unavailable");
+    // The caller learns the key the layer generated (and sent upstream): a retry carrying it
+    // is harmless if the failed enqueue was stored after all.
+    assert!(tower_fault::IdempotencyKey::parse_str(failed.idempotency_key()).is_ok());
+    // In gateway mode the 503 carries it as a header.
+    let res = layer
+        .gateway()
+        .layer(upstream.client())
+        .oneshot(post("a", "x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("idempotency-key"));
 }
 
 #[tokio::test]
