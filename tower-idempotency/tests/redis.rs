@@ -397,3 +397,71 @@ async fn wait_mode_across_servers_polls_and_replays() {
     assert!(bodies.iter().all(|b| b == &bodies[0]), "{bodies:?}");
     assert_eq!(handler.count(), 1);
 }
+
+/// A connection that sends every command twice and answers with the second reply: what a
+/// client that resends a command whose reply it lost (the cluster client does, on a dropped
+/// connection) looks like to the scripts.
+#[derive(Clone)]
+struct ResendsEveryCommand(redis::aio::MultiplexedConnection);
+
+impl redis::aio::ConnectionLike for ResendsEveryCommand {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let _lost = self.0.req_packed_command(cmd).await;
+            self.0.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.0.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// A claim whose reply was lost and whose command was sent again finds its own claim: it is
+/// acquired, not an in-flight conflict with itself (which would refuse the request, and every
+/// retry of it, for a whole lease).
+#[tokio::test]
+async fn a_resent_claim_finds_its_own_claim() {
+    let Some(redis) = redis().await else { return };
+    let conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let store = RedisStore::new(ResendsEveryCommand(conn));
+    let key = RecordKey::new(
+        &Scope::anonymous(),
+        &IdempotencyKey::parse_str("k-resent").unwrap(),
+    );
+    let fp = Fingerprint::from_bytes([7; 32]);
+    let claim = store
+        .claim(&key, &fp, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    // Another request's claim of the same key is still refused.
+    let other = RedisStore::new(
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap(),
+    );
+    let second = other
+        .claim(&key, &fp, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(second, Claim::InFlight { .. }), "{second:?}");
+}

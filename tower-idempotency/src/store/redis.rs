@@ -20,16 +20,24 @@ use crate::{
 /// Claim-or-read. A free key becomes a claim (`st=p`) with a fencing token derived from the
 /// server clock in microseconds (so a key's tokens only grow, even after it expired) and expires
 /// with the lease. Otherwise the record is returned as it is.
+///
+/// `ARGV[3]` is a nonce unique to the `claim` call: when the reply to a claim is lost and the
+/// client sends the same command again (the cluster client does, on a dropped connection), the
+/// second run finds its own claim and returns it, instead of an in-flight conflict with itself
+/// that would refuse the request (and every retry of it) for a whole lease.
 const CLAIM: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'res')
+local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'res', 'n', 'tok')
 if not r[1] then
   local t = redis.call('TIME')
   local tok = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('HSET', KEYS[1], 'st', 'p', 'tok', tok, 'fp', ARGV[1])
+  redis.call('HSET', KEYS[1], 'st', 'p', 'tok', tok, 'fp', ARGV[1], 'n', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {'c', tok}
 end
 if r[1] == 'p' then
+  if r[4] == ARGV[3] then
+    return {'c', r[5]}
+  end
   return {'p', r[2], tostring(redis.call('PTTL', KEYS[1]))}
 end
 return {'d', r[2], r[3]}
@@ -279,6 +287,8 @@ where
                 .key(self.redis_key(key))
                 .arg(&fingerprint.as_bytes()[..])
                 .arg(millis(lease))
+                // Unique per call (see `CLAIM`); a resend of this command carries the same one.
+                .arg(tower_fault::IdempotencyKey::generate().as_str())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(backend)?;
