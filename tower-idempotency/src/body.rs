@@ -130,8 +130,17 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            IdempotencyBody::Full { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            IdempotencyBody::Full { data, trailers } => {
+                let len = data.as_ref().map_or(0, |d| d.len() as u64);
+                if trailers.is_some() {
+                    // Not exact on purpose: an HTTP/1.1 server (hyper) sends a body of exact
+                    // size with `Content-Length`, and trailers only on a chunked body.
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(len);
+                    hint
+                } else {
+                    SizeHint::with_exact(len)
+                }
             }
             IdempotencyBody::Stream { prefix, body, .. } => {
                 let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);

@@ -344,6 +344,13 @@ fn replay<St, B: Body>(
             for (name, value) in &stored.headers {
                 headers.append(name.clone(), value.clone());
             }
+            // The stored `Trailer` header is not kept (a response's own framing); an HTTP/1.1
+            // server sends only the trailers it names, so a replay with trailers names them.
+            for (name, _) in &stored.trailers {
+                if let Ok(value) = HeaderValue::from_str(name.as_str()) {
+                    headers.append(http::header::TRAILER, value);
+                }
+            }
             headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
             res
         }

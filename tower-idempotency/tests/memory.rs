@@ -895,3 +895,47 @@ async fn a_success_whose_body_fails_is_not_executed_again() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
 }
+
+/// Over a real HTTP/1.1 connection, trailers reach the client on the first response and on the
+/// replay: the body is sent chunked (not with a `Content-Length`, which would drop them) and the
+/// replay names its trailers in a `Trailer` header, as an HTTP/1.1 server needs.
+#[tokio::test]
+async fn trailers_survive_http1_on_the_first_response_and_the_replay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let router = axum::Router::new()
+        .route(
+            "/x",
+            axum::routing::post(|| async {
+                Response::builder()
+                    .header("trailer", "grpc-status, x-checksum")
+                    .body(body_with_trailers("payload"))
+                    .unwrap()
+            }),
+        )
+        .layer(IdempotencyLayer::memory());
+    let addr = serve(router).await;
+    for round in ["first", "replay"] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(
+            b"POST /x HTTP/1.1\r\nhost: x\r\nidempotency-key: k-h1-trailers\r\n\
+              te: trailers\r\ncontent-length: 1\r\nconnection: close\r\n\r\nb",
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(raw.starts_with("http/1.1 200"), "{round}: {raw}");
+        assert!(raw.contains("transfer-encoding: chunked"), "{round}: {raw}");
+        assert!(
+            raw.contains("\r\nx-checksum: abc123\r\n"),
+            "{round}: trailers dropped: {raw}"
+        );
+        assert!(raw.contains("\r\ngrpc-status: 0\r\n"), "{round}: {raw}");
+        assert_eq!(
+            raw.contains("idempotent-replayed: true"),
+            round == "replay",
+            "{raw}"
+        );
+    }
+}
