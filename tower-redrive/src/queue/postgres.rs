@@ -387,7 +387,8 @@ impl RedriveQueue for PostgresQueue {
                      AND (e.lease_until IS NULL OR e.lease_until <= $4)
                      AND (e.ordering_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM redrive_entries o
-                       WHERE o.state = 'pending' AND o.ordering_key = e.ordering_key AND o.id < e.id))
+                       WHERE o.state = 'pending' AND o.ordering_key = e.ordering_key AND o.id <> e.id
+                         AND (o.id < e.id OR o.lease_until > $4)))
                    ORDER BY e.available_at, e.id
                    LIMIT $5
                    FOR UPDATE SKIP LOCKED)
