@@ -141,28 +141,43 @@ impl<S, C> Layer<S> for RetryLayer<C> {
     }
 }
 
-#[derive(Debug, Clone)]
-enum BudgetChoice {
-    /// The layer's own budget; `tuned` once `budget_ratio` or `budget_floor_per_sec` set it.
-    New {
-        ratio: f64,
-        floor_per_sec: u32,
-        tuned: bool,
-    },
-    Shared(RetryBudget),
-    Off,
-    /// Settings that contradict each other (the layer's own budget tuned, and a shared budget
-    /// or none chosen too): a `build()` error rather than one of them silently winning.
-    Conflict(&'static str, &'static str),
+/// What the builder was told about the budget. Kept as given and resolved in `build()`, where
+/// settings that contradict each other (tuning the layer's own budget and sharing another, or
+/// turning it off) are an error rather than one of them silently winning.
+#[derive(Debug, Clone, Default)]
+struct BudgetSettings {
+    ratio: Option<f64>,
+    floor_per_sec: Option<u32>,
+    shared: Option<RetryBudget>,
+    off: bool,
 }
 
-impl BudgetChoice {
-    /// The choice after tuning the layer's own budget with `setting` on top of `self`.
-    fn conflict(self, setting: &'static str) -> Self {
-        match self {
-            Self::Shared(_) => Self::Conflict(setting, "`budget(..)`"),
-            Self::Off => Self::Conflict(setting, "`no_budget()`"),
-            other => other,
+impl BudgetSettings {
+    fn resolve(self) -> Result<Option<RetryBudget>, ConfigError> {
+        let tuned = self.ratio.is_some() || self.floor_per_sec.is_some();
+        match (self.shared, self.off) {
+            (None, false) => Ok(Some(RetryBudget::new(
+                self.ratio.unwrap_or(0.2),
+                self.floor_per_sec.unwrap_or(10),
+            )?)),
+            (Some(shared), false) if !tuned => Ok(Some(shared)),
+            (None, true) if !tuned => Ok(None),
+            (shared, off) => {
+                let mut set = Vec::new();
+                if tuned {
+                    set.push("`budget_ratio`/`budget_floor_per_sec` (the layer's own budget)");
+                }
+                if shared.is_some() {
+                    set.push("`budget(..)` (a shared one)");
+                }
+                if off {
+                    set.push("`no_budget()` (none)");
+                }
+                Err(crate::error::config_error(format!(
+                    "conflicting budget settings: {}",
+                    set.join(", ")
+                )))
+            }
         }
     }
 }
@@ -178,7 +193,7 @@ pub struct RetryLayerBuilder<C = HttpClassifier> {
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
     max_retry_after: Duration,
-    budget: BudgetChoice,
+    budget: BudgetSettings,
     body_limit: usize,
     stamp_key: bool,
     name: String,
@@ -220,11 +235,7 @@ impl RetryLayerBuilder {
             deadline: None,
             attempt_timeout: None,
             max_retry_after: Duration::from_secs(60),
-            budget: BudgetChoice::New {
-                ratio: 0.2,
-                floor_per_sec: 10,
-                tuned: false,
-            },
+            budget: BudgetSettings::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             stamp_key: false,
             name: "retry".to_owned(),
@@ -303,30 +314,14 @@ impl<C> RetryLayerBuilder<C> {
     /// Uses an existing budget, e.g. one shared by the layers of every client of one upstream.
     /// Contradicting `budget_ratio`, `budget_floor_per_sec` or `no_budget` is a `build()` error.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = match self.budget {
-            BudgetChoice::New { tuned: false, .. } | BudgetChoice::Shared(_) => {
-                BudgetChoice::Shared(budget)
-            }
-            BudgetChoice::New { tuned: true, .. } => {
-                BudgetChoice::Conflict("the layer's own budget tuned", "`budget(..)`")
-            }
-            BudgetChoice::Off => BudgetChoice::Conflict("`budget(..)`", "`no_budget()`"),
-            conflict @ BudgetChoice::Conflict(..) => conflict,
-        };
+        self.budget.shared = Some(budget);
         self
     }
 
     /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`). Tunes the
     /// layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()` error.
     pub fn budget_ratio(mut self, ratio: f64) -> Self {
-        self.budget = match self.budget {
-            BudgetChoice::New { floor_per_sec, .. } => BudgetChoice::New {
-                ratio,
-                floor_per_sec,
-                tuned: true,
-            },
-            other => other.conflict("`budget_ratio`"),
-        };
+        self.budget.ratio = Some(ratio);
         self
     }
 
@@ -334,27 +329,13 @@ impl<C> RetryLayerBuilder<C> {
     /// the layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()`
     /// error.
     pub fn budget_floor_per_sec(mut self, floor_per_sec: u32) -> Self {
-        self.budget = match self.budget {
-            BudgetChoice::New { ratio, .. } => BudgetChoice::New {
-                ratio,
-                floor_per_sec,
-                tuned: true,
-            },
-            other => other.conflict("`budget_floor_per_sec`"),
-        };
+        self.budget.floor_per_sec = Some(floor_per_sec);
         self
     }
 
     /// Retries without a budget (only `max_attempts` and the deadline limit them).
     pub fn no_budget(mut self) -> Self {
-        self.budget = match self.budget {
-            BudgetChoice::New { tuned: false, .. } | BudgetChoice::Off => BudgetChoice::Off,
-            BudgetChoice::New { tuned: true, .. } => {
-                BudgetChoice::Conflict("the layer's own budget tuned", "`no_budget()`")
-            }
-            BudgetChoice::Shared(_) => BudgetChoice::Conflict("`budget(..)`", "`no_budget()`"),
-            conflict @ BudgetChoice::Conflict(..) => conflict,
-        };
+        self.budget.off = true;
         self
     }
 
@@ -411,22 +392,7 @@ impl<C> RetryLayerBuilder<C> {
                 )));
             }
         }
-        let budget = match self.budget {
-            BudgetChoice::New {
-                ratio,
-                floor_per_sec,
-                ..
-            } => Some(RetryBudget::new(ratio, floor_per_sec)?),
-            BudgetChoice::Shared(budget) => Some(budget),
-            BudgetChoice::Off => None,
-            BudgetChoice::Conflict(one, other) => {
-                return Err(crate::error::config_error(format!(
-                    "conflicting budget settings: {one} and {other} (`budget_ratio` and \
-                     `budget_floor_per_sec` tune the layer's own budget, `budget(..)` shares \
-                     another one, `no_budget()` turns it off)"
-                )));
-            }
-        };
+        let budget = self.budget.resolve()?;
         let seed = self
             .seed
             .unwrap_or_else(|| SeededRng::from_entropy().next_u64());
