@@ -199,10 +199,19 @@ impl Inner {
         } else {
             0
         };
-        // A momentarily inconsistent count window settles within a few records.
-        (0..64)
-            .find_map(|_| self.window.snapshot(now))
-            .unwrap_or_default()
+        self.settled_snapshot(now).unwrap_or_default()
+    }
+
+    /// The window's counts, read again while a count window is momentarily inconsistent
+    /// (records racing each other); it settles within a few of them.
+    fn settled_snapshot(&self, now: u64) -> Option<WindowCounts> {
+        (0..64).find_map(|_| {
+            let counts = self.window.snapshot(now);
+            if counts.is_none() {
+                std::hint::spin_loop();
+            }
+            counts
+        })
     }
 
     /// Whether the breaker is open and its open period is over: it only waits for a call to
@@ -470,15 +479,8 @@ impl Inner {
 
     #[cold]
     fn evaluate(&self, word: u64, now: u64) {
-        // A count window is momentarily inconsistent while records race; it settles within a
-        // few of them. Giving up could miss the failure that crossed the threshold.
-        let Some(counts) = (0..64).find_map(|_| {
-            let counts = self.window.snapshot(now);
-            if counts.is_none() {
-                std::hint::spin_loop();
-            }
-            counts
-        }) else {
+        // Giving up on an inconsistent read could miss the failure that crossed the threshold.
+        let Some(counts) = self.settled_snapshot(now) else {
             return;
         };
         if counts.calls < self.cfg.minimum_calls {

@@ -100,7 +100,8 @@ pub(crate) struct Registry<K, C> {
     classifier: C,
     map: RwLock<HashMap<K, Entry<C>>>,
     max_keys: usize,
-    idle_timeout: Duration,
+    /// The idle timeout in nanoseconds (converted once: the read path compares against it).
+    idle_nanos: u64,
     guard: Option<Arc<FleetGuard>>,
     start: Instant,
     last_sweep: AtomicU64,
@@ -111,7 +112,7 @@ impl<K, C> fmt::Debug for Registry<K, C> {
         f.debug_struct("Registry")
             .field("name", &self.template.name_ref())
             .field("max_keys", &self.max_keys)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("idle_timeout", &Duration::from_nanos(self.idle_nanos))
             .finish_non_exhaustive()
     }
 }
@@ -192,14 +193,14 @@ where
 
     /// Whether the last sweep is older than the idle timeout.
     fn sweep_due(&self, now: u64) -> bool {
-        now.saturating_sub(self.last_sweep.load(Relaxed)) >= nanos(self.idle_timeout)
+        now.saturating_sub(self.last_sweep.load(Relaxed)) >= self.idle_nanos
     }
 
     /// Drops idle breakers that are closed or whose open period is over; when still at
     /// capacity, the least recently used ones (closed first) down to 90% of `max_keys`.
     fn evict(&self, map: &mut HashMap<K, Entry<C>>, now: u64) {
         self.last_sweep.store(now, Relaxed);
-        let idle = nanos(self.idle_timeout);
+        let idle = self.idle_nanos;
         let closed = |entry: &Entry<C>| entry.shared.breaker.state() == State::Closed;
         let droppable =
             |entry: &Entry<C>| closed(entry) || entry.shared.breaker.inner.open_period_over();
@@ -337,7 +338,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
                 classifier: self.classifier,
                 map: RwLock::new(HashMap::new()),
                 max_keys: self.max_keys,
-                idle_timeout: self.idle_timeout,
+                idle_nanos: nanos(self.idle_timeout),
                 guard: self.max_open_fraction.map(|f| Arc::new(FleetGuard::new(f))),
                 start: Instant::now(),
                 last_sweep: AtomicU64::new(0),
