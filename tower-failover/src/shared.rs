@@ -140,6 +140,13 @@ impl<S> Entry<S> {
         self.status.load(Ordering::SeqCst) == EndpointStatus::Removed.to_u8()
     }
 
+    /// Whether the endpoint is still in the ejection a trial was sent for (see
+    /// `CallGuard::trial`): a trial's verdict applies to that ejection only.
+    pub(crate) fn in_ejection(&self, ejection: u64) -> bool {
+        self.status() == EndpointStatus::Ejected
+            && self.ejections.load(Ordering::Acquire) == ejection
+    }
+
     /// Frees the endpoint's trial slot and wakes the requests waiting for an endpoint.
     pub(crate) fn release_trial(&self) {
         self.trial.store(false, Ordering::Release);
@@ -526,10 +533,8 @@ impl<S, C> Shared<S, C> {
         let now = self.nanos_since_epoch(Instant::now());
         let max_tier = snap.active_tier().unwrap_or(usize::MAX);
         snap.entries.iter().position(|e| {
-            e.info.tier <= max_tier
-                && e.status() == EndpointStatus::Ejected
+            trial_candidate(e, max_tier, tried)
                 && e.ejected_until.load(Ordering::Acquire) <= now
-                && !tried.is_some_and(|c| c.was_tried(e.info.id))
                 && e.trial
                     .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
@@ -561,12 +566,7 @@ impl<S, C> Shared<S, C> {
         let max_tier = snap.active_tier().unwrap_or(usize::MAX);
         snap.entries
             .iter()
-            .filter(|e| {
-                e.info.tier <= max_tier
-                    && e.status() == EndpointStatus::Ejected
-                    && !tried.is_some_and(|c| c.was_tried(e.info.id))
-                    && !e.trial.load(Ordering::Acquire)
-            })
+            .filter(|e| trial_candidate(e, max_tier, tried) && !e.trial.load(Ordering::Acquire))
             .map(|e| self.ejected_until(e))
             .min()
     }
@@ -736,9 +736,7 @@ impl<S, C> Shared<S, C> {
         if class.is_transient() {
             if let Some(ejection) = trial {
                 let mut slow = lock(&e.slow);
-                if e.status() == EndpointStatus::Ejected
-                    && e.ejections.load(Ordering::Acquire) == ejection
-                {
+                if e.in_ejection(ejection) {
                     self.eject(e, &mut slow, Cause::TrialFailed);
                 }
                 drop(slow);
@@ -762,9 +760,7 @@ impl<S, C> Shared<S, C> {
             }
             if let Some(ejection) = trial {
                 let mut slow = lock(&e.slow);
-                if e.status() == EndpointStatus::Ejected
-                    && e.ejections.load(Ordering::Acquire) == ejection
-                {
+                if e.in_ejection(ejection) {
                     self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::TrialPassed);
                 }
                 drop(slow);
@@ -785,9 +781,7 @@ impl<S, C> Shared<S, C> {
         tracing::debug!(failover = &*self.name, endpoint = &*e.info.name, error = %err, "endpoint not ready");
         let eject = match e.status() {
             EndpointStatus::Healthy => true,
-            EndpointStatus::Ejected => {
-                trial.is_some_and(|ejection| e.ejections.load(Ordering::Acquire) == ejection)
-            }
+            EndpointStatus::Ejected => trial.is_some_and(|ejection| e.in_ejection(ejection)),
             _ => false,
         };
         if eject {
@@ -857,6 +851,16 @@ impl<S, C> Shared<S, C> {
             cause: Cause::Added,
         });
     }
+}
+
+/// Whether `e` could take a trial request from a request that tried `tried`: ejected, in or
+/// above the active tier (`max_tier`; a trial never moves traffic to a standby), and not
+/// already tried by that request. [`Shared::claim_trial`] and [`Shared::next_trial_at`] must
+/// agree on it, or a waiting request wakes for endpoints it cannot take.
+fn trial_candidate<S>(e: &Entry<S>, max_tier: usize, tried: Option<&AttemptContext>) -> bool {
+    e.info.tier <= max_tier
+        && e.status() == EndpointStatus::Ejected
+        && !tried.is_some_and(|c| c.was_tried(e.info.id))
 }
 
 /// The share of traffic a tier takes under spill (before normalisation).
