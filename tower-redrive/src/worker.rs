@@ -481,17 +481,22 @@ where
         let deliveries = async {
             for entry in claimed {
                 let id = entry.id;
-                if leases.is_lost(id, shared.clock.now()) {
-                    // Taken over while it waited its turn in the batch, or its lease ran out
-                    // with no renewal accepted (another worker may have claimed it): that
-                    // worker delivers it.
-                    leases.finish(id);
-                    tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
-                    report.unrecorded += 1;
-                    continue;
+                let delivered = if leases.is_lost(id, shared.clock.now()) {
+                    None
+                } else {
+                    self.deliver(entry, &leases).await
+                };
+                match delivered {
+                    Some((result, recorded)) => self.count(&mut report, id, result, recorded),
+                    None => {
+                        // Taken over while it waited its turn in the batch (or its pacing),
+                        // or its lease ran out with no renewal accepted (another worker may
+                        // have claimed it): that worker delivers it.
+                        leases.finish(id);
+                        tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
+                        report.unrecorded += 1;
+                    }
                 }
-                let (result, recorded) = self.deliver(entry, &leases).await;
-                self.count(&mut report, id, result, recorded);
             }
         };
         // The leases of the whole batch are renewed while its entries are delivered; the
@@ -537,24 +542,26 @@ where
         }
     }
 
+    /// Delivers one entry and records its outcome; `None` if its lease was found lost before
+    /// it was sent (after pacing).
     async fn deliver(
         &mut self,
         entry: Claimed,
         leases: &HeldLeases,
-    ) -> (&'static str, Result<Recorded, QueueError>) {
+    ) -> Option<(&'static str, Result<Recorded, QueueError>)> {
         let shared = Arc::clone(&self.shared);
         let attempt = entry.attempts + 1;
         let request = match entry.request {
             Ok(request) => request,
             Err(reason) => {
                 if !leases.finish(entry.id) {
-                    return ("corrupt", Err(QueueError::LeaseLost { id: entry.id }));
+                    return Some(("corrupt", Err(QueueError::LeaseLost { id: entry.id })));
                 }
                 let now = shared.clock.now();
                 let record = AttemptRecord::new(attempt, now, "corrupt", reason.clone());
                 let reason = format!("corrupt entry: {reason}");
                 let r = dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
-                return ("corrupt", r);
+                return Some(("corrupt", r));
             }
         };
         let mut req = request.to_request();
@@ -567,9 +574,7 @@ where
         pace(&shared).await;
         // Pacing may have waited long: the lease must still be ours to deliver on it.
         if leases.is_lost(entry.id, shared.clock.now()) {
-            leases.finish(entry.id);
-            tracing::warn!(name = %shared.name, id = %entry.id, "lease lost before delivery; another worker owns the entry");
-            return ("lease_lost", Err(QueueError::LeaseLost { id: entry.id }));
+            return None;
         }
         let span =
             tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
@@ -607,10 +612,10 @@ where
         if !leases.finish(entry.id) {
             // A renewal found the entry taken over mid-delivery: its outcome is not ours to
             // record (the store would refuse it anyway).
-            return (class.as_str(), Err(QueueError::LeaseLost { id: entry.id }));
+            return Some((class.as_str(), Err(QueueError::LeaseLost { id: entry.id })));
         }
         let record = AttemptRecord::new(attempt, now, class.as_str(), outcome.clone());
-        match class {
+        Some(match class {
             Class::Success => {
                 tracing::debug!(name = %shared.name, id = %entry.id, attempt, "delivered");
                 let r = shared.queue.complete(entry.id, entry.lease, record).await;
@@ -644,7 +649,7 @@ where
                     ("exhausted", r)
                 }
             }
-        }
+        })
     }
 
     /// Reads the queue's counts, updates the gauges, and emits depth-threshold events.

@@ -185,12 +185,11 @@ impl PostgresQueue {
         Fut: Future<Output = Result<T, Fail>> + Send + 'a,
     {
         Box::pin(async move {
-            let used = std::sync::Mutex::new(None::<Arc<Client>>);
+            // The client the operation runs on, for the timeout branch (set once, read after).
+            let used = std::sync::OnceLock::<Arc<Client>>::new();
             let run = async {
                 let client = self.client().await?;
-                *used
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&client));
+                let _ = used.set(Arc::clone(&client));
                 f(client).await.map_err(|e| match e {
                     Fail::Sql(e) => QueueError::backend(op, e),
                     Fail::Queue(e) => e,
@@ -202,12 +201,9 @@ impl PostgresQueue {
             match tokio::time::timeout(self.timeout, run).await {
                 Ok(result) => result,
                 Err(_) => {
-                    let used = used
-                        .into_inner()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Some(client) = used {
+                    if let Some(client) = used.get() {
                         self.suspect
-                            .store(Arc::as_ptr(&client) as usize, Ordering::Release);
+                            .store(Arc::as_ptr(client) as usize, Ordering::Release);
                     }
                     Err(QueueError::backend(op, timed_out(op, self.timeout)))
                 }
