@@ -467,22 +467,5 @@ async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key_on_postgres()
         return;
     };
     let queue = PostgresQueue::connect(&url).await.unwrap();
-    let old = queue
-        .enqueue_dead(entry(0, Some("t1")), "permanent failure: 500".into())
-        .await
-        .unwrap();
-    let new = queue.enqueue(entry(1, Some("t1"))).await.unwrap();
-    let claim = |worker: &'static str, now: Timestamp| Claim {
-        worker,
-        now,
-        lease: Duration::from_secs(60),
-        limit: 10,
-    };
-    let first = queue.claim(claim("a", START)).await.unwrap();
-    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [new]);
-    assert!(queue.requeue(old, START).await.unwrap());
-    assert!(queue.claim(claim("b", START)).await.unwrap().is_empty());
-    let later = START.plus(Duration::from_secs(61));
-    let third = queue.claim(claim("b", later)).await.unwrap();
-    assert_eq!(third.iter().map(|c| c.id).collect::<Vec<_>>(), [old]);
+    common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
 }

@@ -1400,44 +1400,9 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
 }
 
 /// Requeuing an older dead entry while a newer entry of the same ordering key is in flight
-/// does not put two entries of that key in flight at once: the requeued one waits until the
-/// newer one's lease is over.
+/// does not put two entries of that key in flight at once (see the shared check).
 #[tokio::test]
 async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key() {
-    use tower_redrive::{Claim, NewEntry, StoredRequest};
     let queue = SqliteQueue::open_in_memory().unwrap();
-    let entry = |path: &str| {
-        NewEntry::new(
-            StoredRequest::new(
-                http::Method::POST,
-                format!("http://u{path}").parse().unwrap(),
-            ),
-            START,
-        )
-        .ordering_key("tenant-1")
-    };
-    let old = queue
-        .enqueue_dead(entry("/old"), "permanent failure: 500".into())
-        .await
-        .unwrap();
-    let new = queue.enqueue(entry("/new")).await.unwrap();
-    let claim = |worker: &'static str, now: Timestamp| Claim {
-        worker,
-        now,
-        lease: Duration::from_secs(60),
-        limit: 10,
-    };
-    let first = queue.claim(claim("a", START)).await.unwrap();
-    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [new]);
-    assert!(queue.requeue(old, START).await.unwrap());
-    let second = queue.claim(claim("b", START)).await.unwrap();
-    assert!(
-        second.is_empty(),
-        "claimed {:?} while /new is in flight",
-        second.iter().map(|c| c.id).collect::<Vec<_>>()
-    );
-    // Once the in-flight entry's lease is over, the older entry goes first again.
-    let later = START.plus(Duration::from_secs(61));
-    let third = queue.claim(claim("b", later)).await.unwrap();
-    assert_eq!(third.iter().map(|c| c.id).collect::<Vec<_>>(), [old]);
+    common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
 }

@@ -169,3 +169,50 @@ pub async fn renewal_is_a_compare_and_set_on_the_lease_token(
         Err(QueueError::LeaseLost { .. })
     ));
 }
+
+/// The ordering contract every store keeps: requeuing an older dead entry while a newer entry
+/// of the same ordering key is in flight does not put two entries of that key in flight at
+/// once; the requeued one waits until the newer one's lease is over, then goes first again.
+pub async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(
+    queue: &dyn tower_redrive::RedriveQueue,
+    start: tower_redrive::Timestamp,
+) {
+    use std::time::Duration;
+    use tower_redrive::{Claim, NewEntry, StoredRequest, Timestamp};
+
+    let entry = |path: &str| {
+        NewEntry::new(
+            StoredRequest::new(
+                http::Method::POST,
+                format!("http://u{path}").parse().unwrap(),
+            ),
+            start,
+        )
+        .ordering_key("tenant-1")
+    };
+    let old = queue
+        .enqueue_dead(entry("/old"), "permanent failure: 500".into())
+        .await
+        .unwrap();
+    let new = queue.enqueue(entry("/new")).await.unwrap();
+    let claim = |worker: &'static str, now: Timestamp| {
+        queue.claim(Claim {
+            worker,
+            now,
+            lease: Duration::from_secs(60),
+            limit: 10,
+        })
+    };
+    let first = claim("a", start).await.unwrap();
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [new]);
+    assert!(queue.requeue(old, start).await.unwrap());
+    let second = claim("b", start).await.unwrap();
+    assert!(
+        second.is_empty(),
+        "claimed {:?} while /new is in flight",
+        second.iter().map(|c| c.id).collect::<Vec<_>>()
+    );
+    let later = start.plus(Duration::from_secs(61));
+    let third = claim("b", later).await.unwrap();
+    assert_eq!(third.iter().map(|c| c.id).collect::<Vec<_>>(), [old]);
+}
