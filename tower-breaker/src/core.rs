@@ -405,6 +405,10 @@ impl Inner {
     fn record_any(&self, permit: RawPermit, class: Class) {
         let outcome = match class {
             Class::Success => Outcome::Success,
+            // An inner layer's refusal (another breaker, failover with no usable endpoint) is
+            // that layer's verdict on failures it already counted: counting it here would turn
+            // one upstream failure into as many failures as calls the inner layer refuses.
+            _ if class.is_local_rejection() => Outcome::Ignored,
             Class::Transient { .. } => Outcome::Failure,
             Class::Permanent => self.cfg.permanent,
         };

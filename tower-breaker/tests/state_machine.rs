@@ -84,7 +84,7 @@ async fn a_time_window_forgets_failures_exactly_when_they_age_out() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn open_rejects_with_the_remaining_time_as_a_not_processed_transient() {
+async fn open_rejects_with_the_remaining_time_as_a_local_rejection() {
     let breaker = Breaker::builder()
         .consecutive_failures(1)
         .open_duration(10 * S, 60 * S)
@@ -105,9 +105,44 @@ async fn open_rejects_with_the_remaining_time_as_a_not_processed_transient() {
         class,
         Class::Transient {
             retry_after: Some(6 * S),
-            delivery: Delivery::NotProcessed
+            delivery: Delivery::LocallyRejected
         }
     );
+}
+
+/// An outer breaker above an inner one that is open (here: one breaker per endpoint behind
+/// failover, and one for the whole upstream) must not count the inner breaker's rejections as
+/// the upstream's failures: one upstream failure would become as many failures as calls the
+/// inner breaker refuses, and the outer breaker would open on its own echo.
+#[tokio::test(start_paused = true)]
+async fn an_outer_breaker_does_not_count_an_inner_breakers_rejections() {
+    let inner = Breaker::builder()
+        .consecutive_failures(1)
+        .open_duration(10 * S, 60 * S)
+        .build()
+        .unwrap();
+    let outer = Breaker::builder()
+        .window(Window::count(20))
+        .minimum_calls(5)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    fail(&inner);
+    assert_eq!(inner.state(), State::Open);
+    let calls = {
+        let inner = inner.clone();
+        service_fn(move |_req: ()| {
+            let rejected = inner.try_acquire().map(drop);
+            async move { rejected.map(|()| http::Response::new(())).map_err(BoxError::from) }
+        })
+    };
+    let mut svc = outer.layer().layer(calls);
+    for _ in 0..50 {
+        let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        assert!(tower_fault::find::<BreakerError>(err.as_ref()).is_some());
+    }
+    assert_eq!(outer.state(), State::Closed);
+    assert_eq!(outer.counts().failures, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -733,6 +733,15 @@ impl<S, C> Shared<S, C> {
     /// verdict only applies to that ejection, not to a later one (a probe may have brought the
     /// endpoint back, and live failures ejected it again, while it was in flight).
     pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: Option<u64>) {
+        if class.is_local_rejection() {
+            // The endpoint's own layer (its breaker) refused the request unsent: that layer
+            // already judged the failures behind it, and the endpoint answered nothing, so it
+            // neither extends nor ends a failure run. A trial gets no verdict either.
+            if trial.is_some() {
+                e.release_trial();
+            }
+            return;
+        }
         if class.is_transient() {
             if let Some(ejection) = trial {
                 let mut slow = lock(&e.slow);

@@ -15,6 +15,12 @@ pub enum Delivery {
     /// The request may have been processed (a 5xx, a reset after the request was written, a
     /// timeout while waiting for the response).
     MaybeProcessed,
+    /// A local layer (a circuit breaker, failover with no usable endpoint) refused the request
+    /// before sending it: not processed, and no new evidence about the upstream's health. The
+    /// layer that refused already counted the failures that made it refuse, so a layer above it
+    /// must not count the refusal again: one upstream failure would otherwise become many
+    /// (an outer breaker opening on an inner breaker's rejections).
+    LocallyRejected,
 }
 
 /// What kind of outcome a response or an error is.
@@ -47,6 +53,12 @@ impl Class {
         delivery: Delivery::NotProcessed,
     };
 
+    /// A request a local layer refused without sending it, with no hint.
+    pub const LOCALLY_REJECTED: Class = Class::Transient {
+        retry_after: None,
+        delivery: Delivery::LocallyRejected,
+    };
+
     /// `true` for [`Class::Success`].
     #[must_use]
     pub const fn is_success(&self) -> bool {
@@ -76,17 +88,38 @@ impl Class {
 
     /// Whether the request may have been processed by the server.
     ///
-    /// `false` only for a transient failure that proves the request was not processed; a success
-    /// or a permanent failure was (or may have been) processed.
+    /// `false` only for a transient failure that proves the request was not processed (or was
+    /// never sent); a success or a permanent failure was (or may have been) processed.
     #[must_use]
     pub const fn possibly_processed(&self) -> bool {
         !matches!(
             self,
             Class::Transient {
-                delivery: Delivery::NotProcessed,
+                delivery: Delivery::NotProcessed | Delivery::LocallyRejected,
                 ..
             }
         )
+    }
+
+    /// Whether a local layer refused the request without sending it
+    /// ([`Delivery::LocallyRejected`]): health detectors (breakers, passive ejection) neither
+    /// count it as a failure nor as a success.
+    #[must_use]
+    pub const fn is_local_rejection(&self) -> bool {
+        matches!(
+            self,
+            Class::Transient {
+                delivery: Delivery::LocallyRejected,
+                ..
+            }
+        )
+    }
+
+    /// Whether this outcome is evidence that the upstream is failing: a transient failure the
+    /// upstream (or the way to it) produced, not a local layer's refusal.
+    #[must_use]
+    pub const fn is_upstream_failure(&self) -> bool {
+        self.is_transient() && !self.is_local_rejection()
     }
 
     /// The same class with `retry_after` replaced (no effect unless transient).
@@ -122,6 +155,18 @@ mod tests {
         assert!(Class::Permanent.possibly_processed());
         assert!(Class::TRANSIENT.possibly_processed());
         assert!(!Class::NOT_PROCESSED.possibly_processed());
+        assert!(!Class::LOCALLY_REJECTED.possibly_processed());
+    }
+
+    #[test]
+    fn local_rejections_are_transient_but_not_upstream_failures() {
+        assert!(Class::LOCALLY_REJECTED.is_transient());
+        assert!(Class::LOCALLY_REJECTED.is_local_rejection());
+        assert!(!Class::LOCALLY_REJECTED.is_upstream_failure());
+        assert!(Class::NOT_PROCESSED.is_upstream_failure());
+        assert!(Class::TRANSIENT.is_upstream_failure());
+        assert!(!Class::Permanent.is_upstream_failure());
+        assert!(!Class::Success.is_local_rejection());
     }
 
     #[test]

@@ -70,9 +70,8 @@ impl ErrorKind {
     #[must_use]
     pub const fn delivery(self) -> Delivery {
         match self {
-            ErrorKind::Connect | ErrorKind::RefusedStream | ErrorKind::Rejected => {
-                Delivery::NotProcessed
-            }
+            ErrorKind::Connect | ErrorKind::RefusedStream => Delivery::NotProcessed,
+            ErrorKind::Rejected => Delivery::LocallyRejected,
             _ => Delivery::MaybeProcessed,
         }
     }

@@ -40,6 +40,7 @@ mod class;
 mod classify;
 mod config_error;
 mod error_source;
+pub mod evidence;
 mod idempotency_key;
 mod inspect;
 pub mod problem;

@@ -39,8 +39,10 @@ impl RejectReason {
 
 /// A request rejected by a local layer before anything was sent.
 ///
-/// The classifier maps it to `Class::Transient { retry_after, delivery: NotProcessed }`: safe to
-/// retry for any method, after `retry_after` if one is given. Constructing it never allocates.
+/// The classifier maps it to `Class::Transient { retry_after, delivery: LocallyRejected }`: safe
+/// to retry for any method, after `retry_after` if one is given, and never counted again as a
+/// failure by a breaker or failover above the layer that rejected. Constructing it never
+/// allocates.
 ///
 /// ```
 /// use std::time::Duration;
@@ -50,6 +52,7 @@ impl RejectReason {
 /// let class = HttpClassifier::default().classify(Err::<&http::Response<()>, _>(&err));
 /// assert_eq!(class.retry_after(), Some(Duration::from_secs(5)));
 /// assert!(!class.possibly_processed());
+/// assert!(class.is_local_rejection());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
