@@ -78,16 +78,25 @@ pub(crate) struct Config {
     pub(crate) backoff_reset_after: Duration,
     pub(crate) honor_retry_after: bool,
     pub(crate) half_open_permits: u64,
+    /// Failed probes that re-open a half-open breaker (derived in `validate`).
+    pub(crate) half_open_reopen_after: u64,
     pub(crate) half_open_timeout: Option<Duration>,
+    /// Standard errors a window's rate must clear a threshold by (0: the raw rate).
+    pub(crate) rate_confidence: f64,
 }
 
 /// Builds a [`Breaker`]; every setting has a default, and [`build`](Self::build) rejects
 /// nonsense with a [`ConfigError`].
 ///
-/// Defaults: a count window of the last 100 calls, trip at a 50% failure rate once 20 calls are
-/// in the window, open for 5 s growing ×2 (−20% jitter) on consecutive re-opens up to 60 s,
-/// reset after 60 s closed, an upstream `Retry-After` honoured (up to the max), one half-open
-/// probe, a 30 s half-open deadline, `Permanent` ignored.
+/// Defaults: a count window of the last 100 calls, trip when the window shows a failure rate of
+/// at least 50% with confidence (see [`rate_confidence`](Self::rate_confidence)) once 20 calls
+/// are in the window, open for 5 s growing ×2 (−20% jitter) on re-opens whose probes all failed,
+/// up to 60 s, reset after 60 s closed, an upstream `Retry-After` honoured (up to the max), five
+/// half-open probes judged together, a 30 s half-open deadline, `Permanent` ignored.
+///
+/// Every default is chosen so that random noise is not mistaken for an outage: an upstream that
+/// fails 40% of calls at random keeps a default breaker closed, and one that fails every call
+/// opens it after 20 calls.
 ///
 /// ```
 /// use std::time::Duration;
@@ -142,8 +151,16 @@ impl BreakerBuilder {
                 open_jitter: 0.2,
                 backoff_reset_after: Duration::from_secs(60),
                 honor_retry_after: true,
-                half_open_permits: 1,
+                // Several probes, judged together: a single probe is a coin toss under noise
+                // (at 25% random faults one probe in four would send a recovered upstream back
+                // to open, for longer each time).
+                half_open_permits: 5,
+                half_open_reopen_after: 1,
                 half_open_timeout: Some(Duration::from_secs(30)),
+                // About 97.7% one-sided confidence: at 40% random faults a window of 20 calls
+                // crosses 50% one time in four by chance, but clears it by two standard errors
+                // less than one time in five hundred.
+                rate_confidence: 2.0,
             },
             backoff_reset_set: false,
             seed: None,
@@ -169,7 +186,12 @@ impl BreakerBuilder {
         self
     }
 
-    /// Trip when `failures / calls >= threshold` (in `(0, 1]`) once `minimum_calls` are seen.
+    /// Trip when the window's failure rate reaches `threshold` (in `(0, 1]`) once
+    /// `minimum_calls` are seen — by default with confidence: the rate's lower confidence bound
+    /// must reach it (see [`rate_confidence`](Self::rate_confidence)).
+    ///
+    /// The threshold also judges half-open probes: that share of the
+    /// [`half_open_permits`](Self::half_open_permits) failing re-opens the breaker.
     #[must_use]
     pub fn failure_rate_threshold(mut self, threshold: f64) -> Self {
         self.cfg.failure_rate = Some(threshold);
@@ -190,8 +212,9 @@ impl BreakerBuilder {
         self
     }
 
-    /// Trip when `slow / calls >= threshold` once `minimum_calls` are seen, a call being slow
-    /// when it took at least `duration` — even if it succeeded.
+    /// Trip when the window's share of slow calls reaches `threshold` once `minimum_calls` are
+    /// seen (with the same confidence as the failure rate), a call being slow when it took at
+    /// least `duration` — even if it succeeded. A slow half-open probe counts as a failed one.
     #[must_use]
     pub fn slow_calls(mut self, duration: Duration, threshold: f64) -> Self {
         self.cfg.slow_call_duration = Some(duration);
@@ -199,7 +222,12 @@ impl BreakerBuilder {
         self
     }
 
-    /// Trip after `n` failures in a row (ignored outcomes do not break the run).
+    /// Trip after a run of at least `n` failures in a row (ignored outcomes do not break the
+    /// run) that is a real streak: a run that the failure rate of the other calls in the window
+    /// would produce by chance less than once in a million calls (see
+    /// [`tower_fault::evidence::required_streak`]). With few failures around it, a run of `n`
+    /// trips; at a 25% background failure rate it takes 10, at 40% 16 — runs that long are what
+    /// an outage looks like, shorter ones are what noise looks like.
     #[must_use]
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.cfg.consecutive_failures = Some(n);
@@ -254,8 +282,11 @@ impl BreakerBuilder {
         self
     }
 
-    /// How many probes may be in flight in half-open; that many successes close the breaker,
-    /// any failure re-opens it (default 1).
+    /// How many probes a half-open period admits (default 5). They are judged together: the
+    /// breaker re-opens once the failure-rate threshold's share of them failed (rounded up, at
+    /// least one; any failure without a failure-rate rule) and closes once so many succeeded that
+    /// the rest could not re-open it. With 5 permits and a 50% threshold, 3 failures re-open
+    /// and 3 successes close.
     #[must_use]
     pub fn half_open_permits(mut self, permits: u32) -> Self {
         self.cfg.half_open_permits = u64::from(permits);
@@ -267,6 +298,21 @@ impl BreakerBuilder {
     #[must_use]
     pub fn half_open_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.cfg.half_open_timeout = timeout;
+        self
+    }
+
+    /// How many standard errors the window's failure (or slow-call) rate must clear the
+    /// threshold by before the breaker trips (default 2; 0 compares the raw rate).
+    ///
+    /// The rules compare the lower bound of the rate's Wilson score interval (see
+    /// [`tower_fault::evidence::wilson_lower_bound`]) with the threshold, so a small sample has
+    /// to show a clearly higher rate than a large one: with the default, 20 failures in 20 calls
+    /// trip a 50% threshold, 14 in 20 do not, and 60 in 100 do. An upstream that fails every
+    /// call still trips the breaker at `minimum_calls`; one that fails 40% of calls at random
+    /// practically never does.
+    #[must_use]
+    pub fn rate_confidence(mut self, standard_errors: f64) -> Self {
+        self.cfg.rate_confidence = standard_errors;
         self
     }
 
@@ -363,6 +409,21 @@ impl BreakerBuilder {
             return Err(crate::error::config_error(
                 "half_open_permits",
                 format!("must be between 1 and 10000, got {}", cfg.half_open_permits),
+            ));
+        }
+        cfg.half_open_reopen_after = match cfg.failure_rate {
+            // `- 1e-9`: 0.3 × 10 is 3.0000000000000004 in floating point, which must stay 3.
+            Some(rate) => ((rate * cfg.half_open_permits as f64 - 1e-9).ceil() as u64)
+                .clamp(1, cfg.half_open_permits),
+            None => 1,
+        };
+        if !(cfg.rate_confidence.is_finite() && (0.0..=10.0).contains(&cfg.rate_confidence)) {
+            return Err(crate::error::config_error(
+                "rate_confidence",
+                format!(
+                    "must be a number of standard errors between 0 and 10, got {}",
+                    cfg.rate_confidence
+                ),
             ));
         }
         if cfg.half_open_timeout == Some(Duration::ZERO) {

@@ -15,7 +15,10 @@ use std::{
 };
 
 use tokio::time::Instant;
-use tower_fault::{Class, SeededRng};
+use tower_fault::{
+    Class, SeededRng,
+    evidence::{background_rate, required_streak, wilson_lower_bound},
+};
 
 use crate::{
     Outcome, State,
@@ -297,7 +300,7 @@ impl Inner {
                         if !timed_out {
                             return Err(self.reject(State::HalfOpen, None));
                         }
-                        self.reopen(word, Cause::HalfOpenTimeout);
+                        self.reopen(word, Cause::HalfOpenTimeout, true);
                     }
                 },
             }
@@ -319,9 +322,10 @@ impl Inner {
             if !half_open::generation_matches(word, generation) {
                 return Err(Full::Stale);
             }
-            let in_flight = half_open::in_flight(word);
-            if in_flight + half_open::successes(word) >= permits {
-                return Err(Full::Full { in_flight });
+            if half_open::admitted(word) >= permits {
+                return Err(Full::Full {
+                    in_flight: half_open::in_flight(word),
+                });
             }
             match self
                 .half_open
@@ -333,22 +337,25 @@ impl Inner {
         }
     }
 
-    fn release_probe(&self, generation: u64, success: bool) -> Option<u64> {
+    /// Ends one probe of the half-open period `generation` with `verdict` (a success or
+    /// failure is counted; an ignored probe frees its slot for another one). The half-open word
+    /// after it, or `None` if the period is over or the probe was already released.
+    fn release_probe(&self, generation: u64, verdict: Probe) -> Option<u64> {
         let mut word = self.half_open.load(Acquire);
         loop {
             if !half_open::generation_matches(word, generation) || half_open::in_flight(word) == 0 {
                 return None;
             }
-            let next = if success {
-                word - 1 + (1 << 16)
-            } else {
-                word - 1
+            let next = match verdict {
+                Probe::Success => word - 1 + half_open::SUCCESS,
+                Probe::Failure => word - 1 + half_open::FAILURE,
+                Probe::Ignored => word - 1,
             };
             match self
                 .half_open
                 .compare_exchange_weak(word, next, AcqRel, Acquire)
             {
-                Ok(_) => return Some(half_open::successes(next)),
+                Ok(_) => return Some(next),
                 Err(actual) => word = actual,
             }
         }
@@ -359,7 +366,7 @@ impl Inner {
     /// A permit dropped without an outcome (a cancelled call): frees a probe slot.
     pub(crate) fn release(&self, permit: RawPermit) {
         if permit.kind() == Kind::Probe {
-            self.release_probe(permit.generation(), false);
+            self.release_probe(permit.generation(), Probe::Ignored);
         }
     }
 
@@ -456,11 +463,9 @@ impl Inner {
         if outcome == Outcome::Failure {
             self.note_hint(class);
             let run = self.consecutive.fetch_add(1, Relaxed) + 1;
-            if self
-                .cfg
-                .consecutive_failures
-                .is_some_and(|limit| run >= u64::from(limit))
-            {
+            if self.cfg.consecutive_failures.is_some_and(|limit| {
+                run >= u64::from(limit) && self.is_real_streak(run, limit, now)
+            }) {
                 self.trip(word, Cause::ConsecutiveFailures, None);
                 return;
             }
@@ -470,6 +475,28 @@ impl Inner {
         if outcome == Outcome::Failure || slow || moved {
             self.evaluate(word, now);
         }
+    }
+
+    /// Whether a run of `run` failures (at least `limit`) is longer than the failures around it
+    /// in the window make likely by chance (see [`required_streak`]): at a 40 % background
+    /// failure rate, runs of three are common and say nothing about an outage.
+    #[cold]
+    fn is_real_streak(&self, run: u64, limit: u32, now: u64) -> bool {
+        let Some(counts) = self.settled_snapshot(now) else {
+            return true;
+        };
+        if counts.calls.saturating_sub(run) < self.cfg.minimum_calls {
+            // Too few other calls to tell noise from an outage: the run as configured decides.
+            return true;
+        }
+        let background = background_rate(counts.failures, counts.calls, run);
+        run >= u64::from(required_streak(limit, background))
+    }
+
+    /// Whether `part` of `calls` clears `threshold` by the configured confidence (see
+    /// [`wilson_lower_bound`]).
+    fn clears(&self, part: u64, calls: u64, threshold: f64) -> bool {
+        wilson_lower_bound(part, calls, self.cfg.rate_confidence) >= threshold
     }
 
     fn note_hint(&self, class: Class) {
@@ -493,42 +520,56 @@ impl Inner {
         if self
             .cfg
             .failure_rate
-            .is_some_and(|t| counts.failure_rate() >= t)
+            .is_some_and(|t| self.clears(counts.failures, counts.calls, t))
         {
             self.trip(word, Cause::FailureRate, Some(counts));
         } else if self
             .cfg
             .slow_call_rate
-            .is_some_and(|t| counts.slow_call_rate() >= t)
+            .is_some_and(|t| self.clears(counts.slow, counts.calls, t))
         {
             self.trip(word, Cause::SlowCallRate, Some(counts));
         }
     }
 
+    /// Judges a probe. The probes of a half-open period are judged together, like the window:
+    /// the breaker re-opens as soon as `half_open_reopen_after` of them failed (the failure-rate
+    /// threshold's share of the permits; a slow probe counts as failed, since the upstream is
+    /// still slow), and closes as soon as enough succeeded that the rest could not re-open it.
+    /// One probe in four failing at random then does not send a recovered upstream back to open.
     fn record_probe(&self, generation: u64, outcome: Outcome, slow: bool, class: Class) {
         let word = pack(generation, State::HalfOpen);
-        match outcome {
-            Outcome::Ignored => {
-                self.release_probe(generation, false);
-            }
-            // With a slow-call rule, a slow probe says the upstream is still slow: the breaker
-            // it tripped must not close on it (resilience4j judges probes by both rates too).
-            Outcome::Success if slow => {
-                if self.state.load(Acquire) == word {
-                    self.reopen(word, Cause::ProbeSlow);
-                }
-            }
-            Outcome::Success => {
-                if let Some(successes) = self.release_probe(generation, true)
-                    && successes >= self.cfg.half_open_permits
-                {
+        let verdict = match outcome {
+            Outcome::Ignored => Probe::Ignored,
+            Outcome::Success if !slow => Probe::Success,
+            Outcome::Success | Outcome::Failure => Probe::Failure,
+        };
+        let Some(probes) = self.release_probe(generation, verdict) else {
+            return;
+        };
+        let reopen_after = self.cfg.half_open_reopen_after;
+        match verdict {
+            Probe::Ignored => {}
+            Probe::Success => {
+                let close_after = self.cfg.half_open_permits - reopen_after + 1;
+                if half_open::successes(probes) >= close_after {
                     self.close(word);
                 }
             }
-            Outcome::Failure => {
-                if self.state.load(Acquire) == word {
+            Probe::Failure => {
+                if outcome == Outcome::Failure {
                     self.note_hint(class);
-                    self.reopen(word, Cause::ProbeFailed);
+                }
+                if half_open::failures(probes) >= reopen_after {
+                    let cause = if slow {
+                        Cause::ProbeSlow
+                    } else {
+                        Cause::ProbeFailed
+                    };
+                    // The open period grows only when every probe judged failed: a mixed
+                    // verdict is an upstream that answers some calls, not one still down, and
+                    // growing on it would stretch noise into long outages.
+                    self.reopen(word, cause, half_open::successes(probes) == 0);
                 }
             }
         }
@@ -553,20 +594,22 @@ impl Inner {
             return;
         }
         let now = self.now_nanos();
-        let open_for = self.next_open_duration(now, true);
+        let open_for = self.next_open_duration(now, Streak::FromClosed);
         self.open_until
             .store(now.saturating_add(nanos(open_for)), Release);
         self.transition(&mut subs, word, State::Open, cause, counts, Some(open_for));
     }
 
+    /// Re-opens a half-open breaker; `grow` lengthens the open period (the next step of the
+    /// re-open streak) instead of repeating the current one.
     #[cold]
-    fn reopen(&self, word: u64, cause: Cause) {
+    fn reopen(&self, word: u64, cause: Cause, grow: bool) {
         let mut subs = self.lock();
         if self.state.load(Acquire) != word {
             return;
         }
         let now = self.now_nanos();
-        let open_for = self.next_open_duration(now, false);
+        let open_for = self.next_open_duration(now, if grow { Streak::Grow } else { Streak::Keep });
         self.open_until
             .store(now.saturating_add(nanos(open_for)), Release);
         self.transition(&mut subs, word, State::Open, cause, None, Some(open_for));
@@ -580,7 +623,7 @@ impl Inner {
         }
         let next_generation = unpack(word).0 + 1;
         self.half_open
-            .store(half_open::pack(next_generation, 0, 0), Release);
+            .store(half_open::pack(next_generation, 0, 0, 0), Release);
         self.half_open_since.store(now, Relaxed);
         self.retry_hint.store(0, Relaxed);
         self.transition(
@@ -619,18 +662,21 @@ impl Inner {
 
     /// The open duration for the next open: exponential in the re-open streak, jittered, and
     /// stretched to an upstream's `Retry-After` when that is longer.
-    fn next_open_duration(&self, now: u64, from_closed: bool) -> Duration {
+    fn next_open_duration(&self, now: u64, step: Streak) -> Duration {
         let cfg = &self.cfg;
-        let streak = if from_closed {
-            let closed_at = self.closed_at.load(Relaxed);
-            if closed_at == NEVER || now.saturating_sub(closed_at) >= nanos(cfg.backoff_reset_after)
-            {
-                0
-            } else {
-                self.streak.load(Relaxed) + 1
+        let streak = match step {
+            Streak::FromClosed => {
+                let closed_at = self.closed_at.load(Relaxed);
+                if closed_at == NEVER
+                    || now.saturating_sub(closed_at) >= nanos(cfg.backoff_reset_after)
+                {
+                    0
+                } else {
+                    self.streak.load(Relaxed) + 1
+                }
             }
-        } else {
-            self.streak.load(Relaxed) + 1
+            Streak::Grow => self.streak.load(Relaxed) + 1,
+            Streak::Keep => self.streak.load(Relaxed),
         };
         self.streak.store(streak, Relaxed);
         let exponent = i32::try_from(streak.min(1024)).unwrap_or(1024);
@@ -720,6 +766,26 @@ impl Drop for Inner {
             guard.release();
         }
     }
+}
+
+/// How a probe ended, for the half-open counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Success,
+    Failure,
+    /// Cancelled, or an outcome that is not recorded: frees the slot, judges nothing.
+    Ignored,
+}
+
+/// Where the next open period stands in the re-open streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streak {
+    /// Tripped from closed: the streak continues if the breaker closed only recently.
+    FromClosed,
+    /// Re-opened with evidence the upstream is still down: one step longer.
+    Grow,
+    /// Re-opened on a mixed verdict: the same length again.
+    Keep,
 }
 
 enum Full {

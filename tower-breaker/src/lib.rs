@@ -5,19 +5,30 @@
 //!
 //! * **Closed** — calls flow; each outcome is classified by tower-fault ([`Classify`]):
 //!   `Transient` is a failure, `Permanent` is ignored (a 404 says nothing about the upstream's
-//!   health), `Success` a success. The breaker trips on any of: a failure rate at or above a
-//!   threshold once `minimum_calls` are in the window; a slow-call rate at or above a threshold
-//!   (with `slow_calls(duration, threshold)`, a call slower than `duration` is slow even if it
-//!   succeeded); N consecutive failures. The window is either the last N calls
-//!   ([`Window::Count`], a true ring) or the last D ([`Window::Time`], fixed buckets).
+//!   health), and so is an inner layer's local rejection (another breaker, failover with no
+//!   usable endpoint: that layer already counted the failures behind it); `Success` is a success.
+//!   The breaker trips on any of: a failure rate at or above a threshold once `minimum_calls` are
+//!   in the window; a slow-call rate at or above a threshold (with `slow_calls(duration,
+//!   threshold)`, a call slower than `duration` is slow even if it succeeded); a streak of
+//!   consecutive failures. The window is either the last N calls ([`Window::Count`], a true
+//!   ring) or the last D ([`Window::Time`], fixed buckets).
+//! * **Noise is not an outage** — rates are judged with confidence (by default the rate's
+//!   lower bound, two standard errors down, must reach the threshold: 20 failures in 20 calls
+//!   trip a 50 % threshold, 14 in 20 do not), and a consecutive-failure rule needs a run that
+//!   the failure rate around it would make by chance less than once in a million calls. An
+//!   upstream failing 40 % of calls at random keeps a default breaker closed; one failing every
+//!   call opens it at `minimum_calls`.
 //! * **Open** — calls are rejected at once with a [`BreakerError`](error::BreakerError) whose
 //!   `retry_after()` is the remaining open time and whose `source()` is a
-//!   [`tower_fault::Rejected`], so an outer retry waits and failover moves on. The open duration
-//!   grows exponentially (with jitter) on consecutive re-opens and falls back after the breaker
-//!   stays closed; a longer upstream `Retry-After` (429/503) stretches it.
-//! * **Half-open** — at most `half_open_permits` probes are admitted, exactly, under any
-//!   concurrency; a dropped probe frees its permit; that many successes close the breaker, a
-//!   failure (or a half-open deadline with probes still in flight) re-opens it.
+//!   [`tower_fault::Rejected`], so an outer retry knows when to come back and failover moves on.
+//!   The open duration grows exponentially (with jitter) on re-opens whose probes all failed and
+//!   falls back after the breaker stays closed; a longer upstream `Retry-After` (429/503)
+//!   stretches it.
+//! * **Half-open** — at most `half_open_permits` probes (default 5) are admitted, exactly,
+//!   under any concurrency; a dropped probe frees its permit. The probes are judged together:
+//!   the failure-rate threshold's share of them failing (or a half-open deadline with probes
+//!   still in flight) re-opens the breaker, enough successes that the rest could not re-open it
+//!   close it.
 //!
 //! The closed path is atomics only: admitting a call is one load, recording a success after a
 //! success is one `fetch_add` and one load. No mutex, no allocation, no boxed future.

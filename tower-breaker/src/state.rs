@@ -95,22 +95,51 @@ pub(crate) const fn unpack(word: u64) -> (u64, State) {
     (word >> 3, State::from_code(word & 0b111))
 }
 
-/// The half-open word: `generation (32 bits) | successes (16) | in flight (16)`.
+/// The half-open word: `generation (22 bits) | failures (14) | successes (14) | in flight (14)`.
+///
+/// Permits are at most 10 000, so each count fits in 14 bits; the generation is the state
+/// word's, truncated (a probe admitted four million transitions ago is not a concern).
 pub(crate) mod half_open {
-    pub(crate) const fn pack(generation: u64, successes: u64, in_flight: u64) -> u64 {
-        ((generation & 0xFFFF_FFFF) << 32) | ((successes & 0xFFFF) << 16) | (in_flight & 0xFFFF)
+    const COUNT_BITS: u32 = 14;
+    const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+    const GENERATION_MASK: u64 = (1 << 22) - 1;
+
+    /// One success, as an increment of the word.
+    pub(crate) const SUCCESS: u64 = 1 << COUNT_BITS;
+    /// One failure, as an increment of the word.
+    pub(crate) const FAILURE: u64 = 1 << (2 * COUNT_BITS);
+
+    pub(crate) const fn pack(
+        generation: u64,
+        failures: u64,
+        successes: u64,
+        in_flight: u64,
+    ) -> u64 {
+        ((generation & GENERATION_MASK) << (3 * COUNT_BITS))
+            | ((failures & COUNT_MASK) << (2 * COUNT_BITS))
+            | ((successes & COUNT_MASK) << COUNT_BITS)
+            | (in_flight & COUNT_MASK)
     }
 
     pub(crate) const fn generation_matches(word: u64, generation: u64) -> bool {
-        (word >> 32) == (generation & 0xFFFF_FFFF)
+        (word >> (3 * COUNT_BITS)) == (generation & GENERATION_MASK)
+    }
+
+    pub(crate) const fn failures(word: u64) -> u64 {
+        (word >> (2 * COUNT_BITS)) & COUNT_MASK
     }
 
     pub(crate) const fn successes(word: u64) -> u64 {
-        (word >> 16) & 0xFFFF
+        (word >> COUNT_BITS) & COUNT_MASK
     }
 
     pub(crate) const fn in_flight(word: u64) -> u64 {
-        word & 0xFFFF
+        word & COUNT_MASK
+    }
+
+    /// Probes admitted in this half-open period so far: in flight or judged.
+    pub(crate) const fn admitted(word: u64) -> u64 {
+        in_flight(word) + successes(word) + failures(word)
     }
 }
 
@@ -130,9 +159,20 @@ mod tests {
         ] {
             assert_eq!(unpack(pack(12345, state)), (12345, state));
         }
-        let w = half_open::pack(7, 2, 3);
+        let w = half_open::pack(7, 4, 2, 3);
         assert!(half_open::generation_matches(w, 7));
         assert!(!half_open::generation_matches(w, 8));
-        assert_eq!((half_open::successes(w), half_open::in_flight(w)), (2, 3));
+        assert_eq!(
+            (
+                half_open::failures(w),
+                half_open::successes(w),
+                half_open::in_flight(w)
+            ),
+            (4, 2, 3)
+        );
+        assert_eq!(half_open::admitted(w), 9);
+        let w = half_open::pack(7, 10_000, 10_000, 10_000);
+        assert_eq!(half_open::admitted(w), 30_000);
+        assert!(half_open::generation_matches(w + half_open::SUCCESS - 1, 7));
     }
 }

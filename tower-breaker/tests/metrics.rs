@@ -20,6 +20,7 @@ fn calls_states_and_transitions_are_counted() {
                 .consecutive_failures(2)
                 .slow_calls(Duration::from_secs(1), 1.0)
                 .open_duration(Duration::from_secs(1), Duration::from_secs(10))
+                .half_open_permits(1)
                 .build()
                 .unwrap();
             breaker.try_acquire().unwrap().success();

@@ -22,6 +22,7 @@ async fn opens_after_the_threshold_even_after_100k_successes() {
         .window(Window::count(100))
         .minimum_calls(20)
         .failure_rate_threshold(0.5)
+        .rate_confidence(0.0)
         .build()
         .unwrap();
     for _ in 0..100_000 {
@@ -133,7 +134,11 @@ async fn an_outer_breaker_does_not_count_an_inner_breakers_rejections() {
         let inner = inner.clone();
         service_fn(move |_req: ()| {
             let rejected = inner.try_acquire().map(drop);
-            async move { rejected.map(|()| http::Response::new(())).map_err(BoxError::from) }
+            async move {
+                rejected
+                    .map(|()| http::Response::new(()))
+                    .map_err(BoxError::from)
+            }
         })
     };
     let mut svc = outer.layer().layer(calls);
@@ -172,6 +177,7 @@ async fn slow_successes_trip_the_slow_call_rule() {
         .slow_calls(S, 0.5)
         .window(Window::count(10))
         .minimum_calls(4)
+        .rate_confidence(0.0)
         .build()
         .unwrap();
     let mut events = breaker.subscribe();
@@ -199,6 +205,7 @@ use tower_layer::Layer;
 /// Trips a half-open-capable breaker and waits for its open duration.
 async fn half_open(permits: u32, timeout: Option<Duration>) -> Breaker {
     let breaker = Breaker::builder()
+        .no_failure_rate()
         .consecutive_failures(1)
         .open_duration(S, 60 * S)
         .open_jitter(0.0)
@@ -294,6 +301,7 @@ async fn open_duration_grows_caps_and_resets_after_staying_closed() {
         .consecutive_failures(1)
         .open_duration(S, 8 * S)
         .open_jitter(0.0)
+        .half_open_permits(1)
         .backoff_reset_after(30 * S)
         .build()
         .unwrap();
@@ -349,6 +357,7 @@ async fn an_upstream_retry_after_longer_than_the_open_duration_sets_it() {
         .consecutive_failures(1)
         .open_duration(S, 60 * S)
         .open_jitter(0.0)
+        .half_open_permits(1)
         .build()
         .unwrap();
     breaker
@@ -371,6 +380,8 @@ async fn events_arrive_in_order_with_their_causes() {
         .window(Window::count(10))
         .minimum_calls(4)
         .failure_rate_threshold(0.5)
+        .rate_confidence(0.0)
+        .half_open_permits(1)
         .open_duration(S, 10 * S)
         .build()
         .unwrap();
@@ -543,6 +554,7 @@ async fn the_call_that_reaches_minimum_calls_is_judged_even_if_it_succeeds() {
         .window(Window::count(10))
         .minimum_calls(10)
         .failure_rate_threshold(0.5)
+        .rate_confidence(0.0)
         .build()
         .unwrap();
     for _ in 0..5 {
@@ -564,6 +576,7 @@ async fn a_rate_raised_by_successes_ageing_out_trips_on_the_next_call() {
         .window(Window::time_with_buckets(10 * S, 10))
         .minimum_calls(4)
         .failure_rate_threshold(0.5)
+        .rate_confidence(0.0)
         .build()
         .unwrap();
     for _ in 0..10 {
@@ -588,6 +601,8 @@ async fn a_slow_probe_reopens() {
         .slow_calls(S, 0.5)
         .window(Window::count(2))
         .minimum_calls(2)
+        .rate_confidence(0.0)
+        .half_open_permits(1)
         .open_duration(S, S)
         .open_jitter(0.0)
         .build()
