@@ -96,6 +96,26 @@ impl FaultPlan {
         }
     }
 
+    /// `share` of write requests faulted, split like the issue tracker's reports: two fifths
+    /// 503s, one fifth each 429s, resets after processing and latency spikes.
+    #[must_use]
+    pub fn with_share(share: f64, seed: u64) -> Self {
+        Self {
+            unavailable: share * 0.4,
+            throttled: share * 0.2,
+            reset_after_processing: share * 0.2,
+            spike: share * 0.2,
+            seed,
+            ..Self::default()
+        }
+    }
+
+    /// The share of write requests faulted in some way.
+    #[must_use]
+    pub fn total_share(&self) -> f64 {
+        self.unavailable + self.throttled + self.reset_after_processing + self.spike
+    }
+
     /// Checks that every share is in `[0, 1]`, that they sum to at most 1, and that the spike
     /// range is ordered.
     ///

@@ -11,14 +11,18 @@
 //! * [`server`] — a loopback server that can reset connections and go down for an outage;
 //! * [`deployment`] — primary and standby with a shared idempotency store;
 //! * [`stack`] — the suite's client stack over reqwest; [`naive`] — the plain retry loop;
-//! * [`load`] — the traffic; [`report`] — the numbers and the table.
+//! * [`load`] — the traffic; [`report`] — the numbers and the table;
+//! * [`run`] — one run (scenario, profiles, the two clients); [`matrix`] — the fault-share
+//!   matrix.
 #![forbid(unsafe_code)]
 
 pub mod deployment;
 pub mod faults;
 pub mod load;
+pub mod matrix;
 pub mod naive;
 pub mod payments;
 pub mod report;
+pub mod run;
 pub mod server;
 pub mod stack;

@@ -29,15 +29,22 @@ pub struct Sent {
     pub failure: Option<String>,
     /// How many attempts the client made, if it counts them itself.
     pub attempts: Option<u32>,
+    /// The live path failed and the payment was queued for re-drive (`failure` is then
+    /// [`Sent::DEFERRED`]).
+    pub deferred: bool,
 }
 
 impl Sent {
+    /// The failure label of a deferred payment.
+    pub const DEFERRED: &str = "deferred (queued for re-drive)";
+
     /// A success after `attempts` attempts.
     #[must_use]
     pub const fn ok(attempts: Option<u32>) -> Self {
         Self {
             failure: None,
             attempts,
+            deferred: false,
         }
     }
 
@@ -47,6 +54,17 @@ impl Sent {
         Self {
             failure: Some(reason.into()),
             attempts,
+            deferred: false,
+        }
+    }
+
+    /// A payment the live path could not deliver, queued for re-drive.
+    #[must_use]
+    pub fn deferred() -> Self {
+        Self {
+            failure: Some(Self::DEFERRED.to_owned()),
+            attempts: None,
+            deferred: true,
         }
     }
 }

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use metrics_util::debugging::{DebugValue, Snapshot};
 
 use crate::{
-    deployment::IDEMPOTENCY_NAME, faults::FaultCounts, load::Outcome, payments::Ledger, stack,
+    deployment::IDEMPOTENCY_NAME,
+    faults::FaultCounts,
+    load::Outcome,
+    payments::Ledger,
+    stack::{self, DrainReport},
 };
 
 /// Latency percentiles of a run.
@@ -99,6 +103,23 @@ impl LayerCounts {
     }
 }
 
+/// What re-driving a client's queue after the live run achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedriveCounts {
+    /// Queue entries delivered by the worker.
+    pub delivered: u64,
+    /// Entries the worker gave up on (dead letters).
+    pub dead_lettered: u64,
+    /// Entries still queued when the re-drive stopped.
+    pub still_queued: u64,
+    /// Rows the servers wrote, after the re-drive.
+    pub recorded: u64,
+    /// Valid payments never recorded, after the re-drive.
+    pub lost: u64,
+    /// Double charges, after the re-drive.
+    pub duplicated: u64,
+}
+
 /// One run's numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
@@ -122,8 +143,13 @@ pub struct RunReport {
     pub lost: u64,
     /// Rows beyond the first for a payment: double charges.
     pub duplicated: u64,
-    /// Payments the client reported failed although the server recorded them.
+    /// Payments the client reported failed although the server recorded them (a deferred
+    /// payment was not reported failed: it was queued).
     pub recorded_but_failed: u64,
+    /// Payments the live path could not deliver and queued for re-drive.
+    pub deferred: u64,
+    /// What re-driving the queue achieved, for a client that queues.
+    pub redrive: Option<RedriveCounts>,
     /// Client-side latency of a payment, retries included.
     pub latency: Percentiles,
     /// Faults the servers injected.
@@ -148,13 +174,16 @@ impl RunReport {
     ) -> Self {
         let mut failed = BTreeMap::new();
         let (mut lost, mut duplicated, mut recorded_but_failed, mut unique_sent) = (0, 0, 0, 0);
+        let mut deferred = 0;
         let mut client_attempts = 0u64;
         for outcome in outcomes {
             client_attempts += u64::from(outcome.sent.attempts.unwrap_or(1));
             let times = u64::from(ledger.times_recorded(&outcome.payment.id));
             if let Some(reason) = &outcome.sent.failure {
                 *failed.entry(reason.clone()).or_insert(0) += 1;
-                if times > 0 {
+                if outcome.sent.deferred {
+                    deferred += 1;
+                } else if times > 0 {
                     recorded_but_failed += 1;
                 }
             }
@@ -180,9 +209,51 @@ impl RunReport {
             lost,
             duplicated,
             recorded_but_failed,
+            deferred,
+            redrive: None,
             latency: Percentiles::of(&latencies),
             faults,
             wall,
+        }
+    }
+
+    /// Counts what the re-drive of the queue achieved, reading the ledger again after it.
+    pub fn add_redrive(&mut self, outcomes: &[Outcome], ledger: &Ledger, drained: DrainReport) {
+        let (mut lost, mut duplicated) = (0, 0);
+        for outcome in outcomes {
+            let times = u64::from(ledger.times_recorded(&outcome.payment.id));
+            if outcome.payment.amount > 0 && times == 0 {
+                lost += 1;
+            }
+            duplicated += times.saturating_sub(1);
+        }
+        self.redrive = Some(RedriveCounts {
+            delivered: drained.delivered,
+            dead_lettered: drained.dead_lettered,
+            still_queued: drained.pending,
+            recorded: ledger.stats().records,
+            lost,
+            duplicated,
+        });
+    }
+
+    /// Attempts per payment sent (first attempts included).
+    #[must_use]
+    pub fn attempts_per_payment(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.attempts as f64 / self.requests as f64
+        }
+    }
+
+    /// Whether every valid payment ended up recorded exactly once, after the re-drive if the
+    /// client queues.
+    #[must_use]
+    pub fn exactly_once_in_the_end(&self) -> bool {
+        match &self.redrive {
+            Some(r) => r.lost == 0 && r.duplicated == 0,
+            None => self.exactly_once(),
         }
     }
 
@@ -235,6 +306,9 @@ pub fn render(runs: &[RunReport]) -> String {
         });
     }
     row("attempts", &|r| r.attempts.to_string());
+    row("attempts per payment", &|r| {
+        format!("{:.2}", r.attempts_per_payment())
+    });
     row("retries", &|r| r.retries().to_string());
     row("breaker opens", &layer(|l| l.breaker_opens));
     row("failovers", &layer(|l| l.failovers));
@@ -244,6 +318,25 @@ pub fn render(runs: &[RunReport]) -> String {
     row("LOST", &|r| r.lost.to_string());
     row("DUPLICATED", &|r| r.duplicated.to_string());
     row("failed but charged", &|r| r.recorded_but_failed.to_string());
+    let redrive = |f: fn(&RedriveCounts) -> u64| {
+        move |r: &RunReport| {
+            r.redrive
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| f(c).to_string())
+        }
+    };
+    row("deferred (queued)", &|r| {
+        if r.redrive.is_some() {
+            r.deferred.to_string()
+        } else {
+            "-".to_owned()
+        }
+    });
+    row("  delivered by re-drive", &redrive(|c| c.delivered));
+    row("  dead-lettered", &redrive(|c| c.dead_lettered));
+    row("payments recorded after re-drive", &redrive(|c| c.recorded));
+    row("LOST after re-drive", &redrive(|c| c.lost));
+    row("DUPLICATED after re-drive", &redrive(|c| c.duplicated));
     row("latency p50", &|r| ms(r.latency.p50));
     row("latency p95", &|r| ms(r.latency.p95));
     row("latency p99", &|r| ms(r.latency.p99));
@@ -306,6 +399,7 @@ mod tests {
             sent: Sent {
                 failure: failure.map(Into::into),
                 attempts: Some(attempts),
+                deferred: false,
             },
         }
     }

@@ -1,26 +1,35 @@
-//! The suite's client stack over reqwest, as the demo and the end-to-end tests use it.
+//! The suite's recommended client stack over reqwest, as the demo and the end-to-end tests use it.
 //!
 //! ```text
-//! RetryLayer "chaos"            retries transient failures, stamps one Idempotency-Key per payment
-//!  -> BreakerLayer "chaos-upstream"   stops everything when the whole upstream is failing
-//!   -> Failover "chaos"          primary tier, then standby; probes /healthz; ejects on failures
-//!      [primary]  BreakerLayer "chaos-primary"  -> ReqwestService
-//!      [standby]  BreakerLayer "chaos-standby"  -> ReqwestService
+//! RedriveLayer "chaos"            what the live path could not deliver is queued (SQLite) and
+//!                                 re-driven later, with the same Idempotency-Key
+//!  -> RetryLayer "chaos"          retries transient failures, stamps one Idempotency-Key per payment
+//!   -> BreakerLayer "chaos-upstream"  sheds load when the whole upstream is failing
+//!    -> Failover "chaos"          primary tier, then standby; probes /healthz; ejects an
+//!                                 endpoint on a real failure streak (its per-endpoint breaker)
+//!       [primary]  ReqwestService
+//!       [standby]  ReqwestService
 //! ```
 //!
 //! Every layer reads the same classification (tower-fault's `HttpClassifier`): a 503 or a reset
-//! is transient, a 422 permanent, a connect error or an open breaker transient *and not
-//! processed*.
+//! is transient, a 422 permanent, a connect error transient *and not processed*, a local
+//! rejection (breaker open, no healthy endpoint) transient, not processed, and no evidence
+//! against the upstream. How the settings interact is written next to each of them below and in
+//! the README's "recommended stack".
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_breaker::{Breaker, BreakerLayer, CircuitBreaker, Window, error::BreakerError};
 use tower_failover::{Endpoint, Failover, FailoverHandle, HttpProbe, error::NoHealthyEndpoint};
 use tower_fault::{BoxError, reqwest::ReqwestService};
+use tower_redrive::{
+    Outcome, Redrive, RedriveLayer, RedriveQueue, Redriver, Schedule, SqliteQueue,
+};
 use tower_retry_plus::{
     Backoff, Retry, RetryInfo, RetryLayer, RetryOutcome,
     error::{AttemptTimedOut, DeadlineExceeded},
@@ -28,19 +37,19 @@ use tower_retry_plus::{
 
 use crate::{load::Sent, naive::status_label, payments::Payment};
 
-/// The `name` label of the stack's retry and failover metrics.
+/// The `name` label of the stack's retry, failover and redrive metrics.
 pub const NAME: &str = "chaos";
 
-/// The client of one endpoint: its own breaker over a shared reqwest client.
-pub type EndpointClient = CircuitBreaker<ReqwestService>;
+/// The client of one endpoint: a reqwest client shared by every endpoint.
+pub type EndpointClient = ReqwestService;
 
-/// The whole stack's type.
+/// The live path's type: retry, breaker, failover.
 pub type PaymentsStack = Retry<CircuitBreaker<Failover<EndpointClient>>>;
 
 /// Knobs of the stack (the rest are the defaults the demo documents).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
-    /// Seed of every jitter generator (retry, breakers, failover).
+    /// Seed of every jitter generator (retry, breaker, failover, redrive).
     pub seed: u64,
     /// Attempts per payment, the first included.
     pub max_attempts: u32,
@@ -50,6 +59,10 @@ pub struct ClientSettings {
     pub attempt_timeout: Duration,
     /// How often failover probes each endpoint's `/healthz`.
     pub probe_interval: Duration,
+    /// How often a queued payment is re-driven (for up to [`ClientSettings::redrive_for`]).
+    pub redrive_every: Duration,
+    /// How long a queued payment is re-driven before it is dead-lettered.
+    pub redrive_for: Duration,
 }
 
 impl Default for ClientSettings {
@@ -60,32 +73,40 @@ impl Default for ClientSettings {
             deadline: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(2),
             probe_interval: Duration::from_millis(200),
+            redrive_every: Duration::from_millis(500),
+            redrive_for: Duration::from_secs(120),
         }
     }
 }
 
-/// The protected client: the stack, plus handles on its breakers and failover.
+/// The protected client: the stack, plus handles on its breaker, failover and queue.
 #[derive(Debug, Clone)]
 pub struct ProtectedClient {
     stack: PaymentsStack,
+    deferring: Redrive<PaymentsStack>,
+    queue: Arc<SqliteQueue>,
+    schedule: Schedule,
+    settings: ClientSettings,
     failover: FailoverHandle<EndpointClient>,
     breakers: Vec<Breaker>,
 }
 
-fn endpoint_breaker(name: &str, seed: u64) -> Result<Breaker, BoxError> {
-    Ok(Breaker::builder()
-        .name(format!("{NAME}-{name}"))
-        .window(Window::count(20))
-        .failure_rate_threshold(0.5)
-        .minimum_calls(10)
-        .consecutive_failures(3)
-        .open_duration(Duration::from_millis(500), Duration::from_secs(4))
-        .seed(seed)
-        .build()?)
+/// What re-driving the queue achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Entries delivered by the worker.
+    pub delivered: u64,
+    /// Entries the worker gave up on (dead letters).
+    pub dead_lettered: u64,
+    /// Entries still pending when the drain stopped.
+    pub pending: u64,
+    /// Delivery attempts the worker made.
+    pub attempts: u64,
 }
 
 impl ProtectedClient {
-    /// A stack sending to `primary` (e.g. `http://127.0.0.1:8080`) and failing over to `standby`.
+    /// A stack sending to `primary` (e.g. `http://127.0.0.1:8080`) and failing over to `standby`,
+    /// with an in-memory SQLite queue behind its redrive layer.
     ///
     /// Requests are written with a path only (`/payments`); failover completes the URI.
     ///
@@ -97,8 +118,11 @@ impl ProtectedClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         let http = ReqwestService::new(client);
-        let primary_breaker = endpoint_breaker("primary", settings.seed)?;
-        let standby_breaker = endpoint_breaker("standby", settings.seed.wrapping_add(1))?;
+        // One breaker for the whole upstream, outside failover. Per endpoint there is no
+        // breaker: failover's passive ejection is one (it routes around an endpoint instead
+        // of rejecting the request). This breaker opens when every endpoint fails — then it
+        // sheds the load an outage would otherwise attract. A time window holds enough calls
+        // at any rate for its confidence-judged rate rule to tell noise from an outage.
         let upstream = Breaker::builder()
             .name(format!("{NAME}-upstream"))
             .window(Window::time(Duration::from_secs(5)))
@@ -109,22 +133,13 @@ impl ProtectedClient {
             .build()?;
         let failover = Failover::builder()
             .name(NAME)
-            .tier([Endpoint::new(
-                "primary",
-                primary,
-                primary_breaker.layer().layer(http.clone()),
-            )])
-            .tier([Endpoint::new(
-                "standby",
-                standby,
-                standby_breaker.layer().layer(http.clone()),
-            )])
+            .tier([Endpoint::new("primary", primary, http.clone())])
+            .tier([Endpoint::new("standby", standby, http.clone())])
             .probe(HttpProbe::<_, Full<Bytes>>::shallow(http, "/healthz"))
             .probe_interval(settings.probe_interval)
             .unhealthy_interval(settings.probe_interval)
             .probe_timeout(Duration::from_millis(500))
             .thresholds(2, 2)
-            .eject_after(5)
             .ejection_time(Duration::from_millis(250), Duration::from_secs(2))
             .seed(settings.seed.wrapping_add(3))
             .build()?;
@@ -140,7 +155,6 @@ impl ProtectedClient {
             .deadline(settings.deadline)
             .attempt_timeout(settings.attempt_timeout)
             .max_retry_after(Duration::from_secs(2))
-            .budget_ratio(0.5)
             .idempotency_key(true)
             .seed(settings.seed)
             .build()?;
@@ -148,10 +162,24 @@ impl ProtectedClient {
             .layer(retry)
             .layer(BreakerLayer::new(upstream.clone()))
             .service(failover);
+        let queue = Arc::new(SqliteQueue::open_in_memory()?);
+        let schedule = Schedule::builder()
+            .tier(settings.redrive_every, settings.redrive_for)
+            .build()?;
+        let deferring = RedriveLayer::builder(Arc::clone(&queue) as Arc<dyn RedriveQueue>)
+            .name(NAME)
+            .schedule(schedule.clone())
+            .seed(settings.seed.wrapping_add(4))
+            .build()?
+            .layer(stack.clone());
         Ok(Self {
             stack,
+            deferring,
+            queue,
+            schedule,
+            settings: settings.clone(),
             failover: handle,
-            breakers: vec![upstream, primary_breaker, standby_breaker],
+            breakers: vec![upstream],
         })
     }
 
@@ -167,21 +195,22 @@ impl ProtectedClient {
         &self.failover
     }
 
-    /// The breakers: upstream, primary, standby.
+    /// The breakers (one, for the whole upstream).
     #[must_use]
     pub fn breakers(&self) -> &[Breaker] {
         &self.breakers
     }
 
-    /// Sends one payment through the stack.
+    /// Sends one payment through the whole stack: the live path, and the queue for what it
+    /// could not deliver.
     pub async fn send(&self, payment: &Payment) -> Sent {
         let body = serde_json::to_vec(payment).expect("a payment serializes");
         let req = Request::post("/payments")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
-        match self.stack.clone().oneshot(req).await {
-            Ok(res) => {
+        match self.deferring.clone().oneshot(req).await {
+            Ok(Outcome::Answered(res)) => {
                 let info = RetryInfo::of(&res);
                 let status = res.status();
                 // Read the body so the connection goes back to the pool.
@@ -200,7 +229,47 @@ impl ProtectedClient {
                     }
                 }
             }
+            Ok(Outcome::Deferred(_)) => Sent::deferred(),
             Err(err) => Sent::failed(error_label(err.as_ref()), None),
+        }
+    }
+
+    /// The queue behind the redrive layer.
+    #[must_use]
+    pub fn queue(&self) -> &Arc<SqliteQueue> {
+        &self.queue
+    }
+
+    /// Re-drives the queued payments through the live path until the queue is empty (every
+    /// entry delivered or dead-lettered) or `limit` has passed.
+    ///
+    /// # Errors
+    /// A worker that cannot be built, or a queue that cannot be read.
+    pub async fn drain(&self, limit: Duration) -> Result<DrainReport, BoxError> {
+        let mut worker = Redriver::builder(
+            Arc::clone(&self.queue) as Arc<dyn RedriveQueue>,
+            self.stack.clone(),
+        )
+        .name(NAME)
+        .schedule(self.schedule.clone())
+        .seed(self.settings.seed.wrapping_add(5))
+        .poll_interval(self.settings.redrive_every)
+        .build()?;
+        let mut report = DrainReport::default();
+        let until = Instant::now() + limit;
+        loop {
+            let stats = self.queue.stats().await?;
+            report.pending = stats.pending;
+            if stats.pending == 0 || Instant::now() >= until {
+                return Ok(report);
+            }
+            let round = worker.run_once().await?;
+            report.attempts += round.claimed as u64;
+            report.delivered += round.delivered as u64;
+            report.dead_lettered += round.dead_lettered as u64;
+            if round.claimed == 0 {
+                tokio::time::sleep(self.settings.redrive_every / 5).await;
+            }
         }
     }
 }
