@@ -168,11 +168,27 @@ impl<B, C> Attempts<B, C> {
         })
     }
 
+    /// Tells the budget a retry was answered (a success or a permanent failure), which earns
+    /// further retries; a first attempt's answer earns nothing.
+    fn answered(&self) {
+        if self.attempt > 1 {
+            if let Some(budget) = &self.config.budget {
+                budget.record_answered();
+            }
+        }
+    }
+
     fn decide(&mut self, class: &Class) -> Decision {
         let config = &*self.config;
         match class {
-            Class::Success => return Decision::Return(RetryOutcome::Success),
-            Class::Permanent => return Decision::Return(RetryOutcome::Permanent),
+            Class::Success => {
+                self.answered();
+                return Decision::Return(RetryOutcome::Success);
+            }
+            Class::Permanent => {
+                self.answered();
+                return Decision::Return(RetryOutcome::Permanent);
+            }
             Class::Transient { .. } => {}
         }
         if class.possibly_processed() && !self.may_retry_processed() {
@@ -256,6 +272,7 @@ impl<B, C> Attempts<B, C> {
     fn finish_success<ResB>(&self, res: &mut Response<ResB>) {
         self.config.metrics.outcome(RetryOutcome::Success);
         if self.attempt > 1 {
+            self.answered();
             self.insert_info(res, RetryOutcome::Success);
         } else {
             // An inner retry layer's info would otherwise speak for this one (no map, no

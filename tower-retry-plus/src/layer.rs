@@ -148,24 +148,38 @@ impl<S, C> Layer<S> for RetryLayer<C> {
 struct BudgetSettings {
     ratio: Option<f64>,
     floor_per_sec: Option<u32>,
+    answered_credit: Option<f64>,
     shared: Option<RetryBudget>,
     off: bool,
 }
 
 impl BudgetSettings {
     fn resolve(self) -> Result<Option<RetryBudget>, ConfigError> {
-        let tuned = self.ratio.is_some() || self.floor_per_sec.is_some();
+        let tuned =
+            self.ratio.is_some() || self.floor_per_sec.is_some() || self.answered_credit.is_some();
         match (self.shared, self.off) {
-            (None, false) => Ok(Some(RetryBudget::new(
-                self.ratio.unwrap_or(0.2),
-                self.floor_per_sec.unwrap_or(10),
-            )?)),
+            (None, false) => {
+                let mut own = RetryBudget::builder();
+                if let Some(ratio) = self.ratio {
+                    own = own.ratio(ratio);
+                }
+                if let Some(floor) = self.floor_per_sec {
+                    own = own.floor_per_sec(floor);
+                }
+                if let Some(credit) = self.answered_credit {
+                    own = own.answered_credit(credit);
+                }
+                Ok(Some(own.build()?))
+            }
             (Some(shared), false) if !tuned => Ok(Some(shared)),
             (None, true) if !tuned => Ok(None),
             (shared, off) => {
                 let mut set = Vec::new();
                 if tuned {
-                    set.push("`budget_ratio`/`budget_floor_per_sec` (the layer's own budget)");
+                    set.push(
+                        "`budget_ratio`/`budget_floor_per_sec`/`budget_answered_credit` \
+                         (the layer's own budget)",
+                    );
                 }
                 if shared.is_some() {
                     set.push("`budget(..)` (a shared one)");
@@ -318,18 +332,31 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`). Tunes the
-    /// layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()` error.
+    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`; see
+    /// [`RetryBudgetBuilder::ratio`](crate::RetryBudgetBuilder::ratio)). Tunes the layer's own
+    /// budget: combined with `budget(..)` or `no_budget()` it is a `build()` error.
     pub fn budget_ratio(mut self, ratio: f64) -> Self {
         self.budget.ratio = Some(ratio);
         self
     }
 
-    /// The budget's floor: retries per second admitted whatever the ratio (default 10). Tunes
+    /// The budget's floor: retries per second admitted whatever the ratio, as a token bucket of
+    /// one second's worth (default 10; see
+    /// [`RetryBudgetBuilder::floor_per_sec`](crate::RetryBudgetBuilder::floor_per_sec)). Tunes
     /// the layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()`
     /// error.
     pub fn budget_floor_per_sec(mut self, floor_per_sec: u32) -> Self {
         self.budget.floor_per_sec = Some(floor_per_sec);
+        self
+    }
+
+    /// The retries each answered retry earns in the budget (default 2: retries flow while at
+    /// least half of them are answered; see
+    /// [`RetryBudgetBuilder::answered_credit`](crate::RetryBudgetBuilder::answered_credit)).
+    /// Tunes the layer's own budget: combined with `budget(..)` or `no_budget()` it is a
+    /// `build()` error.
+    pub fn budget_answered_credit(mut self, credit: f64) -> Self {
+        self.budget.answered_credit = Some(credit);
         self
     }
 
@@ -445,11 +472,14 @@ mod tests {
         assert!(err(b().attempt_timeout(Duration::ZERO)).contains("attempt_timeout"));
         assert!(err(b().budget_ratio(1.5)).contains("ratio"));
         assert!(err(b().budget_ratio(f64::NAN)).contains("ratio"));
+        assert!(err(b().budget_answered_credit(-1.0)).contains("answered_credit"));
         // Budget settings that contradict each other: neither silently wins.
         let shared = RetryBudget::default;
         for conflicting in [
             b().budget(shared()).budget_ratio(0.5),
             b().budget(shared()).budget_floor_per_sec(5),
+            b().budget(shared()).budget_answered_credit(1.0),
+            b().no_budget().budget_answered_credit(1.0),
             b().no_budget().budget_ratio(0.5),
             b().budget_ratio(0.5).budget(shared()),
             b().budget_floor_per_sec(5).no_budget(),

@@ -16,9 +16,12 @@
 //! * **Retry-After** (429, 503, a breaker's rejection): the next delay is at least the server's,
 //!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
 //!   last outcome is returned at once.
-//! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer: retries are at most
-//!   20% of requests plus 10 per second over a sliding 10 s window (requests are counted in
-//!   batches of 16, so a request may stay in the window a little late; see [`RetryBudget`]).
+//! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer, which tells an
+//!   outage from a partial failure: over a sliding 10 s window, retries are at most 20% of
+//!   requests plus 2 for every retry that was answered (a success or a permanent failure), plus
+//!   a floor of 10 per second held as one second's worth of tokens. In a partial failure retries
+//!   flow while at least half of them are answered; in a total outage none is, and a burst of
+//!   requests gets its 20% and about one second of floor.
 //! * **Body replay** ([`ReplayBody`]) for any `http_body::Body`: up to 64 KiB is kept and
 //!   replayed byte-identical; `Bytes` frames cost a reference count. A larger body is sent once,
 //!   whole and in order, and not retried.
@@ -74,7 +77,7 @@ mod service;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ReplayBody;
-pub use budget::{BudgetSnapshot, RetryBudget};
+pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
 pub use layer::{DEFAULT_BODY_LIMIT, RetryLayer, RetryLayerBuilder};
 pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
 pub use service::Retry;
