@@ -53,8 +53,8 @@ fn after(d: Duration) -> Instant {
 
 /// A sleep created on first use and reset after that.
 ///
-/// Boxed on purpose: a `Sleep` is 112 bytes and the happy path (no deadline, no attempt timeout,
-/// no retry) never needs one; inline, two of them would be copied with every move of the
+/// Boxed on purpose: a `Sleep` is 112 bytes and the happy path (a first attempt answered in its
+/// first poll, no attempt timeout) never needs one; inline, two of them would be copied with every move of the
 /// response future. A request that does sleep pays one allocation per timer, once.
 #[derive(Default)]
 struct Timer(Option<Pin<Box<Sleep>>>);
@@ -128,6 +128,7 @@ pub(crate) struct Attempts<B, C> {
     total_delay: Duration,
     last_delay: Duration,
     rng: Option<SeededRng>,
+    /// When the deadline passes; `None` until its clock starts (see [`start_deadline`]).
     deadline_at: Option<Instant>,
     drained: usize,
     span: Span,
@@ -373,12 +374,6 @@ where
         max_attempts: u32,
         retry_maybe_processed: Option<bool>,
     ) -> Self {
-        let mut deadline = Timer::default();
-        let deadline_at = config.deadline.map(|d| {
-            let at = after(d);
-            deadline.arm(at);
-            at
-        });
         let mut timer = Timer::default();
         if let Some(timeout) = config.attempt_timeout {
             timer.arm(after(timeout));
@@ -391,7 +386,7 @@ where
         Self {
             state: State::Calling { future },
             timer,
-            deadline,
+            deadline: Timer::default(),
             service,
             attempts: Attempts {
                 config,
@@ -402,7 +397,7 @@ where
                 total_delay: Duration::ZERO,
                 last_delay: Duration::ZERO,
                 rng: None,
-                deadline_at,
+                deadline_at: None,
                 drained: 0,
                 span,
             },
@@ -460,6 +455,7 @@ where
                             (class, Err(err.into()))
                         }
                         Poll::Pending => {
+                            start_deadline(this.attempts, this.deadline);
                             if this.deadline.fired(cx) {
                                 this.state.set(State::Done);
                                 let err = Err(DeadlineExceeded::new().into());
@@ -480,6 +476,7 @@ where
                     if !this.attempts.span.is_disabled() {
                         this.attempts.span.record("class", class.as_str());
                     }
+                    start_deadline(this.attempts, this.deadline);
                     match this.attempts.decide(&class) {
                         Decision::Return(outcome) => {
                             this.state.set(State::Done);
@@ -544,6 +541,23 @@ where
                 }
                 StateProj::Done => panic!("retry ResponseFuture polled after completion"),
             }
+        }
+    }
+}
+
+/// Starts the deadline's clock, once, if the layer has a deadline: at the first poll that does
+/// not answer the request successfully (the first attempt is pending, or it failed).
+///
+/// Started here rather than when the request is made, so the happy path — a first attempt
+/// answered in its first poll — reads no clock and arms no timer for it; in between, the future
+/// has only been created, and the first poll starts the clock as soon as it would have been
+/// needed.
+fn start_deadline<B, C>(attempts: &mut Attempts<B, C>, timer: &mut Timer) {
+    if attempts.deadline_at.is_none() {
+        if let Some(deadline) = attempts.config.deadline {
+            let at = after(deadline);
+            timer.arm(at);
+            attempts.deadline_at = Some(at);
         }
     }
 }

@@ -17,6 +17,15 @@ use crate::{Backoff, Jitter, Retry, RetryBudget, error::ConfigError, observe::Me
 /// The default replay limit: request bodies up to 64 KiB are kept for replays.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// The default total deadline of a logical request: 30 s.
+///
+/// With no deadline, an upstream that accepts a connection and never answers holds the caller
+/// forever, so the defaults have one. 30 s is the total request timeout of .NET's standard
+/// resilience handler: far above any healthy answer and the default backoff's sleeps (at most
+/// 0.7 s over four attempts), short enough that a hung upstream frees its callers. Change it
+/// with [`RetryLayerBuilder::deadline`], turn it off with [`RetryLayerBuilder::no_deadline`].
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Everything a [`Retry`] service reads, shared by every clone of the layer and its services.
 pub(crate) struct Config<C> {
     pub(crate) classifier: C,
@@ -103,8 +112,10 @@ impl<C> fmt::Debug for RetryLayer<C> {
 }
 
 impl Default for RetryLayer {
-    /// 4 attempts, exponential backoff from 100 ms to 10 s with full jitter, Retry-After honoured
-    /// up to 60 s, a 20% + 10/s budget, 64 KiB replay limit, no deadline, no key stamping.
+    /// 4 attempts, exponential backoff from 100 ms to 10 s with full jitter, a 30 s total
+    /// deadline ([`DEFAULT_DEADLINE`]), Retry-After honoured up to 60 s (and within the
+    /// deadline), a local rejection's hint waited up to the backoff's maximum (10 s), a budget
+    /// of 20% of requests + 2 per answered retry + 10/s, 64 KiB replay limit, no key stamping.
     fn default() -> Self {
         RetryLayer::builder()
             .build()
@@ -246,7 +257,7 @@ impl RetryLayerBuilder {
             backoff: Backoff::default(),
             jitter: Jitter::default(),
             max_attempts: 4,
-            deadline: None,
+            deadline: Some(DEFAULT_DEADLINE),
             attempt_timeout: None,
             max_retry_after: Duration::from_secs(60),
             budget: BudgetSettings::default(),
@@ -301,13 +312,29 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// A total deadline per logical request, covering every attempt and every sleep.
+    /// The total deadline of a logical request, covering every attempt and every sleep
+    /// (default 30 s, [`DEFAULT_DEADLINE`]; see there why).
     ///
     /// The layer never sleeps past it: when the next wait would reach it, the last outcome is
     /// returned at once. An attempt still running at the deadline fails with
-    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded).
+    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded). It is counted from the first poll
+    /// of the response future (a request its first poll answers successfully never reads the
+    /// clock for it).
+    ///
+    /// The deadline ends when the response head is returned: reading the response body is the
+    /// caller's, and is not bounded by it.
+    ///
+    /// [`no_deadline`](Self::no_deadline) turns it off; `Duration::MAX` means the same.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.deadline = (deadline != Duration::MAX).then_some(deadline);
+        self
+    }
+
+    /// No total deadline: a request ends when its attempts run out, however long they take.
+    /// An upstream that never answers then holds the caller forever unless an
+    /// [`attempt_timeout`](Self::attempt_timeout) (or a timeout below the layer) ends attempts.
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
         self
     }
 
@@ -415,7 +442,9 @@ impl<C> RetryLayerBuilder<C> {
         if let (Some(timeout), Some(deadline)) = (self.attempt_timeout, self.deadline) {
             if timeout >= deadline {
                 return Err(crate::error::config_error(format!(
-                    "attempt_timeout ({timeout:?}) must be shorter than the deadline ({deadline:?})"
+                    "attempt_timeout ({timeout:?}) must be shorter than the deadline \
+                     ({deadline:?}; the default is {DEFAULT_DEADLINE:?}: set it with \
+                     `deadline(..)` or turn it off with `no_deadline()`)"
                 )));
             }
         }
@@ -502,6 +531,24 @@ mod tests {
     fn defaults_and_shared_budget() {
         let layer = RetryLayer::default();
         assert_eq!(layer.config.max_attempts, 4);
+        assert_eq!(layer.config.deadline, Some(DEFAULT_DEADLINE));
+        for off in [
+            RetryLayer::builder().no_deadline(),
+            RetryLayer::builder().deadline(Duration::MAX),
+            RetryLayer::builder().deadline(Duration::MAX).no_deadline(),
+        ] {
+            assert_eq!(off.build().unwrap().config.deadline, None);
+        }
+        // An attempt timeout longer than the default deadline says where the deadline came from.
+        let e = err(RetryLayer::builder().attempt_timeout(Duration::from_secs(40)));
+        assert!(e.contains("no_deadline()"), "{e}");
+        assert!(
+            RetryLayer::builder()
+                .no_deadline()
+                .attempt_timeout(Duration::from_secs(40))
+                .build()
+                .is_ok()
+        );
         assert_eq!(layer.config.max_retry_after, Duration::from_secs(60));
         assert_eq!(layer.config.body_limit, 64 * 1024);
         assert_eq!(layer.name(), "retry");

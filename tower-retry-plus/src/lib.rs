@@ -11,8 +11,10 @@
 //!   which makes them fully retryable against a server running tower-idempotency.
 //! * **Backoff** ([`Backoff`]: exponential, constant, decorrelated) with [`Jitter`] (full by
 //!   default), seedable for tests.
-//! * **Limits**: `max_attempts` (counting the first, default 4), an optional total deadline
-//!   covering attempts and sleeps, an optional per-attempt timeout.
+//! * **Limits**: `max_attempts` (counting the first, default 4), a total deadline covering
+//!   attempts and sleeps (default 30 s, so an upstream that never answers cannot hold a caller
+//!   forever; `no_deadline()` turns it off), an optional per-attempt timeout. The deadline ends
+//!   when the response head is returned.
 //! * **Retry-After** (429, 503, a breaker's rejection): the next delay is at least the server's,
 //!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
 //!   last outcome is returned at once.
@@ -78,7 +80,7 @@ mod service;
 pub use backoff::{Backoff, Jitter};
 pub use body::ReplayBody;
 pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
-pub use layer::{DEFAULT_BODY_LIMIT, RetryLayer, RetryLayerBuilder};
+pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE, RetryLayer, RetryLayerBuilder};
 pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
 pub use service::Retry;
 

@@ -18,7 +18,10 @@ use http_body_util::{Full, StreamBody};
 use test_support::fault::{Action, FaultServer, Reply, refused_addr};
 use tower::{Layer, Service, ServiceExt};
 use tower_fault::{IDEMPOTENCY_KEY, reqwest::ReqwestService};
-use tower_retry_plus::{Backoff, Jitter, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome};
+use tower_retry_plus::{
+    Backoff, DEFAULT_DEADLINE, Jitter, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome,
+    error::DeadlineExceeded,
+};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
@@ -288,6 +291,27 @@ async fn hanging_upstream_is_cut_by_the_attempt_timeout() {
     assert_eq!(res.status(), 200);
     assert_eq!(server.requests(), 2);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Issue 16: `RetryLayer::default()` had no deadline, so an upstream that accepts and never
+/// answers held the caller forever. The default deadline ends it (on the paused clock: the
+/// runtime jumps to the deadline once nothing else can happen).
+#[tokio::test(start_paused = true)]
+async fn the_default_layer_ends_a_hanging_upstream_at_its_deadline() {
+    let server = FaultServer::with_script([Action::Hang]).await;
+    let (client, calls) = client();
+    let svc = RetryLayer::default().layer(client);
+    let req = Request::get(server.url("/never"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(3600), svc.oneshot(req))
+        .await
+        .expect("the default layer waited on a hanging upstream for an hour");
+    let err = result.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(start.elapsed(), DEFAULT_DEADLINE);
+    assert_eq!((calls.load(Ordering::SeqCst), server.requests()), (1, 1));
 }
 
 #[tokio::test]

@@ -270,6 +270,25 @@ async fn deadline_is_never_exceeded() {
     }
 }
 
+/// The deadline's clock starts at the first poll of the response future (so a request answered
+/// in its first poll never reads the clock for it), not when the future is made.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_from_the_first_poll() {
+    use tower::ServiceExt;
+    let (upstream, _log) = scripted([Step::Hang]);
+    let mut svc = fast()
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let fut = svc.ready().await.unwrap().call(get("http://up/"));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let start = Instant::now();
+    let err = fut.await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn attempt_timeout_is_a_transient_failure() {
     let (upstream, log) = scripted([Step::Hang]);
