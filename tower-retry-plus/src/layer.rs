@@ -322,7 +322,8 @@ impl<C> RetryLayerBuilder<C> {
     /// clock for it).
     ///
     /// The deadline ends when the response head is returned: reading the response body is the
-    /// caller's, and is not bounded by it.
+    /// caller's, and is not bounded by it. Bound it with
+    /// [`BodyTimeoutLayer`](crate::BodyTimeoutLayer).
     ///
     /// [`no_deadline`](Self::no_deadline) turns it off; `Duration::MAX` means the same.
     pub fn deadline(mut self, deadline: Duration) -> Self {

@@ -14,7 +14,7 @@
 //! * **Limits**: `max_attempts` (counting the first, default 4), a total deadline covering
 //!   attempts and sleeps (default 30 s, so an upstream that never answers cannot hold a caller
 //!   forever; `no_deadline()` turns it off), an optional per-attempt timeout. The deadline ends
-//!   when the response head is returned.
+//!   when the response head is returned; [`BodyTimeoutLayer`] bounds reading the body.
 //! * **Retry-After** (429, 503, a breaker's rejection): the next delay is at least the server's,
 //!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
 //!   last outcome is returned at once.
@@ -68,6 +68,7 @@
 
 mod backoff;
 mod body;
+mod body_timeout;
 mod budget;
 pub mod error;
 pub mod future;
@@ -79,6 +80,7 @@ mod service;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ReplayBody;
+pub use body_timeout::{BodyTimeout, BodyTimeoutFuture, BodyTimeoutLayer, TimeoutBody};
 pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE, RetryLayer, RetryLayerBuilder};
 pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
