@@ -179,7 +179,11 @@ impl<B, C> Attempts<B, C> {
         }
     }
 
-    fn decide(&mut self, class: &Class) -> Decision {
+    fn decide<ResB>(
+        &mut self,
+        class: &Class,
+        result: Result<&Response<ResB>, &BoxError>,
+    ) -> Decision {
         let config = &*self.config;
         match class {
             Class::Success => {
@@ -207,6 +211,19 @@ impl<B, C> Attempts<B, C> {
             .backoff
             .delay(config.jitter, self.attempt, self.last_delay, rng);
         let delay = match class.retry_after() {
+            // A local layer's hint (a breaker's open time, failover's "no healthy endpoint"):
+            // see `RetryLayerBuilder::max_local_rejection_wait`.
+            Some(hint) if class.is_local_rejection() => {
+                if ServedBy::of(result).is_some() {
+                    // One endpoint's own layer refused: its hint is about that endpoint, and
+                    // the next attempt goes to another one.
+                    backoff
+                } else if hint > config.max_local_rejection_wait {
+                    return Decision::Return(RetryOutcome::Rejected);
+                } else {
+                    backoff.max(hint)
+                }
+            }
             Some(hint) if hint > config.max_retry_after => {
                 return Decision::Return(RetryOutcome::Deadline);
             }
@@ -477,7 +494,7 @@ where
                         this.attempts.span.record("class", class.as_str());
                     }
                     start_deadline(this.attempts, this.deadline);
-                    match this.attempts.decide(&class) {
+                    match this.attempts.decide(&class, result.as_ref()) {
                         Decision::Return(outcome) => {
                             this.state.set(State::Done);
                             return Poll::Ready(this.attempts.finish(result, outcome));

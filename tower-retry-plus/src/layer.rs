@@ -35,6 +35,7 @@ pub(crate) struct Config<C> {
     pub(crate) deadline: Option<Duration>,
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) max_retry_after: Duration,
+    pub(crate) max_local_rejection_wait: Duration,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) body_limit: usize,
     pub(crate) stamp_key: bool,
@@ -63,6 +64,7 @@ impl<C> fmt::Debug for Config<C> {
             .field("deadline", &self.deadline)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("max_retry_after", &self.max_retry_after)
+            .field("max_local_rejection_wait", &self.max_local_rejection_wait)
             .field("budget", &self.budget)
             .field("body_limit", &self.body_limit)
             .field("idempotency_key", &self.stamp_key)
@@ -218,6 +220,9 @@ pub struct RetryLayerBuilder<C = HttpClassifier> {
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
     max_retry_after: Duration,
+    /// `None`: the backoff's maximum delay, resolved in `build()` (whatever order the backoff
+    /// and this are set in).
+    max_local_rejection_wait: Option<Duration>,
     budget: BudgetSettings,
     body_limit: usize,
     stamp_key: bool,
@@ -235,6 +240,7 @@ impl<C> fmt::Debug for RetryLayerBuilder<C> {
             .field("deadline", &self.deadline)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("max_retry_after", &self.max_retry_after)
+            .field("max_local_rejection_wait", &self.max_local_rejection_wait)
             .field("budget", &self.budget)
             .field("body_limit", &self.body_limit)
             .field("idempotency_key", &self.stamp_key)
@@ -260,6 +266,7 @@ impl RetryLayerBuilder {
             deadline: Some(DEFAULT_DEADLINE),
             attempt_timeout: None,
             max_retry_after: Duration::from_secs(60),
+            max_local_rejection_wait: None,
             budget: BudgetSettings::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             stamp_key: false,
@@ -280,6 +287,7 @@ impl<C> RetryLayerBuilder<C> {
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             max_retry_after: self.max_retry_after,
+            max_local_rejection_wait: self.max_local_rejection_wait,
             budget: self.budget,
             body_limit: self.body_limit,
             stamp_key: self.stamp_key,
@@ -346,10 +354,34 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// The longest `Retry-After` honoured (default 60 s). A longer hint ends the retries at once,
-    /// returning the response that carried it.
+    /// The longest `Retry-After` of the *upstream* honoured (a 429 or 503 and its header;
+    /// default 60 s). A longer hint ends the retries at once, returning the response that
+    /// carried it. A local layer's hint is [`max_local_rejection_wait`]'s.
+    ///
+    /// [`max_local_rejection_wait`]: Self::max_local_rejection_wait
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
+        self
+    }
+
+    /// The longest hint of a *local* rejection waited out before retrying (default: the
+    /// backoff's maximum delay, 10 s with the default backoff).
+    ///
+    /// A local rejection is a layer of this client refusing the request unsent — a circuit
+    /// breaker that is open, failover with no healthy endpoint (`tower_fault::Rejected` in the
+    /// error chain) — and its hint is when that layer expects to let requests through again.
+    /// Waiting it out blocks the caller for the breaker's whole open period (most of a deadline)
+    /// on a bet that the upstream has recovered by then, so by default the layer waits no longer
+    /// than its own backoff would: a longer hint returns the rejection to the caller at once
+    /// ([`RetryOutcome::Rejected`](crate::RetryOutcome::Rejected)), who can decide (queue it,
+    /// answer 503, try later). `Duration::ZERO` never waits a hint; `Duration::MAX` waits any
+    /// the deadline leaves time for.
+    ///
+    /// A rejection by one endpoint's own layer — failover reports it with a
+    /// `tower_fault::EndpointError` around the error — is not waited at all: the next attempt
+    /// goes to an endpoint not tried yet, after the normal backoff.
+    pub fn max_local_rejection_wait(mut self, max: Duration) -> Self {
+        self.max_local_rejection_wait = Some(max);
         self
     }
 
@@ -462,6 +494,9 @@ impl<C> RetryLayerBuilder<C> {
                 deadline: self.deadline,
                 attempt_timeout: self.attempt_timeout,
                 max_retry_after: self.max_retry_after,
+                max_local_rejection_wait: self
+                    .max_local_rejection_wait
+                    .unwrap_or_else(|| self.backoff.max()),
                 budget,
                 body_limit: self.body_limit,
                 stamp_key: self.stamp_key,
@@ -551,6 +586,26 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(layer.config.max_retry_after, Duration::from_secs(60));
+        assert_eq!(
+            layer.config.max_local_rejection_wait,
+            Backoff::default().max()
+        );
+        // The backoff's maximum whatever the order of the settings, unless set.
+        let constant = Backoff::constant(Duration::from_millis(30));
+        let layer = RetryLayer::builder().backoff(constant).build().unwrap();
+        assert_eq!(
+            layer.config.max_local_rejection_wait,
+            Duration::from_millis(30)
+        );
+        let layer = RetryLayer::builder()
+            .max_local_rejection_wait(Duration::from_secs(2))
+            .backoff(constant)
+            .build()
+            .unwrap();
+        assert_eq!(
+            layer.config.max_local_rejection_wait,
+            Duration::from_secs(2)
+        );
         assert_eq!(layer.config.body_limit, 64 * 1024);
         assert_eq!(layer.name(), "retry");
         let budget = RetryBudget::default();
