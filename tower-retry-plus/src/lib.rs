@@ -15,9 +15,14 @@
 //!   attempts and sleeps (default 30 s, so an upstream that never answers cannot hold a caller
 //!   forever; `no_deadline()` turns it off), an optional per-attempt timeout. The deadline ends
 //!   when the response head is returned; [`BodyTimeoutLayer`] bounds reading the body.
-//! * **Retry-After** (429, 503, a breaker's rejection): the next delay is at least the server's,
-//!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
-//!   last outcome is returned at once.
+//! * **Retry-After** of the upstream (429, 503): the next delay is at least the server's, up to
+//!   `max_retry_after` (default 60 s). A wait that would pass the deadline or the cap is not
+//!   slept: the last outcome is returned at once.
+//! * **Local rejections** (a breaker open, failover with no healthy endpoint: a layer of this
+//!   client refusing the request unsent) do not block the caller: their hint is waited only up
+//!   to `max_local_rejection_wait` (default: the backoff's maximum delay), and a longer one
+//!   returns the rejection at once ([`RetryOutcome::Rejected`]). One endpoint's own rejection
+//!   under failover is not waited: the next attempt goes to another endpoint.
 //! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer, which tells an
 //!   outage from a partial failure: over a sliding 10 s window, retries are at most 20% of
 //!   requests plus 2 for every retry that was answered (a success or a permanent failure), plus
