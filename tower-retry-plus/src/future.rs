@@ -54,8 +54,9 @@ fn after(d: Duration) -> Instant {
 /// A sleep created on first use and reset after that.
 ///
 /// Boxed on purpose: a `Sleep` is 112 bytes and the happy path (a first attempt answered in its
-/// first poll, no attempt timeout) never needs one; inline, two of them would be copied with every move of the
-/// response future. A request that does sleep pays one allocation per timer, once.
+/// first poll, no attempt timeout) never needs one; inline, two of them would be copied with
+/// every move of the response future. A request that does sleep pays one allocation per timer,
+/// once.
 #[derive(Default)]
 struct Timer(Option<Pin<Box<Sleep>>>);
 
