@@ -111,6 +111,9 @@ pub enum Action {
     CloseAfterRequest,
     /// Answer with the full head and only half of the body, then close.
     Truncated(Reply),
+    /// Answer with the full head and only half of the body, then send nothing more and keep
+    /// the connection open (until the server is dropped): a body that stalls.
+    StalledBody(Reply),
     /// Read the request and never answer (until the server is dropped or the listener closed).
     Hang,
 }
@@ -322,12 +325,12 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
             Action::ResetAfterRequest | Action::ResetBeforeRequest => return reset(stream),
             Action::CloseAfterRequest => return stream.shutdown().await,
             Action::Truncated(reply) => {
-                stream.write_all(&reply.head(reply.body.len())).await?;
-                stream
-                    .write_all(&reply.body[..reply.body.len() / 2])
-                    .await?;
-                stream.flush().await?;
+                write_half(&mut stream, &reply).await?;
                 return stream.shutdown().await;
+            }
+            Action::StalledBody(reply) => {
+                write_half(&mut stream, &reply).await?;
+                std::future::pending::<()>().await;
             }
             Action::Hang => std::future::pending::<()>().await,
         }
@@ -341,6 +344,15 @@ async fn write_reply(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
     let mut out = reply.head(reply.body.len());
     out.extend_from_slice(&reply.body);
     stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// Writes `reply`'s full head (its whole length announced) and the first half of its body.
+async fn write_half(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
+    stream.write_all(&reply.head(reply.body.len())).await?;
+    stream
+        .write_all(&reply.body[..reply.body.len() / 2])
+        .await?;
     stream.flush().await
 }
 
@@ -561,6 +573,20 @@ mod tests {
                 .await;
         let res = client().request(post(&server.url("/"), "x")).await.unwrap();
         assert!(res.into_body().collect().await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_sends_half_and_then_nothing() {
+        let server =
+            FaultServer::with_script([Action::StalledBody(Reply::status(200).body("0123456789"))])
+                .await;
+        let res = client().request(post(&server.url("/"), "x")).await.unwrap();
+        assert_eq!(res.headers()["content-length"], "10");
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "01234");
+        let more = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(more.is_err(), "the body went on: {more:?}");
     }
 
     #[tokio::test]

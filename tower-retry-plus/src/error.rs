@@ -87,3 +87,24 @@ impl fmt::Display for BodyNotReplayable {
 }
 
 impl Error for BodyNotReplayable {}
+
+/// A response body took longer than [`BodyTimeoutLayer`](crate::BodyTimeoutLayer)'s timeout,
+/// counted from its response head; the body ends after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyTimedOut(());
+
+impl BodyTimedOut {
+    /// A new `BodyTimedOut`.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("response body timed out")
+    }
+}
+
+impl Error for BodyTimedOut {}

@@ -17,6 +17,15 @@ use crate::{Backoff, Jitter, Retry, RetryBudget, error::ConfigError, observe::Me
 /// The default replay limit: request bodies up to 64 KiB are kept for replays.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// The default total deadline of a logical request: 30 s.
+///
+/// With no deadline, an upstream that accepts a connection and never answers holds the caller
+/// forever, so the defaults have one. 30 s is the total request timeout of .NET's standard
+/// resilience handler: far above any healthy answer and the default backoff's sleeps (at most
+/// 0.7 s over four attempts), short enough that a hung upstream frees its callers. Change it
+/// with [`RetryLayerBuilder::deadline`], turn it off with [`RetryLayerBuilder::no_deadline`].
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Everything a [`Retry`] service reads, shared by every clone of the layer and its services.
 pub(crate) struct Config<C> {
     pub(crate) classifier: C,
@@ -26,6 +35,7 @@ pub(crate) struct Config<C> {
     pub(crate) deadline: Option<Duration>,
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) max_retry_after: Duration,
+    pub(crate) max_local_rejection_wait: Duration,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) body_limit: usize,
     pub(crate) stamp_key: bool,
@@ -54,6 +64,7 @@ impl<C> fmt::Debug for Config<C> {
             .field("deadline", &self.deadline)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("max_retry_after", &self.max_retry_after)
+            .field("max_local_rejection_wait", &self.max_local_rejection_wait)
             .field("budget", &self.budget)
             .field("body_limit", &self.body_limit)
             .field("idempotency_key", &self.stamp_key)
@@ -103,8 +114,10 @@ impl<C> fmt::Debug for RetryLayer<C> {
 }
 
 impl Default for RetryLayer {
-    /// 4 attempts, exponential backoff from 100 ms to 10 s with full jitter, Retry-After honoured
-    /// up to 60 s, a 20% + 10/s budget, 64 KiB replay limit, no deadline, no key stamping.
+    /// 4 attempts, exponential backoff from 100 ms to 10 s with full jitter, a 30 s total
+    /// deadline ([`DEFAULT_DEADLINE`]), Retry-After honoured up to 60 s (and within the
+    /// deadline), a local rejection's hint waited up to the backoff's maximum (10 s), a budget
+    /// of 20% of requests + 2 per answered retry + 10/s, 64 KiB replay limit, no key stamping.
     fn default() -> Self {
         RetryLayer::builder()
             .build()
@@ -148,24 +161,38 @@ impl<S, C> Layer<S> for RetryLayer<C> {
 struct BudgetSettings {
     ratio: Option<f64>,
     floor_per_sec: Option<u32>,
+    answered_credit: Option<f64>,
     shared: Option<RetryBudget>,
     off: bool,
 }
 
 impl BudgetSettings {
     fn resolve(self) -> Result<Option<RetryBudget>, ConfigError> {
-        let tuned = self.ratio.is_some() || self.floor_per_sec.is_some();
+        let tuned =
+            self.ratio.is_some() || self.floor_per_sec.is_some() || self.answered_credit.is_some();
         match (self.shared, self.off) {
-            (None, false) => Ok(Some(RetryBudget::new(
-                self.ratio.unwrap_or(0.2),
-                self.floor_per_sec.unwrap_or(10),
-            )?)),
+            (None, false) => {
+                let mut own = RetryBudget::builder();
+                if let Some(ratio) = self.ratio {
+                    own = own.ratio(ratio);
+                }
+                if let Some(floor) = self.floor_per_sec {
+                    own = own.floor_per_sec(floor);
+                }
+                if let Some(credit) = self.answered_credit {
+                    own = own.answered_credit(credit);
+                }
+                Ok(Some(own.build()?))
+            }
             (Some(shared), false) if !tuned => Ok(Some(shared)),
             (None, true) if !tuned => Ok(None),
             (shared, off) => {
                 let mut set = Vec::new();
                 if tuned {
-                    set.push("`budget_ratio`/`budget_floor_per_sec` (the layer's own budget)");
+                    set.push(
+                        "`budget_ratio`/`budget_floor_per_sec`/`budget_answered_credit` \
+                         (the layer's own budget)",
+                    );
                 }
                 if shared.is_some() {
                     set.push("`budget(..)` (a shared one)");
@@ -193,6 +220,9 @@ pub struct RetryLayerBuilder<C = HttpClassifier> {
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
     max_retry_after: Duration,
+    /// `None`: the backoff's maximum delay, resolved in `build()` (whatever order the backoff
+    /// and this are set in).
+    max_local_rejection_wait: Option<Duration>,
     budget: BudgetSettings,
     body_limit: usize,
     stamp_key: bool,
@@ -210,6 +240,7 @@ impl<C> fmt::Debug for RetryLayerBuilder<C> {
             .field("deadline", &self.deadline)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("max_retry_after", &self.max_retry_after)
+            .field("max_local_rejection_wait", &self.max_local_rejection_wait)
             .field("budget", &self.budget)
             .field("body_limit", &self.body_limit)
             .field("idempotency_key", &self.stamp_key)
@@ -232,9 +263,10 @@ impl RetryLayerBuilder {
             backoff: Backoff::default(),
             jitter: Jitter::default(),
             max_attempts: 4,
-            deadline: None,
+            deadline: Some(DEFAULT_DEADLINE),
             attempt_timeout: None,
             max_retry_after: Duration::from_secs(60),
+            max_local_rejection_wait: None,
             budget: BudgetSettings::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             stamp_key: false,
@@ -255,6 +287,7 @@ impl<C> RetryLayerBuilder<C> {
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             max_retry_after: self.max_retry_after,
+            max_local_rejection_wait: self.max_local_rejection_wait,
             budget: self.budget,
             body_limit: self.body_limit,
             stamp_key: self.stamp_key,
@@ -287,13 +320,30 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// A total deadline per logical request, covering every attempt and every sleep.
+    /// The total deadline of a logical request, covering every attempt and every sleep
+    /// (default 30 s, [`DEFAULT_DEADLINE`]; see there why).
     ///
     /// The layer never sleeps past it: when the next wait would reach it, the last outcome is
     /// returned at once. An attempt still running at the deadline fails with
-    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded).
+    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded). It is counted from the first poll
+    /// of the response future (a request its first poll answers successfully never reads the
+    /// clock for it).
+    ///
+    /// The deadline ends when the response head is returned: reading the response body is the
+    /// caller's, and is not bounded by it. Bound it with
+    /// [`BodyTimeoutLayer`](crate::BodyTimeoutLayer).
+    ///
+    /// [`no_deadline`](Self::no_deadline) turns it off; `Duration::MAX` means the same.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.deadline = (deadline != Duration::MAX).then_some(deadline);
+        self
+    }
+
+    /// No total deadline: a request ends when its attempts run out, however long they take.
+    /// An upstream that never answers then holds the caller forever unless an
+    /// [`attempt_timeout`](Self::attempt_timeout) (or a timeout below the layer) ends attempts.
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
         self
     }
 
@@ -304,10 +354,34 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// The longest `Retry-After` honoured (default 60 s). A longer hint ends the retries at once,
-    /// returning the response that carried it.
+    /// The longest `Retry-After` of the *upstream* honoured (a 429 or 503 and its header;
+    /// default 60 s). A longer hint ends the retries at once, returning the response that
+    /// carried it. A local layer's hint is [`max_local_rejection_wait`]'s.
+    ///
+    /// [`max_local_rejection_wait`]: Self::max_local_rejection_wait
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
+        self
+    }
+
+    /// The longest hint of a *local* rejection waited out before retrying (default: the
+    /// backoff's maximum delay, 10 s with the default backoff).
+    ///
+    /// A local rejection is a layer of this client refusing the request unsent — a circuit
+    /// breaker that is open, failover with no healthy endpoint (`tower_fault::Rejected` in the
+    /// error chain) — and its hint is when that layer expects to let requests through again.
+    /// Waiting it out blocks the caller for the breaker's whole open period (most of a deadline)
+    /// on a bet that the upstream has recovered by then, so by default the layer waits no longer
+    /// than its own backoff would: a longer hint returns the rejection to the caller at once
+    /// ([`RetryOutcome::Rejected`](crate::RetryOutcome::Rejected)), who can decide (queue it,
+    /// answer 503, try later). `Duration::ZERO` never waits a hint; `Duration::MAX` waits any
+    /// the deadline leaves time for.
+    ///
+    /// A rejection by one endpoint's own layer — failover reports it with a
+    /// `tower_fault::EndpointError` around the error — is not waited at all: the next attempt
+    /// goes to an endpoint not tried yet, after the normal backoff.
+    pub fn max_local_rejection_wait(mut self, max: Duration) -> Self {
+        self.max_local_rejection_wait = Some(max);
         self
     }
 
@@ -318,18 +392,31 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`). Tunes the
-    /// layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()` error.
+    /// The budget's ratio of retries to requests (default 0.2; within `0.0..=1.0`; see
+    /// [`RetryBudgetBuilder::ratio`](crate::RetryBudgetBuilder::ratio)). Tunes the layer's own
+    /// budget: combined with `budget(..)` or `no_budget()` it is a `build()` error.
     pub fn budget_ratio(mut self, ratio: f64) -> Self {
         self.budget.ratio = Some(ratio);
         self
     }
 
-    /// The budget's floor: retries per second admitted whatever the ratio (default 10). Tunes
+    /// The budget's floor: retries per second admitted whatever the ratio, as a token bucket of
+    /// one second's worth (default 10; see
+    /// [`RetryBudgetBuilder::floor_per_sec`](crate::RetryBudgetBuilder::floor_per_sec)). Tunes
     /// the layer's own budget: combined with `budget(..)` or `no_budget()` it is a `build()`
     /// error.
     pub fn budget_floor_per_sec(mut self, floor_per_sec: u32) -> Self {
         self.budget.floor_per_sec = Some(floor_per_sec);
+        self
+    }
+
+    /// The retries each answered retry earns in the budget (default 2: retries flow while at
+    /// least half of them are answered; see
+    /// [`RetryBudgetBuilder::answered_credit`](crate::RetryBudgetBuilder::answered_credit)).
+    /// Tunes the layer's own budget: combined with `budget(..)` or `no_budget()` it is a
+    /// `build()` error.
+    pub fn budget_answered_credit(mut self, credit: f64) -> Self {
+        self.budget.answered_credit = Some(credit);
         self
     }
 
@@ -388,7 +475,9 @@ impl<C> RetryLayerBuilder<C> {
         if let (Some(timeout), Some(deadline)) = (self.attempt_timeout, self.deadline) {
             if timeout >= deadline {
                 return Err(crate::error::config_error(format!(
-                    "attempt_timeout ({timeout:?}) must be shorter than the deadline ({deadline:?})"
+                    "attempt_timeout ({timeout:?}) must be shorter than the deadline \
+                     ({deadline:?}; the default is {DEFAULT_DEADLINE:?}: set it with \
+                     `deadline(..)` or turn it off with `no_deadline()`)"
                 )));
             }
         }
@@ -405,6 +494,9 @@ impl<C> RetryLayerBuilder<C> {
                 deadline: self.deadline,
                 attempt_timeout: self.attempt_timeout,
                 max_retry_after: self.max_retry_after,
+                max_local_rejection_wait: self
+                    .max_local_rejection_wait
+                    .unwrap_or_else(|| self.backoff.max()),
                 budget,
                 body_limit: self.body_limit,
                 stamp_key: self.stamp_key,
@@ -445,11 +537,14 @@ mod tests {
         assert!(err(b().attempt_timeout(Duration::ZERO)).contains("attempt_timeout"));
         assert!(err(b().budget_ratio(1.5)).contains("ratio"));
         assert!(err(b().budget_ratio(f64::NAN)).contains("ratio"));
+        assert!(err(b().budget_answered_credit(-1.0)).contains("answered_credit"));
         // Budget settings that contradict each other: neither silently wins.
         let shared = RetryBudget::default;
         for conflicting in [
             b().budget(shared()).budget_ratio(0.5),
             b().budget(shared()).budget_floor_per_sec(5),
+            b().budget(shared()).budget_answered_credit(1.0),
+            b().no_budget().budget_answered_credit(1.0),
             b().no_budget().budget_ratio(0.5),
             b().budget_ratio(0.5).budget(shared()),
             b().budget_floor_per_sec(5).no_budget(),
@@ -472,7 +567,45 @@ mod tests {
     fn defaults_and_shared_budget() {
         let layer = RetryLayer::default();
         assert_eq!(layer.config.max_attempts, 4);
+        assert_eq!(layer.config.deadline, Some(DEFAULT_DEADLINE));
+        for off in [
+            RetryLayer::builder().no_deadline(),
+            RetryLayer::builder().deadline(Duration::MAX),
+            RetryLayer::builder().deadline(Duration::MAX).no_deadline(),
+        ] {
+            assert_eq!(off.build().unwrap().config.deadline, None);
+        }
+        // An attempt timeout longer than the default deadline says where the deadline came from.
+        let e = err(RetryLayer::builder().attempt_timeout(Duration::from_secs(40)));
+        assert!(e.contains("no_deadline()"), "{e}");
+        assert!(
+            RetryLayer::builder()
+                .no_deadline()
+                .attempt_timeout(Duration::from_secs(40))
+                .build()
+                .is_ok()
+        );
         assert_eq!(layer.config.max_retry_after, Duration::from_secs(60));
+        assert_eq!(
+            layer.config.max_local_rejection_wait,
+            Backoff::default().max()
+        );
+        // The backoff's maximum whatever the order of the settings, unless set.
+        let constant = Backoff::constant(Duration::from_millis(30));
+        let layer = RetryLayer::builder().backoff(constant).build().unwrap();
+        assert_eq!(
+            layer.config.max_local_rejection_wait,
+            Duration::from_millis(30)
+        );
+        let layer = RetryLayer::builder()
+            .max_local_rejection_wait(Duration::from_secs(2))
+            .backoff(constant)
+            .build()
+            .unwrap();
+        assert_eq!(
+            layer.config.max_local_rejection_wait,
+            Duration::from_secs(2)
+        );
         assert_eq!(layer.config.body_limit, 64 * 1024);
         assert_eq!(layer.name(), "retry");
         let budget = RetryBudget::default();

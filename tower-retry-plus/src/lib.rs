@@ -11,14 +11,24 @@
 //!   which makes them fully retryable against a server running tower-idempotency.
 //! * **Backoff** ([`Backoff`]: exponential, constant, decorrelated) with [`Jitter`] (full by
 //!   default), seedable for tests.
-//! * **Limits**: `max_attempts` (counting the first, default 4), an optional total deadline
-//!   covering attempts and sleeps, an optional per-attempt timeout.
-//! * **Retry-After** (429, 503, a breaker's rejection): the next delay is at least the server's,
-//!   up to `max_retry_after`. A wait that would pass the deadline or the cap is not slept: the
-//!   last outcome is returned at once.
-//! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer: retries are at most
-//!   20% of requests plus 10 per second over a sliding 10 s window (requests are counted in
-//!   batches of 16, so a request may stay in the window a little late; see [`RetryBudget`]).
+//! * **Limits**: `max_attempts` (counting the first, default 4), a total deadline covering
+//!   attempts and sleeps (default 30 s, so an upstream that never answers cannot hold a caller
+//!   forever; `no_deadline()` turns it off), an optional per-attempt timeout. The deadline ends
+//!   when the response head is returned; [`BodyTimeoutLayer`] bounds reading the body.
+//! * **Retry-After** of the upstream (429, 503): the next delay is at least the server's, up to
+//!   `max_retry_after` (default 60 s). A wait that would pass the deadline or the cap is not
+//!   slept: the last outcome is returned at once.
+//! * **Local rejections** (a breaker open, failover with no healthy endpoint: a layer of this
+//!   client refusing the request unsent) do not block the caller: their hint is waited only up
+//!   to `max_local_rejection_wait` (default: the backoff's maximum delay), and a longer one
+//!   returns the rejection at once ([`RetryOutcome::Rejected`]). One endpoint's own rejection
+//!   under failover is not waited: the next attempt goes to another endpoint.
+//! * **A retry budget** ([`RetryBudget`]) shared by every clone of the layer, which tells an
+//!   outage from a partial failure: over a sliding 10 s window, retries are at most 20% of
+//!   requests plus 2 for every retry that was answered (a success or a permanent failure), plus
+//!   a floor of 10 per second held as one second's worth of tokens. In a partial failure retries
+//!   flow while at least half of them are answered; in a total outage none is, and a burst of
+//!   requests gets its 20% and about one second of floor.
 //! * **Body replay** ([`ReplayBody`]) for any `http_body::Body`: up to 64 KiB is kept and
 //!   replayed byte-identical; `Bytes` frames cost a reference count. A larger body is sent once,
 //!   whole and in order, and not retried.
@@ -63,6 +73,7 @@
 
 mod backoff;
 mod body;
+mod body_timeout;
 mod budget;
 pub mod error;
 pub mod future;
@@ -74,8 +85,9 @@ mod service;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ReplayBody;
-pub use budget::{BudgetSnapshot, RetryBudget};
-pub use layer::{DEFAULT_BODY_LIMIT, RetryLayer, RetryLayerBuilder};
+pub use body_timeout::{BodyTimeout, BodyTimeoutFuture, BodyTimeoutLayer, TimeoutBody};
+pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
+pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE, RetryLayer, RetryLayerBuilder};
 pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
 pub use service::Retry;
 

@@ -85,11 +85,16 @@ pub enum RetryOutcome {
     Deadline,
     /// The request body could not be replayed (larger than the replay limit, or it failed).
     NotReplayable,
+    /// A local layer (a circuit breaker, failover with no healthy endpoint) rejected the request
+    /// with a hint longer than
+    /// [`max_local_rejection_wait`](crate::RetryLayerBuilder::max_local_rejection_wait): the
+    /// rejection is returned at once rather than blocking the caller.
+    Rejected,
 }
 
 impl RetryOutcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [RetryOutcome; 7] = [
+    pub const ALL: [RetryOutcome; 8] = [
         RetryOutcome::Success,
         RetryOutcome::Permanent,
         RetryOutcome::Exhausted,
@@ -97,6 +102,7 @@ impl RetryOutcome {
         RetryOutcome::BudgetExhausted,
         RetryOutcome::Deadline,
         RetryOutcome::NotReplayable,
+        RetryOutcome::Rejected,
     ];
 
     /// The `outcome` label of `retry_requests_total`.
@@ -110,6 +116,7 @@ impl RetryOutcome {
             RetryOutcome::BudgetExhausted => "budget_exhausted",
             RetryOutcome::Deadline => "deadline",
             RetryOutcome::NotReplayable => "not_replayable",
+            RetryOutcome::Rejected => "rejected",
         }
     }
 

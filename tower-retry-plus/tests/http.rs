@@ -18,7 +18,11 @@ use http_body_util::{Full, StreamBody};
 use test_support::fault::{Action, FaultServer, Reply, refused_addr};
 use tower::{Layer, Service, ServiceExt};
 use tower_fault::{IDEMPOTENCY_KEY, reqwest::ReqwestService};
-use tower_retry_plus::{Backoff, Jitter, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome};
+use tower_retry_plus::{
+    Backoff, BodyTimeoutLayer, DEFAULT_DEADLINE, Jitter, RetryInfo, RetryLayer, RetryLayerBuilder,
+    RetryOutcome,
+    error::{BodyTimedOut, DeadlineExceeded},
+};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
@@ -288,6 +292,70 @@ async fn hanging_upstream_is_cut_by_the_attempt_timeout() {
     assert_eq!(res.status(), 200);
     assert_eq!(server.requests(), 2);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Issue 16: `RetryLayer::default()` had no deadline, so an upstream that accepts and never
+/// answers held the caller forever. The default deadline ends it (on the paused clock: the
+/// runtime jumps to the deadline once nothing else can happen).
+#[tokio::test(start_paused = true)]
+async fn the_default_layer_ends_a_hanging_upstream_at_its_deadline() {
+    let server = FaultServer::with_script([Action::Hang]).await;
+    let (client, calls) = client();
+    let svc = RetryLayer::default().layer(client);
+    let req = Request::get(server.url("/never"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(3600), svc.oneshot(req))
+        .await
+        .expect("the default layer waited on a hanging upstream for an hour");
+    let err = result.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(start.elapsed(), DEFAULT_DEADLINE);
+    assert_eq!((calls.load(Ordering::SeqCst), server.requests()), (1, 1));
+}
+
+/// The deadline ends when the response head is returned; a body that stalls after its head is
+/// bounded only by `BodyTimeoutLayer` (a real server sending half a body, then nothing).
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_is_bounded_by_the_body_timeout_not_the_deadline() {
+    use http_body_util::BodyExt;
+
+    let stalled = || Action::StalledBody(Reply::status(200).body("0123456789"));
+    let server = FaultServer::with_script([stalled(), stalled()]).await;
+    let req = || {
+        Request::get(server.url("/report"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+
+    // The retry layer alone: its deadline does not cover the body.
+    let (upstream, _) = client();
+    let res = RetryLayer::default().layer(upstream).oneshot(req()).await;
+    let body = res.unwrap().into_body();
+    let read = tokio::time::timeout(2 * DEFAULT_DEADLINE, body.collect()).await;
+    assert!(read.is_err(), "the stalled body ended: {read:?}");
+
+    // With the body timeout outside it: half the body, then `BodyTimedOut` at its time.
+    let (upstream, _) = client();
+    let svc = tower::ServiceBuilder::new()
+        .layer(BodyTimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .layer(RetryLayer::default())
+        .service(upstream);
+    let res = svc.oneshot(req()).await.unwrap();
+    let head_at = tokio::time::Instant::now();
+    let mut body = res.into_body();
+    let mut got: Vec<u8> = Vec::new();
+    let err = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => got.extend_from_slice(&frame.into_data().unwrap()[..]),
+            Some(Err(err)) => break err,
+            None => panic!("the body ended without its second half"),
+        }
+    };
+    assert!(err.is::<BodyTimedOut>(), "{err}");
+    assert_eq!(got, b"01234");
+    assert_eq!(head_at.elapsed(), Duration::from_secs(5));
 }
 
 #[tokio::test]

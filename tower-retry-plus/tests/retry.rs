@@ -17,8 +17,8 @@ use http_body::{Body, Frame};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tower_fault::{
-    AttemptContext, BoxError, EndpointError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey, SentTo,
-    ServedBy,
+    AttemptContext, BoxError, EndpointError, EndpointId, IDEMPOTENCY_KEY, IdempotencyKey,
+    RejectReason, Rejected, SentTo, ServedBy,
 };
 use tower_retry_plus::{
     Backoff, Jitter, ReplayBody, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOutcome,
@@ -195,14 +195,83 @@ async fn retry_after_sets_the_next_delay() {
     assert_eq!(info(&res).total_delay, Duration::from_secs(2));
 }
 
+/// Issue 16: a retry in front of an open breaker slept its Retry-After (up to most of the
+/// deadline). A local rejection's hint longer than the backoff's maximum (10 ms here) is
+/// returned to the caller at once.
 #[tokio::test(start_paused = true)]
-async fn breaker_rejection_hint_is_waited_out() {
+async fn a_local_rejection_hint_beyond_the_backoff_is_returned_at_once() {
     let (upstream, log) = scripted([Step::Rejected(Duration::from_secs(3))]);
+    let mut svc = fast().build().unwrap().layer(upstream);
+    let start = Instant::now();
+    let err = call(&mut svc, post("http://up/pay", "{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "blocked the caller");
+    let rejected = tower_fault::find::<Rejected>(err.as_ref()).expect("the rejection");
+    assert_eq!(rejected.reason(), RejectReason::BreakerOpen);
+    assert_eq!(log.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_rejection_hint_within_the_wait_is_waited_out() {
+    for (steps, waited) in [
+        // Within the backoff's maximum (1 s): waited.
+        ([Step::Rejected(Duration::from_millis(800))], 800 * MS),
+        // A hint of zero, or none: the backoff.
+        ([Step::Rejected(Duration::ZERO)], 10 * MS),
+    ] {
+        let (upstream, log) = scripted(steps);
+        let mut svc = fast()
+            .backoff(Backoff::exponential(10 * MS, 2.0, Duration::from_secs(1)))
+            .build()
+            .unwrap()
+            .layer(upstream);
+        let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let seen = log.all();
+        assert_eq!(seen[1].at - seen[0].at, waited);
+    }
+    // Up to a wait set explicitly.
+    let (upstream, log) = scripted([Step::Rejected(Duration::from_secs(3))]);
+    let mut svc = fast()
+        .max_local_rejection_wait(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = log.all();
+    assert_eq!(seen[1].at - seen[0].at, Duration::from_secs(3));
+    // Upstream hints keep their own cap: a 429's 3 s is honoured with the same settings.
+    let (upstream, log) = scripted([Step::StatusRetryAfter(429, "3")]);
     let mut svc = fast().build().unwrap().layer(upstream);
     let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
     assert_eq!(res.status(), 200);
     let seen = log.all();
-    assert!(seen[1].at - seen[0].at >= Duration::from_secs(3));
+    assert_eq!(seen[1].at - seen[0].at, Duration::from_secs(3));
+}
+
+/// An endpoint's own breaker rejecting (failover reports it with `EndpointError`): its hint is
+/// about that endpoint, and the next attempt goes to another one after the normal backoff.
+#[tokio::test(start_paused = true)]
+async fn an_endpoints_own_rejection_is_not_waited() {
+    for wait in [None, Some(Duration::ZERO)] {
+        let (upstream, log) = scripted([Step::RejectedBy(4, Duration::from_secs(20))]);
+        let mut builder = fast();
+        if let Some(wait) = wait {
+            builder = builder.max_local_rejection_wait(wait);
+        }
+        let mut svc = builder.build().unwrap().layer(upstream);
+        let res = call(&mut svc, post("http://up/pay", "{}")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let seen = log.all();
+        assert_eq!(
+            seen[1].at - seen[0].at,
+            10 * MS,
+            "the backoff, not the hint"
+        );
+        assert_eq!(seen[1].tried, [EndpointId(4)], "the next attempt avoids it");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,6 +337,25 @@ async fn deadline_is_never_exceeded() {
             );
         }
     }
+}
+
+/// The deadline's clock starts at the first poll of the response future (so a request answered
+/// in its first poll never reads the clock for it), not when the future is made.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_from_the_first_poll() {
+    use tower::ServiceExt;
+    let (upstream, _log) = scripted([Step::Hang]);
+    let mut svc = fast()
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let fut = svc.ready().await.unwrap().call(get("http://up/"));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let start = Instant::now();
+    let err = fut.await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,7 +433,7 @@ async fn per_request_overrides() {
 #[tokio::test(start_paused = true)]
 async fn budget_caps_retries_under_a_total_outage() {
     for (ratio, floor) in [(0.2, 0), (0.5, 0), (0.0, 1), (1.0, 0)] {
-        let (upstream, log) = scripted([Step::Status(503); 10_000]);
+        let (upstream, log) = scripted(vec![Step::Status(503); 10_000]);
         let mut svc = fast_with_budget()
             .backoff(Backoff::constant(Duration::ZERO))
             .budget_ratio(ratio)
@@ -359,7 +447,8 @@ async fn budget_caps_retries_under_a_total_outage() {
             assert_eq!(res.status(), 503);
         }
         let attempts = log.len() as f64;
-        let bound = f64::from(requests) * (1.0 + ratio) + f64::from(floor) * 10.0;
+        // No time passes (zero backoff, paused clock): the floor gives its one second's worth.
+        let bound = f64::from(requests) * (1.0 + ratio) + f64::from(floor);
         assert!(
             attempts <= bound,
             "ratio {ratio}: {attempts} attempts > {bound}"
@@ -771,8 +860,11 @@ fn metrics_and_retry_info() {
         let res = call(&mut svc, get("http://up/")).await.unwrap();
         assert_eq!((info(&res).attempts, info(&res).total_delay), (4, 30 * MS));
         let (upstream, _log) = scripted([Step::Status(503)]);
-        let mut svc = layer.layer(upstream);
+        let mut svc = layer.clone().layer(upstream);
         call(&mut svc, post("http://up/", "x")).await.unwrap();
+        let (upstream, _log) = scripted([Step::Rejected(Duration::from_secs(1))]);
+        let mut svc = layer.layer(upstream);
+        call(&mut svc, post("http://up/", "x")).await.unwrap_err();
     });
     let snap = capture.snapshot();
     let requests = |outcome| {
@@ -785,9 +877,10 @@ fn metrics_and_retry_info() {
     assert_eq!(requests("exhausted"), Some(1));
     assert_eq!(requests("unsafe_method"), Some(1));
     assert_eq!(requests("budget_exhausted"), Some(0));
+    assert_eq!(requests("rejected"), Some(1));
     assert_eq!(
         snap.counter("retry_attempts_total", &[("name", "orders")]),
-        Some(3 + 4 + 1)
+        Some(3 + 4 + 1 + 1)
     );
     assert_eq!(
         snap.histogram_count("retry_backoff_seconds", &[("name", "orders")]),

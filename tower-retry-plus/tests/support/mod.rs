@@ -16,7 +16,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use tokio::time::Instant;
 use tower::{Service, service_fn};
-use tower_fault::{AttemptContext, BoxError, RejectReason, Rejected};
+use tower_fault::{AttemptContext, BoxError, EndpointError, EndpointId, RejectReason, Rejected};
 use tower_retry_plus::ReplayBody;
 
 /// What the scripted upstream does with one attempt.
@@ -26,7 +26,10 @@ pub enum Step {
     StatusRetryAfter(u16, &'static str),
     Refused,
     Reset,
+    /// A local layer's rejection (a breaker open) with this hint.
     Rejected(Duration),
+    /// The same, by the own layer of endpoint `n` (failover's `EndpointError` around it).
+    RejectedBy(u64, Duration),
     Hang,
 }
 
@@ -38,6 +41,8 @@ pub struct Seen {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub attempt: u32,
+    /// The endpoints the attempt's context says were tried before it.
+    pub tried: Vec<EndpointId>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,7 +80,8 @@ where
                 .unwrap()
                 .pop_front()
                 .unwrap_or(Step::Status(200));
-            let attempt = AttemptContext::of(&req).attempt();
+            let ctx = AttemptContext::of(&req);
+            let (attempt, tried) = (ctx.attempt(), ctx.endpoints_tried().to_vec());
             let (parts, body) = req.into_parts();
             let body = body.collect().await?.to_bytes();
             seen.0.lock().unwrap().push(Seen {
@@ -84,6 +90,7 @@ where
                 headers: parts.headers,
                 body,
                 attempt,
+                tried,
             });
             let status = match step {
                 Step::Status(status) => status,
@@ -100,6 +107,13 @@ where
                 Step::Reset => return Err(io::Error::from(io::ErrorKind::ConnectionReset).into()),
                 Step::Rejected(after) => {
                     return Err(Rejected::new(RejectReason::BreakerOpen, Some(after)).into());
+                }
+                Step::RejectedBy(endpoint, after) => {
+                    let rejected = Rejected::new(RejectReason::BreakerOpen, Some(after));
+                    let name = format!("endpoint-{endpoint}").into();
+                    return Err(
+                        EndpointError::new(EndpointId(endpoint), name, rejected.into()).into(),
+                    );
                 }
                 Step::Hang => std::future::pending().await,
             };
