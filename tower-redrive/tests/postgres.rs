@@ -5,8 +5,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Upstream, post};
-use test_support::postgres::PostgresServer;
+use common::{Upstream, database, post};
 use tower::{Layer, ServiceExt};
 use tower_redrive::{
     Claim, Clock, EntryState, ManualClock, NewEntry, PostgresQueue, QueueError, RedriveLayer,
@@ -14,21 +13,6 @@ use tower_redrive::{
 };
 
 const START: Timestamp = Timestamp::from_millis(1_750_000_000_000);
-
-/// A fresh server per test (stopped and deleted when the test ends), or `None` to skip when
-/// PostgreSQL is not installed and not required.
-async fn database() -> Option<(PostgresServer, String)> {
-    match PostgresServer::start().await {
-        Ok(server) => {
-            let url = server.create_database().await.expect("createdb");
-            Some((server, url))
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
-}
 
 fn entry(i: usize, tenant: Option<&str>) -> NewEntry {
     let mut req = StoredRequest::new(
@@ -468,4 +452,59 @@ async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key_on_postgres()
     };
     let queue = PostgresQueue::connect(&url).await.unwrap();
     common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
+}
+
+/// An error the server sent is displayed with the server's own message (tokio-postgres shows
+/// `db error`), a failed connection with its cause; the tokio-postgres error stays in the chain.
+#[tokio::test]
+async fn errors_carry_the_servers_own_message() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let base = url.rsplit_once('/').unwrap().0;
+    let err = PostgresQueue::connect(&format!("{base}/no_such_db"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "redrive queue failed to connect to PostgreSQL: FATAL: database \"no_such_db\" does not exist"
+    );
+    let pg = tower_fault::find::<tokio_postgres::Error>(&err).expect("in the chain");
+    assert_eq!(
+        pg.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+    );
+    let refused = test_support::fault::refused_addr();
+    let err = PostgresQueue::connect(&format!("postgres://postgres@{refused}/x"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("redrive queue failed to connect to PostgreSQL: error connecting to server: Connection refused"),
+        "{err}"
+    );
+}
+
+/// `connect_existing` (what an admin tool uses) does not make a queue in a database without
+/// one; `connect` does, and then `connect_existing` opens it.
+#[tokio::test]
+async fn connect_existing_never_makes_a_queue() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let db = url.rsplit_once('/').unwrap().1;
+    for _ in 0..2 {
+        let err = PostgresQueue::connect_existing(&url).await.unwrap_err();
+        assert!(matches!(err, QueueError::NoQueue { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no redrive queue at PostgreSQL database \"{db}\": it has no redrive_schema table"
+            )
+        );
+    }
+    let made = PostgresQueue::connect(&url).await.unwrap();
+    made.enqueue(entry(1, None)).await.unwrap();
+    let opened = PostgresQueue::connect_existing(&url).await.unwrap();
+    assert_eq!(opened.stats().await.unwrap().pending, 1);
 }

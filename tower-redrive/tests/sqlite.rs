@@ -35,7 +35,7 @@ async fn three_hour_outage_defers_then_delivers_once_in_key_order_across_a_resta
     let upstream = Upstream::new();
     upstream.fail_with(503);
 
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let start_worker = |queue: Arc<SqliteQueue>| {
         Redriver::builder(queue, upstream.client())
@@ -139,7 +139,11 @@ async fn schedule_dead_letters_after_five_days_with_reason_and_history() {
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(502);
-    let queue = Arc::new(SqliteQueue::open(dir.path().join("q.db")).await.unwrap());
+    let queue = Arc::new(
+        SqliteQueue::open_or_create(dir.path().join("q.db"))
+            .await
+            .unwrap(),
+    );
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let receipt = client
         .oneshot(post("a", "x"))
@@ -445,7 +449,7 @@ async fn corrupt_entry_is_dead_lettered_with_the_reason() {
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let receipt = layer(queue.clone(), clock.clone())
         .layer(upstream.client())
         .oneshot(post("a", "x"))
@@ -489,7 +493,7 @@ async fn nothing_is_acknowledged_when_the_queue_cannot_persist() {
     let path = dir.path().join("q.db");
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch("DROP TABLE redrive_entries")
@@ -805,7 +809,7 @@ async fn a_column_of_the_wrong_type_dead_letters_its_entry_and_stops_nothing_els
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let mut ids = Vec::new();
     for tenant in ["good", "uri", "method", "body", "key"] {
@@ -895,7 +899,7 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let mut ids = Vec::new();
     for tenant in ["text", "blob", "unreadable"] {
@@ -987,7 +991,9 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
 #[tokio::test]
 async fn a_lease_renewal_by_a_worker_that_was_taken_over_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = SqliteQueue::open(dir.path().join("q.db")).await.unwrap();
+    let queue = SqliteQueue::open_or_create(dir.path().join("q.db"))
+        .await
+        .unwrap();
     common::renewal_is_a_compare_and_set_on_the_lease_token(&queue, START).await;
 }
 
@@ -997,7 +1003,11 @@ async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_and_comp
     use tower_redrive::{NewEntry, StoredRequest};
 
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(SqliteQueue::open(dir.path().join("q.db")).await.unwrap());
+    let queue = Arc::new(
+        SqliteQueue::open_or_create(dir.path().join("q.db"))
+            .await
+            .unwrap(),
+    );
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(START));
     let lease = Duration::from_secs(60);
     let upstream = Upstream::new();
@@ -1405,4 +1415,43 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
 async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key() {
     let queue = SqliteQueue::open_in_memory().unwrap();
     common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
+}
+
+/// `open` opens an existing queue only: a path that does not exist or an empty file is an
+/// error, and nothing is created there; `open_or_create` makes the queue.
+#[tokio::test]
+async fn open_never_makes_a_queue_and_open_or_create_does() {
+    use tower_redrive::QueueError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mistyped.db");
+    let err = SqliteQueue::open(&path).await.unwrap_err();
+    assert!(matches!(err, QueueError::NoQueue { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no redrive queue at {}: the file does not exist",
+            path.display()
+        )
+    );
+    assert!(!path.exists(), "nothing created");
+    std::fs::write(&path, b"").unwrap();
+    let err = SqliteQueue::open_blocking(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("no redrive queue at {}: the file is empty", path.display())
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+
+    let made = SqliteQueue::open_or_create(&path).await.unwrap();
+    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
+    made.enqueue(tower_redrive::NewEntry::new(req, START))
+        .await
+        .unwrap();
+    let opened = SqliteQueue::open(&path).await.unwrap();
+    assert_eq!(opened.stats().await.unwrap().pending, 1);
+
+    let missing = dir.path().join("other.db");
+    SqliteQueue::open_or_create_blocking(&missing).unwrap();
+    assert!(SqliteQueue::open(&missing).await.is_ok());
 }
