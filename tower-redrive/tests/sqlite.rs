@@ -668,6 +668,20 @@ fn builders_reject_nonsense() {
             .contains("1 ms"),
         "queue times are whole milliseconds: a shorter lease would end as it is taken"
     );
+    assert!(
+        err(Redriver::builder(queue.clone(), upstream.client())
+            .poll_interval(Duration::from_secs(5))
+            .store_backoff(Duration::from_secs(1)))
+        .contains("store_backoff"),
+        "a failing store retried more often than a working one is polled"
+    );
+    assert!(
+        Redriver::builder(queue.clone(), upstream.client())
+            .store_backoff(Duration::from_secs(1))
+            .build()
+            .is_ok(),
+        "as long as the poll interval (1 s by default)"
+    );
     assert!(RedriveLayer::builder(queue).name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
     let sub_ms = Schedule::builder()
@@ -1415,6 +1429,116 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
 async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key() {
     let queue = SqliteQueue::open_in_memory().unwrap();
     common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
+}
+
+/// Overwrites the root page of `index` with garbage, as a torn write or bad sector would.
+fn damage_index(path: &std::path::Path, index: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    let (page_size, root): (u64, u64) = {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let root = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (page_size, root)
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start((root - 1) * page_size)).unwrap();
+    file.write_all(&vec![0xA5; page_size as usize]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A damaged file (an index page overwritten): claims still work, recording an outcome fails
+/// with "database disk image is malformed". The round stops at the first failure, the worker
+/// backs off, reports it, and never delivers the entry again — nor the rest of the batch, nor
+/// the batch once its leases run out (without the fix: 288 entries re-delivered every lease
+/// period, hundreds of deliveries in 10 s).
+#[tokio::test(start_paused = true)]
+async fn a_damaged_file_stops_the_round_and_nothing_is_delivered_again() {
+    let capture = test_support::metrics::Capture::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let queue = SqliteQueue::open_or_create(&path).await.unwrap();
+        for i in 0..288 {
+            let req = tower_redrive::StoredRequest::new(
+                http::Method::POST,
+                format!("http://u/{i}").parse().unwrap(),
+            );
+            queue
+                .enqueue(tower_redrive::NewEntry::new(req, START))
+                .await
+                .unwrap();
+        }
+    }
+    damage_index(&path, "redrive_entries_finished");
+    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let upstream = Upstream::new();
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(START));
+    let worker = Redriver::builder(queue.clone(), upstream.client())
+        .name("orders")
+        .clock(clock)
+        .lease(Duration::from_secs(3))
+        .store_backoff(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let mut events = worker.subscribe();
+    let started = tokio::time::Instant::now();
+    let handle = worker.spawn();
+    let mut failures = Vec::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::select! {
+            event = events.recv() => match event.unwrap() {
+                RedriveEvent::StoreFailed { operation, error, consecutive, retry_in, .. } => {
+                    failures.push((started.elapsed(), operation, error, consecutive, retry_in));
+                }
+                other => panic!("unexpected event {other:?}"),
+            },
+            () = tokio::time::sleep_until(started + Duration::from_secs(10)) => {}
+        }
+    }
+    handle.shutdown().await;
+    assert_eq!(
+        upstream.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one delivery, whose outcome could not be recorded; nothing after it"
+    );
+    // Rounds at 0 s, then after 1, 2, 4 and 4 s (the poll interval doubled, capped at 4 s).
+    let at: Vec<u64> = failures.iter().map(|f| f.0.as_secs()).collect();
+    assert_eq!(at, [0, 1, 3, 7], "{failures:?}");
+    let (_, operation, error, ..) = &failures[0];
+    assert_eq!(*operation, "record");
+    assert!(
+        error.contains("database disk image is malformed"),
+        "{error}"
+    );
+    let retry: Vec<(u32, u64)> = failures.iter().map(|f| (f.3, f.4.as_secs())).collect();
+    assert_eq!(retry, [(1, 1), (2, 2), (3, 4), (4, 4)]);
+    let snap = capture.snapshot();
+    assert_eq!(
+        snap.counter(
+            m::STORE_ERRORS_TOTAL,
+            &[("name", "orders"), ("operation", "record")]
+        ),
+        Some(4)
+    );
+    assert_eq!(
+        snap.counter(m::DELIVERIES_TOTAL, &[("name", "orders")]),
+        Some(1)
+    );
+    assert_eq!(
+        snap.counter(
+            m::DELIVERIES_TOTAL,
+            &[("name", "orders"), ("result", "store_error")]
+        ),
+        Some(1)
+    );
 }
 
 /// `open` opens an existing queue only: a path that does not exist or an empty file is an
