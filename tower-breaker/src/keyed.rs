@@ -550,7 +550,10 @@ where
             return ResponseFuture::called(self.inner.call(req), None);
         };
         match self.registry.get(&key).acquire() {
-            Ok(permit) => ResponseFuture::called(self.inner.call(req), Some(permit)),
+            Ok(mut permit) => {
+                let future = permit.call(|| self.inner.call(req));
+                ResponseFuture::called(future, Some(permit))
+            }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

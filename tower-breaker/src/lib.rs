@@ -19,6 +19,9 @@
 //!   concurrency; a dropped probe frees its permit; that many successes close the breaker, a
 //!   failure (or a half-open deadline with probes still in flight) re-opens it.
 //!
+//! An inner service that panics (in `call` or in its future) fails the call: the breaker
+//! records a failure and the panic goes on to the caller unchanged.
+//!
 //! The closed path is atomics only: admitting a call is one load, recording a success after a
 //! success is one `fetch_add` and one load. No mutex, no allocation, no boxed future.
 //!
