@@ -11,6 +11,7 @@ use crate::{
     error::BreakerError,
     events::Transitions,
     guard::FleetGuard,
+    telemetry::{Series, Telemetry},
     window::{Window, WindowCounts},
 };
 
@@ -54,9 +55,11 @@ impl Breaker {
         window: Window,
         seed: u64,
         guard: Option<Arc<FleetGuard>>,
+        series: &Series,
     ) -> Self {
+        let telemetry = Telemetry::new(&name, series);
         Self {
-            inner: Arc::new(Inner::new(name, cfg, window, seed, guard)),
+            inner: Arc::new(Inner::new(name, cfg, window, seed, guard, telemetry)),
         }
     }
 

@@ -69,6 +69,9 @@
 //! `breaker_transitions_total{name,from,to}`, `breaker_calls_total{name,result}` (`success`,
 //! `failure`, `slow`, `ignored`, `rejected`). The call counters are registered when the breaker
 //! is built — install your recorder first. Transitions are also logged with `tracing` at WARN.
+//! Keyed breakers label their series `{name}/{key}` for the first
+//! [`max_metric_keys`](keyed::KeyedBreakerBuilder::max_metric_keys) keys (default 100) and
+//! `{name}/other` for the rest, so the series stay bounded whatever the keys.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
