@@ -199,14 +199,15 @@ impl<S> Redriver<S> {
             janitor_interval: Duration::from_secs(600),
             retention: Retention::default(),
             depth_threshold: None,
-            store_backoff: DEFAULT_STORE_BACKOFF,
+            store_backoff: None,
         }
     }
 }
 
-/// The longest pause between rounds while the store fails (see
-/// [`RedriverBuilder::store_backoff`]): short enough that a store back from an outage is used
-/// again within a minute, long enough that a broken one is not hammered (nor the log filled).
+/// The longest pause between rounds while the store fails, unless the poll interval is longer
+/// (see [`RedriverBuilder::store_backoff`]): short enough that a store back from an outage is
+/// used again within a minute, long enough that a broken one is not hammered (nor the log
+/// filled).
 pub const DEFAULT_STORE_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Builds a [`Redriver`].
@@ -226,7 +227,7 @@ pub struct RedriverBuilder<S, C = HttpClassifier> {
     janitor_interval: Duration,
     retention: Retention,
     depth_threshold: Option<u64>,
-    store_backoff: Duration,
+    store_backoff: Option<Duration>,
 }
 
 impl<S, C> fmt::Debug for RedriverBuilder<S, C> {
@@ -357,14 +358,14 @@ impl<S, C> RedriverBuilder<S, C> {
     }
 
     /// The longest pause between rounds while the store fails (default
-    /// [`DEFAULT_STORE_BACKOFF`], 1 minute).
+    /// [`DEFAULT_STORE_BACKOFF`], 1 minute, or the poll interval if that is longer).
     ///
     /// A round stops at the first store error (see [`Redriver::run_once`]); [`run`](Redriver::run)
     /// then waits the poll interval, doubled after every further failed round in a row, up to
     /// this. The first round that succeeds ends the back-off.
     #[must_use]
     pub const fn store_backoff(mut self, max: Duration) -> Self {
-        self.store_backoff = max;
+        self.store_backoff = Some(max);
         self
     }
 
@@ -403,12 +404,16 @@ impl<S, C> RedriverBuilder<S, C> {
         if self.batch == 0 {
             return Err(crate::error::config_error("batch must be at least 1"));
         }
-        if self.store_backoff < self.poll_interval {
-            return Err(crate::error::config_error(format!(
-                "store_backoff ({:?}) is shorter than poll_interval ({:?}): a failing store would be tried more often than a working one",
-                self.store_backoff, self.poll_interval
-            )));
-        }
+        let store_backoff = match self.store_backoff {
+            Some(max) if max < self.poll_interval => {
+                return Err(crate::error::config_error(format!(
+                    "store_backoff ({max:?}) is shorter than poll_interval ({:?}): a failing store would be tried more often than a working one",
+                    self.poll_interval
+                )));
+            }
+            Some(max) => max,
+            None => DEFAULT_STORE_BACKOFF.max(self.poll_interval),
+        };
         let rate_interval = match self.max_rate {
             None => None,
             // `try_from`: a tiny rate (1e-30/s) is a valid float whose interval overflows.
@@ -452,7 +457,7 @@ impl<S, C> RedriverBuilder<S, C> {
                 janitor_interval: self.janitor_interval,
                 retention: self.retention,
                 depth_threshold: self.depth_threshold,
-                store_backoff: self.store_backoff,
+                store_backoff,
                 events: broadcast::channel(256).0,
                 above_threshold: AtomicBool::new(false),
                 failed_rounds: AtomicU32::new(0),

@@ -580,14 +580,7 @@ async fn rate_cap_spaces_deliveries() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for i in 0..5 {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u/{i}").parse().unwrap(),
-        );
-        queue
-            .enqueue(tower_redrive::NewEntry::new(req, START))
-            .await
-            .unwrap();
+        common::enqueue_post(&*queue, &format!("/{i}"), START).await;
     }
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock)
@@ -612,14 +605,7 @@ async fn a_tiny_max_rate_paces_without_a_panic() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for i in 0..2 {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u/{i}").parse().unwrap(),
-        );
-        queue
-            .enqueue(tower_redrive::NewEntry::new(req, START))
-            .await
-            .unwrap();
+        common::enqueue_post(&*queue, &format!("/{i}"), START).await;
     }
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock)
@@ -682,6 +668,13 @@ fn builders_reject_nonsense() {
             .is_ok(),
         "as long as the poll interval (1 s by default)"
     );
+    assert!(
+        Redriver::builder(queue.clone(), upstream.client())
+            .poll_interval(Duration::from_secs(300))
+            .build()
+            .is_ok(),
+        "the default backoff follows a poll interval longer than a minute"
+    );
     assert!(RedriveLayer::builder(queue).name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
     let sub_ms = Schedule::builder()
@@ -706,11 +699,7 @@ async fn a_dropped_worker_handle_detaches_the_worker() {
             .spawn(),
     );
     tokio::time::sleep(Duration::from_millis(50)).await; // a round or two, nothing to do
-    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
-    let id = queue
-        .enqueue(tower_redrive::NewEntry::new(req, START))
-        .await
-        .unwrap();
+    let id = common::enqueue_post(&*queue, "/a", START).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while queue.get(id).await.unwrap().unwrap().state != EntryState::Delivered {
         assert!(
@@ -1188,16 +1177,7 @@ async fn a_panicking_delivery_is_rescheduled_and_the_worker_goes_on() {
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     let mut ids = Vec::new();
     for path in ["/panic-in-call", "/panic-in-future", "/fine"] {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u{path}").parse().unwrap(),
-        );
-        ids.push(
-            queue
-                .enqueue(tower_redrive::NewEntry::new(req, START))
-                .await
-                .unwrap(),
-        );
+        ids.push(common::enqueue_post(&*queue, path, START).await);
     }
     let broken = Arc::new(AtomicBool::new(true));
     let service = {
@@ -1294,11 +1274,7 @@ async fn a_panic_that_escapes_a_round_does_not_stop_a_spawned_worker() {
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
-    let id = queue
-        .enqueue(tower_redrive::NewEntry::new(req, START))
-        .await
-        .unwrap();
+    let id = common::enqueue_post(&*queue, "/a", START).await;
     let handle = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock.clone())
         .classifier(PanicsOnce(Arc::new(AtomicBool::new(true))))
@@ -1383,14 +1359,7 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
     let clock = Arc::new(ManualClock::new(START));
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for path in ["/1", "/2"] {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u{path}").parse().unwrap(),
-        );
-        queue
-            .enqueue(tower_redrive::NewEntry::new(req, START))
-            .await
-            .unwrap();
+        common::enqueue_post(&*queue, path, START).await;
     }
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = {
@@ -1467,14 +1436,7 @@ async fn a_damaged_file_stops_the_round_and_nothing_is_delivered_again() {
     {
         let queue = SqliteQueue::open_or_create(&path).await.unwrap();
         for i in 0..288 {
-            let req = tower_redrive::StoredRequest::new(
-                http::Method::POST,
-                format!("http://u/{i}").parse().unwrap(),
-            );
-            queue
-                .enqueue(tower_redrive::NewEntry::new(req, START))
-                .await
-                .unwrap();
+            common::enqueue_post(&queue, &format!("/{i}"), START).await;
         }
     }
     damage_index(&path, "redrive_entries_finished");
@@ -1568,10 +1530,7 @@ async fn open_never_makes_a_queue_and_open_or_create_does() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
 
     let made = SqliteQueue::open_or_create(&path).await.unwrap();
-    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
-    made.enqueue(tower_redrive::NewEntry::new(req, START))
-        .await
-        .unwrap();
+    common::enqueue_post(&made, "/a", START).await;
     let opened = SqliteQueue::open(&path).await.unwrap();
     assert_eq!(opened.stats().await.unwrap().pending, 1);
 

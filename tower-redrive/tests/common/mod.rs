@@ -103,6 +103,20 @@ pub async fn database() -> Option<(test_support::postgres::PostgresServer, Strin
     }
 }
 
+/// Enqueues a POST to `http://u{path}` with no body, due at `at`.
+pub async fn enqueue_post(
+    queue: &dyn tower_redrive::RedriveQueue,
+    path: &str,
+    at: tower_redrive::Timestamp,
+) -> tower_redrive::EntryId {
+    let uri = format!("http://u{path}").parse().unwrap();
+    let request = tower_redrive::StoredRequest::new(http::Method::POST, uri);
+    queue
+        .enqueue(tower_redrive::NewEntry::new(request, at))
+        .await
+        .unwrap()
+}
+
 pub fn post(tenant: &str, body: &str) -> http::Request<Full<Bytes>> {
     http::Request::post("http://upstream.test/orders")
         .header("x-tenant", tenant)
