@@ -7,15 +7,21 @@ use test_support::metrics::capture;
 use tower_breaker::Breaker;
 use tower_fault::Class;
 
+/// Runs `f` to completion on a current-thread runtime (the capturing recorder is thread-local)
+/// with tokio's clock paused.
+fn on_paused_clock<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 #[test]
 fn calls_states_and_transitions_are_counted() {
     let ((), snap) = capture(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_paused_clock(async {
             let breaker = Breaker::builder()
                 .name("billing")
                 .consecutive_failures(2)
@@ -87,12 +93,7 @@ fn keyed_breakers_past_the_cap_share_one_set_of_series() {
     use tower_layer::Layer;
 
     let ((), snap) = capture(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_paused_clock(async {
             let layer = KeyedBreakerLayer::builder(
                 Breaker::builder().name("hosts").consecutive_failures(1),
             )
@@ -178,10 +179,7 @@ fn max_metric_keys_is_validated_and_zero_shares_every_key() {
         let mut svc = layer.layer(service_fn(|_: http::Request<()>| async {
             Ok::<_, tower_fault::BoxError>(http::Response::new(()))
         }));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_paused_clock(async {
             for path in ["/a", "/b"] {
                 let req = http::Request::get(path).body(()).unwrap();
                 svc.ready().await.unwrap().call(req).await.unwrap();
