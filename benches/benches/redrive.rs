@@ -104,7 +104,7 @@ fn main() {
         let mut results = Vec::new();
         let dir = std::env::temp_dir().join(format!("redrive-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let sqlite = SqliteQueue::open(dir.join("queue.db"))
+        let sqlite = SqliteQueue::open_or_create(dir.join("queue.db"))
             .await
             .expect("sqlite queue");
         results.push(measure("SQLite (WAL file)", Arc::new(sqlite), entries).await);

@@ -11,7 +11,10 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
@@ -110,23 +113,45 @@ pub struct PostgresServer {
     cluster: Option<Cluster>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Cluster {
     bin: PathBuf,
     root: bool,
     data: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The server options `pg_ctl start -o` is given (port, socket directory, settings).
+    options: String,
+    log: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 impl Cluster {
-    fn stop(&self) {
+    /// `pg_ctl start`, waiting until the server accepts connections.
+    fn start(&self, port: u16) -> Result<(), String> {
+        let mut start = as_owner(&self.bin.join("pg_ctl"), self.root);
+        start
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-o")
+            .arg(&self.options)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "30", "start"]);
+        run(start, "pg_ctl start")?;
+        if !wait_for_port(port, Duration::from_secs(15)) {
+            return Err(format!("PostgreSQL did not start listening on port {port}"));
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m <mode>`; waits until the server is gone. `fast` ends every session and
+    /// writes what was committed out first (the cluster runs with `synchronous_commit=off`, so
+    /// `immediate` may lose the last commits); `immediate` is for throwing the cluster away.
+    fn stop(&self, mode: &str) -> Result<(), String> {
         let mut cmd = as_owner(&self.bin.join("pg_ctl"), self.root);
         cmd.arg("-D")
             .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let _ = cmd.status();
+            .args(["-m", mode, "-w", "stop"]);
+        run(cmd, "pg_ctl stop").map(drop)
     }
 }
 
@@ -185,28 +210,17 @@ impl PostgresServer {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             dir.path().display()
         );
-        let mut start = as_owner(&bin.join("pg_ctl"), root);
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-o")
-            .arg(options)
-            .arg("-l")
-            .arg(dir.path().join("server.log"))
-            .args(["-w", "-t", "30", "start"]);
         let cluster = Cluster {
             bin,
             root,
             data,
-            _dir: dir,
+            options,
+            log: dir.path().join("server.log"),
+            _dir: Arc::new(dir),
         };
-        if let Err(e) = run(start, "pg_ctl start") {
-            cluster.stop();
+        if let Err(e) = cluster.start(port) {
+            let _ = cluster.stop("immediate");
             return fail(e);
-        }
-        if !wait_for_port(port, Duration::from_secs(15)) {
-            cluster.stop();
-            return fail(format!("PostgreSQL did not start listening on port {port}"));
         }
         Ok(Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
@@ -225,6 +239,33 @@ impl PostgresServer {
     #[must_use]
     pub const fn port(&self) -> Option<u16> {
         self.port
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: an outage — every session is ended and new
+    /// connections are refused — that keeps what was committed). Only for a cluster this
+    /// fixture started; [`restart`](Self::restart) brings it back with its data.
+    ///
+    /// # Errors
+    /// If the server came from `DATABASE_URL`, or `pg_ctl stop` fails.
+    pub async fn stop(&self) -> Result<(), String> {
+        let cluster = self.local("stop")?;
+        blocking(move || cluster.stop("fast")).await
+    }
+
+    /// Starts a stopped server again on the same port, with the same data.
+    ///
+    /// # Errors
+    /// If the server came from `DATABASE_URL`, or it will not start.
+    pub async fn restart(&self) -> Result<(), String> {
+        let cluster = self.local("restart")?;
+        let port = self.port.ok_or("no local port")?;
+        blocking(move || cluster.start(port)).await
+    }
+
+    fn local(&self, what: &str) -> Result<Cluster, String> {
+        self.cluster
+            .clone()
+            .ok_or_else(|| format!("cannot {what} a PostgreSQL given by DATABASE_URL"))
     }
 
     /// Creates an empty database with a unique name (for isolation between tests sharing a
@@ -260,7 +301,8 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         if let Some(cluster) = self.cluster.take() {
-            cluster.stop();
+            // Already stopped by `stop`: nothing to do, and nothing to report from a drop.
+            let _ = cluster.stop("immediate");
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     error::BreakerError,
     events::Transitions,
     guard::FleetGuard,
+    telemetry::{Series, Telemetry},
     window::{Window, WindowCounts},
 };
 
@@ -54,9 +55,11 @@ impl Breaker {
         window: Window,
         seed: u64,
         guard: Option<Arc<FleetGuard>>,
+        series: &Series,
     ) -> Self {
+        let telemetry = Telemetry::new(&name, series);
         Self {
-            inner: Arc::new(Inner::new(name, cfg, window, seed, guard)),
+            inner: Arc::new(Inner::new(name, cfg, window, seed, guard, telemetry)),
         }
     }
 
@@ -298,6 +301,57 @@ impl<C> Drop for PermitGuard<C> {
     fn drop(&mut self) {
         if let Some(raw) = self.raw.take() {
             self.shared.breaker.inner.release(raw);
+        }
+    }
+}
+
+impl<C> PermitGuard<C> {
+    /// Calls the inner service under this permit: a `call` that panics is recorded as a
+    /// failure (see [`OnPanic`]) before the panic goes on.
+    ///
+    /// By reference: returning the permit with the future moved it twice more per call
+    /// (callgrind: 7 instructions on the closed path).
+    #[inline]
+    pub(crate) fn call<F>(&mut self, call: impl FnOnce() -> F) -> F {
+        let armed = OnPanic::arm(Some(self));
+        let future = call();
+        armed.disarm();
+        future
+    }
+}
+
+/// Records a failure on a permit if the inner service panics.
+///
+/// Armed around the inner service's `call` and each poll of its future, and disarmed as soon as
+/// they return, so it is dropped armed only while a panic unwinds out of them. A panicking
+/// upstream call is a failing call: an upstream that makes its client panic on every answer
+/// must trip the breaker like one that answers 500, and a half-open probe that panics re-opens
+/// it (rather than only freeing its permit, which would admit the next probe into the same
+/// panic). The panic itself goes on unchanged to whoever polls the future. Outside a panic it
+/// costs 3 instructions per call on the closed path (callgrind, 448 → 451 for a bare service
+/// behind a count-window breaker): the permit is kept in memory while the inner service runs,
+/// and disarming leaves the drop nothing to do. Unlike `catch_unwind`, it neither catches nor
+/// re-throws the panic.
+pub(crate) struct OnPanic<'a, C>(Option<&'a mut PermitGuard<C>>);
+
+impl<'a, C> OnPanic<'a, C> {
+    #[inline]
+    pub(crate) fn arm(permit: Option<&'a mut PermitGuard<C>>) -> Self {
+        Self(permit)
+    }
+
+    #[inline]
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<C> Drop for OnPanic<'_, C> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.0.take()
+            && let Some(raw) = permit.raw.take()
+        {
+            permit.shared.breaker.inner.record(raw, Class::TRANSIENT);
         }
     }
 }

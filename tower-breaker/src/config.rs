@@ -6,6 +6,7 @@ use crate::{
     Breaker,
     error::ConfigError,
     guard::FleetGuard,
+    telemetry::Series,
     window::{self, Window as WindowImpl},
 };
 
@@ -123,6 +124,7 @@ pub struct BreakerBuilder {
     backoff_reset_set: bool,
     seed: Option<u64>,
     pub(crate) guard: Option<Arc<FleetGuard>>,
+    pub(crate) series: Series,
 }
 
 impl Default for BreakerBuilder {
@@ -165,6 +167,7 @@ impl BreakerBuilder {
             backoff_reset_set: false,
             seed: None,
             guard: None,
+            series: Series::Own,
         }
     }
 
@@ -498,7 +501,12 @@ impl BreakerBuilder {
             .seed
             .unwrap_or_else(|| tower_fault::SeededRng::from_entropy().next_u64());
         Ok(Breaker::from_parts(
-            self.name, self.cfg, window, seed, self.guard,
+            self.name,
+            self.cfg,
+            window,
+            seed,
+            self.guard,
+            &self.series,
         ))
     }
 }

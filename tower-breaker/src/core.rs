@@ -162,9 +162,10 @@ impl Inner {
         window: Window,
         seed: u64,
         guard: Option<Arc<FleetGuard>>,
+        telemetry: Telemetry,
     ) -> Self {
         Self {
-            telemetry: Telemetry::new(&name),
+            telemetry,
             name: name.into(),
             cfg,
             window,

@@ -11,7 +11,10 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tower_fault::{BoxError, Classify, body::ResponseBody};
 
-use crate::{breaker::PermitGuard, error::BreakerError};
+use crate::{
+    breaker::{OnPanic, PermitGuard},
+    error::BreakerError,
+};
 
 pin_project! {
     #[project = KindProj]
@@ -27,7 +30,8 @@ pin_project! {
     ///
     /// Holds the call's permit: the outcome is classified and recorded when the inner future
     /// completes; dropping the future first (a cancelled call) records nothing and frees a
-    /// half-open probe slot.
+    /// half-open probe slot. An inner future that panics while polled is recorded as a failure,
+    /// and the panic goes on to the caller.
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F>,
@@ -76,7 +80,10 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future } => {
-                let result = ready!(future.poll(cx));
+                let armed = OnPanic::arm(this.permit.as_mut());
+                let polled = future.poll(cx);
+                armed.disarm();
+                let result = ready!(polled);
                 // The permit (and its handle on the breaker) stays in the future until it is
                 // dropped: releasing the handle here measured slower (its atomic decrement then
                 // waits behind the stores that move the response out).
@@ -154,7 +161,10 @@ where
         let this = self.project();
         match this.kind.project() {
             ServerKindProj::Called { future } => {
-                let result = ready!(future.poll(cx));
+                let armed = OnPanic::arm(this.permit.as_mut());
+                let polled = future.poll(cx);
+                armed.disarm();
+                let result = ready!(polled);
                 if let Some(permit) = this.permit.as_mut() {
                     permit.record(result.as_ref());
                 }

@@ -1,12 +1,12 @@
 //! Keyed breakers: one breaker per upstream authority, route or tenant, in a bounded map.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     hash::Hash,
     marker::PhantomData,
     sync::{
-        Arc, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     task::{Context, Poll},
@@ -20,9 +20,28 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    Breaker, BreakerBuilder, State, breaker::Guarded, error::ConfigError, future::ResponseFuture,
-    guard::FleetGuard, server::KeyedServerBreakerLayer,
+    Breaker, BreakerBuilder, State,
+    breaker::Guarded,
+    error::ConfigError,
+    future::ResponseFuture,
+    guard::FleetGuard,
+    server::KeyedServerBreakerLayer,
+    telemetry::{self, Series},
 };
+
+/// The default of [`KeyedBreakerBuilder::max_metric_keys`]: enough for every upstream host of a
+/// typical client to have its own series, while a layer keyed by untrusted input (a server's
+/// `Host` header, a tenant id) stays near 1 400 series (~14 per key: the state gauge, five call
+/// counters and the transitions) and a few hundred KiB in the recorder.
+pub const DEFAULT_MAX_METRIC_KEYS: usize = 100;
+
+/// The largest [`KeyedBreakerBuilder::max_metric_keys`]: 10 000 keys are ~140 000 series, ~25 MiB
+/// in a recorder, beyond what a Prometheus server should scrape from one layer.
+pub const MAX_METRIC_KEYS: usize = 10_000;
+
+/// The key part of the `name` label the keyed breakers past
+/// [`max_metric_keys`](KeyedBreakerBuilder::max_metric_keys) share: `"{template name}/other"`.
+pub const OTHER_KEYS: &str = "other";
 
 /// Extracts the key of the breaker a request goes through.
 pub trait MakeKey<Req>: Clone + Send + Sync + 'static {
@@ -103,6 +122,11 @@ pub(crate) struct Registry<K, C> {
     /// The idle timeout in nanoseconds (converted once: the read path compares against it).
     idle_nanos: u64,
     guard: Option<Arc<FleetGuard>>,
+    max_metric_keys: usize,
+    /// The keys that have their own metric series: the first `max_metric_keys` distinct keys
+    /// seen, for the layer's life (a recorder keeps a series once it exists, so handing a freed
+    /// slot to a new key would grow it all the same). Locked only when a breaker is created.
+    metric_keys: Mutex<HashSet<K>>,
     start: Instant,
     last_sweep: AtomicU64,
 }
@@ -171,6 +195,9 @@ where
             .clone()
             .name(format!("{}/{key}", self.template.name_ref()));
         builder.guard.clone_from(&self.guard);
+        if !self.own_series(key) {
+            builder.series = Series::Folded(format!("{}/{OTHER_KEYS}", self.template.name_ref()));
+        }
         let breaker = builder
             .build()
             .expect("the template was validated by KeyedBreakerBuilder::build");
@@ -189,6 +216,26 @@ where
             guard.set_keys(map.len());
         }
         shared
+    }
+
+    /// Whether `key`'s breaker reports to series of its own: the first `max_metric_keys`
+    /// distinct keys do, whenever their breaker is created again; the others share one set.
+    fn own_series(&self, key: &K) -> bool {
+        if !telemetry::ENABLED {
+            return true;
+        }
+        let mut keys = self
+            .metric_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if keys.contains(key) {
+            return true;
+        }
+        if keys.len() < self.max_metric_keys {
+            keys.insert(key.clone());
+            return true;
+        }
+        false
     }
 
     /// Whether the last sweep is older than the idle timeout.
@@ -233,10 +280,27 @@ pub struct KeyedBreakerBuilder<M = ByAuthority, K = Authority, C = HttpClassifie
     max_keys: usize,
     idle_timeout: Duration,
     max_open_fraction: Option<f64>,
+    max_metric_keys: usize,
     _key: PhantomData<fn() -> K>,
 }
 
 impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
+    /// How many keys get metric series of their own (default [`DEFAULT_MAX_METRIC_KEYS`], at
+    /// most [`MAX_METRIC_KEYS`]; 0 puts every key in the shared series).
+    ///
+    /// The first `max` distinct keys the layer sees report as `name="{template}/{key}"` for the
+    /// layer's life, also when their breaker is evicted and made again. The breakers of every
+    /// later key report their calls and transitions together as `name="{template}/other"`
+    /// ([`OTHER_KEYS`]), without a `breaker_state` gauge. A metrics recorder keeps every series
+    /// it was ever given, so without this bound each new key (a `Host` header, a tenant id)
+    /// would add ~14 series for good. When particular keys must have their own series, map the
+    /// keys onto a known set in the key function.
+    #[must_use]
+    pub fn max_metric_keys(mut self, max: usize) -> Self {
+        self.max_metric_keys = max;
+        self
+    }
+
     /// The most breakers kept at once (default 1024). When full, idle closed breakers go
     /// first, then the least recently used (closed ones before open ones).
     #[must_use]
@@ -272,6 +336,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
             max_keys: self.max_keys,
             idle_timeout: self.idle_timeout,
             max_open_fraction: self.max_open_fraction,
+            max_metric_keys: self.max_metric_keys,
             _key: PhantomData,
         }
     }
@@ -302,6 +367,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
             max_keys: self.max_keys,
             idle_timeout: self.idle_timeout,
             max_open_fraction: self.max_open_fraction,
+            max_metric_keys: self.max_metric_keys,
             _key: PhantomData,
         }
     }
@@ -310,8 +376,8 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
     ///
     /// # Errors
     ///
-    /// The template's [`ConfigError`], a zero `max_keys` or `idle_timeout`, or a
-    /// `max_open_fraction` outside `(0, 1]`.
+    /// The template's [`ConfigError`], a zero `max_keys` or `idle_timeout`, a
+    /// `max_open_fraction` outside `(0, 1]`, or a `max_metric_keys` above [`MAX_METRIC_KEYS`].
     pub fn build(self) -> Result<KeyedBreakerLayer<M, K, C>, ConfigError> {
         self.template.check()?;
         if self.max_keys == 0 {
@@ -331,6 +397,15 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
                 format!("must be between 0 and 1 (exclusive of 0), got {f}"),
             ));
         }
+        if self.max_metric_keys > MAX_METRIC_KEYS {
+            return Err(crate::error::config_error(
+                "max_metric_keys",
+                format!(
+                    "must be at most {MAX_METRIC_KEYS} (each key adds ~14 series a recorder keeps for good), got {}",
+                    self.max_metric_keys
+                ),
+            ));
+        }
         Ok(KeyedBreakerLayer {
             make_key: self.make_key,
             registry: Arc::new(Registry {
@@ -340,6 +415,8 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
                 max_keys: self.max_keys,
                 idle_nanos: nanos(self.idle_timeout),
                 guard: self.max_open_fraction.map(|f| Arc::new(FleetGuard::new(f))),
+                max_metric_keys: self.max_metric_keys,
+                metric_keys: Mutex::new(HashSet::new()),
                 start: Instant::now(),
                 last_sweep: AtomicU64::new(0),
             }),
@@ -351,11 +428,12 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
 /// template [`BreakerBuilder`], in a bounded map that evicts idle breakers (closed ones, and
 /// open ones whose open period is over).
 ///
-/// Each key's breaker is named `"{template name}/{key}"` (its metrics' `name` label). At most
-/// `max_keys` breakers live at once, but a metrics recorder keeps the series of every key it
-/// has seen (the `metrics` facade cannot unregister them; an evicted breaker's `breaker_state`
-/// keeps its last value). When keys come from untrusted input — the `Host` header of a server —
-/// map them onto a known set in the key function, or the recorder grows with every new host.
+/// Each key's breaker is named `"{template name}/{key}"` (its logs, events and — for the first
+/// [`max_metric_keys`](KeyedBreakerBuilder::max_metric_keys) keys — its metrics' `name` label;
+/// later keys share the series `"{template name}/other"`, so a recorder, which keeps every
+/// series it was given, stays bounded when keys come from untrusted input such as a server's
+/// `Host` header). At most `max_keys` breakers live at once; an evicted breaker's
+/// `breaker_state` keeps its last value.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -427,6 +505,7 @@ impl KeyedBreakerLayer {
             max_keys: 1024,
             idle_timeout: Duration::from_secs(600),
             max_open_fraction: None,
+            max_metric_keys: DEFAULT_MAX_METRIC_KEYS,
             _key: PhantomData,
         }
     }
@@ -550,7 +629,10 @@ where
             return ResponseFuture::called(self.inner.call(req), None);
         };
         match self.registry.get(&key).acquire() {
-            Ok(permit) => ResponseFuture::called(self.inner.call(req), Some(permit)),
+            Ok(mut permit) => {
+                let future = permit.call(|| self.inner.call(req));
+                ResponseFuture::called(future, Some(permit))
+            }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

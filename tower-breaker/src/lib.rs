@@ -30,6 +30,9 @@
 //!   still in flight) re-opens the breaker, enough successes that the rest could not re-open it
 //!   close it.
 //!
+//! An inner service that panics (in `call` or in its future) fails the call: the breaker
+//! records a failure and the panic goes on to the caller unchanged.
+//!
 //! The closed path is atomics only: admitting a call is one load, recording a success after a
 //! success is one `fetch_add` and one load. No mutex, no allocation, no boxed future.
 //!
@@ -77,6 +80,9 @@
 //! `breaker_transitions_total{name,from,to}`, `breaker_calls_total{name,result}` (`success`,
 //! `failure`, `slow`, `ignored`, `rejected`). The call counters are registered when the breaker
 //! is built — install your recorder first. Transitions are also logged with `tracing` at WARN.
+//! Keyed breakers label their series `{name}/{key}` for the first
+//! [`max_metric_keys`](keyed::KeyedBreakerBuilder::max_metric_keys) keys (default 100) and
+//! `{name}/other` for the rest, so the series stay bounded whatever the keys.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

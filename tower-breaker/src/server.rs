@@ -148,7 +148,10 @@ pub(crate) fn admit<C, F, B>(
     call: impl FnOnce() -> F,
 ) -> ServerResponseFuture<F, C, B> {
     match shared.acquire() {
-        Ok(permit) => ServerResponseFuture::called(call(), Some(permit)),
+        Ok(mut permit) => {
+            let future = permit.call(call);
+            ServerResponseFuture::called(future, Some(permit))
+        }
         Err(rejected) => ServerResponseFuture::rejected(rejection(&shared.breaker, &rejected)),
     }
 }

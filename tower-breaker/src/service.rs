@@ -18,6 +18,11 @@ use crate::{Breaker, breaker::Guarded, future::ResponseFuture};
 ///
 /// A rejected call does not use the readiness `poll_ready` obtained from the inner service; a
 /// service that reserves capacity in `poll_ready` keeps it for the next call.
+///
+/// An inner service that panics in `call` or while its future is polled fails the call: it is
+/// recorded as a failure (a half-open probe that panics re-opens the breaker) and the panic
+/// goes on to the caller unchanged. A panic in the classifier records nothing and frees the
+/// permit: it says nothing about the upstream.
 #[derive(Debug)]
 pub struct CircuitBreaker<S, C = HttpClassifier> {
     inner: S,
@@ -88,7 +93,10 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.shared.acquire() {
-            Ok(permit) => ResponseFuture::called(self.inner.call(req), Some(permit)),
+            Ok(mut permit) => {
+                let future = permit.call(|| self.inner.call(req));
+                ResponseFuture::called(future, Some(permit))
+            }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

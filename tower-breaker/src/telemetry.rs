@@ -5,6 +5,18 @@
 
 use crate::State;
 
+/// The metric series a breaker reports to.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Series {
+    /// Its own, labelled with its name.
+    #[default]
+    Own,
+    /// Series shared by the keyed breakers past `max_metric_keys`, labelled `name`. They have
+    /// no `breaker_state`: one gauge cannot hold the states of many breakers.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    Folded(String),
+}
+
 /// The label of a recorded call in `breaker_calls_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallResult {
@@ -19,7 +31,7 @@ pub(crate) enum CallResult {
 mod imp {
     use metrics::{Counter, Gauge, counter, gauge};
 
-    use super::{CallResult, State};
+    use super::{CallResult, Series, State};
 
     #[derive(Debug)]
     pub(crate) struct Telemetry {
@@ -29,10 +41,17 @@ mod imp {
     }
 
     impl Telemetry {
-        pub(crate) fn new(name: &str) -> Self {
+        /// The handles of breaker `name`, reporting to `series`.
+        pub(crate) fn new(name: &str, series: &Series) -> Self {
+            let (name, state) = match series {
+                Series::Own => {
+                    let state = gauge!("breaker_state", "name" => name.to_owned());
+                    state.set(0.0);
+                    (name, state)
+                }
+                Series::Folded(label) => (label.as_str(), Gauge::noop()),
+            };
             let call = |result: &'static str| counter!("breaker_calls_total", "name" => name.to_owned(), "result" => result);
-            let state = gauge!("breaker_state", "name" => name.to_owned());
-            state.set(0.0);
             Self {
                 name: name.to_owned(),
                 calls: [
@@ -66,13 +85,13 @@ mod imp {
 
 #[cfg(not(feature = "metrics"))]
 mod imp {
-    use super::{CallResult, State};
+    use super::{CallResult, Series, State};
 
     #[derive(Debug)]
     pub(crate) struct Telemetry;
 
     impl Telemetry {
-        pub(crate) fn new(_name: &str) -> Self {
+        pub(crate) fn new(_name: &str, _series: &Series) -> Self {
             Telemetry
         }
 
@@ -84,3 +103,6 @@ mod imp {
 }
 
 pub(crate) use imp::Telemetry;
+
+/// Whether this build emits metrics (the `metrics` feature).
+pub(crate) const ENABLED: bool = cfg!(feature = "metrics");

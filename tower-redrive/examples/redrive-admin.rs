@@ -5,12 +5,18 @@
 //! cargo run -p tower-redrive --example redrive-admin --all-features -- --postgres postgres://… show 42
 //! … requeue 42 | purge 42 | stats
 //! ```
+//!
+//! It opens an existing queue only: a SQLite path that does not exist (or an empty file), or a
+//! PostgreSQL database without the queue's tables, is an error unless `--create` is given — a
+//! mistyped path must not become a new, empty queue. Errors are printed as one sentence on
+//! stderr, with exit status 1 (2 for bad usage).
 
-use std::{error::Error, sync::Arc};
+use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use tower_redrive::{
-    Clock, EntryId, EntryRecord, EntryState, PostgresQueue, RedriveQueue, SqliteQueue, SystemClock,
+    Clock, EntryId, EntryRecord, EntryState, PostgresQueue, QueueError, RedriveQueue, SqliteQueue,
+    SystemClock,
 };
 
 #[derive(Debug, Parser)]
@@ -29,6 +35,10 @@ struct Cli {
     /// A PostgreSQL connection string.
     #[arg(long)]
     postgres: Option<String>,
+    /// Create the queue if there is none (a new SQLite file, or the tables in a PostgreSQL
+    /// database that lacks them).
+    #[arg(long)]
+    create: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,8 +48,8 @@ enum Command {
     /// List dead letters (or pending/delivered entries with --state).
     List {
         /// pending, delivered or dead.
-        #[arg(long, default_value = "dead")]
-        state: String,
+        #[arg(long, default_value = "dead", value_parser = state)]
+        state: EntryState,
         /// Show entries with an id greater than this.
         #[arg(long)]
         after: Option<i64>,
@@ -66,6 +76,20 @@ enum Command {
     Stats,
 }
 
+fn state(s: &str) -> Result<EntryState, String> {
+    EntryState::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a state: use pending, delivered or dead"))
+}
+
+/// Why the command failed, as the sentence printed on stderr.
+struct Failure(String);
+
+impl From<QueueError> for Failure {
+    fn from(e: QueueError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
 fn line(e: &EntryRecord) -> String {
     format!(
         "{:>8}  {:<9}  {:>3} attempts  {} {}  {}",
@@ -78,22 +102,44 @@ fn line(e: &EntryRecord) -> String {
     )
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn Error>> {
-    let cli = Cli::parse();
-    let queue: Arc<dyn RedriveQueue> = match (&cli.sqlite, &cli.postgres) {
-        (Some(path), _) => Arc::new(SqliteQueue::open(path).await?),
-        (None, Some(url)) => Arc::new(PostgresQueue::connect(url).await?),
+async fn open(cli: &Cli) -> Result<Arc<dyn RedriveQueue>, Failure> {
+    let opened: Result<Arc<dyn RedriveQueue>, QueueError> = match (&cli.sqlite, &cli.postgres) {
+        (Some(path), _) if cli.create => SqliteQueue::open_or_create(path)
+            .await
+            .map(|q| Arc::new(q) as _),
+        (Some(path), _) => SqliteQueue::open(path).await.map(|q| Arc::new(q) as _),
+        (None, Some(url)) if cli.create => {
+            PostgresQueue::connect(url).await.map(|q| Arc::new(q) as _)
+        }
+        (None, Some(url)) => PostgresQueue::connect_existing(url)
+            .await
+            .map(|q| Arc::new(q) as _),
         (None, None) => unreachable!("clap requires one of --sqlite and --postgres"),
     };
+    opened.map_err(|e| match e {
+        QueueError::NoQueue { .. } => Failure(format!("{e} (--create makes one)")),
+        e => e.into(),
+    })
+}
+
+/// Why `requeue` or `purge` did not apply to `id`: there is no such entry, or it is not a dead
+/// letter.
+async fn not_a_dead_letter(queue: &dyn RedriveQueue, id: i64) -> Failure {
+    match queue.get(EntryId(id)).await {
+        Ok(None) => Failure(format!("no entry {id}")),
+        Ok(Some(e)) => Failure(format!("entry {id} is {}, not a dead letter", e.state)),
+        Err(e) => e.into(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let queue = open(&cli).await?;
     match cli.command {
         Command::List {
             state,
             after,
             limit,
         } => {
-            let state =
-                EntryState::parse(&state).ok_or("state must be pending, delivered or dead")?;
             for e in queue.list(state, after.map(EntryId), limit).await? {
                 println!("{}", line(&e));
             }
@@ -102,7 +148,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             let e = queue
                 .get(EntryId(id))
                 .await?
-                .ok_or(format!("no entry {id}"))?;
+                .ok_or_else(|| Failure(format!("no entry {id}")))?;
             println!("{}", line(&e));
             println!("idempotency key: {}", e.idempotency_key);
             if let Some(k) = &e.ordering_key {
@@ -124,18 +170,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
         }
         Command::Requeue { id } => {
-            if queue.requeue(EntryId(id), SystemClock.now()).await? {
-                println!("requeued {id}");
-            } else {
-                return Err(format!("{id} is not a dead letter").into());
+            if !queue.requeue(EntryId(id), SystemClock.now()).await? {
+                return Err(not_a_dead_letter(&*queue, id).await);
             }
+            println!("requeued entry {id}");
         }
         Command::Purge { id } => {
-            if queue.purge(EntryId(id)).await? {
-                println!("purged {id}");
-            } else {
-                return Err(format!("{id} is not a dead letter").into());
+            if !queue.purge(EntryId(id)).await? {
+                return Err(not_a_dead_letter(&*queue, id).await);
             }
+            println!("purged entry {id}");
         }
         Command::Stats => {
             let s = queue.stats().await?;
@@ -153,4 +197,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(why)) => {
+            eprintln!("redrive-admin: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -34,6 +34,17 @@ pub enum QueueError {
         /// The newest version this crate ships.
         supported: i64,
     },
+    /// There is no queue where one was to be opened: a SQLite file that does not exist or is
+    /// empty, or a PostgreSQL database without the queue's tables. Opening a queue never
+    /// creates one unless asked to ([`SqliteQueue::open_or_create`](crate::SqliteQueue::open_or_create),
+    /// [`PostgresQueue::connect`](crate::PostgresQueue::connect)), so a mistyped path is an
+    /// error instead of a new, empty queue.
+    NoQueue {
+        /// Where: the file's path, or the PostgreSQL database's name.
+        location: String,
+        /// Why there is no queue there.
+        reason: &'static str,
+    },
     /// The store failed (I/O, SQL, connection).
     Backend {
         /// What the queue was doing.
@@ -65,6 +76,9 @@ impl fmt::Display for QueueError {
                 f,
                 "redrive queue schema version {found} is newer than this build supports ({supported}); upgrade tower-redrive"
             ),
+            QueueError::NoQueue { location, reason } => {
+                write!(f, "no redrive queue at {location}: {reason}")
+            }
             QueueError::Backend { op, source } => {
                 write!(f, "redrive queue failed to {op}: {source}")
             }

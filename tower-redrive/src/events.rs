@@ -1,7 +1,7 @@
 //! Typed events a program can subscribe to (see [`Redriver::subscribe`](crate::Redriver::subscribe)),
 //! so that alerting does not have to scrape logs.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use crate::entry::EntryId;
 
@@ -37,5 +37,30 @@ pub enum RedriveEvent {
         depth: u64,
         /// The threshold.
         threshold: u64,
+    },
+    /// A store operation failed and the round stopped (emitted for every failed round).
+    ///
+    /// The worker delivers nothing more in the round; an outcome it could not record is
+    /// recorded before it claims anything else.
+    StoreFailed {
+        /// The worker's instance name.
+        name: Arc<str>,
+        /// What failed: one of [`metrics::OPERATIONS`](crate::metrics::OPERATIONS).
+        operation: &'static str,
+        /// The store's error.
+        error: String,
+        /// Rounds in a row that failed, this one included.
+        consecutive: u32,
+        /// How long [`run`](crate::Redriver::run) waits before the next round: the poll
+        /// interval, doubled for every further failed round in a row, up to
+        /// [`store_backoff`](crate::RedriverBuilder::store_backoff).
+        retry_in: Duration,
+    },
+    /// A round succeeded after rounds that failed on the store.
+    StoreRecovered {
+        /// The worker's instance name.
+        name: Arc<str>,
+        /// How many rounds in a row had failed.
+        failed_rounds: u32,
     },
 }

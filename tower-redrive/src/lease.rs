@@ -163,6 +163,7 @@ pub(crate) async fn keep_alive(
                 // The lease is still ours as far as we know; the next renewal tries again
                 // (a third of the lease later, before it runs out).
                 Err(e) => {
+                    crate::metrics::store_error(name, "renew_lease");
                     tracing::warn!(%name, %id, error = %e, "could not renew a lease; retrying at the next renewal");
                 }
             }

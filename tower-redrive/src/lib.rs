@@ -16,13 +16,18 @@
 //!   history. Its janitor deletes finished entries past their [`Retention`].
 //! * Stores: [`SqliteQueue`] (feature `sqlite`, default — one file, WAL, no server) and
 //!   [`PostgresQueue`] (feature `postgres` — many workers on many machines, `FOR UPDATE SKIP
-//!   LOCKED` claims). Schema migrations ship with the crate and are applied on open.
+//!   LOCKED` claims). Schema migrations ship with the crate and are applied on open; a queue is
+//!   made only when asked to ([`SqliteQueue::open_or_create`], [`PostgresQueue::connect`]), so a
+//!   mistyped path is [`QueueError::NoQueue`], not a new, empty queue.
 //! * The dead-letter API is on the queue ([`RedriveQueue::list`], [`get`](RedriveQueue::get),
 //!   [`requeue`](RedriveQueue::requeue), [`purge`](RedriveQueue::purge)); the
 //!   `redrive-admin` example is a small CLI over it.
-//! * Observability: the [`metrics`] listed there, [`RedriveEvent`]s for dead-lettering and for
-//!   the queue depth crossing a threshold, and `alerts/redrive.rules.yml`, example Prometheus
-//!   alert rules.
+//! * A failing store stops the worker's round: an outcome it could not record is kept and
+//!   recorded before anything else is claimed (the entry is not delivered again meanwhile), and
+//!   [`Redriver::run`] backs off.
+//! * Observability: the [`metrics`] listed there, [`RedriveEvent`]s for dead-lettering, the
+//!   queue depth crossing a threshold and the store failing, and `alerts/redrive.rules.yml`,
+//!   example Prometheus alert rules.
 //!
 //! Delivery is at least once and made effectively once by the `Idempotency-Key` the layer stamps
 //! before the first attempt: a server running an idempotency layer replays instead of executing
@@ -78,6 +83,7 @@ pub mod metrics;
 mod outcome;
 mod panic;
 pub mod queue;
+mod record;
 pub mod schedule;
 mod worker;
 
@@ -103,4 +109,6 @@ pub use queue::postgres::PostgresQueue;
 pub use queue::sqlite::SqliteQueue;
 pub use queue::{Claim, QueueFuture, RedriveQueue};
 pub use schedule::{Schedule, ScheduleBuilder, Tier};
-pub use worker::{Redriver, RedriverBuilder, RedriverHandle, Retention, RunReport};
+pub use worker::{
+    DEFAULT_STORE_BACKOFF, Redriver, RedriverBuilder, RedriverHandle, Retention, RunReport,
+};

@@ -5,7 +5,7 @@ use std::{
     future::{Future, poll_fn},
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -30,6 +30,7 @@ use crate::{
     metrics as m,
     panic::{self, CatchPanic, DeliveryPanicked},
     queue::{Claim, RedriveQueue},
+    record::{Decision, Record, Unrecorded},
     schedule::Schedule,
 };
 
@@ -62,10 +63,12 @@ pub struct RunReport {
     pub rescheduled: usize,
     /// Moved to the dead-letter queue.
     pub dead_lettered: usize,
-    /// Outcomes discarded because the lease was lost, or not recorded because the store failed;
-    /// also entries not delivered at all because another worker took them over while they waited
-    /// their turn in the batch.
+    /// Outcomes discarded because the lease was lost; also entries not delivered at all because
+    /// another worker took them over while they waited their turn in the batch.
     pub unrecorded: usize,
+    /// Outcomes of earlier rounds that the store failed to record, recorded at the start of this
+    /// one.
+    pub recorded_late: usize,
 }
 
 struct WorkerShared<C> {
@@ -83,8 +86,12 @@ struct WorkerShared<C> {
     janitor_interval: Duration,
     retention: Retention,
     depth_threshold: Option<u64>,
+    store_backoff: Duration,
     events: broadcast::Sender<RedriveEvent>,
     above_threshold: AtomicBool,
+    /// Rounds in a row that failed on the store.
+    failed_rounds: AtomicU32,
+    unrecorded: Unrecorded,
     next_slot: Mutex<Option<tokio::time::Instant>>,
     next_janitor: Mutex<Option<Timestamp>>,
     last_stats: Mutex<QueueStats>,
@@ -112,6 +119,10 @@ struct WorkerShared<C> {
 /// taken over by another worker. If a renewal finds that another worker took an entry over
 /// anyway (a renewal failed for a whole lease, say), the entry is not delivered if its turn has
 /// not come, and its outcome is not recorded if it was in flight (`lease_lost`).
+///
+/// Store errors: the round stops at the first one, and an outcome the store failed to record is
+/// recorded before anything else is claimed, so its entry is not delivered again meanwhile (see
+/// [`run_once`](Self::run_once)); [`run`](Self::run) backs off.
 ///
 /// Delivery is at least once: if a worker dies mid-delivery its lease expires and another worker
 /// takes the entry over. Every delivery carries the entry's `Idempotency-Key`, so a server running
@@ -188,9 +199,16 @@ impl<S> Redriver<S> {
             janitor_interval: Duration::from_secs(600),
             retention: Retention::default(),
             depth_threshold: None,
+            store_backoff: None,
         }
     }
 }
+
+/// The longest pause between rounds while the store fails, unless the poll interval is longer
+/// (see [`RedriverBuilder::store_backoff`]): short enough that a store back from an outage is
+/// used again within a minute, long enough that a broken one is not hammered (nor the log
+/// filled).
+pub const DEFAULT_STORE_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Builds a [`Redriver`].
 pub struct RedriverBuilder<S, C = HttpClassifier> {
@@ -209,6 +227,7 @@ pub struct RedriverBuilder<S, C = HttpClassifier> {
     janitor_interval: Duration,
     retention: Retention,
     depth_threshold: Option<u64>,
+    store_backoff: Option<Duration>,
 }
 
 impl<S, C> fmt::Debug for RedriverBuilder<S, C> {
@@ -256,6 +275,7 @@ impl<S, C> RedriverBuilder<S, C> {
             janitor_interval: self.janitor_interval,
             retention: self.retention,
             depth_threshold: self.depth_threshold,
+            store_backoff: self.store_backoff,
         }
     }
 
@@ -337,11 +357,23 @@ impl<S, C> RedriverBuilder<S, C> {
         self
     }
 
+    /// The longest pause between rounds while the store fails (default
+    /// [`DEFAULT_STORE_BACKOFF`], 1 minute, or the poll interval if that is longer).
+    ///
+    /// A round stops at the first store error (see [`Redriver::run_once`]); [`run`](Redriver::run)
+    /// then waits the poll interval, doubled after every further failed round in a row, up to
+    /// this. The first round that succeeds ends the back-off.
+    #[must_use]
+    pub const fn store_backoff(mut self, max: Duration) -> Self {
+        self.store_backoff = Some(max);
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
-    /// An empty name, a zero lease, batch, poll or janitor interval or retention, or a rate that
-    /// is not a positive number.
+    /// An empty name, a zero lease, batch, poll or janitor interval or retention, a rate that
+    /// is not a positive number, or a store backoff shorter than the poll interval.
     pub fn build(self) -> Result<Redriver<S, C>, ConfigError> {
         if self.name.is_empty() {
             return Err(crate::error::config_error(
@@ -372,6 +404,16 @@ impl<S, C> RedriverBuilder<S, C> {
         if self.batch == 0 {
             return Err(crate::error::config_error("batch must be at least 1"));
         }
+        let store_backoff = match self.store_backoff {
+            Some(max) if max < self.poll_interval => {
+                return Err(crate::error::config_error(format!(
+                    "store_backoff ({max:?}) is shorter than poll_interval ({:?}): a failing store would be tried more often than a working one",
+                    self.poll_interval
+                )));
+            }
+            Some(max) => max,
+            None => DEFAULT_STORE_BACKOFF.max(self.poll_interval),
+        };
         let rate_interval = match self.max_rate {
             None => None,
             // `try_from`: a tiny rate (1e-30/s) is a valid float whose interval overflows.
@@ -415,8 +457,11 @@ impl<S, C> RedriverBuilder<S, C> {
                 janitor_interval: self.janitor_interval,
                 retention: self.retention,
                 depth_threshold: self.depth_threshold,
+                store_backoff,
                 events: broadcast::channel(256).0,
                 above_threshold: AtomicBool::new(false),
+                failed_rounds: AtomicU32::new(0),
+                unrecorded: Unrecorded::default(),
                 next_slot: Mutex::new(None),
                 next_janitor: Mutex::new(None),
                 last_stats: Mutex::new(QueueStats::default()),
@@ -425,10 +470,51 @@ impl<S, C> RedriverBuilder<S, C> {
     }
 }
 
-enum Recorded {
-    Delivered,
-    Rescheduled,
-    DeadLettered,
+/// What became of one claimed entry's delivery.
+enum Delivery {
+    /// Its lease was found lost before it was sent: another worker delivers it.
+    NotSent,
+    /// Another worker took it over while it was in flight: the outcome is not this worker's
+    /// to record (the store would refuse it anyway).
+    TakenOver,
+    /// Delivered (or found unreadable): the outcome to record.
+    Decided(Decision),
+}
+
+/// A store operation that stopped a round.
+struct StoreFailure {
+    /// One of [`m::OPERATIONS`].
+    operation: &'static str,
+    error: QueueError,
+}
+
+fn failed(operation: &'static str) -> impl FnOnce(QueueError) -> StoreFailure {
+    move |error| StoreFailure { operation, error }
+}
+
+impl<C> WorkerShared<C> {
+    /// The pause after `consecutive` failed rounds: the poll interval, doubled for every
+    /// further one, up to the store backoff.
+    fn backoff(&self, consecutive: u32) -> Duration {
+        let doublings = consecutive.saturating_sub(1).min(31);
+        self.poll_interval
+            .saturating_mul(1 << doublings)
+            .min(self.store_backoff)
+    }
+
+    /// Tells of an outcome the store recorded (a dead letter is logged and sent as an event).
+    fn recorded(&self, decision: &Decision) {
+        if let Record::DeadLetter { attempt, reason } = &decision.record {
+            let (id, attempts) = (decision.id, attempt.attempt);
+            tracing::warn!(name = %self.name, %id, attempts, %reason, "entry dead-lettered");
+            let _ = self.events.send(RedriveEvent::DeadLettered {
+                name: Arc::clone(&self.name),
+                id,
+                reason: reason.clone(),
+                attempts,
+            });
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -453,13 +539,64 @@ where
         &self.shared.worker_id
     }
 
-    /// One round: claims due entries, delivers them, records the outcomes, refreshes the gauges.
+    /// One round: records the outcomes earlier rounds could not record, claims due entries,
+    /// delivers them, records the outcomes, refreshes the gauges.
+    ///
+    /// A store error stops the round. An outcome the store failed to record is kept in memory
+    /// and recorded, with the entry's lease, before this worker (or a clone) claims anything
+    /// else, so the entry is not delivered again meanwhile; the batch's entries not delivered
+    /// yet are left to their leases. The failure is logged at ERROR, counted in
+    /// `redrive_store_errors_total` and sent as [`RedriveEvent::StoreFailed`], and
+    /// [`run`](Self::run) backs off (see [`RedriverBuilder::store_backoff`]).
+    ///
+    /// The kept outcomes live in this process: a worker restarted meanwhile, or another worker
+    /// that claims the entry once its lease ran out, delivers it again (its `Idempotency-Key`
+    /// makes that harmless to a server that dedups).
     ///
     /// # Errors
-    /// If the queue cannot be read. Failures to record an outcome are logged and counted
-    /// (`store_error`); the entry's lease then expires and it is delivered again.
+    /// The store's error when claiming, recording an outcome or reading the statistics failed.
     pub async fn run_once(&mut self) -> Result<RunReport, QueueError> {
+        let result = self.round().await;
+        let shared = &self.shared;
+        match result {
+            Ok(report) => {
+                let failed_rounds = shared.failed_rounds.swap(0, Ordering::Relaxed);
+                if failed_rounds > 0 {
+                    tracing::info!(name = %shared.name, failed_rounds, "the redrive store works again");
+                    let _ = shared.events.send(RedriveEvent::StoreRecovered {
+                        name: Arc::clone(&shared.name),
+                        failed_rounds,
+                    });
+                }
+                Ok(report)
+            }
+            Err(StoreFailure { operation, error }) => {
+                let consecutive = shared
+                    .failed_rounds
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                let retry_in = shared.backoff(consecutive);
+                m::store_error(&shared.name, operation);
+                tracing::error!(
+                    name = %shared.name, operation, %error, consecutive,
+                    retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                    "the redrive store failed; the round stopped"
+                );
+                let _ = shared.events.send(RedriveEvent::StoreFailed {
+                    name: Arc::clone(&shared.name),
+                    operation,
+                    error: error.to_string(),
+                    consecutive,
+                    retry_in,
+                });
+                Err(error)
+            }
+        }
+    }
+
+    async fn round(&mut self) -> Result<RunReport, StoreFailure> {
         let shared = Arc::clone(&self.shared);
+        let recorded_late = record_unrecorded(&shared).await?;
         let claimed_at = shared.clock.now();
         let claimed = shared
             .queue
@@ -469,32 +606,66 @@ where
                 lease: shared.lease,
                 limit: shared.batch,
             })
-            .await?;
+            .await
+            .map_err(failed("claim"))?;
         let mut report = RunReport {
             claimed: claimed.len(),
+            recorded_late,
             ..RunReport::default()
         };
         let leases = HeldLeases::new(
             claimed.iter().map(|c| (c.id, c.lease)),
             claimed_at.plus(shared.lease),
         );
+        let mut stopped = None;
         let deliveries = async {
             for entry in claimed {
                 let id = entry.id;
-                let delivered = if leases.is_lost(id, shared.clock.now()) {
-                    None
+                let delivery = if leases.is_lost(id, shared.clock.now()) {
+                    Delivery::NotSent
                 } else {
                     self.deliver(entry, &leases).await
                 };
-                match delivered {
-                    Some((result, recorded)) => self.count(&mut report, id, result, recorded),
-                    None => {
+                let decision = match delivery {
+                    Delivery::Decided(decision) => decision,
+                    Delivery::NotSent => {
                         // Taken over while it waited its turn in the batch (or its pacing),
                         // or its lease ran out with no renewal accepted (another worker may
                         // have claimed it): that worker delivers it.
                         leases.finish(id);
                         tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
                         report.unrecorded += 1;
+                        continue;
+                    }
+                    Delivery::TakenOver => {
+                        count(&shared, id, Err(&QueueError::LeaseLost { id }));
+                        tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+                        report.unrecorded += 1;
+                        continue;
+                    }
+                };
+                match decision.record(&*shared.queue, shared.clock.now()).await {
+                    Ok(()) => {
+                        count(&shared, id, Ok(&decision));
+                        shared.recorded(&decision);
+                        match decision.record {
+                            Record::Complete(_) => report.delivered += 1,
+                            Record::Reschedule { .. } => report.rescheduled += 1,
+                            Record::DeadLetter { .. } => report.dead_lettered += 1,
+                        }
+                    }
+                    Err(lost @ QueueError::LeaseLost { .. }) => {
+                        count(&shared, id, Err(&lost));
+                        tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+                        report.unrecorded += 1;
+                    }
+                    Err(error) => {
+                        // The store is failing: stop delivering, keep the outcome to record
+                        // it before anything else is claimed.
+                        count(&shared, id, Err(&error));
+                        shared.unrecorded.keep(decision);
+                        stopped = Some(error);
+                        return;
                     }
                 }
             }
@@ -506,62 +677,46 @@ where
             () = deliveries => {}
             never = lease::keep_alive(&shared.name, &*shared.queue, &*shared.clock, shared.lease, &leases) => match never {},
         }
-        refresh_gauges(&shared).await?;
+        if let Some(error) = stopped {
+            return Err(StoreFailure {
+                operation: "record",
+                error,
+            });
+        }
+        refresh_gauges(&shared)
+            .await
+            .map_err(failed("read_stats"))?;
         Ok(report)
     }
 
-    fn count(
-        &self,
-        report: &mut RunReport,
-        id: EntryId,
-        result: &'static str,
-        recorded: Result<Recorded, QueueError>,
-    ) {
-        let shared = &self.shared;
-        // An outcome that was not recorded is labelled by why (as `metrics::RESULTS` says):
-        // the entry will be delivered again, so counting it as delivered would overstate.
-        let result = match &recorded {
-            Ok(_) => result,
-            Err(QueueError::LeaseLost { .. }) => "lease_lost",
-            Err(_) => "store_error",
-        };
-        metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
-            .increment(1);
-        match recorded {
-            Ok(Recorded::Delivered) => report.delivered += 1,
-            Ok(Recorded::Rescheduled) => report.rescheduled += 1,
-            Ok(Recorded::DeadLettered) => report.dead_lettered += 1,
-            Err(QueueError::LeaseLost { .. }) => {
-                tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
-                report.unrecorded += 1;
-            }
-            Err(e) => {
-                tracing::error!(name = %shared.name, %id, error = %e, "could not record a delivery outcome; the entry will be delivered again");
-                report.unrecorded += 1;
-            }
-        }
-    }
-
-    /// Delivers one entry and records its outcome; `None` if its lease was found lost before
-    /// it was sent (after pacing).
-    async fn deliver(
-        &mut self,
-        entry: Claimed,
-        leases: &HeldLeases,
-    ) -> Option<(&'static str, Result<Recorded, QueueError>)> {
+    /// Delivers one entry and decides its outcome (recorded by the caller).
+    async fn deliver(&mut self, entry: Claimed, leases: &HeldLeases) -> Delivery {
         let shared = Arc::clone(&self.shared);
         let attempt = entry.attempts + 1;
+        let decided = |result, record| {
+            Delivery::Decided(Decision {
+                id: entry.id,
+                lease: entry.lease,
+                result,
+                record,
+            })
+        };
         let request = match entry.request {
             Ok(request) => request,
             Err(reason) => {
                 if !leases.finish(entry.id) {
-                    return Some(("corrupt", Err(QueueError::LeaseLost { id: entry.id })));
+                    return Delivery::TakenOver;
                 }
                 let now = shared.clock.now();
                 let record = AttemptRecord::new(attempt, now, "corrupt", reason.clone());
                 let reason = format!("corrupt entry: {reason}");
-                let r = dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
-                return Some(("corrupt", r));
+                return decided(
+                    "corrupt",
+                    Record::DeadLetter {
+                        attempt: record,
+                        reason,
+                    },
+                );
             }
         };
         let mut req = request.to_request();
@@ -574,7 +729,7 @@ where
         pace(&shared).await;
         // Pacing may have waited long: the lease must still be ours to deliver on it.
         if leases.is_lost(entry.id, shared.clock.now()) {
-            return None;
+            return Delivery::NotSent;
         }
         let span =
             tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
@@ -610,22 +765,21 @@ where
         };
         drop(result);
         if !leases.finish(entry.id) {
-            // A renewal found the entry taken over mid-delivery: its outcome is not ours to
-            // record (the store would refuse it anyway).
-            return Some((class.as_str(), Err(QueueError::LeaseLost { id: entry.id })));
+            return Delivery::TakenOver;
         }
         let record = AttemptRecord::new(attempt, now, class.as_str(), outcome.clone());
-        Some(match class {
+        match class {
             Class::Success => {
                 tracing::debug!(name = %shared.name, id = %entry.id, attempt, "delivered");
-                let r = shared.queue.complete(entry.id, entry.lease, record).await;
-                ("delivered", r.map(|()| Recorded::Delivered))
+                decided("delivered", Record::Complete(record))
             }
-            Class::Permanent => {
-                let reason = format!("permanent failure: {outcome}");
-                let r = dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
-                ("permanent", r)
-            }
+            Class::Permanent => decided(
+                "permanent",
+                Record::DeadLetter {
+                    attempt: record,
+                    reason: format!("permanent failure: {outcome}"),
+                },
+            ),
             Class::Transient { .. } => {
                 let age = now.since(entry.enqueued_at);
                 let delay = {
@@ -634,22 +788,28 @@ where
                 };
                 if let Some(delay) = delay {
                     tracing::debug!(name = %shared.name, id = %entry.id, attempt, %outcome, delay_secs = delay.as_secs(), "delivery failed; rescheduled");
-                    let r = shared
-                        .queue
-                        .reschedule(entry.id, entry.lease, record, now.plus(delay))
-                        .await;
-                    ("transient", r.map(|()| Recorded::Rescheduled))
+                    decided(
+                        "transient",
+                        Record::Reschedule {
+                            attempt: record,
+                            next: now.plus(delay),
+                        },
+                    )
                 } else {
                     let reason = format!(
                         "schedule exhausted after {attempt} attempts over {}; last error: {outcome}",
                         humanize(age)
                     );
-                    let r =
-                        dead_letter(&shared, entry.id, entry.lease, record, reason, attempt).await;
-                    ("exhausted", r)
+                    decided(
+                        "exhausted",
+                        Record::DeadLetter {
+                            attempt: record,
+                            reason,
+                        },
+                    )
                 }
             }
-        })
+        }
     }
 
     /// Reads the queue's counts, updates the gauges, and emits depth-threshold events.
@@ -669,7 +829,9 @@ where
     }
 
     /// Runs rounds until `shutdown` resolves: claims and delivers, sleeps until the next entry is
-    /// due (at most the poll interval), and runs the janitor every janitor interval.
+    /// due (at most the poll interval), and runs the janitor every janitor interval. After a
+    /// round that failed on the store it waits the poll interval, doubled for every further
+    /// failed round in a row, up to [`store_backoff`](RedriverBuilder::store_backoff).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -688,8 +850,9 @@ where
                         }
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(name = %shared.name, error = %e, "redrive round failed");
+                // Logged, counted and sent as an event by `run_once`.
+                Ok(Err(_)) => {
+                    pause = shared.backoff(shared.failed_rounds.load(Ordering::Relaxed));
                 }
                 Err(panicked) => {
                     tracing::error!(name = %shared.name, panic = panicked.message(), "redrive round panicked; its entries are delivered again when their leases expire");
@@ -819,34 +982,55 @@ async fn run_janitor<C>(shared: &WorkerShared<C>) -> Result<PurgeReport, QueueEr
             now.minus(shared.retention.delivered),
             now.minus(shared.retention.dead),
         )
-        .await?;
+        .await
+        .inspect_err(|_| m::store_error(&shared.name, "purge"))?;
     if report.delivered + report.dead > 0 {
         tracing::info!(name = %shared.name, delivered = report.delivered, dead = report.dead, "janitor removed finished entries");
     }
     Ok(report)
 }
 
-async fn dead_letter<C>(
-    shared: &WorkerShared<C>,
-    id: EntryId,
-    lease: crate::entry::LeaseToken,
-    record: AttemptRecord,
-    reason: String,
-    attempts: u32,
-) -> Result<Recorded, QueueError> {
-    let now = shared.clock.now();
-    shared
-        .queue
-        .dead_letter(id, lease, Some(record), reason.clone(), now)
-        .await?;
-    tracing::warn!(name = %shared.name, %id, attempts, %reason, "entry dead-lettered");
-    let _ = shared.events.send(RedriveEvent::DeadLettered {
-        name: Arc::clone(&shared.name),
-        id,
-        reason,
-        attempts,
-    });
-    Ok(Recorded::DeadLettered)
+/// Counts one delivery in `redrive_deliveries_total`: by its decided result when recorded, and
+/// as `lease_lost` or `store_error` when not (the entry will be delivered again by whoever
+/// holds it, or recorded later: counting it as delivered would overstate).
+fn count<C>(shared: &WorkerShared<C>, id: EntryId, recorded: Result<&Decision, &QueueError>) {
+    let result = match recorded {
+        Ok(decision) => decision.result,
+        Err(QueueError::LeaseLost { .. }) => "lease_lost",
+        Err(_) => "store_error",
+    };
+    tracing::trace!(name = %shared.name, %id, result, "delivery counted");
+    metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// Records the outcomes earlier rounds could not record, oldest first, each with its own
+/// lease; how many were recorded. The first that fails again stops the round.
+async fn record_unrecorded<C>(shared: &WorkerShared<C>) -> Result<usize, StoreFailure> {
+    let mut recorded = 0;
+    while let Some(decision) = shared.unrecorded.take() {
+        let id = decision.id;
+        match decision.record(&*shared.queue, shared.clock.now()).await {
+            Ok(()) => {
+                tracing::info!(name = %shared.name, %id, result = decision.result, "recorded an outcome the store had failed to record");
+                shared.recorded(&decision);
+                recorded += 1;
+            }
+            Err(QueueError::LeaseLost { .. }) => {
+                // Recorded after all (an operation that timed out may have completed), or
+                // taken over by another worker once the lease ran out.
+                tracing::warn!(name = %shared.name, %id, "an outcome the store had failed to record was refused: the entry was recorded or taken over meanwhile");
+            }
+            Err(error) => {
+                shared.unrecorded.put_back(decision);
+                return Err(StoreFailure {
+                    operation: "record",
+                    error,
+                });
+            }
+        }
+    }
+    Ok(recorded)
 }
 
 async fn pace<C>(shared: &WorkerShared<C>) {

@@ -5,30 +5,14 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Upstream, post};
-use test_support::postgres::PostgresServer;
+use common::{Upstream, database, post};
 use tower::{Layer, ServiceExt};
 use tower_redrive::{
-    Claim, Clock, EntryState, ManualClock, NewEntry, PostgresQueue, QueueError, RedriveLayer,
-    RedriveQueue, Redriver, StoredRequest, Timestamp,
+    Claim, Clock, EntryState, ManualClock, NewEntry, PostgresQueue, QueueError, RedriveEvent,
+    RedriveLayer, RedriveQueue, Redriver, StoredRequest, Timestamp,
 };
 
 const START: Timestamp = Timestamp::from_millis(1_750_000_000_000);
-
-/// A fresh server per test (stopped and deleted when the test ends), or `None` to skip when
-/// PostgreSQL is not installed and not required.
-async fn database() -> Option<(PostgresServer, String)> {
-    match PostgresServer::start().await {
-        Ok(server) => {
-            let url = server.create_database().await.expect("createdb");
-            Some((server, url))
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
-}
 
 fn entry(i: usize, tenant: Option<&str>) -> NewEntry {
     let mut req = StoredRequest::new(
@@ -468,4 +452,174 @@ async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key_on_postgres()
     };
     let queue = PostgresQueue::connect(&url).await.unwrap();
     common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
+}
+
+/// PostgreSQL stops in the middle of a round: the outcome of the delivery in flight cannot be
+/// recorded. The round stops (the rest of the batch is not delivered), the worker backs off and
+/// delivers nothing while the database is down — not even once the batch's leases ran out —
+/// and when it is back, records the kept outcome with the entry's own lease and goes on. Each
+/// entry reaches the upstream once; the failed one is due when its schedule says, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_mid_round_stops_the_round_and_the_kept_outcome_is_recorded_later() {
+    use std::sync::atomic::Ordering;
+
+    let Some((server, url)) = database().await else {
+        return;
+    };
+    let server = Arc::new(server);
+    let lease = Duration::from_secs(1);
+    let clock: Arc<dyn Clock> = Arc::new(tower_redrive::TokioClock::starting_at(START));
+    let upstream = Upstream::new();
+    let queue = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    // The first entry's delivery stops the database and is answered 503: its reschedule
+    // cannot be recorded.
+    let stop = StoredRequest::new(
+        http::Method::POST,
+        "http://upstream.test/stop".parse().unwrap(),
+    );
+    let first = queue.enqueue(NewEntry::new(stop, START)).await.unwrap();
+    for i in 1..5 {
+        queue.enqueue(entry(i, None)).await.unwrap();
+    }
+    let service = {
+        let (server, upstream) = (server.clone(), upstream.clone());
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let (server, upstream) = (server.clone(), upstream.clone());
+                async move {
+                    if req.uri().path() != "/stop" {
+                        return upstream.client().oneshot(req).await;
+                    }
+                    server.stop().await.unwrap();
+                    upstream.hits.fetch_add(1, Ordering::SeqCst);
+                    Ok(http::Response::builder()
+                        .status(503)
+                        .body(axum::body::Body::empty())
+                        .unwrap())
+                }
+            },
+        )
+    };
+    let worker = Redriver::builder(queue.clone(), service)
+        .name("orders")
+        .clock(clock.clone())
+        .lease(lease)
+        .poll_interval(Duration::from_millis(50))
+        .store_backoff(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut events = worker.subscribe();
+    let handle = worker.spawn();
+    let failed = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("the round stopped")
+        .unwrap();
+    let RedriveEvent::StoreFailed {
+        operation, error, ..
+    } = failed
+    else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(operation, "record");
+    assert!(!error.contains("db error"), "{error}");
+    // Down for longer than the lease: the batch's leases run out, and still nothing is
+    // delivered (the kept outcome must be recorded first).
+    tokio::time::sleep(2 * lease + Duration::from_millis(500)).await;
+    assert_eq!(
+        upstream.hits.load(Ordering::SeqCst),
+        1,
+        "nothing delivered while down"
+    );
+    server.restart().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while upstream.hits.load(Ordering::SeqCst) < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = loop {
+        match events.recv().await.unwrap() {
+            RedriveEvent::StoreFailed { .. } => {}
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(recovered, RedriveEvent::StoreRecovered { failed_rounds, .. } if failed_rounds >= 2),
+        "{recovered:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.shutdown().await;
+    assert_eq!(
+        upstream.hits.load(Ordering::SeqCst),
+        5,
+        "each entry reached the upstream once"
+    );
+    let kept = queue.get(first).await.unwrap().unwrap();
+    assert_eq!(kept.state, EntryState::Pending);
+    assert_eq!(kept.attempts, 1, "the 503 was recorded, once");
+    assert_eq!(kept.history.len(), 1);
+    assert_eq!(kept.history[0].outcome, "503 Service Unavailable");
+    assert!(
+        kept.available_at >= kept.history[0].at().plus(Duration::from_secs(9 * 60)),
+        "due when the schedule says (10 min ± 10 %), not when the database came back: {kept:?}"
+    );
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delivered), (1, 4));
+}
+
+/// An error the server sent is displayed with the server's own message (tokio-postgres shows
+/// `db error`), a failed connection with its cause; the tokio-postgres error stays in the chain.
+#[tokio::test]
+async fn errors_carry_the_servers_own_message() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let base = url.rsplit_once('/').unwrap().0;
+    let err = PostgresQueue::connect(&format!("{base}/no_such_db"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "redrive queue failed to connect to PostgreSQL: FATAL: database \"no_such_db\" does not exist"
+    );
+    let pg = tower_fault::find::<tokio_postgres::Error>(&err).expect("in the chain");
+    assert_eq!(
+        pg.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+    );
+    let refused = test_support::fault::refused_addr();
+    let err = PostgresQueue::connect(&format!("postgres://postgres@{refused}/x"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("redrive queue failed to connect to PostgreSQL: error connecting to server: Connection refused"),
+        "{err}"
+    );
+}
+
+/// `connect_existing` (what an admin tool uses) does not make a queue in a database without
+/// one; `connect` does, and then `connect_existing` opens it.
+#[tokio::test]
+async fn connect_existing_never_makes_a_queue() {
+    let Some((_server, url)) = database().await else {
+        return;
+    };
+    let db = url.rsplit_once('/').unwrap().1;
+    for _ in 0..2 {
+        let err = PostgresQueue::connect_existing(&url).await.unwrap_err();
+        assert!(matches!(err, QueueError::NoQueue { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no redrive queue at PostgreSQL database \"{db}\": it has no redrive_schema table"
+            )
+        );
+    }
+    let made = PostgresQueue::connect(&url).await.unwrap();
+    made.enqueue(entry(1, None)).await.unwrap();
+    let opened = PostgresQueue::connect_existing(&url).await.unwrap();
+    assert_eq!(opened.stats().await.unwrap().pending, 1);
 }

@@ -35,7 +35,7 @@ async fn three_hour_outage_defers_then_delivers_once_in_key_order_across_a_resta
     let upstream = Upstream::new();
     upstream.fail_with(503);
 
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let start_worker = |queue: Arc<SqliteQueue>| {
         Redriver::builder(queue, upstream.client())
@@ -139,7 +139,11 @@ async fn schedule_dead_letters_after_five_days_with_reason_and_history() {
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(502);
-    let queue = Arc::new(SqliteQueue::open(dir.path().join("q.db")).await.unwrap());
+    let queue = Arc::new(
+        SqliteQueue::open_or_create(dir.path().join("q.db"))
+            .await
+            .unwrap(),
+    );
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let receipt = client
         .oneshot(post("a", "x"))
@@ -445,7 +449,7 @@ async fn corrupt_entry_is_dead_lettered_with_the_reason() {
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let receipt = layer(queue.clone(), clock.clone())
         .layer(upstream.client())
         .oneshot(post("a", "x"))
@@ -489,7 +493,7 @@ async fn nothing_is_acknowledged_when_the_queue_cannot_persist() {
     let path = dir.path().join("q.db");
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch("DROP TABLE redrive_entries")
@@ -576,14 +580,7 @@ async fn rate_cap_spaces_deliveries() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for i in 0..5 {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u/{i}").parse().unwrap(),
-        );
-        queue
-            .enqueue(tower_redrive::NewEntry::new(req, START))
-            .await
-            .unwrap();
+        common::enqueue_post(&*queue, &format!("/{i}"), START).await;
     }
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock)
@@ -608,14 +605,7 @@ async fn a_tiny_max_rate_paces_without_a_panic() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for i in 0..2 {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u/{i}").parse().unwrap(),
-        );
-        queue
-            .enqueue(tower_redrive::NewEntry::new(req, START))
-            .await
-            .unwrap();
+        common::enqueue_post(&*queue, &format!("/{i}"), START).await;
     }
     let mut worker = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock)
@@ -664,6 +654,27 @@ fn builders_reject_nonsense() {
             .contains("1 ms"),
         "queue times are whole milliseconds: a shorter lease would end as it is taken"
     );
+    assert!(
+        err(Redriver::builder(queue.clone(), upstream.client())
+            .poll_interval(Duration::from_secs(5))
+            .store_backoff(Duration::from_secs(1)))
+        .contains("store_backoff"),
+        "a failing store retried more often than a working one is polled"
+    );
+    assert!(
+        Redriver::builder(queue.clone(), upstream.client())
+            .store_backoff(Duration::from_secs(1))
+            .build()
+            .is_ok(),
+        "as long as the poll interval (1 s by default)"
+    );
+    assert!(
+        Redriver::builder(queue.clone(), upstream.client())
+            .poll_interval(Duration::from_secs(300))
+            .build()
+            .is_ok(),
+        "the default backoff follows a poll interval longer than a minute"
+    );
     assert!(RedriveLayer::builder(queue).name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
     let sub_ms = Schedule::builder()
@@ -688,11 +699,7 @@ async fn a_dropped_worker_handle_detaches_the_worker() {
             .spawn(),
     );
     tokio::time::sleep(Duration::from_millis(50)).await; // a round or two, nothing to do
-    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
-    let id = queue
-        .enqueue(tower_redrive::NewEntry::new(req, START))
-        .await
-        .unwrap();
+    let id = common::enqueue_post(&*queue, "/a", START).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while queue.get(id).await.unwrap().unwrap().state != EntryState::Delivered {
         assert!(
@@ -805,7 +812,7 @@ async fn a_column_of_the_wrong_type_dead_letters_its_entry_and_stops_nothing_els
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let mut ids = Vec::new();
     for tenant in ["good", "uri", "method", "body", "key"] {
@@ -895,7 +902,7 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let mut ids = Vec::new();
     for tenant in ["text", "blob", "unreadable"] {
@@ -987,7 +994,9 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
 #[tokio::test]
 async fn a_lease_renewal_by_a_worker_that_was_taken_over_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = SqliteQueue::open(dir.path().join("q.db")).await.unwrap();
+    let queue = SqliteQueue::open_or_create(dir.path().join("q.db"))
+        .await
+        .unwrap();
     common::renewal_is_a_compare_and_set_on_the_lease_token(&queue, START).await;
 }
 
@@ -997,7 +1006,11 @@ async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_and_comp
     use tower_redrive::{NewEntry, StoredRequest};
 
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(SqliteQueue::open(dir.path().join("q.db")).await.unwrap());
+    let queue = Arc::new(
+        SqliteQueue::open_or_create(dir.path().join("q.db"))
+            .await
+            .unwrap(),
+    );
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(START));
     let lease = Duration::from_secs(60);
     let upstream = Upstream::new();
@@ -1164,16 +1177,7 @@ async fn a_panicking_delivery_is_rescheduled_and_the_worker_goes_on() {
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     let mut ids = Vec::new();
     for path in ["/panic-in-call", "/panic-in-future", "/fine"] {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u{path}").parse().unwrap(),
-        );
-        ids.push(
-            queue
-                .enqueue(tower_redrive::NewEntry::new(req, START))
-                .await
-                .unwrap(),
-        );
+        ids.push(common::enqueue_post(&*queue, path, START).await);
     }
     let broken = Arc::new(AtomicBool::new(true));
     let service = {
@@ -1270,11 +1274,7 @@ async fn a_panic_that_escapes_a_round_does_not_stop_a_spawned_worker() {
     let clock = Arc::new(ManualClock::new(START));
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    let req = tower_redrive::StoredRequest::new(http::Method::POST, "http://u/a".parse().unwrap());
-    let id = queue
-        .enqueue(tower_redrive::NewEntry::new(req, START))
-        .await
-        .unwrap();
+    let id = common::enqueue_post(&*queue, "/a", START).await;
     let handle = Redriver::builder(queue.clone(), upstream.client())
         .clock(clock.clone())
         .classifier(PanicsOnce(Arc::new(AtomicBool::new(true))))
@@ -1359,14 +1359,7 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
     let clock = Arc::new(ManualClock::new(START));
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     for path in ["/1", "/2"] {
-        let req = tower_redrive::StoredRequest::new(
-            http::Method::POST,
-            format!("http://u{path}").parse().unwrap(),
-        );
-        queue
-            .enqueue(tower_redrive::NewEntry::new(req, START))
-            .await
-            .unwrap();
+        common::enqueue_post(&*queue, path, START).await;
     }
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = {
@@ -1405,4 +1398,143 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
 async fn a_requeued_entry_waits_for_the_in_flight_entry_of_its_key() {
     let queue = SqliteQueue::open_in_memory().unwrap();
     common::a_requeued_entry_waits_for_the_in_flight_entry_of_its_key(&queue, START).await;
+}
+
+/// Overwrites the root page of `index` with garbage, as a torn write or bad sector would.
+fn damage_index(path: &std::path::Path, index: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    let (page_size, root): (u64, u64) = {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let root = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (page_size, root)
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start((root - 1) * page_size)).unwrap();
+    file.write_all(&vec![0xA5; page_size as usize]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A damaged file (an index page overwritten): claims still work, recording an outcome fails
+/// with "database disk image is malformed". The round stops at the first failure, the worker
+/// backs off, reports it, and never delivers the entry again — nor the rest of the batch, nor
+/// the batch once its leases run out (without the fix: 288 entries re-delivered every lease
+/// period, hundreds of deliveries in 10 s).
+#[tokio::test(start_paused = true)]
+async fn a_damaged_file_stops_the_round_and_nothing_is_delivered_again() {
+    let capture = test_support::metrics::Capture::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let queue = SqliteQueue::open_or_create(&path).await.unwrap();
+        for i in 0..288 {
+            common::enqueue_post(&queue, &format!("/{i}"), START).await;
+        }
+    }
+    damage_index(&path, "redrive_entries_finished");
+    let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
+    let upstream = Upstream::new();
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(START));
+    let worker = Redriver::builder(queue.clone(), upstream.client())
+        .name("orders")
+        .clock(clock)
+        .lease(Duration::from_secs(3))
+        .store_backoff(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let mut events = worker.subscribe();
+    let started = tokio::time::Instant::now();
+    let handle = worker.spawn();
+    let mut failures = Vec::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::select! {
+            event = events.recv() => match event.unwrap() {
+                RedriveEvent::StoreFailed { operation, error, consecutive, retry_in, .. } => {
+                    failures.push((started.elapsed(), operation, error, consecutive, retry_in));
+                }
+                other => panic!("unexpected event {other:?}"),
+            },
+            () = tokio::time::sleep_until(started + Duration::from_secs(10)) => {}
+        }
+    }
+    handle.shutdown().await;
+    assert_eq!(
+        upstream.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one delivery, whose outcome could not be recorded; nothing after it"
+    );
+    // Rounds at 0 s, then after 1, 2, 4 and 4 s (the poll interval doubled, capped at 4 s).
+    let at: Vec<u64> = failures.iter().map(|f| f.0.as_secs()).collect();
+    assert_eq!(at, [0, 1, 3, 7], "{failures:?}");
+    let (_, operation, error, ..) = &failures[0];
+    assert_eq!(*operation, "record");
+    assert!(
+        error.contains("database disk image is malformed"),
+        "{error}"
+    );
+    let retry: Vec<(u32, u64)> = failures.iter().map(|f| (f.3, f.4.as_secs())).collect();
+    assert_eq!(retry, [(1, 1), (2, 2), (3, 4), (4, 4)]);
+    let snap = capture.snapshot();
+    assert_eq!(
+        snap.counter(
+            m::STORE_ERRORS_TOTAL,
+            &[("name", "orders"), ("operation", "record")]
+        ),
+        Some(4)
+    );
+    assert_eq!(
+        snap.counter(m::DELIVERIES_TOTAL, &[("name", "orders")]),
+        Some(1)
+    );
+    assert_eq!(
+        snap.counter(
+            m::DELIVERIES_TOTAL,
+            &[("name", "orders"), ("result", "store_error")]
+        ),
+        Some(1)
+    );
+}
+
+/// `open` opens an existing queue only: a path that does not exist or an empty file is an
+/// error, and nothing is created there; `open_or_create` makes the queue.
+#[tokio::test]
+async fn open_never_makes_a_queue_and_open_or_create_does() {
+    use tower_redrive::QueueError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mistyped.db");
+    let err = SqliteQueue::open(&path).await.unwrap_err();
+    assert!(matches!(err, QueueError::NoQueue { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no redrive queue at {}: the file does not exist",
+            path.display()
+        )
+    );
+    assert!(!path.exists(), "nothing created");
+    std::fs::write(&path, b"").unwrap();
+    let err = SqliteQueue::open_blocking(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("no redrive queue at {}: the file is empty", path.display())
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+
+    let made = SqliteQueue::open_or_create(&path).await.unwrap();
+    common::enqueue_post(&made, "/a", START).await;
+    let opened = SqliteQueue::open(&path).await.unwrap();
+    assert_eq!(opened.stats().await.unwrap().pending, 1);
+
+    let missing = dir.path().join("other.db");
+    SqliteQueue::open_or_create_blocking(&missing).unwrap();
+    assert!(SqliteQueue::open(&missing).await.is_ok());
 }

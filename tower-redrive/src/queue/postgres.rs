@@ -1,6 +1,7 @@
 //! [`PostgresQueue`]: the distributed store — many workers on many machines.
 
 use std::{
+    error::Error,
     fmt, io,
     sync::{
         Arc,
@@ -27,7 +28,8 @@ use crate::{
 
 /// The schema migrations this crate ships for PostgreSQL: `(version, SQL)`, applied in order
 /// (under an advisory lock, so workers starting together do not race) by
-/// [`PostgresQueue::connect`] and [`PostgresQueue::migrate`].
+/// [`PostgresQueue::connect`], [`PostgresQueue::connect_existing`] and
+/// [`PostgresQueue::migrate`].
 pub const MIGRATIONS: &[(i64, &str)] = &[(
     1,
     include_str!("../../migrations/postgres/0001_entries.sql"),
@@ -49,7 +51,11 @@ const COLUMNS: &str = "id, state, ordering_key, idempotency_key, method, uri, he
 /// the machines' clocks in sync (NTP) and the lease much longer than the expected skew.
 ///
 /// One connection (tokio-postgres pipelines concurrent queries over it), without TLS; a
-/// connection made by [`connect`](Self::connect) is re-established when it breaks.
+/// connection made by [`connect`](Self::connect) or [`connect_existing`](Self::connect_existing)
+/// is re-established when it breaks.
+///
+/// Errors the server sent carry its own message (`FATAL: database "orders" does not exist`),
+/// and connection errors their cause (`error connecting to server: Connection refused`).
 /// To keep several queues in one database, give each its own schema through the connection
 /// string's `options=-csearch_path=…`.
 ///
@@ -87,6 +93,43 @@ fn timed_out(what: &str, after: Duration) -> io::Error {
     )
 }
 
+/// A tokio-postgres error displayed with what it keeps behind `source()`: the server's own
+/// message for an error the server sent (tokio-postgres displays it as `db error`), the cause
+/// of a connection that failed (displayed as `error connecting to server`).
+#[derive(Debug)]
+struct PostgresError(tokio_postgres::Error);
+
+impl fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(db) = self.0.as_db_error() {
+            write!(f, "{}: {}", db.severity(), db.message())?;
+            if let Some(detail) = db.detail() {
+                write!(f, " ({detail})")?;
+            }
+            if let Some(hint) = db.hint() {
+                write!(f, "; hint: {hint}")?;
+            }
+            return Ok(());
+        }
+        write!(f, "{}", self.0)?;
+        match self.0.source() {
+            Some(cause) => write!(f, ": {cause}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Error for PostgresError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A backend error of `op` from a tokio-postgres error.
+fn backend(op: &'static str, e: tokio_postgres::Error) -> QueueError {
+    QueueError::backend(op, PostgresError(e))
+}
+
 async fn open(config: &str) -> Result<Client, QueueError> {
     let op = "connect to PostgreSQL";
     // tokio-postgres' own `connect_timeout` covers the socket only: a server that accepts and
@@ -95,7 +138,7 @@ async fn open(config: &str) -> Result<Client, QueueError> {
         tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(config, NoTls))
             .await
             .map_err(|_| QueueError::backend(op, timed_out("connecting", CONNECT_TIMEOUT)))?
-            .map_err(|e| QueueError::backend(op, e))?;
+            .map_err(|e| backend(op, e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "redrive PostgreSQL connection closed");
@@ -105,7 +148,7 @@ async fn open(config: &str) -> Result<Client, QueueError> {
 }
 
 fn be(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> QueueError {
-    move |e| QueueError::backend(op, e)
+    move |e| backend(op, e)
 }
 
 impl PostgresQueue {
@@ -116,12 +159,48 @@ impl PostgresQueue {
     pub async fn connect(config: &str) -> Result<Self, QueueError> {
         let client = open(config).await?;
         migrate(&client).await?;
-        Ok(Self {
+        Ok(Self::connected(client, config))
+    }
+
+    /// Connects to a database that already holds a queue (its tables were made by
+    /// [`connect`](Self::connect) or [`migrate`](Self::migrate)) and applies pending
+    /// migrations: what an admin tool does, so that a mistyped database name is an error
+    /// instead of a new, empty queue.
+    ///
+    /// # Errors
+    /// [`QueueError::NoQueue`] if the database holds no queue (no `redrive_schema` table on
+    /// the search path); otherwise as [`connect`](Self::connect).
+    pub async fn connect_existing(config: &str) -> Result<Self, QueueError> {
+        let client = open(config).await?;
+        let found: bool = client
+            .query_one("SELECT to_regclass('redrive_schema') IS NOT NULL", &[])
+            .await
+            .map_err(be("look for the queue"))?
+            .get(0);
+        if !found {
+            let database = config
+                .parse::<tokio_postgres::Config>()
+                .ok()
+                .and_then(|c| c.get_dbname().map(str::to_owned));
+            return Err(QueueError::NoQueue {
+                location: match database {
+                    Some(name) => format!("PostgreSQL database \"{name}\""),
+                    None => "the PostgreSQL database".to_owned(),
+                },
+                reason: "it has no redrive_schema table",
+            });
+        }
+        migrate(&client).await?;
+        Ok(Self::connected(client, config))
+    }
+
+    fn connected(client: Client, config: &str) -> Self {
+        Self {
             client: RwLock::new(Arc::new(client)),
             config: Some(config.to_owned()),
             timeout: DEFAULT_TIMEOUT,
             suspect: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// How long one operation (a claim, an enqueue, a record…) may take before it fails with
@@ -191,7 +270,7 @@ impl PostgresQueue {
                 let client = self.client().await?;
                 let _ = used.set(Arc::clone(&client));
                 f(client).await.map_err(|e| match e {
-                    Fail::Sql(e) => QueueError::backend(op, e),
+                    Fail::Sql(e) => backend(op, e),
                     Fail::Queue(e) => e,
                 })
             };

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{Connection, OptionalExtension, Row, params, types::ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, types::ValueRef};
 
 use super::{
     Claim, QueueFuture, RedriveQueue,
@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The schema migrations this crate ships for SQLite: `(version, SQL)`, applied in order by
-/// [`SqliteQueue::open`].
+/// [`SqliteQueue::open`] and [`SqliteQueue::open_or_create`].
 pub const MIGRATIONS: &[(i64, &str)] =
     &[(1, include_str!("../../migrations/sqlite/0001_entries.sql"))];
 
@@ -35,12 +35,19 @@ pub const MIGRATIONS: &[(i64, &str)] =
 /// serialises writers; a 5 s busy timeout absorbs contention), but for many workers on many
 /// machines use [`PostgresQueue`](crate::PostgresQueue).
 ///
+/// [`open`](Self::open) opens an existing queue only: a path that does not exist, or an empty
+/// file, is [`QueueError::NoQueue`] — a mistyped path is an error, not a new, empty queue
+/// beside the real one. [`open_or_create`](Self::open_or_create) creates the file when it is
+/// missing (or empty): what a service starting for the first time does.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use tower_redrive::{NewEntry, RedriveQueue, SqliteQueue, StoredRequest, Timestamp};
+/// use tower_redrive::{NewEntry, QueueError, RedriveQueue, SqliteQueue, StoredRequest, Timestamp};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let queue = SqliteQueue::open(dir.path().join("redrive.db")).await?;
+/// let path = dir.path().join("redrive.db");
+/// assert!(matches!(SqliteQueue::open(&path).await, Err(QueueError::NoQueue { .. })));
+/// let queue = SqliteQueue::open_or_create(&path).await?;
 /// let request = StoredRequest::new(http::Method::POST, "http://upstream/payments".parse()?);
 /// let id = queue.enqueue(NewEntry::new(request, Timestamp::from_millis(0))).await?;
 /// assert_eq!(queue.stats().await?.pending, 1);
@@ -72,13 +79,28 @@ impl From<rusqlite::Error> for Fail {
 }
 
 impl SqliteQueue {
-    /// Opens (creating if needed) the queue file and applies pending migrations.
+    /// Opens the queue in an existing file and applies pending migrations.
     ///
     /// # Errors
-    /// If the file cannot be opened, or its schema is newer than this crate.
+    /// [`QueueError::NoQueue`] if the file does not exist or is empty (see
+    /// [`open_or_create`](Self::open_or_create)); a backend error if it cannot be opened or is
+    /// not a database; [`QueueError::SchemaTooNew`] if its schema is newer than this crate.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, QueueError> {
         let path = path.as_ref().to_owned();
         tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|e| QueueError::backend("open the database", e))?
+    }
+
+    /// Opens the queue file, creating it if it does not exist (or is empty), and applies
+    /// pending migrations.
+    ///
+    /// # Errors
+    /// If the file cannot be created or opened or is not a database, or its schema is newer
+    /// than this crate.
+    pub async fn open_or_create(path: impl AsRef<Path>) -> Result<Self, QueueError> {
+        let path = path.as_ref().to_owned();
+        tokio::task::spawn_blocking(move || Self::open_or_create_blocking(path))
             .await
             .map_err(|e| QueueError::backend("open the database", e))?
     }
@@ -88,6 +110,20 @@ impl SqliteQueue {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_blocking(path: impl AsRef<Path>) -> Result<Self, QueueError> {
+        let path = path.as_ref();
+        existing_queue(path)?;
+        // Without `SQLITE_OPEN_CREATE`: a file removed since the check is not created either.
+        let flags = OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| QueueError::backend("open the database", e))?;
+        Self::setup(conn, Some(path.to_owned()))
+    }
+
+    /// [`open_or_create`](Self::open_or_create), on the current thread.
+    ///
+    /// # Errors
+    /// As [`open_or_create`](Self::open_or_create).
+    pub fn open_or_create_blocking(path: impl AsRef<Path>) -> Result<Self, QueueError> {
         let path = path.as_ref().to_owned();
         let conn =
             Connection::open(&path).map_err(|e| QueueError::backend("open the database", e))?;
@@ -148,6 +184,33 @@ impl SqliteQueue {
             .await
             .map_err(|e| QueueError::backend(op, e))?
         })
+    }
+}
+
+/// Whether `path` holds a queue to open: a file that exists and is not empty. SQLite reads an
+/// empty file as an empty database, so opening one would make a new queue where a lost one was
+/// (a truncated copy, a mistyped path someone `touch`ed). A file still empty while its
+/// write-ahead log holds data (a queue created just before a crash) is a queue.
+fn existing_queue(path: &Path) -> Result<(), QueueError> {
+    let no_queue = |reason| QueueError::NoQueue {
+        location: path.display().to_string(),
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(no_queue("the file does not exist"))
+        }
+        Err(e) => Err(QueueError::backend("open the database", e)),
+        Ok(meta) if meta.is_dir() => Err(no_queue("it is a directory")),
+        Ok(meta) if meta.len() == 0 => {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            match std::fs::metadata(wal) {
+                Ok(wal) if wal.len() > 0 => Ok(()),
+                _ => Err(no_queue("the file is empty")),
+            }
+        }
+        Ok(_) => Ok(()),
     }
 }
 

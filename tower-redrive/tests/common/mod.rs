@@ -88,6 +88,35 @@ async fn handler(
     (StatusCode::OK, "done").into_response()
 }
 
+/// A fresh PostgreSQL server with a fresh database (stopped and deleted when the server is
+/// dropped), or `None` to skip when PostgreSQL is not installed and not required.
+pub async fn database() -> Option<(test_support::postgres::PostgresServer, String)> {
+    match test_support::postgres::PostgresServer::start().await {
+        Ok(server) => {
+            let url = server.create_database().await.expect("createdb");
+            Some((server, url))
+        }
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+/// Enqueues a POST to `http://u{path}` with no body, due at `at`.
+pub async fn enqueue_post(
+    queue: &dyn tower_redrive::RedriveQueue,
+    path: &str,
+    at: tower_redrive::Timestamp,
+) -> tower_redrive::EntryId {
+    let uri = format!("http://u{path}").parse().unwrap();
+    let request = tower_redrive::StoredRequest::new(http::Method::POST, uri);
+    queue
+        .enqueue(tower_redrive::NewEntry::new(request, at))
+        .await
+        .unwrap()
+}
+
 pub fn post(tenant: &str, body: &str) -> http::Request<Full<Bytes>> {
     http::Request::post("http://upstream.test/orders")
         .header("x-tenant", tenant)
