@@ -396,10 +396,12 @@ mod tests {
                 amount,
             },
             latency: Duration::from_millis(u64::from(attempts) * 10),
+            started: tokio::time::Instant::now(),
             sent: Sent {
                 failure: failure.map(Into::into),
                 attempts: Some(attempts),
                 deferred: false,
+                server: None,
             },
         }
     }
