@@ -13,11 +13,14 @@
 //! * [`stack`] — the suite's client stack over reqwest; [`naive`] — the plain retry loop;
 //! * [`load`] — the traffic; [`report`] — the numbers and the table;
 //! * [`run`] — one run (scenario, profiles, the two clients); [`matrix`] — the fault-share
-//!   matrix.
+//!   matrix;
+//! * [`timeline`] — what happened during a run, over time; [`html`] — the report page
+//!   (`chaos --report FILE.html`) that draws it.
 #![forbid(unsafe_code)]
 
 pub mod deployment;
 pub mod faults;
+pub mod html;
 pub mod load;
 pub mod matrix;
 pub mod naive;
@@ -26,3 +29,4 @@ pub mod report;
 pub mod run;
 pub mod server;
 pub mod stack;
+pub mod timeline;

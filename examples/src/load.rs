@@ -32,6 +32,9 @@ pub struct Sent {
     /// The live path failed and the payment was queued for re-drive (`failure` is then
     /// [`Sent::DEFERRED`]).
     pub deferred: bool,
+    /// The server named on the receipt of a success (on a replayed answer, the server that
+    /// recorded the payment).
+    pub server: Option<String>,
 }
 
 impl Sent {
@@ -45,7 +48,15 @@ impl Sent {
             failure: None,
             attempts,
             deferred: false,
+            server: None,
         }
+    }
+
+    /// The same outcome, naming the server on the receipt.
+    #[must_use]
+    pub fn served_by(mut self, server: impl Into<String>) -> Self {
+        self.server = Some(server.into());
+        self
     }
 
     /// A failure.
@@ -55,6 +66,7 @@ impl Sent {
             failure: Some(reason.into()),
             attempts,
             deferred: false,
+            server: None,
         }
     }
 
@@ -65,6 +77,7 @@ impl Sent {
             failure: Some(Self::DEFERRED.to_owned()),
             attempts: None,
             deferred: true,
+            server: None,
         }
     }
 }
@@ -74,6 +87,8 @@ impl Sent {
 pub struct Outcome {
     /// The payment.
     pub payment: Payment,
+    /// When it was handed to the client.
+    pub started: Instant,
     /// From the first attempt to the final answer.
     pub latency: Duration,
     /// What the client reported.
@@ -162,6 +177,7 @@ where
                 index,
                 Outcome {
                     payment,
+                    started,
                     latency: started.elapsed(),
                     sent,
                 },
@@ -245,7 +261,7 @@ mod tests {
     async fn rate_alone_paces_starts() {
         let list = payments(21, 1, 0.0);
         let started = Instant::now();
-        drive(
+        let outcomes = drive(
             &list,
             LoadPlan {
                 concurrency: 100,
@@ -258,5 +274,14 @@ mod tests {
         // 21 starts at 10 per second: the first is immediate, the last after 2 s.
         assert!(started.elapsed() >= Duration::from_secs(2));
         assert!(started.elapsed() < Duration::from_millis(2100));
+        // Each outcome knows when its payment started: 100 ms apart.
+        for (i, o) in outcomes.iter().enumerate() {
+            let offset = o.started - started;
+            assert!(
+                offset >= Duration::from_millis(100 * i as u64)
+                    && offset < Duration::from_millis(100 * i as u64 + 10),
+                "payment {i} started at {offset:?}"
+            );
+        }
     }
 }

@@ -173,8 +173,8 @@ pub async fn run(
     let mut results = Vec::new();
     for cell in plan.cells() {
         let scenario = plan.scenario(&cell);
-        let naive = run::naive(&scenario, false).await?;
-        let protected = run::protected(&scenario, metrics, false).await?;
+        let naive = run::naive(&scenario, false).await?.report;
+        let protected = run::protected(&scenario, metrics, false).await?.report;
         let result = CellResult {
             cell,
             naive,

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use crate::{load::Sent, payments::Payment};
+use crate::{
+    load::Sent,
+    payments::{Payment, Receipt},
+};
 
 /// A plain reqwest client with a naive retry loop.
 #[derive(Debug, Clone)]
@@ -45,7 +48,13 @@ impl NaiveClient {
         loop {
             attempt += 1;
             let last = match self.client.post(&self.url).json(payment).send().await {
-                Ok(res) if res.status().is_success() => return Sent::ok(Some(attempt)),
+                Ok(res) if res.status().is_success() => {
+                    let sent = Sent::ok(Some(attempt));
+                    return match res.json::<Receipt>().await {
+                        Ok(receipt) => sent.served_by(receipt.server),
+                        Err(_) => sent,
+                    };
+                }
                 Ok(res) => {
                     let status = res.status();
                     if status.is_client_error() && status.as_u16() != 429 {
@@ -107,6 +116,11 @@ mod tests {
                 })
                 .await;
             assert_eq!(sent.failure, None);
+            assert_eq!(
+                sent.server.as_deref(),
+                Some("primary"),
+                "the receipt's server"
+            );
         }
         let resets = faults.stats().snapshot().reset_after_processing;
         assert!(resets > 0);

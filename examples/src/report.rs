@@ -274,16 +274,44 @@ impl RunReport {
     pub const fn exactly_once(&self) -> bool {
         self.lost == 0 && self.duplicated == 0
     }
+
+    /// The run's outcome in a sentence: `"naive: 156 payment(s) LOST, 14 DUPLICATED (charged
+    /// twice)."`, with what the re-drive achieved for a client that queued payments.
+    #[must_use]
+    pub fn verdict(&self) -> String {
+        let live = if self.exactly_once() {
+            format!(
+                "{}: every valid payment recorded exactly once ({} of {})",
+                self.label, self.unique_sent, self.unique_sent
+            )
+        } else {
+            format!(
+                "{}: {} payment(s) LOST, {} DUPLICATED (charged twice)",
+                self.label, self.lost, self.duplicated
+            )
+        };
+        match &self.redrive {
+            Some(after) if self.deferred > 0 => format!(
+                "{live}; {} deferred, and after the re-drive {} lost, {} duplicated.",
+                self.deferred, after.lost, after.duplicated
+            ),
+            _ => format!("{live}."),
+        }
+    }
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Renders runs side by side as a plain-text table.
+/// One row of the table: its name (a sub-row's starts with two spaces) and a cell per run.
+pub type Row = (String, Vec<String>);
+
+/// The rows of the table that puts `runs` side by side, as text cells (`-` where a run has no
+/// such number).
 #[must_use]
-pub fn render(runs: &[RunReport]) -> String {
-    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+pub fn rows(runs: &[RunReport]) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(&RunReport) -> String| {
         rows.push((name.to_owned(), runs.iter().map(f).collect()));
     };
@@ -351,7 +379,13 @@ pub fn render(runs: &[RunReport]) -> String {
         r.faults.outage_resets.to_string()
     });
     row("wall time", &|r| format!("{:.2} s", r.wall.as_secs_f64()));
+    rows
+}
 
+/// Renders runs side by side as a plain-text table.
+#[must_use]
+pub fn render(runs: &[RunReport]) -> String {
+    let rows = rows(runs);
     let first = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..runs.len())
         .map(|i| {
@@ -396,10 +430,12 @@ mod tests {
                 amount,
             },
             latency: Duration::from_millis(u64::from(attempts) * 10),
+            started: tokio::time::Instant::now(),
             sent: Sent {
                 failure: failure.map(Into::into),
                 attempts: Some(attempts),
                 deferred: false,
+                server: None,
             },
         }
     }

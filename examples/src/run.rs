@@ -1,5 +1,6 @@
 //! One run of the demo: the scenario (traffic, faults, outages) and the two clients driven
-//! through it, shared by the `chaos` binary, its fault-share matrix and the end-to-end tests.
+//! through it, each run's numbers and timeline, shared by the `chaos` binary, its fault-share
+//! matrix and the end-to-end tests.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::{
     naive::NaiveClient,
     report::{LayerCounts, RunReport},
     stack::{ClientSettings, ProtectedClient},
+    timeline::{EventLog, Timeline},
 };
 
 /// Who goes down, when, and for how long.
@@ -153,11 +155,20 @@ pub struct Scenario {
     pub redrive_limit: Duration,
 }
 
+/// One run's result: the numbers and what happened over time.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The numbers.
+    pub report: RunReport,
+    /// The payments, outages and layer states over time.
+    pub timeline: Timeline,
+}
+
 /// The naive client's run: a reqwest retry loop against the primary only.
 ///
 /// # Errors
 /// The servers could not start.
-pub async fn naive(scenario: &Scenario, progress: bool) -> Result<RunReport, BoxError> {
+pub async fn naive(scenario: &Scenario, progress: bool) -> Result<Run, BoxError> {
     let deployment = Deployment::start(&scenario.plan, &scenario.store).await?;
     let client = NaiveClient::new(
         deployment.primary.url("/payments"),
@@ -174,14 +185,23 @@ pub async fn naive(scenario: &Scenario, progress: bool) -> Result<RunReport, Box
     })
     .await;
     bar.finish_and_clear();
-    Ok(RunReport::new(
+    let wall = started.elapsed();
+    let report = RunReport::new(
         "naive",
         &outcomes,
         &deployment.ledger,
         None,
         deployment.faults(),
-        started.elapsed(),
-    ))
+        wall,
+    );
+    let timeline = Timeline::new(
+        started,
+        wall,
+        &outcomes,
+        &deployment.ledger,
+        scenario.outage,
+    );
+    Ok(Run { report, timeline })
 }
 
 /// The protected client's run: the live path through the suite's stack, then the re-drive of
@@ -196,7 +216,7 @@ pub async fn protected(
     scenario: &Scenario,
     metrics: &Snapshotter,
     progress: bool,
-) -> Result<RunReport, BoxError> {
+) -> Result<Run, BoxError> {
     // Counters are swapped to zero by a snapshot: start from a clean slate.
     drop(metrics.snapshot());
     let deployment = Deployment::start(&scenario.plan, &scenario.store).await?;
@@ -212,6 +232,7 @@ pub async fn protected(
     let payments = load::payments(scenario.requests, scenario.seed, scenario.invalid);
     let bar = bar(payments.len(), "protected", progress);
     let started = Instant::now();
+    let events = EventLog::start(started, client.breakers(), Some(client.failover()));
     let outage = scenario.outage.map(|o| o.schedule(&deployment));
     let outcomes = load::drive(&payments, scenario.load, &bar, |payment| {
         let client = client.clone();
@@ -220,6 +241,7 @@ pub async fn protected(
     .await;
     bar.finish_and_clear();
     let wall = started.elapsed();
+    let lanes = events.finish().await;
     let mut report = RunReport::new(
         "protected",
         &outcomes,
@@ -234,7 +256,16 @@ pub async fn protected(
     }
     let drained = client.drain(scenario.redrive_limit).await?;
     report.add_redrive(&outcomes, &deployment.ledger, drained);
-    Ok(report)
+    // The ledger after the re-drive: a deferred payment the worker delivered is not lost.
+    let timeline = Timeline::new(
+        started,
+        wall,
+        &outcomes,
+        &deployment.ledger,
+        scenario.outage,
+    )
+    .with_lanes(lanes);
+    Ok(Run { report, timeline })
 }
 
 fn bar(n: usize, label: &str, progress: bool) -> indicatif::ProgressBar {

@@ -35,7 +35,11 @@ use tower_retry_plus::{
     error::{AttemptTimedOut, DeadlineExceeded},
 };
 
-use crate::{load::Sent, naive::status_label, payments::Payment};
+use crate::{
+    load::Sent,
+    naive::status_label,
+    payments::{Payment, Receipt},
+};
 
 /// The `name` label of the stack's retry, failover and redrive metrics.
 pub const NAME: &str = "chaos";
@@ -213,11 +217,15 @@ impl ProtectedClient {
             Ok(Outcome::Answered(res)) => {
                 let info = RetryInfo::of(&res);
                 let status = res.status();
-                // Read the body so the connection goes back to the pool.
-                let _ = res.into_body().collect().await;
+                // Read the body (the receipt) so the connection goes back to the pool.
+                let body = res.into_body().collect().await.map(|b| b.to_bytes());
                 let attempts = Some(info.attempts);
                 if status.is_success() {
-                    return Sent::ok(attempts);
+                    let sent = Sent::ok(attempts);
+                    return match body.map(|b| serde_json::from_slice::<Receipt>(&b)) {
+                        Ok(Ok(receipt)) => sent.served_by(receipt.server),
+                        _ => sent,
+                    };
                 }
                 let label = status_label(status);
                 match info.outcome {

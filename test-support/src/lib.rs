@@ -6,8 +6,10 @@
 //!   3-node Redis Cluster.
 //! * [`postgres`] — a real PostgreSQL server for the redrive queue.
 //! * [`metrics`] — capture `metrics` emitted by the code under test.
+//! * [`chromium`] — headless Chromium screenshots of a page, decoded for pixel checks.
 #![forbid(unsafe_code)]
 
+pub mod chromium;
 pub mod fault;
 pub mod metrics;
 pub mod postgres;

@@ -7,18 +7,26 @@
 //!
 //! ```text
 //! cargo run --release -p resilience-examples --bin chaos -- --naive
+//! cargo run --release -p resilience-examples --bin chaos -- --naive --report chaos.html
 //! ```
 //!
 //! Exit status: 0 when the protected run recorded every valid payment exactly once, 1 when it
 //! lost or duplicated one, 2 for bad flags, 3 when the environment failed (e.g. Redis
 //! unreachable).
 
-use std::{process::ExitCode, time::Duration};
+use std::{
+    fs::File,
+    io::{BufWriter, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use resilience_examples::{
     deployment::StoreChoice,
+    html,
     load::LoadPlan,
     matrix::{self, MatrixPlan},
     report::{RunReport, render},
@@ -91,6 +99,11 @@ struct Args {
     /// Log the layers' events (breaker transitions, endpoint health) to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Also write a self-contained HTML page: a timeline of each run (payments per 100 ms by
+    /// outcome and serving endpoint, retries, lost and double-charged payments, the outage,
+    /// the breaker's state, the endpoints' health) and the summary table.
+    #[arg(long, value_name = "FILE.html", conflicts_with = "matrix")]
+    report: Option<PathBuf>,
 }
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
@@ -207,29 +220,8 @@ fn describe(profile: Profile, scenario: &Scenario) -> String {
     )
 }
 
-fn verdict(report: &RunReport) -> String {
-    let live = if report.exactly_once() {
-        format!(
-            "{}: every valid payment recorded exactly once ({} of {})",
-            report.label, report.unique_sent, report.unique_sent
-        )
-    } else {
-        format!(
-            "{}: {} payment(s) LOST, {} DUPLICATED (charged twice)",
-            report.label, report.lost, report.duplicated
-        )
-    };
-    match &report.redrive {
-        Some(after) if report.deferred > 0 => format!(
-            "{live}; {} deferred, and after the re-drive {} lost, {} duplicated.",
-            report.deferred, after.lost, after.duplicated
-        ),
-        _ => format!("{live}."),
-    }
-}
-
-/// Runs the demo (or the matrix); the exit code.
-fn run(args: &Args, metrics: &Snapshotter) -> Result<ExitCode, BoxError> {
+/// Runs the demo (or the matrix), writing the HTML report into `page` if asked; the exit code.
+fn run(args: &Args, metrics: &Snapshotter, page: Option<File>) -> Result<ExitCode, BoxError> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
     if args.matrix {
@@ -269,20 +261,34 @@ fn run(args: &Args, metrics: &Snapshotter) -> Result<ExitCode, BoxError> {
         });
     }
     let scenario = scenario(args).map_err(|msg| -> BoxError { msg.into() })?;
-    println!("{}", describe(args.profile, &scenario));
-    let reports = runtime.block_on(async {
-        let mut reports = Vec::new();
+    let intro = describe(args.profile, &scenario);
+    println!("{intro}");
+    let runs = runtime.block_on(async {
+        let mut runs = Vec::new();
         if args.naive {
-            reports.push(run::naive(&scenario, true).await?);
+            runs.push(run::naive(&scenario, true).await?);
         }
-        reports.push(run::protected(&scenario, metrics, true).await?);
-        Ok::<_, BoxError>(reports)
+        runs.push(run::protected(&scenario, metrics, true).await?);
+        Ok::<_, BoxError>(runs)
     })?;
+    let reports: Vec<RunReport> = runs.iter().map(|r| r.report.clone()).collect();
     println!();
     print!("{}", render(&reports));
     println!();
     for report in &reports {
-        println!("{}", verdict(report));
+        println!("{}", report.verdict());
+    }
+    if let (Some(file), Some(path)) = (page, &args.report) {
+        let page = html::render(&[intro], &runs);
+        let mut out = BufWriter::new(file);
+        out.write_all(page.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
+        println!(
+            "\nreport: {} ({} KiB)",
+            path.display(),
+            page.len().div_ceil(1024)
+        );
     }
     let protected = reports.last().expect("the protected run always runs");
     Ok(
@@ -301,6 +307,17 @@ fn main() -> ExitCode {
             .error(ErrorKind::ValueValidation, msg)
             .exit();
     }
+    // Opened before the runs, so a path that cannot be written is a bad flag, not a lost run.
+    let page = args.report.as_ref().map(|path| {
+        File::create(path).unwrap_or_else(|e| {
+            Args::command()
+                .error(
+                    ErrorKind::Io,
+                    format!("cannot write the report to {}: {e}", path.display()),
+                )
+                .exit()
+        })
+    });
     let filter = if args.verbose { "info" } else { "error" };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -317,10 +334,14 @@ fn main() -> ExitCode {
         eprintln!("error: a metrics recorder is already installed");
         return ExitCode::from(3);
     }
-    match run(&args, &metrics) {
+    match run(&args, &metrics, page) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
+            // No half-written or empty page left behind.
+            if let Some(path) = &args.report {
+                let _ = std::fs::remove_file(path);
+            }
             ExitCode::from(3)
         }
     }
