@@ -118,7 +118,7 @@ fn keyed_breakers_past_the_cap_share_one_set_of_series() {
             for i in 0..50 {
                 send(&format!("host-{i}.test")).await.unwrap();
                 // Least recently used first: on a clock that moves, the order is the calls'.
-                tokio::time::advance(std::time::Duration::from_millis(1)).await;
+                tokio::time::advance(Duration::from_millis(1)).await;
             }
             // host-0 was evicted long ago (at most 4 breakers live); back, it keeps its series.
             assert!(layer.breaker(&"host-0.test".parse().unwrap()).is_none());
