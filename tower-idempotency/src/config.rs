@@ -20,6 +20,14 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// The default limit of request and response bodies: 1 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+/// The default time the layer reads a response body after the handler answered: 60 seconds.
+///
+/// The layer holds the response back until it has read the body (to store it), and once the
+/// handler has answered it finishes that read even for a client that went away; a body that
+/// never ends would otherwise hold its key, and a background task, forever. A minute is far
+/// beyond what a buffered body of at most `max_response_bytes` takes, and about as long as
+/// clients wait for a response's head.
+pub const DEFAULT_RESPONSE_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a duplicate of a request still in flight gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +78,7 @@ pub(crate) struct Config {
     pub(crate) fingerprint_headers: Vec<HeaderName>,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_response_bytes: usize,
+    pub(crate) response_body_timeout: Duration,
     pub(crate) lease: Duration,
     pub(crate) ttl: Duration,
     pub(crate) concurrency: Concurrency,
@@ -96,6 +105,7 @@ impl<St> fmt::Debug for Shared<St> {
             .field("require_principal", &c.require_principal)
             .field("max_request_bytes", &c.max_request_bytes)
             .field("max_response_bytes", &c.max_response_bytes)
+            .field("response_body_timeout", &c.response_body_timeout)
             .field("lease", &c.lease)
             .field("ttl", &c.ttl)
             .field("concurrency", &c.concurrency)
@@ -141,6 +151,7 @@ pub struct Builder<St = MemoryStore> {
     fingerprint_headers: Vec<HeaderName>,
     max_request_bytes: usize,
     max_response_bytes: usize,
+    response_body_timeout: Duration,
     lease: Duration,
     ttl: Duration,
     concurrency: Concurrency,
@@ -183,6 +194,7 @@ impl Builder<MemoryStore> {
             fingerprint_headers: vec![header::CONTENT_TYPE],
             max_request_bytes: DEFAULT_MAX_BYTES,
             max_response_bytes: DEFAULT_MAX_BYTES,
+            response_body_timeout: DEFAULT_RESPONSE_BODY_TIMEOUT,
             lease: DEFAULT_LEASE,
             ttl: DEFAULT_TTL,
             concurrency: Concurrency::Reject {
@@ -211,6 +223,7 @@ impl<St> Builder<St> {
             fingerprint_headers: self.fingerprint_headers,
             max_request_bytes: self.max_request_bytes,
             max_response_bytes: self.max_response_bytes,
+            response_body_timeout: self.response_body_timeout,
             lease: self.lease,
             ttl: self.ttl,
             concurrency: self.concurrency,
@@ -282,6 +295,15 @@ impl<St> Builder<St> {
     /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit;
+        self
+    }
+
+    /// How long the layer reads a response body once the handler has answered (default
+    /// [`DEFAULT_RESPONSE_BODY_TIMEOUT`], 60 s). A body that has not ended by then streams on
+    /// to the client and leaves a record whose replays get the
+    /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
+    pub fn response_body_timeout(mut self, timeout: Duration) -> Self {
+        self.response_body_timeout = timeout;
         self
     }
 
@@ -359,6 +381,11 @@ impl<St> Builder<St> {
                 "max_response_bytes must be greater than zero",
             ));
         }
+        if self.response_body_timeout.is_zero() {
+            return Err(crate::error::config_error(
+                "response_body_timeout must be greater than zero",
+            ));
+        }
         let retry_afters = [
             match self.concurrency {
                 Concurrency::Reject { retry_after } => Some(("Concurrency::Reject", retry_after)),
@@ -404,6 +431,7 @@ impl<St> Builder<St> {
                 fingerprint_headers: self.fingerprint_headers,
                 max_request_bytes: self.max_request_bytes,
                 max_response_bytes: self.max_response_bytes,
+                response_body_timeout: self.response_body_timeout,
                 lease: self.lease,
                 ttl: self.ttl,
                 concurrency: self.concurrency,
@@ -430,6 +458,10 @@ mod tests {
             (Builder::new().lease(Duration::from_millis(1)), "lease"),
             (Builder::new().max_request_bytes(0), "max_request_bytes"),
             (Builder::new().max_response_bytes(0), "max_response_bytes"),
+            (
+                Builder::new().response_body_timeout(Duration::ZERO),
+                "response_body_timeout",
+            ),
             (
                 Builder::new().concurrency(Concurrency::Wait {
                     max: Duration::ZERO,

@@ -23,7 +23,8 @@ pub const IN_FLIGHT: &str = "https://docs.rs/tower-idempotency/problems/in-fligh
 /// `type` of the 422 for a key reused with another request (body, route, method, headers).
 pub const KEY_REUSED: &str = "https://docs.rs/tower-idempotency/problems/key-reused";
 /// `type` of the 409 for a key that executed but whose response could not be kept (too large,
-/// its body failed, or its record is unreadable): the request is **not** executed again.
+/// too slow, its body failed, or its record is unreadable): the request is **not** executed
+/// again.
 pub const NOT_REPLAYABLE: &str =
     "https://docs.rs/tower-idempotency/problems/response-not-replayable";
 /// `type` of the 503 (with `Retry-After`) when the store is unreachable and the layer fails
@@ -109,6 +110,15 @@ pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {
 pub(crate) fn body_failed(status: StatusCode) -> Problem {
     Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
         "the request with this idempotency key was executed (status {}), but its response body failed before it could be kept",
+        status.as_u16()
+    ))
+}
+
+/// The request ran and answered `status`, but its response body did not end within `limit`,
+/// so it was not kept; it is not run again.
+pub(crate) fn too_slow(status: StatusCode, limit: Duration) -> Problem {
+    Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
+        "the request with this idempotency key was executed (status {}), but its response body did not end within {limit:?} and was not kept",
         status.as_u16()
     ))
 }

@@ -15,6 +15,7 @@ use tower_service::Service;
 use crate::{
     body::IdempotencyBody,
     config::Shared,
+    detach::{Detachable, Flow},
     flow,
     future::ResponseFuture,
     key::{RecordKey, Scope},
@@ -136,12 +137,12 @@ where
         // The record key is all the flow needs of the key and the scope: computed here, it is
         // the one of them the boxed future holds.
         let record_key = RecordKey::new(&scope, &key);
-        ResponseFuture::keyed(Box::pin(flow::run(
+        ResponseFuture::keyed(Detachable::new(Box::pin(Flow::new(flow::run(
             Arc::clone(&self.shared),
             inner,
             parts,
             body,
             record_key,
-        )))
+        )))))
     }
 }

@@ -939,3 +939,177 @@ async fn trailers_survive_http1_on_the_first_response_and_the_replay() {
         );
     }
 }
+
+/// The handler charges and answers 201 with a body that takes a moment; the client closes its
+/// connection before the body is read (its timeout fired), so hyper drops the layer's future
+/// while the layer reads that body to store it. The outcome must be recorded all the same: the
+/// client's retry, once the lease is long over, gets the replay — never a second execution.
+#[tokio::test]
+async fn a_client_gone_while_the_body_is_read_still_has_its_outcome_recorded() {
+    let handler = Handler {
+        body_delay: Duration::from_millis(300),
+        ..Handler::default()
+    };
+    let layer = IdempotencyLayer::builder()
+        .lease(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    common::post_and_hang_up(addr, "k-gone", Duration::from_millis(100)).await;
+    assert_eq!(handler.count(), 1, "the handler ran before the client left");
+    // The body is done at 300 ms; an abandoned claim would have expired by 250 ms.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let retry = post_key(&client(), addr, "/orders", "k-gone", None, "x").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "the retry executed again"
+    );
+    assert!(retry.text().await.unwrap().starts_with("execution 1 "));
+    assert_eq!(handler.count(), 1);
+}
+
+/// Yields `ab`, then never ends; holds `alive` while it exists.
+struct NeverEnds {
+    first: bool,
+    _alive: Arc<()>,
+}
+
+impl http_body::Body for NeverEnds {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::take(&mut self.first) {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                bytes::Bytes::from_static(b"ab"),
+            ))));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// A service whose response body never ends, counting its calls; `alive` counts live bodies.
+fn never_ending(
+    calls: Arc<AtomicUsize>,
+    alive: Arc<()>,
+    layer: IdempotencyLayer,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<tower_idempotency::body::IdempotencyBody<Body>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let body = NeverEnds {
+                first: true,
+                _alive: Arc::clone(&alive),
+            };
+            async move { Ok::<_, std::convert::Infallible>(Response::new(Body::new(body))) }
+        }))
+}
+
+fn stream_request(key: &str) -> Request<Body> {
+    Request::post("/stream")
+        .header("idempotency-key", key)
+        .body(Body::from("b"))
+        .unwrap()
+}
+
+/// A response body that never ends is read for the response body timeout, then passed on to
+/// the client as it comes (what was read first, then the rest), and the key is recorded as
+/// executed but not replayable — nothing waits on it forever.
+#[tokio::test(start_paused = true)]
+async fn a_response_body_that_never_ends_is_given_up_after_the_timeout() {
+    let (calls, alive) = (Arc::new(AtomicUsize::new(0)), Arc::new(()));
+    let layer = IdempotencyLayer::builder()
+        .response_body_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = never_ending(Arc::clone(&calls), Arc::clone(&alive), layer);
+    let started = tokio::time::Instant::now();
+    let res = svc
+        .clone()
+        .oneshot(stream_request("k-endless"))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "ab", "what was read is passed on first");
+    let duplicate = svc
+        .clone()
+        .oneshot(stream_request("k-endless"))
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&duplicate.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["type"], problems::NOT_REPLAYABLE);
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not end within 5s"),
+        "{doc}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}
+
+/// A client that goes away while the layer reads a body that never ends leaves a background
+/// task that gives up at the response body timeout: it records the key and lets go of the body,
+/// so neither the key nor the task is held forever.
+#[tokio::test(start_paused = true)]
+async fn a_gone_clients_endless_body_is_given_up_after_the_timeout() {
+    let (calls, alive) = (Arc::new(AtomicUsize::new(0)), Arc::new(()));
+    let svc = never_ending(
+        Arc::clone(&calls),
+        Arc::clone(&alive),
+        IdempotencyLayer::memory(),
+    );
+    let without_body = Arc::strong_count(&alive);
+    let client = tokio::spawn(svc.clone().oneshot(stream_request("k-endless-gone")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        Arc::strong_count(&alive),
+        without_body + 1,
+        "the layer still reads the body"
+    );
+    let in_flight = svc.clone().oneshot(stream_request("k-endless-gone")).await;
+    assert_eq!(in_flight.unwrap().status(), 409);
+    tokio::time::sleep(tower_idempotency::DEFAULT_RESPONSE_BODY_TIMEOUT).await;
+    assert_eq!(
+        Arc::strong_count(&alive),
+        without_body,
+        "the body is still held"
+    );
+    let duplicate = svc
+        .clone()
+        .oneshot(stream_request("k-endless-gone"))
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&duplicate.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not end within"),
+        "{doc}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}

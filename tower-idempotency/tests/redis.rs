@@ -614,3 +614,36 @@ async fn the_lease_survives_a_stall_shorter_than_the_lease() {
     assert_eq!(replay.text().await.unwrap(), body);
     assert_eq!(handler.count(), 1);
 }
+
+/// As with the memory store: a client that closes its connection while the layer reads the
+/// handler's response body still has the outcome recorded in Redis, and its retry (after the
+/// lease) gets the replay instead of a second execution.
+#[tokio::test]
+async fn a_client_gone_while_the_body_is_read_still_has_its_outcome_recorded() {
+    let Some(redis) = redis().await else { return };
+    let handler = Handler {
+        body_delay: Duration::from_millis(300),
+        ..Handler::default()
+    };
+    let lease = Duration::from_millis(150);
+    let addr = serve(app(
+        handler.clone(),
+        layer(redis.url(), |b| b.lease(lease)).await,
+    ))
+    .await;
+    common::post_and_hang_up(addr, "gone", Duration::from_millis(100)).await;
+    assert_eq!(handler.count(), 1, "the handler ran before the client left");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let retry = post_key(&client(), addr, "/orders", "gone", None, "x").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "the retry executed again"
+    );
+    assert!(retry.text().await.unwrap().starts_with("execution 1 "));
+    assert_eq!(handler.count(), 1);
+}

@@ -35,6 +35,9 @@ pub struct Handler {
     pub fail_first: usize,
     /// Size of the response body (0: a short text).
     pub body_len: usize,
+    /// How long the response body takes to produce its one frame once the handler answered
+    /// (work done while it is polled, as with `Body::from_stream`).
+    pub body_delay: Duration,
 }
 
 impl Handler {
@@ -65,6 +68,14 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
             String::from_utf8_lossy(&body)
         )
     };
+    let body = if h.body_delay.is_zero() {
+        Body::from(text)
+    } else {
+        Body::new(Delayed {
+            sleep: Box::pin(tokio::time::sleep(h.body_delay)),
+            data: Some(text.into()),
+        })
+    };
     Response::builder()
         .status(StatusCode::CREATED)
         .header("content-type", "text/plain")
@@ -72,8 +83,45 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
         .header("x-multi", "two")
         .header("set-cookie", "session=secret")
         .header("www-authenticate", "Bearer")
-        .body(Body::from(text))
+        .body(body)
         .unwrap()
+}
+
+/// A body that yields its data once its sleep is over.
+struct Delayed {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    data: Option<bytes::Bytes>,
+}
+
+impl http_body::Body for Delayed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+}
+
+/// Sends a keyed `POST /orders` over a raw HTTP/1.1 connection and closes the connection
+/// `after` that, before the response arrives: a client whose timeout fired.
+pub async fn post_and_hang_up(addr: SocketAddr, key: &str, after: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!(
+            "POST /orders HTTP/1.1\r\nhost: x\r\nidempotency-key: {key}\r\n\
+             content-type: text/plain\r\ncontent-length: 1\r\n\r\nx"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(after).await;
+    drop(conn);
 }
 
 /// `POST /orders` and `POST /other`, both counting into `handler`.
