@@ -56,6 +56,7 @@ pub(crate) fn run<S, St, B, ResB>(
     mut parts: Parts,
     body: B,
     record_key: RecordKey,
+    bound: bool,
 ) -> impl Future<Output = Step<Answer<ResB, S::Error>, impl Future<Output = Answer<ResB, S::Error>>>>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
@@ -78,7 +79,13 @@ where
                 return Step::Answer(Ok(problems::respond(problems::unreadable_body())));
             }
         };
-        let fingerprint = Fingerprint::compute(&parts, &config.fingerprint_headers, &bytes);
+        let credentials: &[_] = if bound {
+            &config.credential_headers
+        } else {
+            &[]
+        };
+        let fingerprint =
+            Fingerprint::compute_bound(&parts, &config.fingerprint_headers, credentials, &bytes);
         let claimed = match claim(&shared, &record_key, &fingerprint).await {
             Ok(Ok(token)) => Some(token),
             Ok(Err(response)) => return Step::Answer(Ok(response)),

@@ -97,8 +97,8 @@ mod telemetry;
 mod waiters;
 
 pub use config::{
-    Builder, Concurrency, DEFAULT_LEASE, DEFAULT_MAX_BYTES, DEFAULT_RESPONSE_BODY_TIMEOUT,
-    DEFAULT_TTL, OutagePolicy,
+    Builder, Concurrency, DEFAULT_CREDENTIAL_HEADERS, DEFAULT_LEASE, DEFAULT_MAX_BYTES,
+    DEFAULT_RESPONSE_BODY_TIMEOUT, DEFAULT_TTL, OutagePolicy,
 };
 pub use flow::REPLAYED_HEADER;
 pub use key::{FencingToken, Fingerprint, RecordKey, Scope, authorization_principal};

@@ -20,7 +20,8 @@ pub const REQUEST_TOO_LARGE: &str = "https://docs.rs/tower-idempotency/problems/
 pub const UNREADABLE_BODY: &str = "https://docs.rs/tower-idempotency/problems/unreadable-body";
 /// `type` of the 409 (with `Retry-After`) for a key whose first request is still running.
 pub const IN_FLIGHT: &str = "https://docs.rs/tower-idempotency/problems/in-flight";
-/// `type` of the 422 for a key reused with another request (body, route, method, headers).
+/// `type` of the 422 for a key reused with another request (body, route, method, headers), or
+/// — for a request without a principal — by a caller with other credentials.
 pub const KEY_REUSED: &str = "https://docs.rs/tower-idempotency/problems/key-reused";
 /// `type` of the 409 for a key that executed but whose response could not be kept (too large,
 /// too slow, its body failed, or its record is unreadable): the request is **not** executed
@@ -95,7 +96,7 @@ pub(crate) fn key_reused() -> Problem {
         KEY_REUSED,
         "Idempotency key reused",
     )
-    .detail("this idempotency key was used for a different request")
+    .detail("this idempotency key was used for a different request (another body, route, method, header or credentials)")
 }
 
 pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {

@@ -126,14 +126,27 @@ where
             }
         };
         let (parts, body) = req.into_parts();
-        let scope = match (config.principal)(&parts) {
+        let scope = match &config.principal {
+            Some(extract) => extract(&parts),
+            None => None,
+        };
+        let scope = match scope {
             Some(scope) => scope,
-            None if config.require_principal => {
+            None if config.require_principal
+                && (config.principal.is_some()
+                    || !config
+                        .credential_headers
+                        .iter()
+                        .any(|name| parts.headers.contains_key(name))) =>
+            {
                 telemetry::request(&config.metrics, Outcome::MissingPrincipal);
                 return ResponseFuture::ready(problems::respond(problems::missing_principal()));
             }
             None => Scope::anonymous(),
         };
+        // Without a principal, the record is bound to the request's credentials (they go into
+        // its fingerprint): no other caller is ever replayed it.
+        let bound = scope.is_anonymous();
         // The record key is all the flow needs of the key and the scope: computed here, it is
         // the one of them the boxed future holds.
         let record_key = RecordKey::new(&scope, &key);
@@ -143,6 +156,7 @@ where
             parts,
             body,
             record_key,
+            bound,
         )))))
     }
 }

@@ -145,10 +145,53 @@ async fn same_key_with_another_body_or_route_is_422() {
     assert_eq!(handler.count(), 1);
 }
 
+/// By default records are bound to the caller's credentials: another `Authorization` (or
+/// none) with the same key is refused, neither replayed alice's response nor run.
 #[tokio::test]
 async fn principals_with_the_same_key_are_isolated() {
     let handler = Handler::default();
     let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    let alice = post_key(
+        &client,
+        addr,
+        "/orders",
+        "shared",
+        Some("Bearer alice"),
+        "x",
+    )
+    .await;
+    assert_eq!(alice.status(), 201);
+    let alice_body = alice.text().await.unwrap();
+    for auth in [Some("Bearer bob"), None] {
+        let other = post_key(&client, addr, "/orders", "shared", auth, "x").await;
+        assert_eq!(other.status(), 422, "{auth:?}");
+        assert_ne!(other.text().await.unwrap(), alice_body);
+    }
+    let alice_again = post_key(
+        &client,
+        addr,
+        "/orders",
+        "shared",
+        Some("Bearer alice"),
+        "x",
+    )
+    .await;
+    assert_eq!(alice_again.headers()["idempotent-replayed"], "true");
+    assert_eq!(alice_again.text().await.unwrap(), alice_body);
+    assert_eq!(handler.count(), 1);
+}
+
+/// With `authorization_principal` the `Authorization` header scopes records: each caller has
+/// the key to itself, and requests without one share the anonymous scope.
+#[tokio::test]
+async fn authorization_principals_each_have_their_own_keys() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .principal(tower_idempotency::authorization_principal)
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
     let client = client();
     let alice = post_key(
         &client,
@@ -174,11 +217,69 @@ async fn principals_with_the_same_key_are_isolated() {
     )
     .await;
     assert_eq!(alice_again.text().await.unwrap(), alice_body);
-    // Bob with another body is a mismatch in *his* scope only; anonymous has its own scope.
     let anon = post_key(&client, addr, "/orders", "shared", None, "x").await;
     assert_eq!(anon.status(), 201);
     assert!(anon.headers().get("idempotent-replayed").is_none());
     assert_eq!(handler.count(), 3);
+}
+
+/// The user an authentication middleware found from the session cookie.
+#[derive(Clone)]
+struct UserId(String);
+
+/// Finds the user from the `session` cookie, ignoring every other cookie.
+async fn authenticate(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let user = req
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("session="))
+        .map(|user| UserId(user.to_owned()));
+    if let Some(user) = user {
+        req.extensions_mut().insert(user);
+    }
+    next.run(req).await
+}
+
+/// An app's own principal (from an axum extension its auth middleware sets) scopes records:
+/// alice's retry whose cookie jar changed gets her replay, and bob has the key to himself.
+#[tokio::test]
+async fn an_app_principal_from_an_extension_survives_a_changed_cookie_jar() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .principal(|parts| {
+            let user = parts.extensions.get::<UserId>()?;
+            Some(Scope::new(&user.0))
+        })
+        .require_principal()
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer).layer(axum::middleware::from_fn(authenticate));
+    let addr = serve(router).await;
+    let client = client();
+    let first =
+        common::post_with(&client, addr, "k-app", &[("cookie", "session=alice")], "x").await;
+    assert_eq!(first.status(), 201);
+    let alices = first.text().await.unwrap();
+    let changed = [("cookie", "session=alice; theme=dark")];
+    let retry = common::post_with(&client, addr, "k-app", &changed, "x").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.text().await.unwrap(), alices);
+    let bob = common::post_with(&client, addr, "k-app", &[("cookie", "session=bob")], "x").await;
+    assert_eq!(bob.status(), 201);
+    assert!(bob.headers().get("idempotent-replayed").is_none());
+    assert_ne!(bob.text().await.unwrap(), alices);
+    assert_eq!(handler.count(), 2);
+    // No session: no principal, and `require_principal` refuses it whatever else it carries.
+    let stranger =
+        common::post_with(&client, addr, "k-app", &[("cookie", "theme=dark")], "x").await;
+    assert_eq!(stranger.status(), 401);
+    assert_eq!(handler.count(), 2);
 }
 
 #[tokio::test]
@@ -332,6 +433,9 @@ async fn keys_and_principals_are_validated() {
             .status(),
         201
     );
+    // Any credential identifies a caller when there is no app principal.
+    let cookie = common::post_with(&client, addr, "k-cookie", &[("cookie", "session=a")], "x");
+    assert_eq!(cookie.await.status(), 201);
 }
 
 async fn call(router: &axum::Router, key: &str) -> (StatusCode, bool, String) {
@@ -1112,4 +1216,48 @@ async fn a_gone_clients_endless_body_is_given_up_after_the_timeout() {
         "{doc}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}
+
+/// An app that identifies its users by a session cookie (or a proxy credential) rather than an
+/// `Authorization` header: bob reusing alice's key with the same body must never get her
+/// response (her body, her data), nor run under her key. And alice's own retry whose cookie jar
+/// changed meanwhile must not run a second time either.
+#[tokio::test]
+async fn a_response_never_crosses_cookie_or_proxy_credentials() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    let alice = [("cookie", "session=alice")];
+    let first = common::post_with(&client, addr, "k-cookie", &alice, "x").await;
+    assert_eq!(first.status(), 201);
+    let alices = first.text().await.unwrap();
+
+    for (who, headers) in [
+        ("bob", [("cookie", "session=bob")]),
+        (
+            "a proxy user",
+            [("proxy-authorization", "Basic Y2Fyb2w6cHc=")],
+        ),
+        (
+            "alice, her jar changed",
+            [("cookie", "session=alice; theme=dark")],
+        ),
+    ] {
+        let res = common::post_with(&client, addr, "k-cookie", &headers, "x").await;
+        assert!(
+            res.headers().get("idempotent-replayed").is_none(),
+            "{who}: replayed"
+        );
+        assert_eq!(res.status(), 422, "{who}");
+        let body = res.text().await.unwrap();
+        assert_ne!(body, alices, "{who} got alice's response");
+        assert!(body.contains(problems::KEY_REUSED), "{who}: {body}");
+    }
+    assert_eq!(handler.count(), 1, "nobody ran under alice's key");
+
+    // Alice with the very same credentials gets her replay.
+    let again = common::post_with(&client, addr, "k-cookie", &alice, "x").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), alices);
+    assert_eq!(handler.count(), 1);
 }

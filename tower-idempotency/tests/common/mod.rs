@@ -165,6 +165,25 @@ pub async fn post_key(
     req.send().await.unwrap()
 }
 
+/// A keyed `POST /orders` with extra request headers (credentials, say) and a body.
+pub async fn post_with(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> reqwest::Response {
+    let mut req = client
+        .post(format!("http://{addr}/orders"))
+        .header("idempotency-key", key)
+        .header("content-type", "text/plain")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
 /// The `type` of a problem+json body.
 pub async fn problem_type(res: reqwest::Response) -> String {
     assert_eq!(res.headers()["content-type"], "application/problem+json");
