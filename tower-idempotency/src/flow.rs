@@ -96,20 +96,28 @@ where
                 telemetry::request(&config.metrics, Metric::StoreError);
                 return Step::Answer(Ok(problems::respond(problems::record_unreadable())));
             }
-            Err(error) => match config.outage {
-                OutagePolicy::FailClosed { retry_after } => {
-                    tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
-                    telemetry::request(&config.metrics, Metric::StoreError);
-                    return Step::Answer(Ok(problems::respond(problems::store_unavailable(
-                        retry_after,
-                    ))));
+            Err(error) => {
+                // A memory store full of live claims is refused like an outage, but counted on
+                // its own: it is a sizing problem, not an unreachable store.
+                let metric = if error.kind() == StoreErrorKind::Full {
+                    Metric::StoreFull
+                } else {
+                    Metric::StoreError
+                };
+                telemetry::request(&config.metrics, metric);
+                match config.outage {
+                    OutagePolicy::FailClosed { retry_after } => {
+                        tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
+                        return Step::Answer(Ok(problems::respond(problems::store_unavailable(
+                            retry_after,
+                        ))));
+                    }
+                    OutagePolicy::FailOpen => {
+                        tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
+                        None
+                    }
                 }
-                OutagePolicy::FailOpen => {
-                    tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
-                    telemetry::request(&config.metrics, Metric::StoreError);
-                    None
-                }
-            },
+            }
         };
         let Some(token) = claimed else {
             let res = inner.call(Request::from_parts(parts, B::from(bytes))).await;

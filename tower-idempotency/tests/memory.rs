@@ -621,8 +621,11 @@ async fn fencing_token_reaches_the_handler() {
     assert!(body.contains("token Some("), "{body}");
 }
 
+/// A memory store full of live claims refuses the next claim rather than evict one: 503 when
+/// failing closed (executed when failing open), counted as `store_full`.
 #[tokio::test]
 async fn bounded_memory_store_fails_closed_when_full_of_claims() {
+    let capture = test_support::metrics::Capture::start();
     let store = MemoryStore::new(1);
     let fp = tower_idempotency::Fingerprint::from_bytes([1; 32]);
     let a = RecordKey::new(
@@ -635,15 +638,18 @@ async fn bounded_memory_store_fails_closed_when_full_of_claims() {
     ));
     let handler = Handler::default();
     let layer = IdempotencyLayer::builder()
+        .name("full")
         .store(store.clone())
         .build()
         .unwrap();
     let router = app(handler.clone(), layer);
-    let (status, _, _) = call(&router, "b").await;
+    let (status, _, body) = call(&router, "b").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains(problems::STORE_UNAVAILABLE), "{body}");
     assert_eq!(handler.count(), 0);
 
     let open = IdempotencyLayer::builder()
+        .name("full")
         .store(store)
         .on_store_outage(OutagePolicy::FailOpen)
         .build()
@@ -651,6 +657,55 @@ async fn bounded_memory_store_fails_closed_when_full_of_claims() {
     let router = app(handler.clone(), open);
     assert_eq!(call(&router, "b").await.0, StatusCode::CREATED);
     assert_eq!(handler.count(), 1);
+    let snap = capture.snapshot();
+    let count = |result| {
+        snap.counter(
+            "idempotency_requests_total",
+            &[("name", "full"), ("result", result)],
+        )
+    };
+    assert_eq!(count("store_full"), Some(2));
+    assert_eq!(count("store_error").unwrap_or(0), 0, "counted as an outage");
+}
+
+/// 400 keys whose responses are 1 MiB each, through the default layer: its memory store keeps
+/// within a byte budget of a few hundred MiB (the record bound alone would hold all 400 MiB,
+/// and 100 000 such responses), dropping the completed records closest to expiry and counting
+/// them; the newest keys still replay.
+#[tokio::test]
+async fn the_default_memory_store_is_bounded_by_bytes() {
+    const MIB: usize = 1024 * 1024;
+    let layer = IdempotencyLayer::memory();
+    let store = layer.store().clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body = Body::from(bytes::Bytes::from(vec![b'x'; MIB]));
+            async move { Ok::<_, std::convert::Infallible>(Response::new(body)) }
+        }));
+    let req = |i: usize| {
+        Request::post("/reports")
+            .header("idempotency-key", format!("k-report-{i}"))
+            .body(Body::from("b"))
+            .unwrap()
+    };
+    for i in 0..400 {
+        let res = svc.clone().oneshot(req(i)).await.unwrap();
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes().len(),
+            MIB
+        );
+    }
+    let held = store.len();
+    println!("held {held} records of 1 MiB, evicted {}", store.evicted());
+    assert!(held * MIB <= 256 * MIB, "{held} MiB of responses held");
+    assert_eq!(store.evicted() as usize, 400 - held, "evictions counted");
+    let latest = svc.clone().oneshot(req(399)).await.unwrap();
+    assert!(latest.headers().contains_key("idempotent-replayed"));
+    assert_eq!(calls.load(Ordering::SeqCst), 400);
 }
 
 #[tokio::test]
