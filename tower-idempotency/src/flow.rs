@@ -594,7 +594,7 @@ where
         let Ok(frame) = frame else {
             return Err(ReadError::Unreadable);
         };
-        // A request's trailers are not part of its fingerprint, nor passed on (as before).
+        // A request's trailers are not part of its fingerprint, nor passed on.
         if let Ok(mut data) = frame.into_data() {
             if buffered.len + data.remaining() > limit {
                 return Err(ReadError::TooLarge);

@@ -108,6 +108,28 @@ struct Scripts {
 ///   nonce, on the same connection, so it runs right after the claim and frees the key. (Were
 ///   that lost too, the claim ends with its lease, as a crashed server's does.)
 ///
+/// # Running Redis for it
+///
+/// The store remembers what Redis keeps, so Redis's durability is the layer's:
+///
+/// * **Persistence**: a Redis restarted without it comes back empty. Every key completed
+///   before the restart executes again when retried; a request running across the restart
+///   loses its claim (its renewals and its completion are refused: its outcome is not
+///   recorded, and a duplicate may run beside it). Use AOF: `appendonly yes` with
+///   `appendfsync everysec` loses at most about a second of records in a crash (`always`
+///   loses none, at a cost on every write); RDB snapshots alone lose everything since the
+///   last one.
+/// * **Memory**: `maxmemory-policy noeviction`. Any evicting policy (`allkeys-lru`,
+///   `volatile-ttl`, …) drops records and claims silently — every record here has a TTL — and
+///   their keys execute again; with `noeviction` a full Redis refuses the claim, and the
+///   layer's outage policy answers (503 by default). Size `maxmemory` for new keys per second
+///   × TTL × response size.
+/// * **Replication**: it is asynchronous; a replica promoted after its primary failed may lack
+///   the last records written, and their keys execute again when retried.
+/// * **Timeouts**: [`connect`](RedisStore::connect) gives up on a command after 2 s, so a
+///   stalled Redis (a slow script, a long fork) turns into the outage policy rather than a
+///   hung request; the claim is then abandoned as above.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), redis::RedisError> {
 /// use tower_idempotency::{IdempotencyLayer, RedisStore};
