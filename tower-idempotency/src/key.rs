@@ -196,8 +196,11 @@ impl Fingerprint {
             }
             hasher.update(b"\n");
         }
-        // A few header lookups per keyed request (three by default): no allocation, no lock.
-        for name in credentials {
+        // One walk over the request's header names finds whether it carries any credential
+        // (cheaper than a hashed lookup per credential name, and the common case for a
+        // request without a principal); only then is each looked up, in the order given.
+        let carries_any = parts.headers.keys().any(|name| credentials.contains(name));
+        for name in credentials.iter().filter(|_| carries_any) {
             let mut values = parts.headers.get_all(name).iter().peekable();
             if values.peek().is_none() {
                 continue;

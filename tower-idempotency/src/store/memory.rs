@@ -359,58 +359,42 @@ impl MemoryStore {
     ) -> bool {
         let now = Instant::now();
         let digest = Digest::of(key);
-        let mut shard = lock(self.shard(key));
-        let owned = shard
-            .map
-            .get(&digest)
-            .is_some_and(|e| e.is_claimed_by(token, now));
-        if !owned {
-            return false;
-        }
+        let mut guard = lock(self.shard(key));
+        let shard = &mut *guard;
+        let limits = &self.inner.limits;
         // The claim's fixed weight is counted already; a record adds what it stores.
         let mut grows = weight(record) - FIXED_WEIGHT;
-        let limits = &self.inner.limits;
+        let mut kept = None;
         if shard.bytes + grows > limits.bytes {
+            let owned = shard
+                .map
+                .get(&digest)
+                .is_some_and(|e| e.is_claimed_by(token, now));
+            if !owned {
+                return false;
+            }
             // The claim being completed is not a candidate: claims are never evicted.
             let evicted = shard.make_room(now, limits, false, grows);
             self.count_evictions(evicted);
+            if shard.bytes + grows > limits.bytes {
+                kept = Some(too_heavy(key, record, grows, limits.bytes));
+                grows = 0;
+            }
         }
-        // The record is cloned once, into the `Arc` replays share (the trait lends it).
-        let kept = if shard.bytes + grows <= limits.bytes {
-            Arc::new(record.clone())
-        } else {
-            // Heavier than the shard can hold: keep that it ran, which weighs no more than the
-            // claim did. Only a stored response can be that heavy.
-            let status = match &record.outcome {
-                Outcome::Response(stored) => stored.status,
-                Outcome::TooLarge { status, .. }
-                | Outcome::BodyFailed { status }
-                | Outcome::TooSlow { status, .. } => *status,
-            };
-            tracing::warn!(
-                key = key.short(),
-                bytes = grows + FIXED_WEIGHT,
-                shard_budget = limits.bytes,
-                "response too heavy for the idempotency memory store; replays will be refused"
-            );
-            grows = 0;
-            Arc::new(CompletedRecord {
-                fingerprint: record.fingerprint,
-                outcome: Outcome::TooLarge {
-                    status,
-                    limit: limits.bytes as u64,
-                },
-            })
-        };
-        // Still there: eviction never takes a live claim.
-        if let Some(entry) = shard.map.get_mut(&digest) {
-            *entry = Entry {
-                expires: saturating_after(now, ttl),
-                state: State::Completed(kept),
-            };
-            shard.bytes += grows;
+        // One lookup on the common path (the record fits): the ownership check and the write.
+        match shard.map.get_mut(&digest) {
+            Some(entry) if entry.is_claimed_by(token, now) => {
+                // The record is cloned once, into the `Arc` replays share (the trait lends it).
+                let kept = kept.unwrap_or_else(|| Arc::new(record.clone()));
+                *entry = Entry {
+                    expires: saturating_after(now, ttl),
+                    state: State::Completed(kept),
+                };
+                shard.bytes += grows;
+                true
+            }
+            _ => false,
         }
-        true
     }
 
     fn count_evictions(&self, evicted: usize) {
@@ -432,6 +416,35 @@ impl MemoryStore {
             );
         }
     }
+}
+
+/// What is kept of a record heavier than a shard can hold: that it ran, which weighs no more
+/// than its claim did. Only a stored response can be that heavy.
+fn too_heavy(
+    key: &RecordKey,
+    record: &CompletedRecord,
+    grows: usize,
+    budget: usize,
+) -> Arc<CompletedRecord> {
+    let status = match &record.outcome {
+        Outcome::Response(stored) => stored.status,
+        Outcome::TooLarge { status, .. }
+        | Outcome::BodyFailed { status }
+        | Outcome::TooSlow { status, .. } => *status,
+    };
+    tracing::warn!(
+        key = key.short(),
+        bytes = grows + FIXED_WEIGHT,
+        shard_budget = budget,
+        "response too heavy for the idempotency memory store; replays will be refused"
+    );
+    Arc::new(CompletedRecord {
+        fingerprint: record.fingerprint,
+        outcome: Outcome::TooLarge {
+            status,
+            limit: budget as u64,
+        },
+    })
 }
 
 impl Entry {
