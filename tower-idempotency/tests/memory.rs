@@ -152,31 +152,16 @@ async fn principals_with_the_same_key_are_isolated() {
     let handler = Handler::default();
     let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
     let client = client();
-    let alice = post_key(
-        &client,
-        addr,
-        "/orders",
-        "shared",
-        Some("Bearer alice"),
-        "x",
-    )
-    .await;
+    let shared_key = |auth| post_key(&client, addr, "/orders", "shared", auth, "x");
+    let alice = shared_key(Some("Bearer alice")).await;
     assert_eq!(alice.status(), 201);
     let alice_body = alice.text().await.unwrap();
     for auth in [Some("Bearer bob"), None] {
-        let other = post_key(&client, addr, "/orders", "shared", auth, "x").await;
+        let other = shared_key(auth).await;
         assert_eq!(other.status(), 422, "{auth:?}");
         assert_ne!(other.text().await.unwrap(), alice_body);
     }
-    let alice_again = post_key(
-        &client,
-        addr,
-        "/orders",
-        "shared",
-        Some("Bearer alice"),
-        "x",
-    )
-    .await;
+    let alice_again = shared_key(Some("Bearer alice")).await;
     assert_eq!(alice_again.headers()["idempotent-replayed"], "true");
     assert_eq!(alice_again.text().await.unwrap(), alice_body);
     assert_eq!(handler.count(), 1);
@@ -193,31 +178,14 @@ async fn authorization_principals_each_have_their_own_keys() {
         .unwrap();
     let addr = serve(app(handler.clone(), layer)).await;
     let client = client();
-    let alice = post_key(
-        &client,
-        addr,
-        "/orders",
-        "shared",
-        Some("Bearer alice"),
-        "x",
-    )
-    .await;
-    let bob = post_key(&client, addr, "/orders", "shared", Some("Bearer bob"), "x").await;
-    let alice_body = alice.text().await.unwrap();
-    let bob_body = bob.text().await.unwrap();
+    let shared_key = |auth| post_key(&client, addr, "/orders", "shared", auth, "x");
+    let alice_body = shared_key(Some("Bearer alice")).await.text().await.unwrap();
+    let bob_body = shared_key(Some("Bearer bob")).await.text().await.unwrap();
     assert_ne!(alice_body, bob_body);
     assert_eq!(handler.count(), 2);
-    let alice_again = post_key(
-        &client,
-        addr,
-        "/orders",
-        "shared",
-        Some("Bearer alice"),
-        "x",
-    )
-    .await;
+    let alice_again = shared_key(Some("Bearer alice")).await;
     assert_eq!(alice_again.text().await.unwrap(), alice_body);
-    let anon = post_key(&client, addr, "/orders", "shared", None, "x").await;
+    let anon = shared_key(None).await;
     assert_eq!(anon.status(), 201);
     assert!(anon.headers().get("idempotent-replayed").is_none());
     assert_eq!(handler.count(), 3);
@@ -531,29 +499,6 @@ async fn the_lease_is_renewed_while_a_slow_handler_runs() {
     assert_eq!(handler.count(), 1);
 }
 
-/// A response body that takes 10 s to produce its one frame (work done while it is polled,
-/// as with `Body::from_stream`).
-struct SlowBody(std::pin::Pin<Box<tokio::time::Sleep>>, bool);
-
-impl http_body::Body for SlowBody {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        if self.1 {
-            return std::task::Poll::Ready(None);
-        }
-        std::task::ready!(self.0.as_mut().poll(cx));
-        self.1 = true;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
-            b"receipt",
-        )))))
-    }
-}
-
 /// The lease is renewed while the layer reads the handler's response body too: a body slower
 /// than the lease does not let a duplicate claim the key and execute again.
 #[tokio::test(start_paused = true)]
@@ -570,7 +515,7 @@ async fn the_lease_is_renewed_while_the_response_body_is_read() {
         .service(service_fn(move |_req: Request<Body>| {
             seen.fetch_add(1, Ordering::SeqCst);
             async move {
-                let body = SlowBody(Box::pin(tokio::time::sleep(Duration::from_secs(10))), false);
+                let body = common::Delayed::new(Duration::from_secs(10), "receipt");
                 Ok::<_, std::convert::Infallible>(Response::new(Body::new(body)))
             }
         }));
@@ -1099,37 +1044,14 @@ async fn trailers_survive_http1_on_the_first_response_and_the_replay() {
     }
 }
 
-/// The handler charges and answers 201 with a body that takes a moment; the client closes its
-/// connection before the body is read (its timeout fired), so hyper drops the layer's future
-/// while the layer reads that body to store it. The outcome must be recorded all the same: the
-/// client's retry, once the lease is long over, gets the replay — never a second execution.
+/// See `common::outcome_is_recorded_for_a_client_gone_mid_body`.
 #[tokio::test]
 async fn a_client_gone_while_the_body_is_read_still_has_its_outcome_recorded() {
-    let handler = Handler {
-        body_delay: Duration::from_millis(300),
-        ..Handler::default()
-    };
     let layer = IdempotencyLayer::builder()
-        .lease(Duration::from_millis(150))
+        .lease(common::SHORT_LEASE)
         .build()
         .unwrap();
-    let addr = serve(app(handler.clone(), layer)).await;
-    common::post_and_hang_up(addr, "k-gone", Duration::from_millis(100)).await;
-    assert_eq!(handler.count(), 1, "the handler ran before the client left");
-    // The body is done at 300 ms; an abandoned claim would have expired by 250 ms.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let retry = post_key(&client(), addr, "/orders", "k-gone", None, "x").await;
-    assert_eq!(retry.status(), 201);
-    assert_eq!(
-        retry
-            .headers()
-            .get("idempotent-replayed")
-            .map(|v| v.as_bytes()),
-        Some(&b"true"[..]),
-        "the retry executed again"
-    );
-    assert!(retry.text().await.unwrap().starts_with("execution 1 "));
-    assert_eq!(handler.count(), 1);
+    common::outcome_is_recorded_for_a_client_gone_mid_body(layer).await;
 }
 
 /// Yields `ab`, then never ends; holds `alive` while it exists.

@@ -466,6 +466,34 @@ async fn a_resent_claim_finds_its_own_claim() {
     assert!(matches!(second, Claim::InFlight { .. }), "{second:?}");
 }
 
+/// A Redis the test can stall (`None`, after saying why, for one given by `REDIS_URL`), and a
+/// server over it whose store is connected and has loaded its claim script (a claim must not
+/// wait for a script upload when the test stalls Redis).
+async fn stallable(
+    handler: &Handler,
+    build: impl FnOnce(tower_idempotency::Builder<RedisStore>) -> tower_idempotency::Builder<RedisStore>,
+) -> Option<(RedisServer, std::net::SocketAddr)> {
+    let redis = redis().await?;
+    if std::env::var("REDIS_URL").is_ok() {
+        eprintln!("skipping: cannot stall a Redis given by REDIS_URL");
+        return None;
+    }
+    let layer = layer(redis.url(), build).await;
+    let key = RecordKey::new(&Scope::anonymous(), &IdempotencyKey::generate());
+    let fp = Fingerprint::from_bytes([0; 32]);
+    let Claim::Acquired(token) = layer
+        .store()
+        .claim(&key, &fp, Duration::from_secs(5))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key")
+    };
+    assert!(layer.store().release(&key, token).await.unwrap());
+    let addr = serve(app(handler.clone(), layer)).await;
+    Some((redis, addr))
+}
+
 /// Retries `key` every 100 ms (as a client honouring `Retry-After` would, only faster) until it
 /// is answered 201 or `within` has passed; every other answer must be a 409 or a 503. Returns
 /// how long it took and the answers before the 201.
@@ -501,17 +529,11 @@ async fn retry_until_created(
 /// execute, once, within moments of the recovery — not get 409 in flight for a whole lease.
 #[tokio::test]
 async fn a_claim_refused_during_a_stall_does_not_lock_its_key() {
-    let Some(redis) = redis().await else { return };
-    if std::env::var("REDIS_URL").is_ok() {
-        eprintln!("skipping: cannot stall a Redis given by REDIS_URL");
-        return;
-    }
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let Some((redis, addr)) = stallable(&handler, |b| b).await else {
+        return;
+    };
     let client = client();
-    // Warm up: the scripts are loaded and the connection is up.
-    post_key(&client, addr, "/orders", "warm-up", None, "x").await;
-
     let stall = redis.stall(Duration::from_secs(3)).await.unwrap();
     let refused = post_key(&client, addr, "/orders", "stalled", None, "x").await;
     assert_eq!(
@@ -525,10 +547,10 @@ async fn a_claim_refused_during_a_stall_does_not_lock_its_key() {
     let (took, refusals) =
         retry_until_created(&client, addr, "stalled", Duration::from_secs(2)).await;
     println!("executed {took:?} after the recovery, after {refusals:?}");
-    assert_eq!(handler.count(), 2, "warm-up and the retry, each once");
+    assert_eq!(handler.count(), 1, "the retry, once");
     let replay = post_key(&client, addr, "/orders", "stalled", None, "x").await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    assert_eq!(handler.count(), 2);
+    assert_eq!(handler.count(), 1);
 }
 
 /// A client that gives up while its request's claim waits on a stalled Redis (its connection
@@ -536,16 +558,11 @@ async fn a_claim_refused_during_a_stall_does_not_lock_its_key() {
 /// will run under it, so its retry executes as soon as Redis is back.
 #[tokio::test]
 async fn a_claim_abandoned_by_its_client_during_a_stall_does_not_lock_its_key() {
-    let Some(redis) = redis().await else { return };
-    if std::env::var("REDIS_URL").is_ok() {
-        eprintln!("skipping: cannot stall a Redis given by REDIS_URL");
-        return;
-    }
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), layer(redis.url(), |b| b).await)).await;
+    let Some((redis, addr)) = stallable(&handler, |b| b).await else {
+        return;
+    };
     let client = client();
-    post_key(&client, addr, "/orders", "warm-up", None, "x").await;
-
     let stall = redis.stall(Duration::from_millis(1500)).await.unwrap();
     let impatient = reqwest::Client::builder()
         .no_proxy()
@@ -565,7 +582,7 @@ async fn a_claim_abandoned_by_its_client_during_a_stall_does_not_lock_its_key() 
     let (took, refusals) =
         retry_until_created(&client, addr, "impatient", Duration::from_secs(2)).await;
     println!("executed {took:?} after the recovery, after {refusals:?}");
-    assert_eq!(handler.count(), 2);
+    assert_eq!(handler.count(), 1);
 }
 
 /// The lease of a running handler is renewed through a store stall shorter than the lease:
@@ -573,21 +590,14 @@ async fn a_claim_abandoned_by_its_client_during_a_stall_does_not_lock_its_key() 
 /// the stall is still refused and the handler's outcome is recorded.
 #[tokio::test]
 async fn the_lease_survives_a_stall_shorter_than_the_lease() {
-    let Some(redis) = redis().await else { return };
-    if std::env::var("REDIS_URL").is_ok() {
-        eprintln!("skipping: cannot stall a Redis given by REDIS_URL");
-        return;
-    }
     let handler = Handler {
         delay: Duration::from_millis(2500),
         ..Handler::default()
     };
     let lease = Duration::from_millis(1200);
-    let addr = serve(app(
-        handler.clone(),
-        layer(redis.url(), |b| b.lease(lease)).await,
-    ))
-    .await;
+    let Some((redis, addr)) = stallable(&handler, |b| b.lease(lease)).await else {
+        return;
+    };
     let client = client();
     let first = tokio::spawn({
         let client = client.clone();
@@ -615,35 +625,10 @@ async fn the_lease_survives_a_stall_shorter_than_the_lease() {
     assert_eq!(handler.count(), 1);
 }
 
-/// As with the memory store: a client that closes its connection while the layer reads the
-/// handler's response body still has the outcome recorded in Redis, and its retry (after the
-/// lease) gets the replay instead of a second execution.
+/// See `common::outcome_is_recorded_for_a_client_gone_mid_body`: the same with Redis.
 #[tokio::test]
 async fn a_client_gone_while_the_body_is_read_still_has_its_outcome_recorded() {
     let Some(redis) = redis().await else { return };
-    let handler = Handler {
-        body_delay: Duration::from_millis(300),
-        ..Handler::default()
-    };
-    let lease = Duration::from_millis(150);
-    let addr = serve(app(
-        handler.clone(),
-        layer(redis.url(), |b| b.lease(lease)).await,
-    ))
-    .await;
-    common::post_and_hang_up(addr, "gone", Duration::from_millis(100)).await;
-    assert_eq!(handler.count(), 1, "the handler ran before the client left");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let retry = post_key(&client(), addr, "/orders", "gone", None, "x").await;
-    assert_eq!(retry.status(), 201);
-    assert_eq!(
-        retry
-            .headers()
-            .get("idempotent-replayed")
-            .map(|v| v.as_bytes()),
-        Some(&b"true"[..]),
-        "the retry executed again"
-    );
-    assert!(retry.text().await.unwrap().starts_with("execution 1 "));
-    assert_eq!(handler.count(), 1);
+    let layer = layer(redis.url(), |b| b.lease(common::SHORT_LEASE)).await;
+    common::outcome_is_recorded_for_a_client_gone_mid_body(layer).await;
 }

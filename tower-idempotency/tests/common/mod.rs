@@ -71,10 +71,7 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
     let body = if h.body_delay.is_zero() {
         Body::from(text)
     } else {
-        Body::new(Delayed {
-            sleep: Box::pin(tokio::time::sleep(h.body_delay)),
-            data: Some(text.into()),
-        })
+        Body::new(Delayed::new(h.body_delay, text))
     };
     Response::builder()
         .status(StatusCode::CREATED)
@@ -87,10 +84,20 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
         .unwrap()
 }
 
-/// A body that yields its data once its sleep is over.
-struct Delayed {
+/// A body that yields its one frame `delay` after it is first polled (work done while it is
+/// polled, as with `Body::from_stream`).
+pub struct Delayed {
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     data: Option<bytes::Bytes>,
+}
+
+impl Delayed {
+    pub fn new(delay: Duration, data: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(delay)),
+            data: Some(data.into()),
+        }
+    }
 }
 
 impl http_body::Body for Delayed {
@@ -243,4 +250,39 @@ where
         Claim::Completed(rec) => assert_eq!(*rec, record("fresh")),
         other => panic!("expected the fresh record, got {other:?}"),
     }
+}
+
+/// A lease short enough for a test to outlast: what a layer under
+/// [`outcome_is_recorded_for_a_client_gone_mid_body`] must be built with.
+pub const SHORT_LEASE: Duration = Duration::from_millis(150);
+
+/// The handler charges and answers 201 with a body that takes a moment; the client closes its
+/// connection before the body is read (its timeout fired), so hyper drops the layer's future
+/// while the layer reads that body to store it. The outcome must be recorded all the same: the
+/// client's retry, once the lease (`SHORT_LEASE`) is long over, gets the replay — never a
+/// second execution.
+pub async fn outcome_is_recorded_for_a_client_gone_mid_body<St: IdempotencyStore>(
+    layer: IdempotencyLayer<St>,
+) {
+    let handler = Handler {
+        body_delay: Duration::from_millis(300),
+        ..Handler::default()
+    };
+    let addr = serve(app(handler.clone(), layer)).await;
+    post_and_hang_up(addr, "k-gone", Duration::from_millis(100)).await;
+    assert_eq!(handler.count(), 1, "the handler ran before the client left");
+    // The body is done at 300 ms; a claim left behind would have expired by about 250 ms.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let retry = post_key(&client(), addr, "/orders", "k-gone", None, "x").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "the retry executed again"
+    );
+    assert!(retry.text().await.unwrap().starts_with("execution 1 "));
+    assert_eq!(handler.count(), 1);
 }
