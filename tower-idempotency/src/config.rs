@@ -97,6 +97,18 @@ pub(crate) struct Config {
     pub(crate) never_replay: Vec<HeaderName>,
 }
 
+impl Config {
+    /// Without an app principal, whether the request carries a credential header: what
+    /// identifies a caller then (for `require_principal`). With one, only it identifies.
+    pub(crate) fn identified_by_credentials(&self, parts: &Parts) -> bool {
+        self.principal.is_none()
+            && self
+                .credential_headers
+                .iter()
+                .any(|name| parts.headers.contains_key(name))
+    }
+}
+
 /// Everything a layer's services share: configuration, store, local waiters.
 pub(crate) struct Shared<St> {
     pub(crate) config: Config,

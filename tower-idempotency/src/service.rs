@@ -126,24 +126,16 @@ where
             }
         };
         let (parts, body) = req.into_parts();
-        let scope = match &config.principal {
-            Some(extract) => extract(&parts),
-            None => None,
-        };
-        let scope = match scope {
-            Some(scope) => scope,
-            None if config.require_principal
-                && (config.principal.is_some()
-                    || !config
-                        .credential_headers
-                        .iter()
-                        .any(|name| parts.headers.contains_key(name))) =>
-            {
-                telemetry::request(&config.metrics, Outcome::MissingPrincipal);
-                return ResponseFuture::ready(problems::respond(problems::missing_principal()));
-            }
-            None => Scope::anonymous(),
-        };
+        let scope = config
+            .principal
+            .as_ref()
+            .and_then(|extract| extract(&parts));
+        if scope.is_none() && config.require_principal && !config.identified_by_credentials(&parts)
+        {
+            telemetry::request(&config.metrics, Outcome::MissingPrincipal);
+            return ResponseFuture::ready(problems::respond(problems::missing_principal()));
+        }
+        let scope = scope.unwrap_or_else(Scope::anonymous);
         // Without a principal, the record is bound to the request's credentials (they go into
         // its fingerprint): no other caller is ever replayed it.
         let bound = scope.is_anonymous();
