@@ -480,17 +480,27 @@ impl Shard {
         inserting: bool,
         incoming: usize,
     ) -> usize {
-        // One pass: drop expired records, and note the expiry of every completed one. Sized up
-        // front: growing it by doubling meant a dozen reallocations of up to a shard's worth.
-        let mut completed = Vec::with_capacity(self.map.len());
+        // Weights are read (a walk over each record's headers) only when bytes may be short:
+        // freeing expired records only lowers them.
+        let bytes_short = self.bytes + incoming > limits.bytes_low;
+        // One pass: drop expired records, and note the expiry (and, if needed, the weight) of
+        // every completed one. Sized up front: growing them by doubling meant a dozen
+        // reallocations of up to a shard's worth. Two lists, not one of pairs: the common case
+        // (records short, not bytes) selects among expiries alone.
+        let mut expiries: Vec<Instant> = Vec::with_capacity(self.map.len());
+        let mut weights: Vec<usize> =
+            Vec::with_capacity(if bytes_short { self.map.len() } else { 0 });
         let mut expired = 0;
-        self.map.retain(|digest, e| {
+        self.map.retain(|_, e| {
             if e.expires <= now {
                 expired += e.weight();
                 return false;
             }
             if matches!(e.state, State::Completed(_)) {
-                completed.push((e.expires, *digest));
+                expiries.push(e.expires);
+                if bytes_short {
+                    weights.push(e.weight());
+                }
             }
             true
         });
@@ -501,31 +511,44 @@ impl Shard {
             0
         };
         let bytes_over = (self.bytes + incoming).saturating_sub(limits.bytes_low);
-        if (records_over == 0 && bytes_over == 0) || completed.is_empty() {
+        if (records_over == 0 && bytes_over == 0) || expiries.is_empty() {
             return 0;
         }
-        // The records to go are the earliest to expire: without a byte shortfall, just the
-        // first `records_over` of them (a selection, linear); with one, in order until enough
-        // bytes are freed (a sort).
-        let evict = if bytes_over == 0 {
-            let n = records_over.min(completed.len());
-            completed.select_nth_unstable_by_key(n - 1, |c| c.0);
-            n
+        // The records to go are the earliest to expire: those before a cutoff, and `ties` of
+        // those at it (ties are common under a paused clock).
+        let (cutoff, mut ties) = if bytes_over == 0 {
+            // Just the first `records_over`: a selection, linear.
+            let n = records_over.min(expiries.len());
+            let (before, cutoff, _) = expiries.select_nth_unstable(n - 1);
+            let cutoff = *cutoff;
+            (cutoff, n - before.iter().filter(|&&e| e < cutoff).count())
         } else {
+            // In order until enough bytes are freed: a sort. Every record at the last expiry
+            // goes (which of those the count included is not known, and their weights differ).
+            let mut completed: Vec<(Instant, usize)> = expiries.into_iter().zip(weights).collect();
             completed.sort_unstable_by_key(|c| c.0);
-            completed.len()
+            let (mut n, mut freed) = (0, 0);
+            while n < completed.len() && (n < records_over || freed < bytes_over) {
+                freed += completed[n].1;
+                n += 1;
+            }
+            (completed[n - 1].0, usize::MAX)
         };
-        let mut freed = 0;
-        let mut evicted = 0;
-        for (_, digest) in &completed[..evict] {
-            if evicted >= records_over && freed >= bytes_over {
-                break;
+        let (mut evicted, mut freed) = (0, 0);
+        self.map.retain(|_, e| {
+            if !matches!(e.state, State::Completed(_)) || e.expires > cutoff {
+                return true;
             }
-            if let Some(entry) = self.map.remove(digest) {
-                freed += entry.weight();
-                evicted += 1;
+            if e.expires == cutoff {
+                if ties == 0 {
+                    return true;
+                }
+                ties -= 1;
             }
-        }
+            freed += e.weight();
+            evicted += 1;
+            false
+        });
         self.bytes -= freed;
         evicted
     }
