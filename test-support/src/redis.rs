@@ -8,7 +8,14 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::OnceLock,
     time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    task::JoinHandle,
 };
 
 use crate::process::{blocking, env_flag, find_binary, free_port, wait_for_port};
@@ -35,11 +42,38 @@ fn binary(name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// `--enable-debug-command local` where the server has that setting (Redis 7 and later refuse
+/// `DEBUG`, which [`RedisServer::stall`] sends, unless it is enabled; older servers refuse the
+/// unknown setting and always accept `DEBUG`).
+fn debug_args(server: &std::path::Path) -> &'static [&'static str] {
+    static ARGS: OnceLock<&'static [&'static str]> = OnceLock::new();
+    ARGS.get_or_init(|| {
+        let version = Command::new(server)
+            .arg("--version")
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        let major = version
+            .split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0);
+        if major >= 7 {
+            &["--enable-debug-command", "local"]
+        } else {
+            &[]
+        }
+    })
+}
+
 fn spawn_server(port: u16, extra: &[&str], dir: &std::path::Path) -> Result<Child, String> {
-    let mut cmd = Command::new(binary("redis-server")?);
+    let server = binary("redis-server")?;
+    let mut cmd = Command::new(&server);
     cmd.arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(debug_args(&server))
         .arg("--dir")
         .arg(dir)
         .args(extra)
@@ -133,6 +167,82 @@ impl RedisServer {
         self.child = Some(spawn_server(port, &[], &dir)?);
         Ok(())
     }
+
+    /// Stalls the server for `duration` with `DEBUG SLEEP`, as a slow script, a long fork or a
+    /// swapping host would: it accepts connections and commands but answers none until it
+    /// wakes, and then runs what it received in order. Returns once the server is stalled (a
+    /// `PING` on another connection goes unanswered). Only for servers this fixture started.
+    ///
+    /// # Errors
+    /// If the server came from `REDIS_URL`, refuses `DEBUG`, or cannot be reached.
+    pub async fn stall(&self, duration: Duration) -> Result<Stall, String> {
+        let Some(port) = self.port else {
+            return Err("cannot stall a Redis given by REDIS_URL".to_owned());
+        };
+        let addr = ("127.0.0.1", port);
+        let io = |e: std::io::Error| format!("stalling redis-server: {e}");
+        let mut conn = TcpStream::connect(addr).await.map_err(io)?;
+        let seconds = format!("{:.3}", duration.as_secs_f64());
+        conn.write_all(&command(&["DEBUG", "SLEEP", &seconds]))
+            .await
+            .map_err(io)?;
+        // The server reads the `DEBUG` at once (it is idle), but another connection's command
+        // may be served first: wait until a probe goes unanswered.
+        let mut reply = [0u8; 256];
+        for _ in 0..50 {
+            let mut probe = TcpStream::connect(addr).await.map_err(io)?;
+            probe.write_all(&command(&["PING"])).await.map_err(io)?;
+            let answered =
+                tokio::time::timeout(Duration::from_millis(100), probe.read(&mut reply)).await;
+            if answered.is_err() {
+                return Ok(Stall {
+                    reply: tokio::spawn(async move {
+                        let mut reply = [0u8; 64];
+                        let n = conn.read(&mut reply).await.map_err(io)?;
+                        match &reply[..n] {
+                            [b'+', ..] => Ok(()),
+                            other => Err(String::from_utf8_lossy(other).into_owned()),
+                        }
+                    }),
+                });
+            }
+            // Answered: the `DEBUG` has not run yet, or was refused.
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(10), conn.read(&mut reply)).await
+            {
+                return Err(format!(
+                    "redis-server refused DEBUG SLEEP: {}",
+                    String::from_utf8_lossy(&reply[..n]).trim_end()
+                ));
+            }
+        }
+        Err("redis-server never stalled".to_owned())
+    }
+}
+
+/// A server stalled by [`RedisServer::stall`].
+#[derive(Debug)]
+pub struct Stall {
+    reply: JoinHandle<Result<(), String>>,
+}
+
+impl Stall {
+    /// Waits until the server has woken up (it answered the `DEBUG SLEEP`).
+    ///
+    /// # Errors
+    /// If the server answered with an error or closed the connection.
+    pub async fn recovered(self) -> Result<(), String> {
+        self.reply.await.map_err(|e| e.to_string())?
+    }
+}
+
+/// A command in the RESP protocol.
+fn command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    out
 }
 
 impl Drop for RedisServer {
@@ -270,6 +380,30 @@ mod tests {
             let pong: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
             assert_eq!(pong, "PONG");
         }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_server_answers_only_when_it_wakes() {
+        let server = match RedisServer::start().await {
+            Ok(s) => s,
+            Err(e) if !required() => return skip(&e),
+            Err(e) => panic!("{e}"),
+        };
+        if std::env::var("REDIS_URL").is_ok() {
+            return skip("cannot stall a Redis given by REDIS_URL");
+        }
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let stall = server.stall(Duration::from_millis(600)).await.unwrap();
+        let start = std::time::Instant::now();
+        let pong: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
+        assert_eq!(pong, "PONG");
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "answered during the stall ({:?})",
+            start.elapsed()
+        );
+        stall.recovered().await.unwrap();
     }
 
     #[tokio::test]

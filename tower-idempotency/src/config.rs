@@ -7,7 +7,7 @@ use tower_fault::{HttpClassifier, IDEMPOTENCY_KEY};
 
 use crate::{
     error::ConfigError,
-    key::{Scope, authorization_principal},
+    key::Scope,
     layer::IdempotencyLayer,
     store::{IdempotencyStore, MemoryStore},
     telemetry::Keys,
@@ -20,6 +20,14 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// The default limit of request and response bodies: 1 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+/// The default time the layer reads a response body after the handler answered: 60 seconds.
+///
+/// The layer holds the response back until it has read the body (to store it), and once the
+/// handler has answered it finishes that read even for a client that went away; a body that
+/// never ends would otherwise hold its key, and a background task, forever. A minute is far
+/// beyond what a buffered body of at most `max_response_bytes` takes, and about as long as
+/// clients wait for a response's head.
+pub const DEFAULT_RESPONSE_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a duplicate of a request still in flight gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,14 @@ pub enum OutagePolicy {
 
 type PrincipalFn = dyn Fn(&Parts) -> Option<Scope> + Send + Sync;
 
+/// The default [`credential_headers`](Builder::credential_headers): the ways HTTP identifies a
+/// caller — `Authorization`, `Proxy-Authorization` and `Cookie`.
+pub const DEFAULT_CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+];
+
 /// The validated configuration shared by a layer and its services.
 pub(crate) struct Config {
     pub(crate) name: Arc<str>,
@@ -65,17 +81,32 @@ pub(crate) struct Config {
     pub(crate) header: HeaderName,
     pub(crate) methods: Vec<Method>,
     pub(crate) require_key: bool,
-    pub(crate) principal: Arc<PrincipalFn>,
+    /// The app's principal; `None`: records are unscoped and bound to the credentials.
+    pub(crate) principal: Option<Arc<PrincipalFn>>,
     pub(crate) require_principal: bool,
+    pub(crate) credential_headers: Vec<HeaderName>,
     pub(crate) fingerprint_headers: Vec<HeaderName>,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_response_bytes: usize,
+    pub(crate) response_body_timeout: Duration,
     pub(crate) lease: Duration,
     pub(crate) ttl: Duration,
     pub(crate) concurrency: Concurrency,
     pub(crate) outage: OutagePolicy,
     pub(crate) classifier: HttpClassifier,
     pub(crate) never_replay: Vec<HeaderName>,
+}
+
+impl Config {
+    /// Without an app principal, whether the request carries a credential header: what
+    /// identifies a caller then (for `require_principal`). With one, only it identifies.
+    pub(crate) fn identified_by_credentials(&self, parts: &Parts) -> bool {
+        self.principal.is_none()
+            && self
+                .credential_headers
+                .iter()
+                .any(|name| parts.headers.contains_key(name))
+    }
 }
 
 /// Everything a layer's services share: configuration, store, local waiters.
@@ -96,6 +127,7 @@ impl<St> fmt::Debug for Shared<St> {
             .field("require_principal", &c.require_principal)
             .field("max_request_bytes", &c.max_request_bytes)
             .field("max_response_bytes", &c.max_response_bytes)
+            .field("response_body_timeout", &c.response_body_timeout)
             .field("lease", &c.lease)
             .field("ttl", &c.ttl)
             .field("concurrency", &c.concurrency)
@@ -136,11 +168,13 @@ pub struct Builder<St = MemoryStore> {
     header: HeaderName,
     methods: Vec<Method>,
     require_key: bool,
-    principal: Arc<PrincipalFn>,
+    principal: Option<Arc<PrincipalFn>>,
     require_principal: bool,
+    credential_headers: Vec<HeaderName>,
     fingerprint_headers: Vec<HeaderName>,
     max_request_bytes: usize,
     max_response_bytes: usize,
+    response_body_timeout: Duration,
     lease: Duration,
     ttl: Duration,
     concurrency: Concurrency,
@@ -168,9 +202,10 @@ impl Default for Builder<MemoryStore> {
 }
 
 impl Builder<MemoryStore> {
-    /// The defaults: memory store, `Idempotency-Key`, POST and PATCH, optional key, principal
-    /// from `Authorization` (anonymous scope without it), fingerprint over `Content-Type`,
-    /// 1 MiB bodies, 60 s lease, 24 h TTL, 409 on in-flight duplicates, fail closed.
+    /// The defaults: memory store, `Idempotency-Key`, POST and PATCH, optional key, no app
+    /// principal (records bound to the `Authorization`, `Proxy-Authorization` and `Cookie`
+    /// credentials), fingerprint over `Content-Type`, 1 MiB bodies read for at most 60 s, 60 s
+    /// lease, 24 h TTL, 409 on in-flight duplicates, fail closed.
     pub fn new() -> Self {
         Self {
             store: MemoryStore::default(),
@@ -178,11 +213,13 @@ impl Builder<MemoryStore> {
             header: IDEMPOTENCY_KEY,
             methods: vec![Method::POST, Method::PATCH],
             require_key: false,
-            principal: Arc::new(authorization_principal),
+            principal: None,
             require_principal: false,
+            credential_headers: DEFAULT_CREDENTIAL_HEADERS.to_vec(),
             fingerprint_headers: vec![header::CONTENT_TYPE],
             max_request_bytes: DEFAULT_MAX_BYTES,
             max_response_bytes: DEFAULT_MAX_BYTES,
+            response_body_timeout: DEFAULT_RESPONSE_BODY_TIMEOUT,
             lease: DEFAULT_LEASE,
             ttl: DEFAULT_TTL,
             concurrency: Concurrency::Reject {
@@ -208,9 +245,11 @@ impl<St> Builder<St> {
             require_key: self.require_key,
             principal: self.principal,
             require_principal: self.require_principal,
+            credential_headers: self.credential_headers,
             fingerprint_headers: self.fingerprint_headers,
             max_request_bytes: self.max_request_bytes,
             max_response_bytes: self.max_response_bytes,
+            response_body_timeout: self.response_body_timeout,
             lease: self.lease,
             ttl: self.ttl,
             concurrency: self.concurrency,
@@ -245,21 +284,76 @@ impl<St> Builder<St> {
         self
     }
 
-    /// How to tell callers apart: records are keyed by (principal, key), so two principals never
-    /// see each other's responses. The default is the `Authorization` header (hashed). `None`
-    /// means no principal: the request uses the one anonymous scope, or gets 401 with
+    /// The app's own principal, which scopes records: they are keyed by (principal, key), so two
+    /// principals never see each other's records nor share a key, and a principal's requests
+    /// match whatever credentials they carry (a refreshed token, a changed cookie jar). Take it
+    /// from what your authentication layer found — a user id it put in the request's
+    /// extensions — and put this layer inside that one. `None` means no principal: the request
+    /// is unscoped and bound to its credentials (see
+    /// [`credential_headers`](Builder::credential_headers)), or gets 401 with
     /// [`require_principal`](Builder::require_principal).
+    ///
+    /// ```
+    /// use axum::{Router, extract::Request, middleware::{self, Next}, response::Response, routing::post};
+    /// use tower_idempotency::{IdempotencyLayer, Scope};
+    ///
+    /// /// The user the authentication middleware found.
+    /// #[derive(Clone)]
+    /// struct UserId(u64);
+    ///
+    /// async fn authenticate(mut req: Request, next: Next) -> Response {
+    ///     // Look the session cookie up; here every request is user 42.
+    ///     req.extensions_mut().insert(UserId(42));
+    ///     next.run(req).await
+    /// }
+    ///
+    /// let idempotency = IdempotencyLayer::builder()
+    ///     .principal(|parts| {
+    ///         let user = parts.extensions.get::<UserId>()?;
+    ///         Some(Scope::new(user.0.to_be_bytes()))
+    ///     })
+    ///     .require_principal()
+    ///     .build()?;
+    /// let app: Router = Router::new()
+    ///     .route("/orders", post(|| async { "created" }))
+    ///     // Layers added later run first: authentication, then idempotency.
+    ///     .layer(idempotency)
+    ///     .layer(middleware::from_fn(authenticate));
+    /// # let _ = app;
+    /// # Ok::<_, tower_idempotency::error::ConfigError>(())
+    /// ```
+    ///
+    /// [`authorization_principal`](crate::authorization_principal) scopes by the raw
+    /// `Authorization` header, for APIs where it is a stable per-caller credential.
     pub fn principal<F>(mut self, extract: F) -> Self
     where
         F: Fn(&Parts) -> Option<Scope> + Send + Sync + 'static,
     {
-        self.principal = Arc::new(extract);
+        self.principal = Some(Arc::new(extract));
         self
     }
 
-    /// Answers 401 to a keyed request without a principal instead of using the anonymous scope.
+    /// Answers 401 to a keyed request without a principal: without
+    /// [`principal`](Builder::principal), one that carries none of the
+    /// [`credential_headers`](Builder::credential_headers); with it, one it finds no principal
+    /// for.
     pub fn require_principal(mut self) -> Self {
         self.require_principal = true;
+        self
+    }
+
+    /// The request headers that identify a caller when there is no app principal (default
+    /// [`DEFAULT_CREDENTIAL_HEADERS`]: `Authorization`, `Proxy-Authorization`, `Cookie`; add,
+    /// say, `X-Api-Key` if your callers use it).
+    ///
+    /// A request without a principal is bound to these: they are part of its fingerprint, so a
+    /// duplicate carrying other credentials is refused with 422
+    /// ([`KEY_REUSED`](crate::problems::KEY_REUSED)) — never replayed another caller's
+    /// response, and never run again. An honest retry whose credentials changed (a refreshed
+    /// token, a cookie set meanwhile) is refused the same way; a principal from
+    /// [`principal`](Builder::principal) gives it its replay.
+    pub fn credential_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.credential_headers = names.into_iter().collect();
         self
     }
 
@@ -282,6 +376,15 @@ impl<St> Builder<St> {
     /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit;
+        self
+    }
+
+    /// How long the layer reads a response body once the handler has answered (default
+    /// [`DEFAULT_RESPONSE_BODY_TIMEOUT`], 60 s). A body that has not ended by then streams on
+    /// to the client and leaves a record whose replays get the
+    /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
+    pub fn response_body_timeout(mut self, timeout: Duration) -> Self {
+        self.response_body_timeout = timeout;
         self
     }
 
@@ -359,6 +462,11 @@ impl<St> Builder<St> {
                 "max_response_bytes must be greater than zero",
             ));
         }
+        if self.response_body_timeout.is_zero() {
+            return Err(crate::error::config_error(
+                "response_body_timeout must be greater than zero",
+            ));
+        }
         let retry_afters = [
             match self.concurrency {
                 Concurrency::Reject { retry_after } => Some(("Concurrency::Reject", retry_after)),
@@ -386,6 +494,11 @@ impl<St> Builder<St> {
                 ));
             }
         }
+        if self.credential_headers.contains(&self.header) {
+            return Err(crate::error::config_error(
+                "the idempotency key header cannot be a credential header",
+            ));
+        }
         if self.fingerprint_headers.contains(&self.header) {
             return Err(crate::error::config_error(
                 "the idempotency key header cannot be part of the fingerprint",
@@ -401,9 +514,11 @@ impl<St> Builder<St> {
                 require_key: self.require_key,
                 principal: self.principal,
                 require_principal: self.require_principal,
+                credential_headers: self.credential_headers,
                 fingerprint_headers: self.fingerprint_headers,
                 max_request_bytes: self.max_request_bytes,
                 max_response_bytes: self.max_response_bytes,
+                response_body_timeout: self.response_body_timeout,
                 lease: self.lease,
                 ttl: self.ttl,
                 concurrency: self.concurrency,
@@ -431,6 +546,10 @@ mod tests {
             (Builder::new().max_request_bytes(0), "max_request_bytes"),
             (Builder::new().max_response_bytes(0), "max_response_bytes"),
             (
+                Builder::new().response_body_timeout(Duration::ZERO),
+                "response_body_timeout",
+            ),
+            (
                 Builder::new().concurrency(Concurrency::Wait {
                     max: Duration::ZERO,
                 }),
@@ -439,6 +558,10 @@ mod tests {
             (
                 Builder::new().fingerprint_headers([IDEMPOTENCY_KEY]),
                 "fingerprint",
+            ),
+            (
+                Builder::new().credential_headers([IDEMPOTENCY_KEY]),
+                "credential",
             ),
         ];
         for (builder, word) in cases {

@@ -14,13 +14,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, request::Parts
 use http_body::Body;
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tower_fault::{BoxError, time::saturating_after};
 use tower_service::Service;
 
 use crate::{
     body::IdempotencyBody,
     config::{Concurrency, OutagePolicy, Shared},
+    detach::Step,
     error::{StoreError, StoreErrorKind},
     key::{FencingToken, Fingerprint, RecordKey},
     problems,
@@ -37,11 +38,13 @@ const WAIT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 type Answer<B, E> = Result<Response<IdempotencyBody<B>>, E>;
 
-/// The keyed request's whole course: the one future the service boxes.
+/// The keyed request's first stage, up to the handler's answer: read and fingerprint the request,
+/// claim or replay, run the handler under a renewed lease. It ends with an answer, or with the
+/// recording stage ([`finish`]) to run next.
 ///
 /// Written as a function returning an `async move` block rather than as an `async fn`, and with
-/// each phase's locals scoped to it, to keep that box small: an `async fn` keeps both its
-/// arguments and their moved-to locals (the 224-byte request head twice), and a local moved
+/// each phase's locals scoped to it, to keep the boxed future small: an `async fn` keeps both
+/// its arguments and their moved-to locals (the 224-byte request head twice), and a local moved
 /// away still holds its slot until its scope ends. At 2136 bytes the box was past the
 /// allocator's per-thread cache (about 1 KiB), so each keyed request paid its slow path to
 /// allocate and free it; it is now well under.
@@ -53,7 +56,8 @@ pub(crate) fn run<S, St, B, ResB>(
     mut parts: Parts,
     body: B,
     record_key: RecordKey,
-) -> impl Future<Output = Answer<ResB, S::Error>>
+    bound: bool,
+) -> impl Future<Output = Step<Answer<ResB, S::Error>, impl Future<Output = Answer<ResB, S::Error>>>>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
     St: IdempotencyStore,
@@ -67,79 +71,88 @@ where
             Ok(bytes) => bytes,
             Err(ReadError::TooLarge) => {
                 telemetry::request(&config.metrics, Metric::TooLarge);
-                return Ok(problems::respond(problems::request_too_large(
+                return Step::Answer(Ok(problems::respond(problems::request_too_large(
                     config.max_request_bytes,
-                )));
+                ))));
             }
             Err(ReadError::Unreadable) => {
-                return Ok(problems::respond(problems::unreadable_body()));
+                return Step::Answer(Ok(problems::respond(problems::unreadable_body())));
             }
         };
-        let fingerprint = Fingerprint::compute(&parts, &config.fingerprint_headers, &bytes);
+        let credentials: &[_] = if bound {
+            &config.credential_headers
+        } else {
+            &[]
+        };
+        let fingerprint =
+            Fingerprint::compute_bound(&parts, &config.fingerprint_headers, credentials, &bytes);
         let claimed = match claim(&shared, &record_key, &fingerprint).await {
             Ok(Ok(token)) => Some(token),
-            Ok(Err(response)) => return Ok(response),
+            Ok(Err(response)) => return Step::Answer(Ok(response)),
             // Not an outage: the store answered, with a record this server cannot read. The
             // request may have run already, so neither policy executes it.
             Err(error) if error.kind() == StoreErrorKind::Corrupt => {
                 tracing::error!(key = record_key.short(), %error, "idempotency record unreadable; not executing");
                 telemetry::request(&config.metrics, Metric::StoreError);
-                return Ok(problems::respond(problems::record_unreadable()));
+                return Step::Answer(Ok(problems::respond(problems::record_unreadable())));
             }
-            Err(error) => match config.outage {
-                OutagePolicy::FailClosed { retry_after } => {
-                    tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
-                    telemetry::request(&config.metrics, Metric::StoreError);
-                    return Ok(problems::respond(problems::store_unavailable(retry_after)));
+            Err(error) => {
+                // A memory store full of live claims is refused like an outage, but counted on
+                // its own: it is a sizing problem, not an unreachable store.
+                let metric = if error.kind() == StoreErrorKind::Full {
+                    Metric::StoreFull
+                } else {
+                    Metric::StoreError
+                };
+                telemetry::request(&config.metrics, metric);
+                match config.outage {
+                    OutagePolicy::FailClosed { retry_after } => {
+                        tracing::error!(key = record_key.short(), %error, "idempotency store unavailable; failing closed");
+                        return Step::Answer(Ok(problems::respond(problems::store_unavailable(
+                            retry_after,
+                        ))));
+                    }
+                    OutagePolicy::FailOpen => {
+                        tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
+                        None
+                    }
                 }
-                OutagePolicy::FailOpen => {
-                    tracing::warn!(key = record_key.short(), %error, "idempotency store unavailable; executing without deduplication");
-                    telemetry::request(&config.metrics, Metric::StoreError);
-                    None
-                }
-            },
+            }
         };
         let Some(token) = claimed else {
-            let res = inner
-                .call(Request::from_parts(parts, B::from(bytes)))
-                .await?;
-            return Ok(res.map(IdempotencyBody::stream));
+            let res = inner.call(Request::from_parts(parts, B::from(bytes))).await;
+            return Step::Answer(res.map(|res| res.map(IdempotencyBody::stream)));
         };
 
         parts.extensions.insert(token);
         let request = Request::from_parts(parts, B::from(bytes));
-        // The handler's outcome goes straight into `finish` (no local of the outer future holds
-        // it across an await).
-        finish(
-            &shared,
-            &record_key,
-            token,
-            &fingerprint,
-            WithLease::new(&shared, &record_key, token, inner.call(request)).await,
-        )
-        .await
+        let outcome = WithLease::new(&shared, &record_key, token, inner.call(request)).await;
+        // The handler answered: from here on the outcome is recorded whatever the client does
+        // (see `detach`), so the recording stage owns everything it needs.
+        Step::Record(finish(shared, record_key, token, fingerprint, outcome))
     }
 }
 
-/// After the handler ran under the claim: keep or release the outcome, then answer.
+/// The recording stage, once the handler answered: keep or release the outcome, then answer.
 ///
-/// Its own future (awaited once by `run`'s), holding the handler's outcome in place: the
-/// response is read through a reference and taken apart only once the store has answered.
+/// Owns what it needs (the stage may be handed to the runtime if the client goes away), and
+/// holds the handler's outcome in place: the response is read through a reference and taken
+/// apart only once the store has answered.
 // An `async move` block on purpose (see `run`): an `async fn` would store its arguments twice.
 #[allow(clippy::manual_async_fn)]
-fn finish<'a, St, ResB, E>(
-    shared: &'a Shared<St>,
-    record_key: &'a RecordKey,
+fn finish<St, ResB, E>(
+    shared: Arc<Shared<St>>,
+    record_key: RecordKey,
     token: FencingToken,
-    fingerprint: &'a Fingerprint,
+    fingerprint: Fingerprint,
     mut result: Result<Response<ResB>, E>,
-) -> impl Future<Output = Answer<ResB, E>> + 'a
+) -> impl Future<Output = Answer<ResB, E>>
 where
     St: IdempotencyStore,
-    ResB: Body<Data = Bytes> + Unpin + 'a,
-    E: 'a,
+    ResB: Body<Data = Bytes> + Unpin,
 {
     async move {
+        let (shared, record_key, fingerprint) = (&*shared, &record_key, &fingerprint);
         let config = &shared.config;
         telemetry::request(&config.metrics, Metric::Executed);
         let Ok(response) = &mut result else {
@@ -159,71 +172,88 @@ where
             release(shared, record_key, token).await;
             return result.map(|res| res.map(IdempotencyBody::stream));
         }
+        let status = response.status();
+        let mut read = ReadBody::new(
+            response.body_mut(),
+            config.max_response_bytes,
+            config.response_body_timeout,
+        );
         // Still under the lease: a body that takes longer to read than the lease would
         // otherwise let a duplicate claim the key and run the handler again.
-        let read = read_response(response.body_mut(), config.max_response_bytes);
-        match WithLease::new(shared, record_key, token, read).await {
-            ReadResponse::Complete(bytes, trailers) => {
+        let end = if read.too_large_by_hint() {
+            ReadEnd::TooLarge
+        } else {
+            WithLease::new(shared, record_key, token, &mut read).await
+        };
+        let (prefix, trailers) = read.into_parts();
+        let kept = |outcome| CompletedRecord {
+            fingerprint: *fingerprint,
+            outcome,
+        };
+        match end {
+            ReadEnd::Complete => {
                 {
                     let mut stored = StoredResponse::capture(
-                        response.status(),
+                        status,
                         response.headers(),
                         &config.never_replay,
-                        bytes.clone(),
+                        prefix.clone(),
                     );
                     if let Some(trailers) = &trailers {
                         stored = stored.with_trailers(trailers, &config.never_replay);
                     }
-                    let record = CompletedRecord {
-                        fingerprint: *fingerprint,
-                        outcome: Outcome::Response(stored),
-                    };
-                    complete(shared, record_key, token, &record).await;
+                    complete(shared, record_key, token, &kept(Outcome::Response(stored))).await;
                 }
                 result.map(|res| {
                     let (head, _) = res.into_parts();
                     Response::from_parts(
                         head,
-                        IdempotencyBody::full_with_trailers(bytes, trailers.map(|t| *t)),
+                        IdempotencyBody::full_with_trailers(prefix, trailers.map(|t| *t)),
                     )
                 })
             }
-            ReadResponse::TooLarge { prefix } => {
+            ReadEnd::TooLarge => {
                 tracing::info!(
                     key = record_key.short(),
                     limit = config.max_response_bytes,
                     "response too large to keep; replays will be refused"
                 );
-                {
-                    let record = CompletedRecord {
-                        fingerprint: *fingerprint,
-                        outcome: Outcome::TooLarge {
-                            status: response.status(),
-                            limit: config.max_response_bytes as u64,
-                        },
-                    };
-                    complete(shared, record_key, token, &record).await;
-                }
+                let outcome = Outcome::TooLarge {
+                    status,
+                    limit: config.max_response_bytes as u64,
+                };
+                complete(shared, record_key, token, &kept(outcome)).await;
                 result.map(|res| res.map(|body| IdempotencyBody::resumed(prefix, None, body)))
             }
-            ReadResponse::Failed { prefix, error } => {
+            ReadEnd::Overdue => {
+                tracing::info!(
+                    key = record_key.short(),
+                    timeout = ?config.response_body_timeout,
+                    "response body did not end in time to be kept; replays will be refused"
+                );
+                let outcome = Outcome::TooSlow {
+                    status,
+                    limit: config.response_body_timeout,
+                };
+                complete(shared, record_key, token, &kept(outcome)).await;
+                result.map(|res| res.map(|body| IdempotencyBody::resumed(prefix, None, body)))
+            }
+            ReadEnd::Failed(error) => {
                 // The handler answered a status that is not a transient failure: it ran, and
                 // its effects may stand. Releasing the key would run it again on the client's
                 // retry; the record says it ran and cannot be replayed.
                 tracing::info!(
                     key = record_key.short(),
-                    status = response.status().as_u16(),
+                    status = status.as_u16(),
                     "response body failed; duplicates will be refused, not executed"
                 );
-                {
-                    let record = CompletedRecord {
-                        fingerprint: *fingerprint,
-                        outcome: Outcome::BodyFailed {
-                            status: response.status(),
-                        },
-                    };
-                    complete(shared, record_key, token, &record).await;
-                }
+                complete(
+                    shared,
+                    record_key,
+                    token,
+                    &kept(Outcome::BodyFailed { status }),
+                )
+                .await;
                 result
                     .map(|res| res.map(|body| IdempotencyBody::resumed(prefix, Some(error), body)))
             }
@@ -369,6 +399,14 @@ fn replay<St, B: Body>(
             );
             telemetry::request(&shared.config.metrics, Metric::NotReplayable);
             problems::respond(problems::body_failed(*status))
+        }
+        Outcome::TooSlow { status, limit } => {
+            tracing::info!(
+                key = key.short(),
+                "duplicate of a request whose response body did not end in time"
+            );
+            telemetry::request(&shared.config.metrics, Metric::NotReplayable);
+            problems::respond(problems::too_slow(*status, *limit))
         }
     }
 }
@@ -556,7 +594,7 @@ where
         let Ok(frame) = frame else {
             return Err(ReadError::Unreadable);
         };
-        // A request's trailers are not part of its fingerprint, nor passed on (as before).
+        // A request's trailers are not part of its fingerprint, nor passed on.
         if let Ok(mut data) = frame.into_data() {
             if buffered.len + data.remaining() > limit {
                 return Err(ReadError::TooLarge);
@@ -600,60 +638,98 @@ impl Buffered {
     }
 }
 
-enum ReadResponse<E> {
-    /// The whole body and its trailers. (Boxed: trailers are rare, and a `HeaderMap` inline
-    /// would add 88 bytes to every keyed request's boxed future, which holds this across the
-    /// store's `complete`.)
-    Complete(Bytes, Option<Box<HeaderMap>>),
-    /// The bytes read before the body went over the limit; the rest is still in the body.
-    TooLarge { prefix: Bytes },
-    /// The bytes read before the body failed, and its error.
-    Failed { prefix: Bytes, error: E },
+/// How reading a response body ended; what was read is in the [`ReadBody`].
+enum ReadEnd<E> {
+    /// The whole body, and its trailers.
+    Complete,
+    /// The body went over the limit; the rest is still in the body.
+    TooLarge,
+    /// The body did not end within the response body timeout; the rest is still in the body.
+    Overdue,
+    /// The body failed, with this error.
+    Failed(E),
 }
 
-/// Reads a response body up to `limit` bytes, leaving the rest in the body to stream if it is
-/// larger. Trailers are kept with a complete body; a body cut short (too large, failed) has not
-/// sent its trailers yet (they come last), so they stream through with the rest of it.
-async fn read_response<B>(body: &mut B, limit: usize) -> ReadResponse<B::Error>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    let hint = body.size_hint();
-    if hint.lower() > limit as u64 {
-        return ReadResponse::TooLarge {
-            prefix: Bytes::new(),
-        };
+/// Reads a response body up to `limit` bytes and for at most `timeout`, leaving the rest in
+/// the body to stream if it is larger or slower. Trailers are kept with a complete body; a body
+/// cut short has not sent its trailers yet (they come last), so they stream through with the
+/// rest of it.
+///
+/// A struct rather than an `async fn` so that what was read stays here when the read is cut
+/// short by the timeout.
+struct ReadBody<'b, B> {
+    body: &'b mut B,
+    limit: usize,
+    timeout: Duration,
+    /// Set up only once the body is not ready at once (boxed: inline, a `Sleep` would grow
+    /// every keyed request's future, and only slow bodies need one).
+    deadline: Option<Pin<Box<Sleep>>>,
+    buffered: Buffered,
+    /// Boxed: trailers are rare, and a `HeaderMap` inline would add 88 bytes to every keyed
+    /// request's boxed future, which holds this across the store's `complete`.
+    trailers: Option<Box<HeaderMap>>,
+}
+
+impl<'b, B: Body<Data = Bytes> + Unpin> ReadBody<'b, B> {
+    fn new(body: &'b mut B, limit: usize, timeout: Duration) -> Self {
+        Self {
+            body,
+            limit,
+            timeout,
+            deadline: None,
+            buffered: Buffered::default(),
+            trailers: None,
+        }
     }
-    let mut buffered = Buffered::default();
-    let mut trailers: Option<Box<HeaderMap>> = None;
-    loop {
-        match body.frame().await {
-            None => return ReadResponse::Complete(buffered.finish(), trailers),
-            Some(Ok(frame)) => {
-                let data = match frame.into_data() {
-                    Ok(data) => data,
-                    Err(frame) => {
-                        if let Ok(more) = frame.into_trailers() {
-                            match &mut trailers {
-                                Some(trailers) => trailers.extend(more),
-                                None => trailers = Some(Box::new(more)),
+
+    /// Whether the body says it is over the limit before a byte is read.
+    fn too_large_by_hint(&self) -> bool {
+        self.body.size_hint().lower() > self.limit as u64
+    }
+
+    /// The bytes read (all of them, or the prefix before the read stopped) and the trailers.
+    fn into_parts(self) -> (Bytes, Option<Box<HeaderMap>>) {
+        (self.buffered.finish(), self.trailers)
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Future for ReadBody<'_, B> {
+    type Output = ReadEnd<B::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut *this.body).poll_frame(cx) {
+                Poll::Ready(None) => return Poll::Ready(ReadEnd::Complete),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => {
+                            if let Ok(more) = frame.into_trailers() {
+                                match &mut this.trailers {
+                                    Some(trailers) => trailers.extend(more),
+                                    None => this.trailers = Some(Box::new(more)),
+                                }
                             }
+                            continue;
                         }
-                        continue;
+                    };
+                    this.buffered.push(data);
+                    if this.buffered.len > this.limit {
+                        return Poll::Ready(ReadEnd::TooLarge);
                     }
-                };
-                buffered.push(data);
-                if buffered.len > limit {
-                    return ReadResponse::TooLarge {
-                        prefix: buffered.finish(),
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(ReadEnd::Failed(error)),
+                Poll::Pending => {
+                    let timeout = this.timeout;
+                    let deadline = this.deadline.get_or_insert_with(|| {
+                        Box::pin(sleep_until(saturating_after(Instant::now(), timeout)))
+                    });
+                    return match deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(ReadEnd::Overdue),
+                        Poll::Pending => Poll::Pending,
                     };
                 }
-            }
-            Some(Err(error)) => {
-                return ReadResponse::Failed {
-                    prefix: buffered.finish(),
-                    error,
-                };
             }
         }
     }

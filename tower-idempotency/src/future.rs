@@ -11,16 +11,18 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::body::IdempotencyBody;
+use crate::{body::IdempotencyBody, detach::Detachable};
 
-type Keyed<B, E> = Pin<Box<dyn Future<Output = Result<Response<IdempotencyBody<B>>, E>> + Send>>;
+type Keyed<B, E> = Detachable<Result<Response<IdempotencyBody<B>>, E>>;
 
 pin_project! {
     /// The future of [`Idempotency`](crate::Idempotency).
     ///
     /// Requests the layer does not deduplicate (other methods, no key) poll the inner future
     /// directly, without allocation. Keyed requests read the body and talk to the store, so they
-    /// run as one boxed future (stores are async traits returning boxed futures anyway).
+    /// run as one boxed future (stores are async traits returning boxed futures anyway). Dropped
+    /// after the handler answered (the client went away), that boxed future finishes recording
+    /// the outcome on the runtime.
     pub struct ResponseFuture<F, B: Body, E> {
         #[pin]
         kind: Kind<F, B, E>,
@@ -86,7 +88,7 @@ where
             KindProj::Ready { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
-            KindProj::Keyed { future } => future.as_mut().poll(cx),
+            KindProj::Keyed { future } => Pin::new(future).poll(cx),
         }
     }
 }

@@ -55,7 +55,24 @@ impl fmt::Debug for Scope {
     }
 }
 
-/// The default principal: the `Authorization` header (hashed by [`Scope::new`]).
+/// A principal from the raw `Authorization` header (hashed by [`Scope::new`]), for
+/// [`Builder::principal`](crate::Builder::principal).
+///
+/// Right where that header is a stable per-caller credential, such as an API key: two callers'
+/// records never meet, even under the same key. A caller whose header changes (a refreshed
+/// bearer token) becomes a new principal, and its retry of an earlier request executes again;
+/// the layer's default (no principal, records bound to the credentials) refuses that retry
+/// instead.
+///
+/// ```
+/// use tower_idempotency::{IdempotencyLayer, authorization_principal};
+///
+/// let layer = IdempotencyLayer::builder()
+///     .principal(authorization_principal)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<_, tower_idempotency::error::ConfigError>(())
+/// ```
 #[must_use]
 pub fn authorization_principal(parts: &Parts) -> Option<Scope> {
     parts
@@ -144,9 +161,24 @@ impl fmt::Debug for RecordKey {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    /// Fingerprints a request.
+    /// Fingerprints a request: what the layer computes for a request with a principal, or one
+    /// that carries no credentials.
     #[must_use]
     pub fn compute(parts: &Parts, headers: &[HeaderName], body: &[u8]) -> Self {
+        Self::compute_bound(parts, headers, &[], body)
+    }
+
+    /// Fingerprints a request bound to its `credentials` headers: the values of those it
+    /// carries are part of the digest (nothing is added for those it does not, so a request
+    /// without any fingerprints as [`compute`](Self::compute) does). `Cookie` is taken pair by
+    /// pair, so one header `a=1; b=2` and the two headers `a=1`, `b=2` (as HTTP/2 may send
+    /// them) are the same jar.
+    pub(crate) fn compute_bound(
+        parts: &Parts,
+        headers: &[HeaderName],
+        credentials: &[HeaderName],
+        body: &[u8],
+    ) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(parts.method.as_str().as_bytes());
         hasher.update(b"\n");
@@ -161,6 +193,32 @@ impl Fingerprint {
                 hasher.update(b":");
                 hasher.update((value.len() as u64).to_be_bytes());
                 hasher.update(value.as_bytes());
+            }
+            hasher.update(b"\n");
+        }
+        // One walk over the request's header names finds whether it carries any credential
+        // (cheaper than a hashed lookup per credential name, and the common case for a
+        // request without a principal); only then is each looked up, in the order given.
+        let carries_any = parts.headers.keys().any(|name| credentials.contains(name));
+        for name in credentials.iter().filter(|_| carries_any) {
+            let mut values = parts.headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                continue;
+            }
+            hasher.update(b"\0credential ");
+            hasher.update(name.as_str().as_bytes());
+            let pairs = values.flat_map(|value| {
+                let bytes = value.as_bytes();
+                let cookie = *name == http::header::COOKIE;
+                bytes
+                    .split(move |&b| cookie && b == b';')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(move |pair| !cookie || !pair.is_empty())
+            });
+            for pair in pairs {
+                hasher.update(b":");
+                hasher.update((pair.len() as u64).to_be_bytes());
+                hasher.update(pair);
             }
             hasher.update(b"\n");
         }
@@ -295,6 +353,42 @@ mod tests {
             Fingerprint::compute(&parts("POST", "/a?x=1", Some("json")), &[], b"body"),
             Fingerprint::compute(&parts("POST", "/a?x=1", Some("text")), &[], b"body"),
         );
+    }
+
+    /// Bound to credentials, a fingerprint tells callers apart; a request without credentials
+    /// fingerprints as `compute` does; a cookie jar is the same jar in one header or several.
+    #[test]
+    fn bound_fingerprints_follow_the_credentials() {
+        let creds = [http::header::AUTHORIZATION, http::header::COOKIE];
+        let with = |headers: &[(&str, &str)]| {
+            let mut b = http::Request::post("/a");
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            let parts = b.body(()).unwrap().into_parts().0;
+            Fingerprint::compute_bound(&parts, &[], &creds, b"x")
+        };
+        let plain = Fingerprint::compute(&parts("POST", "/a", None), &[], b"x");
+        assert_eq!(with(&[]), plain);
+        assert_eq!(with(&[("x-other", "1")]), plain);
+        assert_ne!(with(&[("authorization", "Bearer a")]), plain);
+        assert_ne!(
+            with(&[("authorization", "Bearer a")]),
+            with(&[("authorization", "Bearer b")])
+        );
+        assert_ne!(
+            with(&[("authorization", "a")]),
+            with(&[("cookie", "a")]),
+            "the header's name counts"
+        );
+        let jar = with(&[("cookie", "session=a; theme=dark")]);
+        assert_eq!(
+            jar,
+            with(&[("cookie", "session=a"), ("cookie", "theme=dark")])
+        );
+        assert_eq!(jar, with(&[("cookie", "session=a;theme=dark;")]));
+        assert_ne!(jar, with(&[("cookie", "session=b; theme=dark")]));
+        assert_ne!(jar, with(&[("cookie", "session=a")]));
     }
 
     #[test]

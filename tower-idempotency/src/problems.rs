@@ -20,10 +20,12 @@ pub const REQUEST_TOO_LARGE: &str = "https://docs.rs/tower-idempotency/problems/
 pub const UNREADABLE_BODY: &str = "https://docs.rs/tower-idempotency/problems/unreadable-body";
 /// `type` of the 409 (with `Retry-After`) for a key whose first request is still running.
 pub const IN_FLIGHT: &str = "https://docs.rs/tower-idempotency/problems/in-flight";
-/// `type` of the 422 for a key reused with another request (body, route, method, headers).
+/// `type` of the 422 for a key reused with another request (body, route, method, headers), or
+/// — for a request without a principal — by a caller with other credentials.
 pub const KEY_REUSED: &str = "https://docs.rs/tower-idempotency/problems/key-reused";
 /// `type` of the 409 for a key that executed but whose response could not be kept (too large,
-/// its body failed, or its record is unreadable): the request is **not** executed again.
+/// too slow, its body failed, or its record is unreadable): the request is **not** executed
+/// again.
 pub const NOT_REPLAYABLE: &str =
     "https://docs.rs/tower-idempotency/problems/response-not-replayable";
 /// `type` of the 503 (with `Retry-After`) when the store is unreachable and the layer fails
@@ -94,7 +96,7 @@ pub(crate) fn key_reused() -> Problem {
         KEY_REUSED,
         "Idempotency key reused",
     )
-    .detail("this idempotency key was used for a different request")
+    .detail("this idempotency key was used for a different request (another body, route, method, header or credentials)")
 }
 
 pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {
@@ -109,6 +111,15 @@ pub(crate) fn not_replayable(status: StatusCode, limit: u64) -> Problem {
 pub(crate) fn body_failed(status: StatusCode) -> Problem {
     Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
         "the request with this idempotency key was executed (status {}), but its response body failed before it could be kept",
+        status.as_u16()
+    ))
+}
+
+/// The request ran and answered `status`, but its response body did not end within `limit`,
+/// so it was not kept; it is not run again.
+pub(crate) fn too_slow(status: StatusCode, limit: Duration) -> Problem {
+    Problem::new(StatusCode::CONFLICT, NOT_REPLAYABLE, "Response not replayable").detail(format!(
+        "the request with this idempotency key was executed (status {}), but its response body did not end within {limit:?} and was not kept",
         status.as_u16()
     ))
 }

@@ -1,6 +1,6 @@
 //! What a completed record holds, how it is encoded for a store, and which headers it keeps.
 
-use std::{error::Error, fmt};
+use std::{error::Error, fmt, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -129,6 +129,15 @@ pub enum Outcome {
         /// The status of the original response.
         status: StatusCode,
     },
+    /// The request executed but its response body did not end within the layer's response
+    /// body timeout; replays get the `response-not-replayable` problem instead of a second
+    /// execution.
+    TooSlow {
+        /// The status of the original response.
+        status: StatusCode,
+        /// The timeout that was exceeded.
+        limit: Duration,
+    },
 }
 
 /// A completed record: the request's fingerprint and its outcome.
@@ -155,6 +164,7 @@ impl Error for DecodeError {}
 const TAG_RESPONSE: u8 = 1;
 const TAG_TOO_LARGE: u8 = 2;
 const TAG_BODY_FAILED: u8 = 4;
+const TAG_TOO_SLOW: u8 = 5;
 /// A response with trailers (a response without any keeps the older `TAG_RESPONSE` layout, so
 /// records written before trailers were kept still decode).
 const TAG_RESPONSE_TRAILERS: u8 = 3;
@@ -245,6 +255,13 @@ impl Outcome {
                 out.put_u16(status.as_u16());
                 out.freeze()
             }
+            Outcome::TooSlow { status, limit } => {
+                let mut out = BytesMut::with_capacity(11);
+                out.put_u8(TAG_TOO_SLOW);
+                out.put_u16(status.as_u16());
+                out.put_u64(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
+                out.freeze()
+            }
         }
     }
 
@@ -279,6 +296,13 @@ impl Outcome {
                 })
             }
             TAG_BODY_FAILED => Ok(Outcome::BodyFailed { status }),
+            TAG_TOO_SLOW => {
+                need(&data, 8)?;
+                Ok(Outcome::TooSlow {
+                    status,
+                    limit: Duration::from_millis(data.get_u64()),
+                })
+            }
             _ => Err(DecodeError),
         }
     }
@@ -352,6 +376,11 @@ mod tests {
             prop_assert_eq!(Outcome::decode(tomb.encode()).unwrap(), tomb);
             let failed = Outcome::BodyFailed { status: StatusCode::from_u16(status).unwrap() };
             prop_assert_eq!(Outcome::decode(failed.encode()).unwrap(), failed);
+            let slow = Outcome::TooSlow {
+                status: StatusCode::from_u16(status).unwrap(),
+                limit: Duration::from_millis(limit >> 20),
+            };
+            prop_assert_eq!(Outcome::decode(slow.encode()).unwrap(), slow);
         }
     }
 }

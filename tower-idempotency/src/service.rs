@@ -15,6 +15,7 @@ use tower_service::Service;
 use crate::{
     body::IdempotencyBody,
     config::Shared,
+    detach::{Detachable, Flow},
     flow,
     future::ResponseFuture,
     key::{RecordKey, Scope},
@@ -125,23 +126,29 @@ where
             }
         };
         let (parts, body) = req.into_parts();
-        let scope = match (config.principal)(&parts) {
-            Some(scope) => scope,
-            None if config.require_principal => {
-                telemetry::request(&config.metrics, Outcome::MissingPrincipal);
-                return ResponseFuture::ready(problems::respond(problems::missing_principal()));
-            }
-            None => Scope::anonymous(),
-        };
+        let scope = config
+            .principal
+            .as_ref()
+            .and_then(|extract| extract(&parts));
+        if scope.is_none() && config.require_principal && !config.identified_by_credentials(&parts)
+        {
+            telemetry::request(&config.metrics, Outcome::MissingPrincipal);
+            return ResponseFuture::ready(problems::respond(problems::missing_principal()));
+        }
+        let scope = scope.unwrap_or_else(Scope::anonymous);
+        // Without a principal, the record is bound to the request's credentials (they go into
+        // its fingerprint): no other caller is ever replayed it.
+        let bound = scope.is_anonymous();
         // The record key is all the flow needs of the key and the scope: computed here, it is
         // the one of them the boxed future holds.
         let record_key = RecordKey::new(&scope, &key);
-        ResponseFuture::keyed(Box::pin(flow::run(
+        ResponseFuture::keyed(Detachable::new(Box::pin(Flow::new(flow::run(
             Arc::clone(&self.shared),
             inner,
             parts,
             body,
             record_key,
-        )))
+            bound,
+        )))))
     }
 }

@@ -23,6 +23,7 @@ pub(crate) enum Outcome {
     TooLarge,
     NotReplayable,
     StoreError,
+    StoreFull,
 }
 
 impl Outcome {
@@ -38,6 +39,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::NotReplayable => "not_replayable",
             Outcome::StoreError => "store_error",
+            Outcome::StoreFull => "store_full",
         }
     }
 }
@@ -70,7 +72,7 @@ impl StoreOp {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 10] = [
+    const ALL: [Outcome; 11] = [
         Outcome::Executed,
         Outcome::Replayed,
         Outcome::Conflict,
@@ -81,6 +83,7 @@ impl Outcome {
         Outcome::TooLarge,
         Outcome::NotReplayable,
         Outcome::StoreError,
+        Outcome::StoreFull,
     ];
 }
 

@@ -145,40 +145,109 @@ async fn same_key_with_another_body_or_route_is_422() {
     assert_eq!(handler.count(), 1);
 }
 
+/// By default records are bound to the caller's credentials: another `Authorization` (or
+/// none) with the same key is refused, neither replayed alice's response nor run.
 #[tokio::test]
 async fn principals_with_the_same_key_are_isolated() {
     let handler = Handler::default();
     let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
     let client = client();
-    let alice = post_key(
-        &client,
-        addr,
-        "/orders",
-        "shared",
-        Some("Bearer alice"),
-        "x",
-    )
-    .await;
-    let bob = post_key(&client, addr, "/orders", "shared", Some("Bearer bob"), "x").await;
+    let shared_key = |auth| post_key(&client, addr, "/orders", "shared", auth, "x");
+    let alice = shared_key(Some("Bearer alice")).await;
+    assert_eq!(alice.status(), 201);
     let alice_body = alice.text().await.unwrap();
-    let bob_body = bob.text().await.unwrap();
+    for auth in [Some("Bearer bob"), None] {
+        let other = shared_key(auth).await;
+        assert_eq!(other.status(), 422, "{auth:?}");
+        assert_ne!(other.text().await.unwrap(), alice_body);
+    }
+    let alice_again = shared_key(Some("Bearer alice")).await;
+    assert_eq!(alice_again.headers()["idempotent-replayed"], "true");
+    assert_eq!(alice_again.text().await.unwrap(), alice_body);
+    assert_eq!(handler.count(), 1);
+}
+
+/// With `authorization_principal` the `Authorization` header scopes records: each caller has
+/// the key to itself, and requests without one share the anonymous scope.
+#[tokio::test]
+async fn authorization_principals_each_have_their_own_keys() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .principal(tower_idempotency::authorization_principal)
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    let shared_key = |auth| post_key(&client, addr, "/orders", "shared", auth, "x");
+    let alice_body = shared_key(Some("Bearer alice")).await.text().await.unwrap();
+    let bob_body = shared_key(Some("Bearer bob")).await.text().await.unwrap();
     assert_ne!(alice_body, bob_body);
     assert_eq!(handler.count(), 2);
-    let alice_again = post_key(
-        &client,
-        addr,
-        "/orders",
-        "shared",
-        Some("Bearer alice"),
-        "x",
-    )
-    .await;
+    let alice_again = shared_key(Some("Bearer alice")).await;
     assert_eq!(alice_again.text().await.unwrap(), alice_body);
-    // Bob with another body is a mismatch in *his* scope only; anonymous has its own scope.
-    let anon = post_key(&client, addr, "/orders", "shared", None, "x").await;
+    let anon = shared_key(None).await;
     assert_eq!(anon.status(), 201);
     assert!(anon.headers().get("idempotent-replayed").is_none());
     assert_eq!(handler.count(), 3);
+}
+
+/// The user an authentication middleware found from the session cookie.
+#[derive(Clone)]
+struct UserId(String);
+
+/// Finds the user from the `session` cookie, ignoring every other cookie.
+async fn authenticate(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let user = req
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("session="))
+        .map(|user| UserId(user.to_owned()));
+    if let Some(user) = user {
+        req.extensions_mut().insert(user);
+    }
+    next.run(req).await
+}
+
+/// An app's own principal (from an axum extension its auth middleware sets) scopes records:
+/// alice's retry whose cookie jar changed gets her replay, and bob has the key to himself.
+#[tokio::test]
+async fn an_app_principal_from_an_extension_survives_a_changed_cookie_jar() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .principal(|parts| {
+            let user = parts.extensions.get::<UserId>()?;
+            Some(Scope::new(&user.0))
+        })
+        .require_principal()
+        .build()
+        .unwrap();
+    let router = app(handler.clone(), layer).layer(axum::middleware::from_fn(authenticate));
+    let addr = serve(router).await;
+    let client = client();
+    let first =
+        common::post_with(&client, addr, "k-app", &[("cookie", "session=alice")], "x").await;
+    assert_eq!(first.status(), 201);
+    let alices = first.text().await.unwrap();
+    let changed = [("cookie", "session=alice; theme=dark")];
+    let retry = common::post_with(&client, addr, "k-app", &changed, "x").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.text().await.unwrap(), alices);
+    let bob = common::post_with(&client, addr, "k-app", &[("cookie", "session=bob")], "x").await;
+    assert_eq!(bob.status(), 201);
+    assert!(bob.headers().get("idempotent-replayed").is_none());
+    assert_ne!(bob.text().await.unwrap(), alices);
+    assert_eq!(handler.count(), 2);
+    // No session: no principal, and `require_principal` refuses it whatever else it carries.
+    let stranger =
+        common::post_with(&client, addr, "k-app", &[("cookie", "theme=dark")], "x").await;
+    assert_eq!(stranger.status(), 401);
+    assert_eq!(handler.count(), 2);
 }
 
 #[tokio::test]
@@ -332,6 +401,9 @@ async fn keys_and_principals_are_validated() {
             .status(),
         201
     );
+    // Any credential identifies a caller when there is no app principal.
+    let cookie = common::post_with(&client, addr, "k-cookie", &[("cookie", "session=a")], "x");
+    assert_eq!(cookie.await.status(), 201);
 }
 
 async fn call(router: &axum::Router, key: &str) -> (StatusCode, bool, String) {
@@ -427,29 +499,6 @@ async fn the_lease_is_renewed_while_a_slow_handler_runs() {
     assert_eq!(handler.count(), 1);
 }
 
-/// A response body that takes 10 s to produce its one frame (work done while it is polled,
-/// as with `Body::from_stream`).
-struct SlowBody(std::pin::Pin<Box<tokio::time::Sleep>>, bool);
-
-impl http_body::Body for SlowBody {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        if self.1 {
-            return std::task::Poll::Ready(None);
-        }
-        std::task::ready!(self.0.as_mut().poll(cx));
-        self.1 = true;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
-            b"receipt",
-        )))))
-    }
-}
-
 /// The lease is renewed while the layer reads the handler's response body too: a body slower
 /// than the lease does not let a duplicate claim the key and execute again.
 #[tokio::test(start_paused = true)]
@@ -466,7 +515,7 @@ async fn the_lease_is_renewed_while_the_response_body_is_read() {
         .service(service_fn(move |_req: Request<Body>| {
             seen.fetch_add(1, Ordering::SeqCst);
             async move {
-                let body = SlowBody(Box::pin(tokio::time::sleep(Duration::from_secs(10))), false);
+                let body = common::Delayed::new(Duration::from_secs(10), "receipt");
                 Ok::<_, std::convert::Infallible>(Response::new(Body::new(body)))
             }
         }));
@@ -517,8 +566,11 @@ async fn fencing_token_reaches_the_handler() {
     assert!(body.contains("token Some("), "{body}");
 }
 
+/// A memory store full of live claims refuses the next claim rather than evict one: 503 when
+/// failing closed (executed when failing open), counted as `store_full`.
 #[tokio::test]
 async fn bounded_memory_store_fails_closed_when_full_of_claims() {
+    let capture = test_support::metrics::Capture::start();
     let store = MemoryStore::new(1);
     let fp = tower_idempotency::Fingerprint::from_bytes([1; 32]);
     let a = RecordKey::new(
@@ -531,15 +583,18 @@ async fn bounded_memory_store_fails_closed_when_full_of_claims() {
     ));
     let handler = Handler::default();
     let layer = IdempotencyLayer::builder()
+        .name("full")
         .store(store.clone())
         .build()
         .unwrap();
     let router = app(handler.clone(), layer);
-    let (status, _, _) = call(&router, "b").await;
+    let (status, _, body) = call(&router, "b").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains(problems::STORE_UNAVAILABLE), "{body}");
     assert_eq!(handler.count(), 0);
 
     let open = IdempotencyLayer::builder()
+        .name("full")
         .store(store)
         .on_store_outage(OutagePolicy::FailOpen)
         .build()
@@ -547,6 +602,55 @@ async fn bounded_memory_store_fails_closed_when_full_of_claims() {
     let router = app(handler.clone(), open);
     assert_eq!(call(&router, "b").await.0, StatusCode::CREATED);
     assert_eq!(handler.count(), 1);
+    let snap = capture.snapshot();
+    let count = |result| {
+        snap.counter(
+            "idempotency_requests_total",
+            &[("name", "full"), ("result", result)],
+        )
+    };
+    assert_eq!(count("store_full"), Some(2));
+    assert_eq!(count("store_error").unwrap_or(0), 0, "counted as an outage");
+}
+
+/// 400 keys whose responses are 1 MiB each, through the default layer: its memory store keeps
+/// within a byte budget of a few hundred MiB (the record bound alone would hold all 400 MiB,
+/// and 100 000 such responses), dropping the completed records closest to expiry and counting
+/// them; the newest keys still replay.
+#[tokio::test]
+async fn the_default_memory_store_is_bounded_by_bytes() {
+    const MIB: usize = 1024 * 1024;
+    let layer = IdempotencyLayer::memory();
+    let store = layer.store().clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body = Body::from(bytes::Bytes::from(vec![b'x'; MIB]));
+            async move { Ok::<_, std::convert::Infallible>(Response::new(body)) }
+        }));
+    let req = |i: usize| {
+        Request::post("/reports")
+            .header("idempotency-key", format!("k-report-{i}"))
+            .body(Body::from("b"))
+            .unwrap()
+    };
+    for i in 0..400 {
+        let res = svc.clone().oneshot(req(i)).await.unwrap();
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes().len(),
+            MIB
+        );
+    }
+    let held = store.len();
+    println!("held {held} records of 1 MiB, evicted {}", store.evicted());
+    assert!(held * MIB <= 256 * MIB, "{held} MiB of responses held");
+    assert_eq!(store.evicted() as usize, 400 - held, "evictions counted");
+    let latest = svc.clone().oneshot(req(399)).await.unwrap();
+    assert!(latest.headers().contains_key("idempotent-replayed"));
+    assert_eq!(calls.load(Ordering::SeqCst), 400);
 }
 
 #[tokio::test]
@@ -938,4 +1042,199 @@ async fn trailers_survive_http1_on_the_first_response_and_the_replay() {
             "{raw}"
         );
     }
+}
+
+/// See `common::outcome_is_recorded_for_a_client_gone_mid_body`.
+#[tokio::test]
+async fn a_client_gone_while_the_body_is_read_still_has_its_outcome_recorded() {
+    let layer = IdempotencyLayer::builder()
+        .lease(common::SHORT_LEASE)
+        .build()
+        .unwrap();
+    common::outcome_is_recorded_for_a_client_gone_mid_body(layer).await;
+}
+
+/// Yields `ab`, then never ends; holds `alive` while it exists.
+struct NeverEnds {
+    first: bool,
+    _alive: Arc<()>,
+}
+
+impl http_body::Body for NeverEnds {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::take(&mut self.first) {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                bytes::Bytes::from_static(b"ab"),
+            ))));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// A service whose response body never ends, counting its calls; `alive` counts live bodies.
+fn never_ending(
+    calls: Arc<AtomicUsize>,
+    alive: Arc<()>,
+    layer: IdempotencyLayer,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<tower_idempotency::body::IdempotencyBody<Body>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let body = NeverEnds {
+                first: true,
+                _alive: Arc::clone(&alive),
+            };
+            async move { Ok::<_, std::convert::Infallible>(Response::new(Body::new(body))) }
+        }))
+}
+
+fn stream_request(key: &str) -> Request<Body> {
+    Request::post("/stream")
+        .header("idempotency-key", key)
+        .body(Body::from("b"))
+        .unwrap()
+}
+
+/// A response body that never ends is read for the response body timeout, then passed on to
+/// the client as it comes (what was read first, then the rest), and the key is recorded as
+/// executed but not replayable — nothing waits on it forever.
+#[tokio::test(start_paused = true)]
+async fn a_response_body_that_never_ends_is_given_up_after_the_timeout() {
+    let (calls, alive) = (Arc::new(AtomicUsize::new(0)), Arc::new(()));
+    let layer = IdempotencyLayer::builder()
+        .response_body_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = never_ending(Arc::clone(&calls), Arc::clone(&alive), layer);
+    let started = tokio::time::Instant::now();
+    let res = svc
+        .clone()
+        .oneshot(stream_request("k-endless"))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "ab", "what was read is passed on first");
+    let duplicate = svc
+        .clone()
+        .oneshot(stream_request("k-endless"))
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&duplicate.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["type"], problems::NOT_REPLAYABLE);
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not end within 5s"),
+        "{doc}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}
+
+/// A client that goes away while the layer reads a body that never ends leaves a background
+/// task that gives up at the response body timeout: it records the key and lets go of the body,
+/// so neither the key nor the task is held forever.
+#[tokio::test(start_paused = true)]
+async fn a_gone_clients_endless_body_is_given_up_after_the_timeout() {
+    let (calls, alive) = (Arc::new(AtomicUsize::new(0)), Arc::new(()));
+    let svc = never_ending(
+        Arc::clone(&calls),
+        Arc::clone(&alive),
+        IdempotencyLayer::memory(),
+    );
+    let without_body = Arc::strong_count(&alive);
+    let client = tokio::spawn(svc.clone().oneshot(stream_request("k-endless-gone")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        Arc::strong_count(&alive),
+        without_body + 1,
+        "the layer still reads the body"
+    );
+    let in_flight = svc.clone().oneshot(stream_request("k-endless-gone")).await;
+    assert_eq!(in_flight.unwrap().status(), 409);
+    tokio::time::sleep(tower_idempotency::DEFAULT_RESPONSE_BODY_TIMEOUT).await;
+    assert_eq!(
+        Arc::strong_count(&alive),
+        without_body,
+        "the body is still held"
+    );
+    let duplicate = svc
+        .clone()
+        .oneshot(stream_request("k-endless-gone"))
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&duplicate.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not end within"),
+        "{doc}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "executed once");
+}
+
+/// An app that identifies its users by a session cookie (or a proxy credential) rather than an
+/// `Authorization` header: bob reusing alice's key with the same body must never get her
+/// response (her body, her data), nor run under her key. And alice's own retry whose cookie jar
+/// changed meanwhile must not run a second time either.
+#[tokio::test]
+async fn a_response_never_crosses_cookie_or_proxy_credentials() {
+    let handler = Handler::default();
+    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let client = client();
+    let alice = [("cookie", "session=alice")];
+    let first = common::post_with(&client, addr, "k-cookie", &alice, "x").await;
+    assert_eq!(first.status(), 201);
+    let alices = first.text().await.unwrap();
+
+    for (who, headers) in [
+        ("bob", [("cookie", "session=bob")]),
+        (
+            "a proxy user",
+            [("proxy-authorization", "Basic Y2Fyb2w6cHc=")],
+        ),
+        (
+            "alice, her jar changed",
+            [("cookie", "session=alice; theme=dark")],
+        ),
+    ] {
+        let res = common::post_with(&client, addr, "k-cookie", &headers, "x").await;
+        assert!(
+            res.headers().get("idempotent-replayed").is_none(),
+            "{who}: replayed"
+        );
+        assert_eq!(res.status(), 422, "{who}");
+        let body = res.text().await.unwrap();
+        assert_ne!(body, alices, "{who} got alice's response");
+        assert!(body.contains(problems::KEY_REUSED), "{who}: {body}");
+    }
+    assert_eq!(handler.count(), 1, "nobody ran under alice's key");
+
+    // Alice with the very same credentials gets her replay.
+    let again = common::post_with(&client, addr, "k-cookie", &alice, "x").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), alices);
+    assert_eq!(handler.count(), 1);
 }

@@ -465,3 +465,170 @@ async fn a_resent_claim_finds_its_own_claim() {
         .unwrap();
     assert!(matches!(second, Claim::InFlight { .. }), "{second:?}");
 }
+
+/// A Redis the test can stall (`None`, after saying why, for one given by `REDIS_URL`), and a
+/// server over it whose store is connected and has loaded its claim script (a claim must not
+/// wait for a script upload when the test stalls Redis).
+async fn stallable(
+    handler: &Handler,
+    build: impl FnOnce(tower_idempotency::Builder<RedisStore>) -> tower_idempotency::Builder<RedisStore>,
+) -> Option<(RedisServer, std::net::SocketAddr)> {
+    let redis = redis().await?;
+    if std::env::var("REDIS_URL").is_ok() {
+        eprintln!("skipping: cannot stall a Redis given by REDIS_URL");
+        return None;
+    }
+    let layer = layer(redis.url(), build).await;
+    let key = RecordKey::new(&Scope::anonymous(), &IdempotencyKey::generate());
+    let fp = Fingerprint::from_bytes([0; 32]);
+    let Claim::Acquired(token) = layer
+        .store()
+        .claim(&key, &fp, Duration::from_secs(5))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key")
+    };
+    assert!(layer.store().release(&key, token).await.unwrap());
+    let addr = serve(app(handler.clone(), layer)).await;
+    Some((redis, addr))
+}
+
+/// Retries `key` every 100 ms (as a client honouring `Retry-After` would, only faster) until it
+/// is answered 201 or `within` has passed; every other answer must be a 409 or a 503. Returns
+/// how long it took and the answers before the 201.
+async fn retry_until_created(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    key: &str,
+    within: Duration,
+) -> (Duration, Vec<u16>) {
+    let start = std::time::Instant::now();
+    let mut refused = Vec::new();
+    loop {
+        let status = post_key(client, addr, "/orders", key, None, "x")
+            .await
+            .status()
+            .as_u16();
+        if status == 201 {
+            return (start.elapsed(), refused);
+        }
+        assert!(matches!(status, 409 | 503), "unexpected {status}");
+        refused.push(status);
+        assert!(
+            start.elapsed() < within,
+            "still refused {:?} after the store recovered: {refused:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis stalls for 3 s: a new key's claim times out on the client side (503, nothing ran),
+/// but Redis still runs the claim script when it wakes. The client's honest retry must then
+/// execute, once, within moments of the recovery — not get 409 in flight for a whole lease.
+#[tokio::test]
+async fn a_claim_refused_during_a_stall_does_not_lock_its_key() {
+    let handler = Handler::default();
+    let Some((redis, addr)) = stallable(&handler, |b| b).await else {
+        return;
+    };
+    let client = client();
+    let stall = redis.stall(Duration::from_secs(3)).await.unwrap();
+    let refused = post_key(&client, addr, "/orders", "stalled", None, "x").await;
+    assert_eq!(
+        refused.status(),
+        503,
+        "the claim timed out during the stall"
+    );
+    assert_eq!(problem_type(refused).await, problems::STORE_UNAVAILABLE);
+    stall.recovered().await.unwrap();
+
+    let (took, refusals) =
+        retry_until_created(&client, addr, "stalled", Duration::from_secs(2)).await;
+    println!("executed {took:?} after the recovery, after {refusals:?}");
+    assert_eq!(handler.count(), 1, "the retry, once");
+    let replay = post_key(&client, addr, "/orders", "stalled", None, "x").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(handler.count(), 1);
+}
+
+/// A client that gives up while its request's claim waits on a stalled Redis (its connection
+/// closes, the request's future is dropped mid-claim) leaves no claim behind either: nothing
+/// will run under it, so its retry executes as soon as Redis is back.
+#[tokio::test]
+async fn a_claim_abandoned_by_its_client_during_a_stall_does_not_lock_its_key() {
+    let handler = Handler::default();
+    let Some((redis, addr)) = stallable(&handler, |b| b).await else {
+        return;
+    };
+    let client = client();
+    let stall = redis.stall(Duration::from_millis(1500)).await.unwrap();
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("http://{addr}/orders"))
+        .header("idempotency-key", "impatient")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    stall.recovered().await.unwrap();
+
+    let (took, refusals) =
+        retry_until_created(&client, addr, "impatient", Duration::from_secs(2)).await;
+    println!("executed {took:?} after the recovery, after {refusals:?}");
+    assert_eq!(handler.count(), 1);
+}
+
+/// The lease of a running handler is renewed through a store stall shorter than the lease:
+/// the renewal waits for Redis and lands before the lease ends, so a duplicate arriving after
+/// the stall is still refused and the handler's outcome is recorded.
+#[tokio::test]
+async fn the_lease_survives_a_stall_shorter_than_the_lease() {
+    let handler = Handler {
+        delay: Duration::from_millis(2500),
+        ..Handler::default()
+    };
+    let lease = Duration::from_millis(1200);
+    let Some((redis, addr)) = stallable(&handler, |b| b.lease(lease)).await else {
+        return;
+    };
+    let client = client();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let res = post_key(&client, addr, "/orders", "stall-lease", None, "x").await;
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stall = redis.stall(Duration::from_millis(700)).await.unwrap();
+    stall.recovered().await.unwrap();
+    // Past the lease the claim was written with: only renewals keep it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let duplicate = post_key(&client, addr, "/orders", "stall-lease", None, "x").await;
+    assert_eq!(
+        duplicate.status(),
+        409,
+        "the running handler still holds the key"
+    );
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 201);
+    let replay = post_key(&client, addr, "/orders", "stall-lease", None, "x").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.text().await.unwrap(), body);
+    assert_eq!(handler.count(), 1);
+}
+
+/// See `common::outcome_is_recorded_for_a_client_gone_mid_body`: the same with Redis.
+#[tokio::test]
+async fn a_client_gone_while_the_body_is_read_still_has_its_outcome_recorded() {
+    let Some(redis) = redis().await else { return };
+    let layer = layer(redis.url(), |b| b.lease(common::SHORT_LEASE)).await;
+    common::outcome_is_recorded_for_a_client_gone_mid_body(layer).await;
+}

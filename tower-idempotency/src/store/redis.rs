@@ -71,6 +71,17 @@ end
 return 0
 ";
 
+/// Deletes the claim a `claim` call made (`ARGV[1]` is its nonce) if it is still that claim:
+/// sent when the call failed or was dropped before its reply, so nobody will run under it.
+const ABANDON: &str = r"
+local r = redis.call('HMGET', KEYS[1], 'st', 'n')
+if r[1] == 'p' and r[2] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
 /// The default prefix of record keys.
 pub const DEFAULT_PREFIX: &str = "idem:";
 
@@ -91,6 +102,33 @@ struct Scripts {
 ///   a key in one Cluster slot.
 /// * Fencing tokens come from the Redis server clock (microseconds), so they grow across claims
 ///   of the same key even after a record expired.
+/// * A claim whose reply never came (the command timed out — Redis stalled — or the connection
+///   broke, or the request was dropped while it waited) may still run when Redis gets to it,
+///   and nobody would run under it: the store then sends a compare-and-delete on that call's
+///   nonce, on the same connection, so it runs right after the claim and frees the key. (Were
+///   that lost too, the claim ends with its lease, as a crashed server's does.)
+///
+/// # Running Redis for it
+///
+/// The store remembers what Redis keeps, so Redis's durability is the layer's:
+///
+/// * **Persistence**: a Redis restarted without it comes back empty. Every key completed
+///   before the restart executes again when retried; a request running across the restart
+///   loses its claim (its renewals and its completion are refused: its outcome is not
+///   recorded, and a duplicate may run beside it). Use AOF: `appendonly yes` with
+///   `appendfsync everysec` loses at most about a second of records in a crash (`always`
+///   loses none, at a cost on every write); RDB snapshots alone lose everything since the
+///   last one.
+/// * **Memory**: `maxmemory-policy noeviction`. Any evicting policy (`allkeys-lru`,
+///   `volatile-ttl`, …) drops records and claims silently — every record here has a TTL — and
+///   their keys execute again; with `noeviction` a full Redis refuses the claim, and the
+///   layer's outage policy answers (503 by default). Size `maxmemory` for new keys per second
+///   × TTL × response size.
+/// * **Replication**: it is asynchronous; a replica promoted after its primary failed may lack
+///   the last records written, and their keys execute again when retried.
+/// * **Timeouts**: [`connect`](RedisStore::connect) gives up on a command after 2 s, so a
+///   stalled Redis (a slow script, a long fork) turns into the outage policy rather than a
+///   hung request; the claim is then abandoned as above.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), redis::RedisError> {
@@ -269,6 +307,57 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
     }
 }
 
+/// A `claim` call that has not had its reply: dropped armed (the call failed, or its future was
+/// dropped while it waited), it abandons the claim the call may have made.
+///
+/// Holds borrows only, so an answered claim costs nothing; the owned copies a background
+/// abandon needs are made on the failure path.
+struct Unanswered<'a, C: ConnectionLike + Clone + Send + Sync + 'static> {
+    store: &'a RedisStore<C>,
+    redis_key: &'a str,
+    nonce: &'a str,
+    armed: bool,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Unanswered<'_, C> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "an unanswered idempotency claim was dropped outside a tokio runtime; its key \
+                 stays claimed until its lease ends"
+            );
+            return;
+        };
+        let mut conn = self.store.conn.clone();
+        // `EVAL` with the script's text, not `EVALSHA`: one command, queued on the connection
+        // right behind the claim however long Redis takes to get to them (`EVALSHA` answered
+        // `NOSCRIPT` would send the script only after that answer, letting other commands —
+        // the client's retry — in between). Rare enough that the text's bytes do not matter.
+        let mut abandon = redis::cmd("EVAL");
+        abandon
+            .arg(ABANDON)
+            .arg(1)
+            .arg(self.redis_key)
+            .arg(self.nonce);
+        // In the background: the request is answered (503) or gone.
+        runtime.spawn(async move {
+            let abandoned: redis::RedisResult<i64> = abandon.query_async(&mut conn).await;
+            match abandoned {
+                Ok(1) => tracing::debug!("unanswered idempotency claim abandoned"),
+                Ok(_) => {}
+                // Redis is down: whatever the claim did is gone with it or ends with its lease.
+                Err(error) if error.is_connection_refusal() => {
+                    tracing::debug!(%error, "could not abandon an unanswered idempotency claim");
+                }
+                Err(error) => tracing::warn!(%error, "could not abandon an unanswered idempotency claim; its key stays claimed until its lease ends"),
+            }
+        });
+    }
+}
+
 impl<C> IdempotencyStore for RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
@@ -281,18 +370,28 @@ where
     ) -> StoreFuture<'a, Claim> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let reply: Vec<Value> = self
+            let redis_key = self.redis_key(key);
+            // Unique per call (see `CLAIM`); a resend of this command carries the same one.
+            let nonce = tower_fault::IdempotencyKey::generate();
+            let mut unanswered = Unanswered {
+                store: self,
+                redis_key: &redis_key,
+                nonce: nonce.as_str(),
+                armed: true,
+            };
+            let reply: redis::RedisResult<Vec<Value>> = self
                 .scripts
                 .claim
-                .key(self.redis_key(key))
+                .key(&redis_key)
                 .arg(&fingerprint.as_bytes()[..])
                 .arg(millis(lease))
-                // Unique per call (see `CLAIM`); a resend of this command carries the same one.
-                .arg(tower_fault::IdempotencyKey::generate().as_str())
+                .arg(nonce.as_str())
                 .invoke_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            parse_claim(&reply)
+                .await;
+            // A refused connection never carried the command; any other failure may have come
+            // after Redis got it. A reply ends the matter: it says what the claim did.
+            unanswered.armed = matches!(&reply, Err(e) if !e.is_connection_refusal());
+            parse_claim(&reply.map_err(backend)?)
         })
     }
 

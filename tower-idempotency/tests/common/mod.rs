@@ -35,6 +35,9 @@ pub struct Handler {
     pub fail_first: usize,
     /// Size of the response body (0: a short text).
     pub body_len: usize,
+    /// How long the response body takes to produce its one frame once the handler answered
+    /// (work done while it is polled, as with `Body::from_stream`).
+    pub body_delay: Duration,
 }
 
 impl Handler {
@@ -65,6 +68,11 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
             String::from_utf8_lossy(&body)
         )
     };
+    let body = if h.body_delay.is_zero() {
+        Body::from(text)
+    } else {
+        Body::new(Delayed::new(h.body_delay, text))
+    };
     Response::builder()
         .status(StatusCode::CREATED)
         .header("content-type", "text/plain")
@@ -72,8 +80,55 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
         .header("x-multi", "two")
         .header("set-cookie", "session=secret")
         .header("www-authenticate", "Bearer")
-        .body(Body::from(text))
+        .body(body)
         .unwrap()
+}
+
+/// A body that yields its one frame `delay` after it is first polled (work done while it is
+/// polled, as with `Body::from_stream`).
+pub struct Delayed {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    data: Option<bytes::Bytes>,
+}
+
+impl Delayed {
+    pub fn new(delay: Duration, data: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(delay)),
+            data: Some(data.into()),
+        }
+    }
+}
+
+impl http_body::Body for Delayed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+}
+
+/// Sends a keyed `POST /orders` over a raw HTTP/1.1 connection and closes the connection
+/// `after` that, before the response arrives: a client whose timeout fired.
+pub async fn post_and_hang_up(addr: SocketAddr, key: &str, after: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!(
+            "POST /orders HTTP/1.1\r\nhost: x\r\nidempotency-key: {key}\r\n\
+             content-type: text/plain\r\ncontent-length: 1\r\n\r\nx"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(after).await;
+    drop(conn);
 }
 
 /// `POST /orders` and `POST /other`, both counting into `handler`.
@@ -113,6 +168,25 @@ pub async fn post_key(
         .body(body.to_owned());
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
+    }
+    req.send().await.unwrap()
+}
+
+/// A keyed `POST /orders` with extra request headers (credentials, say) and a body.
+pub async fn post_with(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> reqwest::Response {
+    let mut req = client
+        .post(format!("http://{addr}/orders"))
+        .header("idempotency-key", key)
+        .header("content-type", "text/plain")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     req.send().await.unwrap()
 }
@@ -176,4 +250,39 @@ where
         Claim::Completed(rec) => assert_eq!(*rec, record("fresh")),
         other => panic!("expected the fresh record, got {other:?}"),
     }
+}
+
+/// A lease short enough for a test to outlast: what a layer under
+/// [`outcome_is_recorded_for_a_client_gone_mid_body`] must be built with.
+pub const SHORT_LEASE: Duration = Duration::from_millis(150);
+
+/// The handler charges and answers 201 with a body that takes a moment; the client closes its
+/// connection before the body is read (its timeout fired), so hyper drops the layer's future
+/// while the layer reads that body to store it. The outcome must be recorded all the same: the
+/// client's retry, once the lease (`SHORT_LEASE`) is long over, gets the replay — never a
+/// second execution.
+pub async fn outcome_is_recorded_for_a_client_gone_mid_body<St: IdempotencyStore>(
+    layer: IdempotencyLayer<St>,
+) {
+    let handler = Handler {
+        body_delay: Duration::from_millis(300),
+        ..Handler::default()
+    };
+    let addr = serve(app(handler.clone(), layer)).await;
+    post_and_hang_up(addr, "k-gone", Duration::from_millis(100)).await;
+    assert_eq!(handler.count(), 1, "the handler ran before the client left");
+    // The body is done at 300 ms; a claim left behind would have expired by about 250 ms.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let retry = post_key(&client(), addr, "/orders", "k-gone", None, "x").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "the retry executed again"
+    );
+    assert!(retry.text().await.unwrap().starts_with("execution 1 "));
+    assert_eq!(handler.count(), 1);
 }
