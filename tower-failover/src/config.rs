@@ -90,7 +90,7 @@ impl Default for ProbeConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) struct EjectionConfig {
-    /// 0 disables passive ejection.
+    /// The shortest run of transient failures that ejects; 0 disables passive ejection.
     pub(crate) consecutive_failures: u32,
     pub(crate) base: Duration,
     pub(crate) max: Duration,

@@ -164,7 +164,8 @@ pub struct EndpointSnapshot {
     pub status: EndpointStatus,
     /// Requests sent to it and not finished yet.
     pub in_flight: usize,
-    /// Consecutive transient failures of live traffic since the last success.
+    /// Consecutive transient failures of live traffic since the last success (or since it
+    /// last came back into rotation).
     pub consecutive_failures: u32,
     /// How many times passive detection ejected it.
     pub ejections: u64,

@@ -27,7 +27,8 @@ pub enum Cause {
     /// Active probes passed (`healthy_threshold` in a row, the first one in probe-first mode, or
     /// one after an ejection ended).
     ProbePassed,
-    /// Live traffic failed transiently this many times in a row: passive ejection.
+    /// Live traffic failed transiently this many times in a row, a run that noise at the
+    /// endpoint's recent failure rate would not make: passive ejection.
     ConsecutiveFailures(u32),
     /// The one trial request after an ejection succeeded.
     TrialPassed,

@@ -70,6 +70,7 @@ pub mod error;
 mod events;
 pub mod future;
 mod handle;
+mod outcomes;
 mod probe;
 mod prober;
 mod server;

@@ -4,7 +4,7 @@ use std::{
     ops::Range,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::Waker,
     time::Duration,
@@ -25,6 +25,7 @@ use crate::{
     },
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     events::{Cause, HealthEvent, HealthEvents},
+    outcomes::Outcomes,
     probe::ProbeOutcome,
 };
 
@@ -63,7 +64,8 @@ pub(crate) struct Entry<S> {
     pub(crate) service: S,
     status: AtomicU8,
     pub(crate) in_flight: AtomicUsize,
-    failures: AtomicU32,
+    /// The failure run and recent failure rate of live traffic (passive ejection).
+    outcomes: Outcomes,
     ejected_until: AtomicU64,
     pub(crate) trial: AtomicBool,
     /// Woken when a trial is released without a status change (a cancelled trial), so that
@@ -120,7 +122,7 @@ impl<S> Entry<S> {
             service,
             status: AtomicU8::new(status.to_u8()),
             in_flight: AtomicUsize::new(0),
-            failures: AtomicU32::new(0),
+            outcomes: Outcomes::default(),
             ejected_until: AtomicU64::new(0),
             trial: AtomicBool::new(false),
             trial_released,
@@ -169,7 +171,7 @@ impl<S> Entry<S> {
             info: self.info.clone(),
             status: self.status(),
             in_flight: self.load(),
-            consecutive_failures: self.failures.load(Ordering::Relaxed),
+            consecutive_failures: self.outcomes.run(),
             ejections: self.ejections.load(Ordering::Relaxed),
         }
     }
@@ -657,7 +659,7 @@ impl<S, C> Shared<S, C> {
         }
         if to == EndpointStatus::Healthy {
             slow.recovered_at = Some(Instant::now());
-            e.failures.store(0, Ordering::Relaxed);
+            e.outcomes.end_run();
         }
         e.healthy_gauge.set(if to == EndpointStatus::Healthy {
             1.0
@@ -713,7 +715,7 @@ impl<S, C> Shared<S, C> {
             _ => e.ejected_failures.increment(1),
         }
         tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
-        e.failures.store(0, Ordering::Relaxed);
+        e.outcomes.end_run();
         if e.status() == EndpointStatus::Ejected {
             // A failed trial: same status, longer ejection; still worth an event.
             self.emit(HealthEvent {
@@ -732,6 +734,11 @@ impl<S, C> Shared<S, C> {
     /// (the endpoint's ejection count when it was claimed) a trial request was sent for: its
     /// verdict only applies to that ejection, not to a later one (a probe may have brought the
     /// endpoint back, and live failures ejected it again, while it was in flight).
+    ///
+    /// Live traffic feeds the endpoint's [`Outcomes`]: a transient failure extends its run, and
+    /// the run ejects once it is a real streak for `eject_after` (see
+    /// [`Streak::is_real`](crate::outcomes::Streak::is_real)). The success path is one
+    /// compare-and-swap on the entry, no lock.
     pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: Option<u64>) {
         if class.is_local_rejection() {
             // The endpoint's own layer (its breaker) refused the request unsent: that layer
@@ -742,38 +749,33 @@ impl<S, C> Shared<S, C> {
             }
             return;
         }
-        if class.is_transient() {
-            if let Some(ejection) = trial {
-                let mut slow = lock(&e.slow);
-                if e.in_ejection(ejection) {
+        if let Some(ejection) = trial {
+            // A trial's verdict is about its ejection; it is not part of live traffic's runs.
+            let mut slow = lock(&e.slow);
+            if e.in_ejection(ejection) {
+                if class.is_transient() {
                     self.eject(e, &mut slow, Cause::TrialFailed);
-                }
-                drop(slow);
-                e.release_trial();
-                return;
-            }
-            let threshold = self.ejection.consecutive_failures;
-            if threshold == 0 {
-                return;
-            }
-            let n = e.failures.fetch_add(1, Ordering::AcqRel) + 1;
-            if n >= threshold && e.is_healthy() {
-                let mut slow = lock(&e.slow);
-                if e.is_healthy() {
-                    self.eject(e, &mut slow, Cause::ConsecutiveFailures(n));
-                }
-            }
-        } else {
-            if e.failures.load(Ordering::Relaxed) != 0 {
-                e.failures.store(0, Ordering::Relaxed);
-            }
-            if let Some(ejection) = trial {
-                let mut slow = lock(&e.slow);
-                if e.in_ejection(ejection) {
+                } else {
                     self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::TrialPassed);
                 }
-                drop(slow);
-                e.release_trial();
+            }
+            drop(slow);
+            e.release_trial();
+            return;
+        }
+        let min_run = self.ejection.consecutive_failures;
+        if min_run == 0 {
+            return;
+        }
+        if !class.is_transient() {
+            e.outcomes.success();
+            return;
+        }
+        let streak = e.outcomes.failure();
+        if streak.run >= min_run && e.is_healthy() && streak.is_real(min_run) {
+            let mut slow = lock(&e.slow);
+            if e.is_healthy() {
+                self.eject(e, &mut slow, Cause::ConsecutiveFailures(streak.run));
             }
         }
     }
