@@ -36,6 +36,11 @@ pub enum Cause {
     TrialFailed,
     /// The endpoint's service failed `poll_ready` (it is broken): ejected at once.
     ReadinessFailed(String),
+    /// The trial request of an ejected endpoint failed, but ejecting it again would keep more
+    /// endpoints out of rotation than passive ejection may
+    /// ([`max_ejected_fraction`](crate::FailoverBuilder::max_ejected_fraction)): it returns to
+    /// rotation instead.
+    MaxEjected,
 }
 
 impl Cause {
@@ -52,6 +57,7 @@ impl Cause {
             Cause::TrialPassed => "trial_passed",
             Cause::TrialFailed => "trial_failed",
             Cause::ReadinessFailed(_) => "readiness_failed",
+            Cause::MaxEjected => "max_ejected",
         }
     }
 }

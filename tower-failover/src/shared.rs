@@ -32,6 +32,7 @@ use crate::{
 pub(crate) const REQUESTS: &str = "failover_requests_total";
 pub(crate) const HEALTHY: &str = "failover_endpoint_healthy";
 pub(crate) const EJECTIONS: &str = "failover_ejections_total";
+pub(crate) const EJECTIONS_REFUSED: &str = "failover_ejections_refused_total";
 pub(crate) const ACTIVE_TIER: &str = "failover_active_tier";
 
 /// Tiers up to this size are picked from in one pass over a stack buffer.
@@ -79,6 +80,7 @@ pub(crate) struct Entry<S> {
     ejected_failures: Counter,
     ejected_trial: Counter,
     ejected_readiness: Counter,
+    ejections_refused: Counter,
 }
 
 impl<S> std::fmt::Debug for Entry<S> {
@@ -117,6 +119,7 @@ impl<S> Entry<S> {
             ejected_failures: ejection("consecutive_failures"),
             ejected_trial: ejection("trial_failed"),
             ejected_readiness: ejection("readiness_failed"),
+            ejections_refused: metrics::counter!(EJECTIONS_REFUSED, &labels),
             info: Arc::new(info),
             target,
             service,
@@ -254,6 +257,9 @@ pub(crate) struct Shared<S, C> {
     seed: u64,
     clones: AtomicU64,
     pub(crate) ejected: AtomicUsize,
+    /// Serialises passive ejections, so two endpoints ejected at once cannot both pass the
+    /// max-ejected check (rare: held only while one ejection is decided).
+    ejection_gate: Mutex<()>,
     rng: Mutex<SeededRng>,
     waiters: Mutex<Vec<Waker>>,
     /// Woken by recoveries, ejection ends and released trials; shared with every entry.
@@ -317,6 +323,7 @@ impl<S, C> Shared<S, C> {
             seed: cfg.seed,
             clones: AtomicU64::new(0),
             ejected: AtomicUsize::new(0),
+            ejection_gate: Mutex::new(()),
             rng: Mutex::new(SeededRng::new(cfg.seed ^ 0xE1EC_7ED0)),
             waiters: Mutex::default(),
             recovered: Arc::new(Notify::new()),
@@ -683,41 +690,37 @@ impl<S, C> Shared<S, C> {
         self.changed(&self.load_snapshot());
     }
 
-    fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
-        let now = Instant::now();
-        let cfg = &self.ejection;
-        // The stable time since the last recovery counts once: ejected time is not stable, and
-        // a failed trial must not count the same healthy period again.
+    /// Consumes the stable time since the last recovery: each full decay period of it forgives
+    /// one ejection of the streak. Time out of rotation is not stable, and a failed trial must
+    /// not count the same healthy period again, so it counts once.
+    fn forgive(&self, slow: &mut Slow, now: Instant) {
+        let decay = self.ejection.decay;
         if let Some(recovered) = slow.recovered_at.take() {
-            if !cfg.decay.is_zero() {
-                let stable =
-                    now.saturating_duration_since(recovered).as_nanos() / cfg.decay.as_nanos();
+            if !decay.is_zero() {
+                let stable = now.saturating_duration_since(recovered).as_nanos() / decay.as_nanos();
                 slow.ejection_streak = slow
                     .ejection_streak
                     .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
             }
         }
-        slow.ejection_streak = slow.ejection_streak.saturating_add(1);
-        let d = ejection_time(
-            cfg.base,
-            cfg.max,
-            slow.ejection_streak,
-            &mut lock(&self.rng),
-        );
+    }
+
+    /// Takes `e` out of rotation for `d` from `now`, as a new ejection (a trial sent for an
+    /// earlier one gets no verdict on this one). Counts it, emits the event.
+    fn take_out(&self, e: &Entry<S>, slow: &mut Slow, now: Instant, d: Duration, cause: Cause) {
         e.ejected_until.store(
             self.nanos_since_epoch(saturating_after(now, d)),
             Ordering::Release,
         );
         e.ejections.fetch_add(1, Ordering::Relaxed);
+        e.outcomes.end_run();
         match cause {
             Cause::TrialFailed => e.ejected_trial.increment(1),
             Cause::ReadinessFailed(_) => e.ejected_readiness.increment(1),
             _ => e.ejected_failures.increment(1),
         }
-        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
-        e.outcomes.end_run();
         if e.status() == EndpointStatus::Ejected {
-            // A failed trial: same status, longer ejection; still worth an event.
+            // Out already (a failed or refused trial): same status, a new end; still an event.
             self.emit(HealthEvent {
                 endpoint: e.info.clone(),
                 from: EndpointStatus::Ejected,
@@ -730,6 +733,69 @@ impl<S, C> Shared<S, C> {
         }
     }
 
+    /// Ejects `e` for a jittered time that grows with its ejection streak.
+    fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
+        let now = Instant::now();
+        self.forgive(slow, now);
+        slow.ejection_streak = slow.ejection_streak.saturating_add(1);
+        let cfg = &self.ejection;
+        let d = ejection_time(
+            cfg.base,
+            cfg.max,
+            slow.ejection_streak,
+            &mut lock(&self.rng),
+        );
+        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, cause = cause.as_str(), ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
+        self.take_out(e, slow, now, d, cause);
+    }
+
+    /// Whether passive ejection may take `e` out of rotation, or keep it out after a failed
+    /// trial: the other endpoints out of rotation for any reason (ejected, held out, down by
+    /// probes, not probed yet) must be fewer than
+    /// [`max_ejected`](EjectionConfig::max_ejected) of the endpoints. A rare path (an ejection
+    /// being decided): one pass over the snapshot.
+    fn may_eject(&self, e: &Entry<S>) -> bool {
+        let snap = self.load_snapshot();
+        let (mut endpoints, mut out) = (0, 0);
+        for other in &snap.entries {
+            match other.status() {
+                EndpointStatus::Removed => {}
+                EndpointStatus::Healthy => endpoints += 1,
+                _ => {
+                    endpoints += 1;
+                    if !std::ptr::eq(&**other, e) {
+                        out += 1;
+                    }
+                }
+            }
+        }
+        out < self.ejection.max_ejected(endpoints)
+    }
+
+    /// Passive ejection (a run of live failures, a failed trial) under the max-ejected guard:
+    /// ejects `e` and returns `true`, or returns `false` when the guard refuses.
+    fn eject_passively(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) -> bool {
+        // Held while deciding and ejecting, so that two ejections at once cannot both pass.
+        let _gate = lock(&self.ejection_gate);
+        if !self.may_eject(e) {
+            return false;
+        }
+        self.eject(e, slow, cause);
+        true
+    }
+
+    /// Counts and logs an ejection the max-ejected guard refused.
+    fn refused(&self, e: &Entry<S>, cause: &Cause) {
+        e.ejections_refused.increment(1);
+        tracing::warn!(
+            failover = &*self.name,
+            endpoint = &*e.info.name,
+            cause = cause.as_str(),
+            max_ejected_fraction = self.ejection.max_ejected_fraction,
+            "passive ejection refused: too many endpoints out of rotation already"
+        );
+    }
+
     /// Feeds the class of a finished request to passive detection. `trial` is the ejection
     /// (the endpoint's ejection count when it was claimed) a trial request was sent for: its
     /// verdict only applies to that ejection, not to a later one (a probe may have brought the
@@ -737,8 +803,8 @@ impl<S, C> Shared<S, C> {
     ///
     /// Live traffic feeds the endpoint's [`Outcomes`]: a transient failure extends its run, and
     /// the run ejects once it is a real streak for `eject_after` (see
-    /// [`Streak::is_real`](crate::outcomes::Streak::is_real)). The success path is one
-    /// compare-and-swap on the entry, no lock.
+    /// [`Streak::is_real`](crate::outcomes::Streak::is_real)) and the max-ejected guard
+    /// allows. The success path is one compare-and-swap on the entry, no lock.
     pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: Option<u64>) {
         if class.is_local_rejection() {
             // The endpoint's own layer (its breaker) refused the request unsent: that layer
@@ -753,10 +819,12 @@ impl<S, C> Shared<S, C> {
             // A trial's verdict is about its ejection; it is not part of live traffic's runs.
             let mut slow = lock(&e.slow);
             if e.in_ejection(ejection) {
-                if class.is_transient() {
-                    self.eject(e, &mut slow, Cause::TrialFailed);
-                } else {
+                if !class.is_transient() {
                     self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::TrialPassed);
+                } else if !self.eject_passively(e, &mut slow, Cause::TrialFailed) {
+                    // Keeping it out would leave too few endpoints in rotation: back it comes.
+                    self.refused(e, &Cause::TrialFailed);
+                    self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::MaxEjected);
                 }
             }
             drop(slow);
@@ -774,8 +842,13 @@ impl<S, C> Shared<S, C> {
         let streak = e.outcomes.failure();
         if streak.run >= min_run && e.is_healthy() && streak.is_real(min_run) {
             let mut slow = lock(&e.slow);
-            if e.is_healthy() {
-                self.eject(e, &mut slow, Cause::ConsecutiveFailures(streak.run));
+            let cause = Cause::ConsecutiveFailures(streak.run);
+            if e.is_healthy() && !self.eject_passively(e, &mut slow, cause.clone()) {
+                // The run stays, so every further failure asks again (the guard may allow it
+                // by then); the refusal is reported once per run, when the run qualifies.
+                if streak.run == streak.required(min_run) {
+                    self.refused(e, &cause);
+                }
             }
         }
     }

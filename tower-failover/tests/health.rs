@@ -376,6 +376,7 @@ async fn all_down_fails_fast_with_a_typed_retryable_error() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::from_secs(30), Duration::from_secs(30))
         .build()
         .unwrap();
@@ -424,6 +425,7 @@ async fn waiting_while_all_ejected_costs_nothing_and_wakes_on_recovery() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::from_secs(20), Duration::from_secs(20))
         .when_all_down(AllDown::Wait(Duration::from_secs(60)))
         .seed(9)
@@ -731,6 +733,20 @@ fn bad_configuration_is_a_build_error() {
             "decay period must be non-zero",
         ),
         (
+            Failover::builder().tier([e("a")]).max_ejected_fraction(0.0),
+            "max_ejected_fraction must be in (0, 1]",
+        ),
+        (
+            Failover::builder().tier([e("a")]).max_ejected_fraction(1.5),
+            "max_ejected_fraction must be in (0, 1]",
+        ),
+        (
+            Failover::builder()
+                .tier([e("a")])
+                .max_ejected_fraction(f64::NAN),
+            "max_ejected_fraction must be in (0, 1]",
+        ),
+        (
             Failover::builder()
                 .tier([e("a")])
                 .when_all_down(AllDown::Wait(Duration::ZERO)),
@@ -894,6 +910,7 @@ async fn duration_max_settings_mean_forever_and_never_panic() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::MAX, Duration::MAX)
         .when_all_down(AllDown::Wait(Duration::MAX))
         .build()
@@ -981,6 +998,7 @@ async fn a_waiting_request_that_tried_every_endpoint_does_not_spin() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::from_millis(50), Duration::from_millis(50))
         .when_all_down(AllDown::Wait(Duration::from_millis(500)))
         .build()

@@ -329,6 +329,7 @@ async fn panic_mode_uses_every_endpoint_when_all_are_down() {
         .tier(endpoints(&[&a]))
         .tier(endpoints(&[&b]))
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .when_all_down(AllDown::Panic)
         .build()
         .unwrap();
