@@ -223,8 +223,8 @@ impl<S, C> FailoverBuilder<S, C> {
     /// at 40 %: a fixed threshold would eject healthy endpoints over and over.
     ///
     /// An endpoint that fails often but not in long runs is not dead; judge its failure rate with
-    /// a circuit breaker per endpoint. Passive ejection never keeps more than
-    /// [`max_ejected_fraction`](Self::max_ejected_fraction) of the endpoints out of rotation.
+    /// a circuit breaker per endpoint (see [`FailoverBuilder::max_ejected_fraction`] and
+    /// [`Cause::HeldOut`](crate::Cause::HeldOut) for how its verdict steers traffic).
     #[must_use]
     pub fn eject_after(mut self, consecutive_failures: u32) -> Self {
         self.ejection.consecutive_failures = consecutive_failures;

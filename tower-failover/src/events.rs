@@ -4,6 +4,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures_core::Stream;
@@ -36,6 +37,11 @@ pub enum Cause {
     TrialFailed,
     /// The endpoint's service failed `poll_ready` (it is broken): ejected at once.
     ReadinessFailed(String),
+    /// The endpoint's own layer (its circuit breaker) refused a request unsent and said when to
+    /// come back: the endpoint is held out of rotation for this long (status
+    /// [`Ejected`](EndpointStatus::Ejected), without growing its ejection backoff), and returns
+    /// like an ejected endpoint, through a trial request or a passing probe.
+    HeldOut(Duration),
     /// The trial request of an ejected endpoint failed, but ejecting it again would keep more
     /// endpoints out of rotation than passive ejection may
     /// ([`max_ejected_fraction`](crate::FailoverBuilder::max_ejected_fraction)): it returns to
@@ -57,6 +63,7 @@ impl Cause {
             Cause::TrialPassed => "trial_passed",
             Cause::TrialFailed => "trial_failed",
             Cause::ReadinessFailed(_) => "readiness_failed",
+            Cause::HeldOut(_) => "held_out",
             Cause::MaxEjected => "max_ejected",
         }
     }

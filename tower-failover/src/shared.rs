@@ -53,8 +53,10 @@ struct Slow {
     /// Ejections in a row (decays while the endpoint stays healthy).
     ejection_streak: u32,
     /// When the endpoint last became healthy, while it still is: the stable time the next
-    /// ejection's decay counts (once; an ejection consumes it).
+    /// ejection's decay counts (once; an ejection or a hold-out consumes it).
     recovered_at: Option<Instant>,
+    /// The current ejection is a hold-out (see [`Shared::hold_out`]).
+    held_out: bool,
 }
 
 /// One endpoint: its service prototype and its health.
@@ -80,6 +82,7 @@ pub(crate) struct Entry<S> {
     ejected_failures: Counter,
     ejected_trial: Counter,
     ejected_readiness: Counter,
+    held_out: Counter,
     ejections_refused: Counter,
 }
 
@@ -119,6 +122,7 @@ impl<S> Entry<S> {
             ejected_failures: ejection("consecutive_failures"),
             ejected_trial: ejection("trial_failed"),
             ejected_readiness: ejection("readiness_failed"),
+            held_out: ejection("held_out"),
             ejections_refused: metrics::counter!(EJECTIONS_REFUSED, &labels),
             info: Arc::new(info),
             target,
@@ -169,10 +173,12 @@ impl<S> Entry<S> {
     }
 
     pub(crate) fn snapshot(&self, ejected_for: Option<Duration>) -> EndpointSnapshot {
+        let status = self.status();
         EndpointSnapshot {
             ejected_for,
+            held_out: status == EndpointStatus::Ejected && lock(&self.slow).held_out,
             info: self.info.clone(),
-            status: self.status(),
+            status,
             in_flight: self.load(),
             consecutive_failures: self.outcomes.run(),
             ejections: self.ejections.load(Ordering::Relaxed),
@@ -666,6 +672,7 @@ impl<S, C> Shared<S, C> {
         }
         if to == EndpointStatus::Healthy {
             slow.recovered_at = Some(Instant::now());
+            slow.held_out = false;
             e.outcomes.end_run();
         }
         e.healthy_gauge.set(if to == EndpointStatus::Healthy {
@@ -717,6 +724,7 @@ impl<S, C> Shared<S, C> {
         match cause {
             Cause::TrialFailed => e.ejected_trial.increment(1),
             Cause::ReadinessFailed(_) => e.ejected_readiness.increment(1),
+            Cause::HeldOut(_) => e.held_out.increment(1),
             _ => e.ejected_failures.increment(1),
         }
         if e.status() == EndpointStatus::Ejected {
@@ -738,6 +746,7 @@ impl<S, C> Shared<S, C> {
         let now = Instant::now();
         self.forgive(slow, now);
         slow.ejection_streak = slow.ejection_streak.saturating_add(1);
+        slow.held_out = false;
         let cfg = &self.ejection;
         let d = ejection_time(
             cfg.base,
@@ -747,6 +756,17 @@ impl<S, C> Shared<S, C> {
         );
         tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, cause = cause.as_str(), ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
         self.take_out(e, slow, now, d, cause);
+    }
+
+    /// Holds `e` out of rotation for `d` on its own layer's word (see
+    /// [`rejected_by_endpoint`](Self::rejected_by_endpoint)): its ejection streak stays as it
+    /// is, so the backoff of real ejections does not grow on a breaker's verdict.
+    fn hold_out(&self, e: &Entry<S>, slow: &mut Slow, d: Duration) {
+        let now = Instant::now();
+        self.forgive(slow, now);
+        slow.held_out = true;
+        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, hold = ?d, "endpoint held out: its own layer refuses requests");
+        self.take_out(e, slow, now, d, Cause::HeldOut(d));
     }
 
     /// Whether passive ejection may take `e` out of rotation, or keep it out after a failed
@@ -807,12 +827,7 @@ impl<S, C> Shared<S, C> {
     /// allows. The success path is one compare-and-swap on the entry, no lock.
     pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: Option<u64>) {
         if class.is_local_rejection() {
-            // The endpoint's own layer (its breaker) refused the request unsent: that layer
-            // already judged the failures behind it, and the endpoint answered nothing, so it
-            // neither extends nor ends a failure run. A trial gets no verdict either.
-            if trial.is_some() {
-                e.release_trial();
-            }
+            self.rejected_by_endpoint(e, class.retry_after(), trial);
             return;
         }
         if let Some(ejection) = trial {
@@ -850,6 +865,49 @@ impl<S, C> Shared<S, C> {
                     self.refused(e, &cause);
                 }
             }
+        }
+    }
+
+    /// The endpoint's own layer (its circuit breaker) refused a request unsent. That layer
+    /// already judged the failures behind its refusal, and the endpoint answered nothing, so the
+    /// refusal is no failure of live traffic: it neither extends nor ends a run, and it is no
+    /// trial verdict.
+    ///
+    /// When the layer says when to come back (`retry_after`), a healthy endpoint is held out of
+    /// rotation until then (at most the maximum ejection time), since every request sent there
+    /// meanwhile would be refused too; a refused trial holds it out again. It returns like an
+    /// ejected endpoint (a trial request or a passing probe once the time is over). The
+    /// max-ejected guard does not apply: the hold is the layer's verdict, not passive
+    /// detection's. Without a hint, a healthy endpoint stays in rotation, and a refused trial
+    /// keeps its endpoint out for the base ejection time (otherwise every next request would
+    /// be a trial spent on a refusal).
+    fn rejected_by_endpoint(
+        &self,
+        e: &Entry<S>,
+        retry_after: Option<Duration>,
+        trial: Option<u64>,
+    ) {
+        let hint = retry_after
+            .filter(|d| !d.is_zero())
+            .map(|d| d.min(self.ejection.max));
+        let hold = match trial {
+            Some(_) => Some(hint.unwrap_or(self.ejection.base)),
+            None => hint,
+        };
+        let eligible = |e: &Entry<S>| match trial {
+            Some(ejection) => e.in_ejection(ejection),
+            None => e.is_healthy(),
+        };
+        if let Some(hold) = hold {
+            if eligible(e) {
+                let mut slow = lock(&e.slow);
+                if eligible(e) {
+                    self.hold_out(e, &mut slow, hold);
+                }
+            }
+        }
+        if trial.is_some() {
+            e.release_trial();
         }
     }
 
