@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{Mock, get};
+use common::{Mock, get, paused_runtime};
 use proptest::prelude::*;
 use tower::ServiceExt;
-use tower_failover::{Endpoint, EndpointStatus, Failover};
+use tower_failover::{EndpointStatus, Failover};
 use tower_fault::SeededRng;
 
 type F = Failover<Mock>;
@@ -18,8 +18,8 @@ fn transient(status: u16) -> bool {
 
 fn primary_and_standby(p: &Mock, s: &Mock, n: u32) -> F {
     Failover::builder()
-        .tier([Endpoint::new("p", p.base(), p.clone())])
-        .tier([Endpoint::new("s", s.base(), s.clone())])
+        .tier([p.endpoint()])
+        .tier([s.endpoint()])
         .eject_after(n)
         .build()
         .unwrap()
@@ -41,14 +41,6 @@ async fn answer(f: &F, p: &Mock, status: u16) -> bool {
     ejected(f, "p")
 }
 
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
 /// The defect this guards against: a fixed "5 in a row" rule ejected an endpoint that fails
 /// 40 % of its calls at random about once every 160 calls, so at a few hundred requests per
 /// second every endpoint of a set was out most of the time ("no healthy endpoint").
@@ -56,10 +48,7 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 async fn forty_percent_random_failures_over_100k_outcomes_eject_nothing() {
     let (a, b) = (Mock::new("a"), Mock::new("b"));
     let f = Failover::builder()
-        .tier([
-            Endpoint::new("a", a.base(), a.clone()),
-            Endpoint::new("b", b.base(), b.clone()),
-        ])
+        .tier([a.endpoint(), b.endpoint()])
         .seed(3)
         .build()
         .unwrap();

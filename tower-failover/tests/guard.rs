@@ -6,23 +6,16 @@ mod common;
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use common::{Mock, get, sleep_ms, who};
-use http::{Request, Response};
-use tower::{Service, ServiceExt};
+use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use tower_failover::{
     Balance, Cause, Endpoint, EndpointStatus, Failover, HealthEvent, HttpProbe,
     error::NoHealthyEndpoint,
 };
-use tower_fault::BoxError;
 
 type F = Failover<Mock>;
 
-async fn send(f: &mut F, req: Request<String>) -> Result<Response<String>, BoxError> {
-    f.ready().await?.call(req).await
-}
-
 fn ep(m: &Mock) -> Endpoint<Mock> {
-    Endpoint::new(m.0.name, m.base(), m.clone())
+    m.endpoint()
 }
 
 fn ejected(f: &F) -> Vec<String> {
@@ -39,11 +32,7 @@ fn ejected(f: &F) -> Vec<String> {
 #[test]
 fn two_endpoints_failing_together_leave_one_in_rotation_and_the_refusal_is_counted() {
     let capture = test_support::metrics::Capture::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let (a, b) = (Mock::new("a"), Mock::new("b"));
         let mut f = Failover::builder()

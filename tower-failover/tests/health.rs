@@ -14,9 +14,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Mock, get, sleep_ms, who};
+use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use futures_util::StreamExt;
-use http::{Request, Response};
+use http::Response;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tower_failover::{
@@ -27,12 +27,8 @@ use tower_fault::{BoxError, Classify, HttpClassifier, RetryAfterHint};
 
 type F = Failover<Mock>;
 
-async fn send(f: &mut F, req: Request<String>) -> Result<Response<String>, BoxError> {
-    f.ready().await?.call(req).await
-}
-
 fn ep(m: &Mock) -> Endpoint<Mock> {
-    Endpoint::new(m.0.name, m.base(), m.clone())
+    m.endpoint()
 }
 
 fn status(f: &F, name: &str) -> EndpointStatus {
@@ -627,11 +623,7 @@ async fn runtime_add_and_remove_with_drain() {
 #[test]
 fn events_and_metrics() {
     let capture = test_support::metrics::Capture::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let (p, s) = (Mock::new("p"), Mock::new("s"));
         let mut f = Failover::builder()

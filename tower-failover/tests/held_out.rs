@@ -7,9 +7,8 @@ mod common;
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use common::{Mock, get, sleep_ms, who};
-use http::{Request, Response};
-use tower::{Service, ServiceExt};
+use common::{Mock, get, paused_runtime, send, sleep_ms, who};
+use http::Response;
 use tower_breaker::{Breaker, CircuitBreaker, State};
 use tower_failover::{
     Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
@@ -40,10 +39,6 @@ fn ep(m: &Mock, b: &Breaker) -> Endpoint<Guarded> {
     )
 }
 
-async fn send(f: &mut F, req: Request<String>) -> Result<Response<String>, BoxError> {
-    f.ready().await?.call(req).await
-}
-
 fn snapshot(f: &F, name: &str) -> tower_failover::EndpointSnapshot {
     f.handle().endpoint(name).unwrap()
 }
@@ -70,11 +65,7 @@ fn primary_and_standby(p: &Mock, bp: &Breaker, s: &Mock, bs: &Breaker) -> Failov
 #[test]
 fn an_open_breaker_steers_traffic_to_the_standby_until_its_open_period_is_over() {
     let capture = test_support::metrics::Capture::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let (p, s) = (Mock::new("p"), Mock::new("s"));
         let open = Duration::from_secs(5);
