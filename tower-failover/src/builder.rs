@@ -210,7 +210,8 @@ impl<S, C> FailoverBuilder<S, C> {
     }
 
     /// Passive ejection on a streak of `Transient` outcomes of live traffic at least this long
-    /// (default 5; 0 disables passive ejection).
+    /// (default 5; 0 disables passive ejection, while an endpoint's own breaker still holds it
+    /// out, see [`Cause::HeldOut`](crate::Cause::HeldOut)).
     ///
     /// A run of failures ejects only when it is a real streak: at least `consecutive_failures`
     /// long, and long enough that an endpoint failing at random at its recent failure rate would
