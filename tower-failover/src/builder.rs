@@ -209,11 +209,54 @@ impl<S, C> FailoverBuilder<S, C> {
         self
     }
 
-    /// Passive ejection after this many consecutive `Transient` outcomes (default 5; 0
-    /// disables passive ejection).
+    /// Passive ejection on a streak of `Transient` outcomes of live traffic at least this long
+    /// (default 5; 0 disables passive ejection, while an endpoint's own breaker still holds it
+    /// out, see [`Cause::HeldOut`](crate::Cause::HeldOut)).
+    ///
+    /// A run of failures ejects only when it is a real streak: at least `consecutive_failures`
+    /// long, and long enough that an endpoint failing at random at its recent failure rate would
+    /// produce it less than once in a million calls. The recent rate is that of the last 64 to
+    /// 128 outcomes before the run, taken at the upper end of its 97.7 % confidence interval. An
+    /// endpoint with a clean recent past is ejected at `consecutive_failures` (a dead endpoint is
+    /// caught as fast as a fixed threshold would; at 5 % recent failures it takes about 7); one that
+    /// fails a quarter of its calls at random needs a run of about 13, at 40 % about 20. Five
+    /// failures in a row start about once in 1 400 calls at 25 % random failures, once in 160
+    /// at 40 %: a fixed threshold would eject healthy endpoints over and over.
+    ///
+    /// An endpoint that fails often but not in long runs is not dead; judge its failure rate with
+    /// a circuit breaker per endpoint (see [`FailoverBuilder::max_ejected_fraction`] and
+    /// [`Cause::HeldOut`](crate::Cause::HeldOut) for how its verdict steers traffic).
     #[must_use]
     pub fn eject_after(mut self, consecutive_failures: u32) -> Self {
         self.ejection.consecutive_failures = consecutive_failures;
+        self
+    }
+
+    /// The largest fraction of the endpoints (of every tier) that passive ejection keeps out of
+    /// rotation at once, like Envoy's `max_ejection_percent` (default 0.5; in `(0, 1]`, 1 turns
+    /// the guard off). It may always eject one endpoint.
+    ///
+    /// Live failures and failed trials eject an endpoint only while fewer than
+    /// `⌊fraction × endpoints⌋` (at least 1) others are out of rotation for any reason; a
+    /// refused ejection is counted in `failover_ejections_refused_total` and logged, a failed
+    /// trial it refuses returns its endpoint to rotation ([`Cause::MaxEjected`](crate::Cause)).
+    /// Active probes, a failed `poll_ready` and an endpoint's own breaker holding it out are
+    /// not limited: they are verdicts, not inferences from live traffic.
+    ///
+    /// Why half: live-traffic evidence can be shared by every endpoint at once (a noisy period,
+    /// a blip in the network in front of all of them, a bad request mix). Ejecting every
+    /// endpoint on it turns a partial failure into "no healthy endpoint"; keeping half of them
+    /// in rotation serves what can be served, and with one primary and one standby the primary
+    /// can still fail over.
+    ///
+    /// The fraction counts the endpoints of every tier: of two primaries and one standby,
+    /// passive ejection takes out one primary at most, and a second dead primary keeps its
+    /// share of the traffic (a retry goes to an endpoint it has not tried) until an active probe
+    /// or its own breaker takes it out. Give such sets probes or per-endpoint breakers, or a
+    /// larger fraction.
+    #[must_use]
+    pub fn max_ejected_fraction(mut self, fraction: f64) -> Self {
+        self.ejection.max_ejected_fraction = fraction;
         self
     }
 
@@ -295,6 +338,12 @@ impl<S, C> FailoverBuilder<S, C> {
                 ej.base, ej.max
             ));
         }
+        if !(ej.max_ejected_fraction > 0.0 && ej.max_ejected_fraction <= 1.0) {
+            return err(format!(
+                "max_ejected_fraction must be in (0, 1] (1 turns the guard off; eject_after(0) turns passive ejection off), got {}",
+                ej.max_ejected_fraction
+            ));
+        }
         if ej.decay.is_zero() {
             return err(
                 "ejection decay period must be non-zero (Duration::MAX never forgives an ejection)"
@@ -331,8 +380,8 @@ impl<S, C> FailoverBuilder<S, C> {
     ///
     /// A [`ConfigError`] for nonsense: no tiers, an empty tier, duplicate or empty names, an
     /// unparsable or relative base URI, zero intervals or thresholds, a base ejection time
-    /// above its maximum, an overprovisioning factor below 1, probe-first without a probe, or
-    /// no runtime to run probes on.
+    /// above its maximum, an overprovisioning factor below 1, a max-ejected fraction outside
+    /// `(0, 1]`, probe-first without a probe, or no runtime to run probes on.
     pub fn build(self) -> Result<Failover<S, C>, ConfigError>
     where
         S: Send + Sync + 'static,

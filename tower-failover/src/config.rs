@@ -90,11 +90,14 @@ impl Default for ProbeConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) struct EjectionConfig {
-    /// 0 disables passive ejection.
+    /// The shortest run of transient failures that ejects; 0 disables passive ejection.
     pub(crate) consecutive_failures: u32,
     pub(crate) base: Duration,
     pub(crate) max: Duration,
     pub(crate) decay: Duration,
+    /// Passive ejection keeps at most this fraction of the endpoints out of rotation (at least
+    /// one endpoint); in `(0, 1]`.
+    pub(crate) max_ejected_fraction: f64,
 }
 
 impl Default for EjectionConfig {
@@ -104,7 +107,16 @@ impl Default for EjectionConfig {
             base: Duration::from_secs(10),
             max: Duration::from_secs(300),
             decay: Duration::from_secs(60),
+            max_ejected_fraction: 0.5,
         }
+    }
+}
+
+impl EjectionConfig {
+    /// How many of `endpoints` passive ejection may keep out of rotation at once:
+    /// `max_ejected_fraction` of them, rounded down, and at least one.
+    pub(crate) fn max_ejected(&self, endpoints: usize) -> usize {
+        ((endpoints as f64 * self.max_ejected_fraction).floor() as usize).max(1)
     }
 }
 

@@ -107,8 +107,9 @@ pub enum EndpointStatus {
     Healthy,
     /// Failed `unhealthy_threshold` consecutive probes; back after `healthy_threshold` passes.
     Unhealthy,
-    /// Ejected by passive detection (consecutive transient failures of live traffic); back after
-    /// its ejection time, once a probe or one trial request passes.
+    /// Ejected by passive detection (a streak of transient failures of live traffic, a failed
+    /// readiness), or held out while its own layer (a circuit breaker) refuses requests; back
+    /// after its ejection time, once a probe or one trial request passes.
     Ejected,
     /// Removed at runtime; in-flight requests drain, new ones never come.
     Removed,
@@ -164,10 +165,15 @@ pub struct EndpointSnapshot {
     pub status: EndpointStatus,
     /// Requests sent to it and not finished yet.
     pub in_flight: usize,
-    /// Consecutive transient failures of live traffic since the last success.
+    /// Consecutive transient failures of live traffic since the last success (or since it
+    /// last came back into rotation).
     pub consecutive_failures: u32,
-    /// How many times passive detection ejected it.
+    /// How many times it was ejected or held out.
     pub ejections: u64,
+    /// Whether it is out of rotation because its own layer (a circuit breaker) refused a
+    /// request and said when to come back, rather than ejected (see
+    /// [`Cause::HeldOut`](crate::Cause::HeldOut)).
+    pub held_out: bool,
     /// While ejected: how long until it may take a trial request (zero once that time is
     /// over and it waits for a trial or a probe).
     pub ejected_for: Option<Duration>,

@@ -4,6 +4,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures_core::Stream;
@@ -27,7 +28,8 @@ pub enum Cause {
     /// Active probes passed (`healthy_threshold` in a row, the first one in probe-first mode, or
     /// one after an ejection ended).
     ProbePassed,
-    /// Live traffic failed transiently this many times in a row: passive ejection.
+    /// Live traffic failed transiently this many times in a row, a run that noise at the
+    /// endpoint's recent failure rate would not make: passive ejection.
     ConsecutiveFailures(u32),
     /// The one trial request after an ejection succeeded.
     TrialPassed,
@@ -35,6 +37,16 @@ pub enum Cause {
     TrialFailed,
     /// The endpoint's service failed `poll_ready` (it is broken): ejected at once.
     ReadinessFailed(String),
+    /// The endpoint's own layer (its circuit breaker) refused a request unsent and said when to
+    /// come back: the endpoint is held out of rotation for this long (status
+    /// [`Ejected`](EndpointStatus::Ejected), without growing its ejection backoff), and returns
+    /// like an ejected endpoint, through a trial request or a passing probe.
+    HeldOut(Duration),
+    /// The trial request of an ejected endpoint failed, but ejecting it again would keep more
+    /// endpoints out of rotation than passive ejection may
+    /// ([`max_ejected_fraction`](crate::FailoverBuilder::max_ejected_fraction)): it returns to
+    /// rotation instead.
+    MaxEjected,
 }
 
 impl Cause {
@@ -51,6 +63,8 @@ impl Cause {
             Cause::TrialPassed => "trial_passed",
             Cause::TrialFailed => "trial_failed",
             Cause::ReadinessFailed(_) => "readiness_failed",
+            Cause::HeldOut(_) => "held_out",
+            Cause::MaxEjected => "max_ejected",
         }
     }
 }

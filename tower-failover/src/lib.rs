@@ -14,10 +14,43 @@
 //!   with interval, jitter, timeout, a separate unhealthy interval and bounded concurrency;
 //!   `unhealthy_threshold` failures in a row take an endpoint down and `healthy_threshold`
 //!   passes bring it back (no flapping on intermittent probe loss);
-//! * **passive ejection**: `N` consecutive `Transient` outcomes of live traffic (as classified
-//!   by tower-fault's [`HttpClassifier`](tower_fault::HttpClassifier)) eject an endpoint for
+//! * **passive ejection**: a streak of `Transient` outcomes of live traffic (as classified
+//!   by tower-fault's [`HttpClassifier`](tower_fault::HttpClassifier)) ejects an endpoint for
 //!   a jittered, exponentially growing time that decays while it stays healthy. It returns
 //!   after that time once a probe or one trial request passes.
+//!
+//! # Noise is not an outage
+//!
+//! An upstream that fails a quarter of its requests at random is not down: every retry has
+//! three chances in four. Live traffic is evidence only as far as it tells such noise from an
+//! outage, so passive detection is built to keep serving through noise and still catch a dead
+//! endpoint quickly:
+//!
+//! * **A streak, not a count.** A run of failures ejects only when it is at least
+//!   [`eject_after`](FailoverBuilder::eject_after) long *and* longer than the endpoint's recent
+//!   failure rate explains: noise at that rate would make it less than once in a million calls
+//!   ([`tower_fault::evidence::required_streak`]). Each endpoint keeps its last 64 to 128
+//!   outcomes before the current run in one atomic word. A dead endpoint with a clean past is
+//!   ejected at `eject_after` failures; one with 5 % recent failures a couple of calls later;
+//!   an endpoint failing 40 % of its calls at random needs a run of about 20, which such noise
+//!   makes less than once in ten million calls (a fixed "5 in a row" would eject it about once
+//!   every 160 calls). Until an endpoint's window holds a failure, nothing suggests noise and
+//!   `eject_after` alone decides.
+//! * **Never all of them.** Passive ejection keeps at most
+//!   [`max_ejected_fraction`](FailoverBuilder::max_ejected_fraction) of the endpoints out of
+//!   rotation (half by default, always at least one), counting endpoints out for any reason. A
+//!   fault every endpoint shares (heavy noise, a blip in the network in front of them) cannot
+//!   turn into "no healthy endpoint" through passive ejection; active probes and a failed
+//!   `poll_ready` are verdicts and may take every endpoint down.
+//! * **A breaker's verdict steers traffic.** Give each endpoint its own circuit breaker (a
+//!   tower-breaker layer inside its service) to judge its failure *rate*. While it refuses
+//!   requests it answers with a local rejection ([`tower_fault::Rejected`]) saying when to come
+//!   back; failover then holds the endpoint out of rotation until then (at most the maximum
+//!   ejection time), without counting a failure or growing the ejection backoff, and brings it
+//!   back like an ejected endpoint, with one trial request or a passing probe
+//!   ([`Cause::HeldOut`]). A rejection that names no time keeps the endpoint in rotation. When
+//!   every endpoint is out, [`error::NoHealthyEndpoint`] carries the earliest return as its
+//!   `retry_after`.
 //!
 //! When nothing is usable the call fails fast with [`error::NoHealthyEndpoint`] (a
 //! `Transient`, *not processed* rejection for an outer retry), or waits a bounded time for a
@@ -57,8 +90,9 @@
 //!
 //! `failover_endpoint_healthy{name,endpoint}` (1/0), `failover_requests_total{name,endpoint}`,
 //! `failover_ejections_total{name,endpoint,cause}` (`consecutive_failures`, `trial_failed`,
-//! `readiness_failed`),
-//! `failover_active_tier{name}` (-1 when none). Handles are registered with the recorder that
+//! `readiness_failed`, `held_out`), `failover_ejections_refused_total{name,endpoint}` (passive
+//! ejections the max-ejected guard refused: once per failure run, and each failed trial it
+//! returned to rotation), `failover_active_tier{name}` (-1 when none). Handles are registered with the recorder that
 //! is current when the failover is built (or an endpoint added).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -70,6 +104,7 @@ pub mod error;
 mod events;
 pub mod future;
 mod handle;
+mod outcomes;
 mod probe;
 mod prober;
 mod server;

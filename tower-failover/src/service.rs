@@ -40,8 +40,10 @@ use crate::{
 /// * `call` rewrites the request URI to the chosen endpoint and, when the request's
 ///   [`AttemptContext`] (put there by a retry layer) says the polled endpoint was already tried
 ///   by this logical request, sends it to an untried healthy endpoint instead.
-/// * Each outcome is classified with the classifier `C`: `Transient` outcomes in a row eject
-///   the endpoint (passive detection). A response that is not a success carries
+/// * Each outcome is classified with the classifier `C`: a streak of `Transient` outcomes that
+///   the endpoint's recent failure rate does not explain ejects it (passive detection, see the
+///   [crate docs](crate#noise-is-not-an-outage)), and a local rejection by the endpoint's own
+///   layer that says when to come back holds it out until then. A response that is not a success carries
 ///   [`ServedBy`](tower_fault::ServedBy) in its extensions, so a retry layer above knows which
 ///   endpoint not to try again; a success carries nothing. A request that carries a
 ///   [`SentTo`](tower_fault::SentTo) (a retry layer with an attempt timeout) learns its endpoint

@@ -4,7 +4,7 @@ use std::{
     ops::Range,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::Waker,
     time::Duration,
@@ -25,12 +25,14 @@ use crate::{
     },
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     events::{Cause, HealthEvent, HealthEvents},
+    outcomes::Outcomes,
     probe::ProbeOutcome,
 };
 
 pub(crate) const REQUESTS: &str = "failover_requests_total";
 pub(crate) const HEALTHY: &str = "failover_endpoint_healthy";
 pub(crate) const EJECTIONS: &str = "failover_ejections_total";
+pub(crate) const EJECTIONS_REFUSED: &str = "failover_ejections_refused_total";
 pub(crate) const ACTIVE_TIER: &str = "failover_active_tier";
 
 /// Tiers up to this size are picked from in one pass over a stack buffer.
@@ -51,8 +53,10 @@ struct Slow {
     /// Ejections in a row (decays while the endpoint stays healthy).
     ejection_streak: u32,
     /// When the endpoint last became healthy, while it still is: the stable time the next
-    /// ejection's decay counts (once; an ejection consumes it).
+    /// ejection's decay counts (once; an ejection or a hold-out consumes it).
     recovered_at: Option<Instant>,
+    /// The current ejection is a hold-out (see [`Shared::hold_out`]).
+    held_out: bool,
 }
 
 /// One endpoint: its service prototype and its health.
@@ -63,7 +67,8 @@ pub(crate) struct Entry<S> {
     pub(crate) service: S,
     status: AtomicU8,
     pub(crate) in_flight: AtomicUsize,
-    failures: AtomicU32,
+    /// The failure run and recent failure rate of live traffic (passive ejection).
+    outcomes: Outcomes,
     ejected_until: AtomicU64,
     pub(crate) trial: AtomicBool,
     /// Woken when a trial is released without a status change (a cancelled trial), so that
@@ -77,6 +82,8 @@ pub(crate) struct Entry<S> {
     ejected_failures: Counter,
     ejected_trial: Counter,
     ejected_readiness: Counter,
+    held_out: Counter,
+    ejections_refused: Counter,
 }
 
 impl<S> std::fmt::Debug for Entry<S> {
@@ -115,12 +122,14 @@ impl<S> Entry<S> {
             ejected_failures: ejection("consecutive_failures"),
             ejected_trial: ejection("trial_failed"),
             ejected_readiness: ejection("readiness_failed"),
+            held_out: ejection("held_out"),
+            ejections_refused: metrics::counter!(EJECTIONS_REFUSED, &labels),
             info: Arc::new(info),
             target,
             service,
             status: AtomicU8::new(status.to_u8()),
             in_flight: AtomicUsize::new(0),
-            failures: AtomicU32::new(0),
+            outcomes: Outcomes::default(),
             ejected_until: AtomicU64::new(0),
             trial: AtomicBool::new(false),
             trial_released,
@@ -164,12 +173,14 @@ impl<S> Entry<S> {
     }
 
     pub(crate) fn snapshot(&self, ejected_for: Option<Duration>) -> EndpointSnapshot {
+        let status = self.status();
         EndpointSnapshot {
             ejected_for,
+            held_out: status == EndpointStatus::Ejected && lock(&self.slow).held_out,
             info: self.info.clone(),
-            status: self.status(),
+            status,
             in_flight: self.load(),
-            consecutive_failures: self.failures.load(Ordering::Relaxed),
+            consecutive_failures: self.outcomes.run(),
             ejections: self.ejections.load(Ordering::Relaxed),
         }
     }
@@ -252,6 +263,9 @@ pub(crate) struct Shared<S, C> {
     seed: u64,
     clones: AtomicU64,
     pub(crate) ejected: AtomicUsize,
+    /// Serialises passive ejections, so two endpoints ejected at once cannot both pass the
+    /// max-ejected check (rare: held only while one ejection is decided).
+    ejection_gate: Mutex<()>,
     rng: Mutex<SeededRng>,
     waiters: Mutex<Vec<Waker>>,
     /// Woken by recoveries, ejection ends and released trials; shared with every entry.
@@ -315,6 +329,7 @@ impl<S, C> Shared<S, C> {
             seed: cfg.seed,
             clones: AtomicU64::new(0),
             ejected: AtomicUsize::new(0),
+            ejection_gate: Mutex::new(()),
             rng: Mutex::new(SeededRng::new(cfg.seed ^ 0xE1EC_7ED0)),
             waiters: Mutex::default(),
             recovered: Arc::new(Notify::new()),
@@ -657,7 +672,8 @@ impl<S, C> Shared<S, C> {
         }
         if to == EndpointStatus::Healthy {
             slow.recovered_at = Some(Instant::now());
-            e.failures.store(0, Ordering::Relaxed);
+            slow.held_out = false;
+            e.outcomes.end_run();
         }
         e.healthy_gauge.set(if to == EndpointStatus::Healthy {
             1.0
@@ -681,41 +697,38 @@ impl<S, C> Shared<S, C> {
         self.changed(&self.load_snapshot());
     }
 
-    fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
-        let now = Instant::now();
-        let cfg = &self.ejection;
-        // The stable time since the last recovery counts once: ejected time is not stable, and
-        // a failed trial must not count the same healthy period again.
+    /// Consumes the stable time since the last recovery: each full decay period of it forgives
+    /// one ejection of the streak. Time out of rotation is not stable, and a failed trial must
+    /// not count the same healthy period again, so it counts once.
+    fn forgive(&self, slow: &mut Slow, now: Instant) {
+        let decay = self.ejection.decay;
         if let Some(recovered) = slow.recovered_at.take() {
-            if !cfg.decay.is_zero() {
-                let stable =
-                    now.saturating_duration_since(recovered).as_nanos() / cfg.decay.as_nanos();
+            if !decay.is_zero() {
+                let stable = now.saturating_duration_since(recovered).as_nanos() / decay.as_nanos();
                 slow.ejection_streak = slow
                     .ejection_streak
                     .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
             }
         }
-        slow.ejection_streak = slow.ejection_streak.saturating_add(1);
-        let d = ejection_time(
-            cfg.base,
-            cfg.max,
-            slow.ejection_streak,
-            &mut lock(&self.rng),
-        );
+    }
+
+    /// Takes `e` out of rotation for `d` from `now`, as a new ejection (a trial sent for an
+    /// earlier one gets no verdict on this one). Counts it, emits the event.
+    fn take_out(&self, e: &Entry<S>, slow: &mut Slow, now: Instant, d: Duration, cause: Cause) {
         e.ejected_until.store(
             self.nanos_since_epoch(saturating_after(now, d)),
             Ordering::Release,
         );
         e.ejections.fetch_add(1, Ordering::Relaxed);
+        e.outcomes.end_run();
         match cause {
             Cause::TrialFailed => e.ejected_trial.increment(1),
             Cause::ReadinessFailed(_) => e.ejected_readiness.increment(1),
+            Cause::HeldOut(_) => e.held_out.increment(1),
             _ => e.ejected_failures.increment(1),
         }
-        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
-        e.failures.store(0, Ordering::Relaxed);
         if e.status() == EndpointStatus::Ejected {
-            // A failed trial: same status, longer ejection; still worth an event.
+            // Out already (a failed or refused trial): same status, a new end; still an event.
             self.emit(HealthEvent {
                 endpoint: e.info.clone(),
                 from: EndpointStatus::Ejected,
@@ -728,53 +741,173 @@ impl<S, C> Shared<S, C> {
         }
     }
 
+    /// Ejects `e` for a jittered time that grows with its ejection streak.
+    fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
+        let now = Instant::now();
+        self.forgive(slow, now);
+        slow.ejection_streak = slow.ejection_streak.saturating_add(1);
+        slow.held_out = false;
+        let cfg = &self.ejection;
+        let d = ejection_time(
+            cfg.base,
+            cfg.max,
+            slow.ejection_streak,
+            &mut lock(&self.rng),
+        );
+        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, cause = cause.as_str(), ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
+        self.take_out(e, slow, now, d, cause);
+    }
+
+    /// Holds `e` out of rotation for `d` on its own layer's word (see
+    /// [`rejected_by_endpoint`](Self::rejected_by_endpoint)): its ejection streak stays as it
+    /// is, so the backoff of real ejections does not grow on a breaker's verdict.
+    fn hold_out(&self, e: &Entry<S>, slow: &mut Slow, d: Duration) {
+        let now = Instant::now();
+        self.forgive(slow, now);
+        slow.held_out = true;
+        tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, hold = ?d, "endpoint held out: its own layer refuses requests");
+        self.take_out(e, slow, now, d, Cause::HeldOut(d));
+    }
+
+    /// Whether passive ejection may take `e` out of rotation, or keep it out after a failed
+    /// trial: the other endpoints out of rotation for any reason (ejected, held out, down by
+    /// probes, not probed yet) must be fewer than
+    /// [`max_ejected`](EjectionConfig::max_ejected) of the endpoints. A rare path (an ejection
+    /// being decided): one pass over the snapshot.
+    fn may_eject(&self, e: &Entry<S>) -> bool {
+        let snap = self.load_snapshot();
+        let (mut endpoints, mut out) = (0, 0);
+        for other in &snap.entries {
+            match other.status() {
+                EndpointStatus::Removed => {}
+                EndpointStatus::Healthy => endpoints += 1,
+                _ => {
+                    endpoints += 1;
+                    if !std::ptr::eq(&**other, e) {
+                        out += 1;
+                    }
+                }
+            }
+        }
+        out < self.ejection.max_ejected(endpoints)
+    }
+
+    /// Passive ejection (a run of live failures, a failed trial) under the max-ejected guard:
+    /// ejects `e` and returns `true`, or returns `false` when the guard refuses.
+    fn eject_passively(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) -> bool {
+        // Held while deciding and ejecting, so that two ejections at once cannot both pass.
+        let _gate = lock(&self.ejection_gate);
+        if !self.may_eject(e) {
+            return false;
+        }
+        self.eject(e, slow, cause);
+        true
+    }
+
+    /// Counts and logs an ejection the max-ejected guard refused.
+    fn refused(&self, e: &Entry<S>, cause: &Cause) {
+        e.ejections_refused.increment(1);
+        tracing::warn!(
+            failover = &*self.name,
+            endpoint = &*e.info.name,
+            cause = cause.as_str(),
+            max_ejected_fraction = self.ejection.max_ejected_fraction,
+            "passive ejection refused: too many endpoints out of rotation already"
+        );
+    }
+
     /// Feeds the class of a finished request to passive detection. `trial` is the ejection
     /// (the endpoint's ejection count when it was claimed) a trial request was sent for: its
     /// verdict only applies to that ejection, not to a later one (a probe may have brought the
     /// endpoint back, and live failures ejected it again, while it was in flight).
+    ///
+    /// Live traffic feeds the endpoint's [`Outcomes`]: a transient failure extends its run, and
+    /// the run ejects once it is a real streak for `eject_after` (see
+    /// [`Streak::is_real`](crate::outcomes::Streak::is_real)) and the max-ejected guard
+    /// allows. The success path is one compare-and-swap on the entry, no lock.
     pub(crate) fn record(&self, e: &Entry<S>, class: Class, trial: Option<u64>) {
         if class.is_local_rejection() {
-            // The endpoint's own layer (its breaker) refused the request unsent: that layer
-            // already judged the failures behind it, and the endpoint answered nothing, so it
-            // neither extends nor ends a failure run. A trial gets no verdict either.
-            if trial.is_some() {
-                e.release_trial();
-            }
+            self.rejected_by_endpoint(e, class.retry_after(), trial);
             return;
         }
-        if class.is_transient() {
-            if let Some(ejection) = trial {
-                let mut slow = lock(&e.slow);
-                if e.in_ejection(ejection) {
-                    self.eject(e, &mut slow, Cause::TrialFailed);
-                }
-                drop(slow);
-                e.release_trial();
-                return;
-            }
-            let threshold = self.ejection.consecutive_failures;
-            if threshold == 0 {
-                return;
-            }
-            let n = e.failures.fetch_add(1, Ordering::AcqRel) + 1;
-            if n >= threshold && e.is_healthy() {
-                let mut slow = lock(&e.slow);
-                if e.is_healthy() {
-                    self.eject(e, &mut slow, Cause::ConsecutiveFailures(n));
-                }
-            }
-        } else {
-            if e.failures.load(Ordering::Relaxed) != 0 {
-                e.failures.store(0, Ordering::Relaxed);
-            }
-            if let Some(ejection) = trial {
-                let mut slow = lock(&e.slow);
-                if e.in_ejection(ejection) {
+        if let Some(ejection) = trial {
+            // A trial's verdict is about its ejection; it is not part of live traffic's runs.
+            let mut slow = lock(&e.slow);
+            if e.in_ejection(ejection) {
+                if !class.is_transient() {
                     self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::TrialPassed);
+                } else if !self.eject_passively(e, &mut slow, Cause::TrialFailed) {
+                    // Keeping it out would leave too few endpoints in rotation: back it comes.
+                    self.refused(e, &Cause::TrialFailed);
+                    self.set_status(e, &mut slow, EndpointStatus::Healthy, Cause::MaxEjected);
                 }
-                drop(slow);
-                e.release_trial();
             }
+            drop(slow);
+            e.release_trial();
+            return;
+        }
+        let min_run = self.ejection.consecutive_failures;
+        if min_run == 0 {
+            return;
+        }
+        if !class.is_transient() {
+            e.outcomes.success();
+            return;
+        }
+        let streak = e.outcomes.failure();
+        if streak.run >= min_run && e.is_healthy() && streak.is_real(min_run) {
+            let mut slow = lock(&e.slow);
+            let cause = Cause::ConsecutiveFailures(streak.run);
+            if e.is_healthy() && !self.eject_passively(e, &mut slow, cause.clone()) {
+                // The run stays, so every further failure asks again (the guard may allow it
+                // by then); the refusal is reported once per run, when the run qualifies.
+                if streak.run == streak.required(min_run) {
+                    self.refused(e, &cause);
+                }
+            }
+        }
+    }
+
+    /// The endpoint's own layer (its circuit breaker) refused a request unsent. That layer
+    /// already judged the failures behind its refusal, and the endpoint answered nothing, so the
+    /// refusal is no failure of live traffic: it neither extends nor ends a run, and it is no
+    /// trial verdict.
+    ///
+    /// When the layer says when to come back (`retry_after`), a healthy endpoint is held out of
+    /// rotation until then (at most the maximum ejection time), since every request sent there
+    /// meanwhile would be refused too; a refused trial holds it out again. It returns like an
+    /// ejected endpoint (a trial request or a passing probe once the time is over). The
+    /// max-ejected guard does not apply: the hold is the layer's verdict, not passive
+    /// detection's. Without a hint, a healthy endpoint stays in rotation, and a refused trial
+    /// keeps its endpoint out for the base ejection time (otherwise every next request would
+    /// be a trial spent on a refusal).
+    fn rejected_by_endpoint(
+        &self,
+        e: &Entry<S>,
+        retry_after: Option<Duration>,
+        trial: Option<u64>,
+    ) {
+        let hint = retry_after
+            .filter(|d| !d.is_zero())
+            .map(|d| d.min(self.ejection.max));
+        let hold = match trial {
+            Some(_) => Some(hint.unwrap_or(self.ejection.base)),
+            None => hint,
+        };
+        let eligible = |e: &Entry<S>| match trial {
+            Some(ejection) => e.in_ejection(ejection),
+            None => e.is_healthy(),
+        };
+        if let Some(hold) = hold {
+            if eligible(e) {
+                let mut slow = lock(&e.slow);
+                if eligible(e) {
+                    self.hold_out(e, &mut slow, hold);
+                }
+            }
+        }
+        if trial.is_some() {
+            e.release_trial();
         }
     }
 

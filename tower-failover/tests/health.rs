@@ -14,9 +14,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Mock, get, sleep_ms, who};
+use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use futures_util::StreamExt;
-use http::{Request, Response};
+use http::Response;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tower_failover::{
@@ -27,12 +27,8 @@ use tower_fault::{BoxError, Classify, HttpClassifier, RetryAfterHint};
 
 type F = Failover<Mock>;
 
-async fn send(f: &mut F, req: Request<String>) -> Result<Response<String>, BoxError> {
-    f.ready().await?.call(req).await
-}
-
 fn ep(m: &Mock) -> Endpoint<Mock> {
-    Endpoint::new(m.0.name, m.base(), m.clone())
+    m.endpoint()
 }
 
 fn status(f: &F, name: &str) -> EndpointStatus {
@@ -376,6 +372,7 @@ async fn all_down_fails_fast_with_a_typed_retryable_error() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::from_secs(30), Duration::from_secs(30))
         .build()
         .unwrap();
@@ -424,6 +421,7 @@ async fn waiting_while_all_ejected_costs_nothing_and_wakes_on_recovery() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::from_secs(20), Duration::from_secs(20))
         .when_all_down(AllDown::Wait(Duration::from_secs(60)))
         .seed(9)
@@ -625,11 +623,7 @@ async fn runtime_add_and_remove_with_drain() {
 #[test]
 fn events_and_metrics() {
     let capture = test_support::metrics::Capture::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let (p, s) = (Mock::new("p"), Mock::new("s"));
         let mut f = Failover::builder()
@@ -729,6 +723,20 @@ fn bad_configuration_is_a_build_error() {
                 .tier([e("a")])
                 .ejection_decay(Duration::ZERO),
             "decay period must be non-zero",
+        ),
+        (
+            Failover::builder().tier([e("a")]).max_ejected_fraction(0.0),
+            "max_ejected_fraction must be in (0, 1]",
+        ),
+        (
+            Failover::builder().tier([e("a")]).max_ejected_fraction(1.5),
+            "max_ejected_fraction must be in (0, 1]",
+        ),
+        (
+            Failover::builder()
+                .tier([e("a")])
+                .max_ejected_fraction(f64::NAN),
+            "max_ejected_fraction must be in (0, 1]",
         ),
         (
             Failover::builder()
@@ -894,6 +902,7 @@ async fn duration_max_settings_mean_forever_and_never_panic() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::MAX, Duration::MAX)
         .when_all_down(AllDown::Wait(Duration::MAX))
         .build()
@@ -981,6 +990,7 @@ async fn a_waiting_request_that_tried_every_endpoint_does_not_spin() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .ejection_time(Duration::from_millis(50), Duration::from_millis(50))
         .when_all_down(AllDown::Wait(Duration::from_millis(500)))
         .build()

@@ -4,23 +4,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mock, get, who};
-use http::{Request, Response};
+use common::{Mock, get, send, who};
+use http::Response;
 use tower::{Service, ServiceExt};
 use tower_failover::{AllDown, Balance, Endpoint, EndpointStatus, Failover};
 use tower_fault::{AttemptContext, BoxError, Classify, EndpointError, HttpClassifier, ServedBy};
 
 type F = Failover<Mock>;
 
-async fn send(f: &mut F, req: Request<String>) -> Result<Response<String>, BoxError> {
-    f.ready().await?.call(req).await
-}
-
 fn endpoints(mocks: &[&Mock]) -> Vec<Endpoint<Mock>> {
-    mocks
-        .iter()
-        .map(|m| Endpoint::new(m.0.name, m.base(), (*m).clone()))
-        .collect()
+    mocks.iter().map(|m| m.endpoint()).collect()
 }
 
 #[tokio::test]
@@ -329,6 +322,7 @@ async fn panic_mode_uses_every_endpoint_when_all_are_down() {
         .tier(endpoints(&[&a]))
         .tier(endpoints(&[&b]))
         .eject_after(1)
+        .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
         .when_all_down(AllDown::Panic)
         .build()
         .unwrap();

@@ -14,7 +14,8 @@ use std::{
 };
 
 use http::{Request, Response};
-use tower::Service;
+use tower::{Service, ServiceExt};
+use tower_failover::Endpoint;
 use tower_fault::BoxError;
 
 /// The shared state of one upstream.
@@ -147,6 +148,31 @@ impl Service<Request<String>> for Mock {
             Ok(Response::builder().status(status).body(body).unwrap())
         })
     }
+}
+
+impl Mock {
+    /// This upstream as an endpoint named after it.
+    pub fn endpoint(&self) -> Endpoint<Mock> {
+        Endpoint::new(self.0.name, self.base(), self.clone())
+    }
+}
+
+/// Waits for `svc` (a failover set) to be ready and sends `req`.
+pub async fn send<S>(svc: &mut S, req: Request<String>) -> Result<Response<String>, BoxError>
+where
+    S: Service<Request<String>, Response = Response<String>, Error = BoxError>,
+{
+    svc.ready().await?.call(req).await
+}
+
+/// A current-thread runtime on the paused clock (for tests that need the thread's own metrics
+/// recorder, or run many cases).
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
 }
 
 /// A request to `path`.
