@@ -8,7 +8,7 @@ use common::{Upstream, orders, post, settings};
 use http::HeaderName;
 use tower::{Layer, ServiceExt};
 use tower_redrive::{
-    BodyTooLarge, Clock, EnqueueFailed, EntryState, ManualClock, Outcome, RedriveEvent,
+    BodyTooLarge, Clock, Deferred, EnqueueFailed, EntryState, ManualClock, Outcome, RedriveEvent,
     RedriveLayer, RedriveQueue, RedriveSettings, Redriver, Retention, Schedule, SqliteQueue,
     Timestamp, TokioClock, metrics as m,
 };
@@ -1559,14 +1559,28 @@ async fn open_never_makes_a_queue_and_open_or_create_does() {
     assert!(SqliteQueue::open(&missing).await.is_ok());
 }
 
+/// A queue, an upstream answering 503, and one request a layer with `settings` deferred.
+async fn deferred_in_an_outage(
+    settings: RedriveSettings,
+) -> (Arc<SqliteQueue>, Arc<Upstream>, Deferred) {
+    let upstream = Upstream::new();
+    upstream.fail_with(503);
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let receipt = RedriveLayer::new(queue.clone(), settings)
+        .layer(upstream.client())
+        .oneshot(post("a", "a1"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
+    (queue, upstream, receipt)
+}
+
 /// The schedule is given once, in the settings: the layer times a deferred entry's first
 /// re-delivery with it, the worker every later one and the dead-lettering.
 #[tokio::test]
 async fn one_schedule_in_the_settings_times_the_layer_and_the_worker() {
     let clock = Arc::new(ManualClock::new(START));
-    let upstream = Upstream::new();
-    upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     let minute = Duration::from_secs(60);
     let schedule = Schedule::builder()
         .tier(minute, 3 * minute)
@@ -1578,13 +1592,7 @@ async fn one_schedule_in_the_settings_times_the_layer_and_the_worker() {
         .schedule(schedule)
         .build()
         .unwrap();
-    let receipt = RedriveLayer::new(queue.clone(), settings.clone())
-        .layer(upstream.client())
-        .oneshot(post("a", "a1"))
-        .await
-        .unwrap()
-        .deferred()
-        .unwrap();
+    let (queue, upstream, receipt) = deferred_in_an_outage(settings.clone()).await;
     assert_eq!(receipt.next_attempt_at, START.plus(minute));
 
     let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings)
@@ -1612,21 +1620,12 @@ async fn one_schedule_in_the_settings_times_the_layer_and_the_worker() {
 /// after a failed delivery, with settings seeded `seed`.
 async fn first_two_delays(seed: u64) -> (Duration, Duration) {
     let clock = Arc::new(ManualClock::new(START));
-    let upstream = Upstream::new();
-    upstream.fail_with(503);
-    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     let settings = RedriveSettings::builder()
         .clock(clock.clone())
         .seed(seed)
         .build()
         .unwrap();
-    let receipt = RedriveLayer::new(queue.clone(), settings.clone())
-        .layer(upstream.client())
-        .oneshot(post("a", "a1"))
-        .await
-        .unwrap()
-        .deferred()
-        .unwrap();
+    let (queue, upstream, receipt) = deferred_in_an_outage(settings.clone()).await;
     clock.set(receipt.next_attempt_at);
     let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings)
         .build()
