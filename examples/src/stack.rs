@@ -28,7 +28,7 @@ use tower_breaker::{Breaker, BreakerLayer, CircuitBreaker, Window, error::Breake
 use tower_failover::{Endpoint, Failover, FailoverHandle, HttpProbe, error::NoHealthyEndpoint};
 use tower_fault::{BoxError, reqwest::ReqwestService};
 use tower_redrive::{
-    Outcome, Redrive, RedriveLayer, RedriveQueue, Redriver, Schedule, SqliteQueue,
+    Outcome, Redrive, RedriveLayer, RedriveQueue, RedriveSettings, Redriver, Schedule, SqliteQueue,
 };
 use tower_retry_plus::{
     Backoff, Retry, RetryInfo, RetryLayer, RetryOutcome,
@@ -89,7 +89,7 @@ pub struct ProtectedClient {
     stack: PaymentsStack,
     deferring: Redrive<PaymentsStack>,
     queue: Arc<SqliteQueue>,
-    schedule: Schedule,
+    redrive: RedriveSettings,
     settings: ClientSettings,
     failover: FailoverHandle<EndpointClient>,
     breakers: Vec<Breaker>,
@@ -167,20 +167,25 @@ impl ProtectedClient {
             .layer(BreakerLayer::new(upstream.clone()))
             .service(failover);
         let queue = Arc::new(SqliteQueue::open_in_memory()?);
-        let schedule = Schedule::builder()
-            .tier(settings.redrive_every, settings.redrive_for)
-            .build()?;
-        let deferring = RedriveLayer::builder(Arc::clone(&queue) as Arc<dyn RedriveQueue>)
+        // The redrive layer and its worker share one name, schedule and seed: the layer draws
+        // its jitter from the seed, the worker from the next one.
+        let redrive = RedriveSettings::builder()
             .name(NAME)
-            .schedule(schedule.clone())
+            .schedule(
+                Schedule::builder()
+                    .tier(settings.redrive_every, settings.redrive_for)
+                    .build()?,
+            )
             .seed(settings.seed.wrapping_add(4))
-            .build()?
-            .layer(stack.clone());
+            .build()?;
+        let deferring =
+            RedriveLayer::new(Arc::clone(&queue) as Arc<dyn RedriveQueue>, redrive.clone())
+                .layer(stack.clone());
         Ok(Self {
             stack,
             deferring,
             queue,
-            schedule,
+            redrive,
             settings: settings.clone(),
             failover: handle,
             breakers: vec![upstream],
@@ -257,10 +262,8 @@ impl ProtectedClient {
         let mut worker = Redriver::builder(
             Arc::clone(&self.queue) as Arc<dyn RedriveQueue>,
             self.stack.clone(),
+            self.redrive.clone(),
         )
-        .name(NAME)
-        .schedule(self.schedule.clone())
-        .seed(self.settings.seed.wrapping_add(5))
         .poll_interval(self.settings.redrive_every)
         .build()?;
         let mut report = DrainReport::default();

@@ -1,4 +1,4 @@
-//! Errors: configuration, queue, and the failures the layer adds.
+//! Errors: configuration, queue, the failures the layer adds, and a delivery that panicked.
 //!
 //! Every error the [`Redrive`](crate::Redrive) service adds is boxed into a
 //! [`tower_fault::BoxError`] and can be recovered with `downcast_ref`.
@@ -196,3 +196,33 @@ impl Error for EnqueueFailed {
         Some(&self.source)
     }
 }
+
+/// The delivery service panicked while an entry was being delivered.
+///
+/// The worker records it as the attempt's error (an unrecognised error: transient, possibly
+/// processed), so the entry is re-driven on its schedule and dead-lettered with this message if
+/// it keeps panicking, instead of the panic ending the worker's task.
+#[derive(Debug, Clone)]
+pub struct DeliveryPanicked {
+    message: String,
+}
+
+impl DeliveryPanicked {
+    pub(crate) const fn new(message: String) -> Self {
+        Self { message }
+    }
+
+    /// The panic's message.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for DeliveryPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the delivery service panicked: {}", self.message)
+    }
+}
+
+impl Error for DeliveryPanicked {}

@@ -18,8 +18,9 @@ use tower_service::Service;
 use crate::{
     error::{BodyError, BodyTooLarge, EnqueueFailed},
     future::GatewayFuture,
-    layer::{Redrive, RedriveLayer},
+    layer::RedriveLayer,
     outcome::Outcome,
+    service::Redrive,
 };
 
 /// The header carrying the queue entry id of a `202 Accepted`.
@@ -192,7 +193,7 @@ fn error_response<B>(e: &BoxError) -> Response<ResponseBody<B>> {
             PROBLEM_BAD_BODY,
             "Request body unreadable",
         )
-        .detail(crate::layer::describe_error(&**e))
+        .detail(crate::attempt::describe_error(&**e))
         .into_response();
     }
     if let Some(failed) = e.downcast_ref::<EnqueueFailed>() {
@@ -216,6 +217,6 @@ fn error_response<B>(e: &BoxError) -> Response<ResponseBody<B>> {
         PROBLEM_UPSTREAM,
         "Upstream request failed",
     )
-    .detail(crate::layer::describe_error(&**e))
+    .detail(crate::attempt::describe_error(&**e))
     .into_response()
 }

@@ -34,7 +34,7 @@ enum State {
     Held,
     /// Another worker took it over (or it was requeued/purged): not renewed, not recorded.
     Lost,
-    /// Its outcome is being (or was) recorded: no longer renewed.
+    /// Its outcome is being (or was) recorded: not renewed.
     Finished,
 }
 
@@ -90,7 +90,7 @@ impl HeldLeases {
         })
     }
 
-    /// Whether the entry may no longer be delivered: a renewal found its lease lost, or its
+    /// Whether the entry must not be delivered: a renewal found its lease lost, or its
     /// lease ran out at `now` without a renewal the queue accepted (renewals failing for a
     /// whole lease: another worker may have claimed it since).
     pub(crate) fn is_lost(&self, id: EntryId, now: Timestamp) -> bool {

@@ -1,75 +1,9 @@
-//! A durable queue, timed re-drive and a dead-letter queue for the requests a tower client stack
-//! could not deliver.
-//!
-//! Retries cover seconds; outages last hours. This crate is the *queue* of
-//! retry → queue → failover: what the client stack could not deliver is kept durably and
-//! delivered later, and what can never be delivered is kept for a person to inspect.
-//!
-//! * [`RedriveLayer`] (outermost on a client stack): a request that ends in a transient failure —
-//!   retries exhausted, breaker open, no healthy endpoint, a 503 — is written to a
-//!   [`RedriveQueue`] *before* the caller is answered, and the caller gets
-//!   [`Outcome::Deferred`] (or, in [gateway mode](RedriveLayer::gateway), `202 Accepted`).
-//!   Permanent failures are returned as they are. Nothing is acknowledged that is not persisted.
-//! * [`Redriver`]: a worker that delivers queued requests through the same stack on a
-//!   [`Schedule`] (default: every 10 minutes for an hour, then 5 times a day for 5 days), with
-//!   jitter, a rate cap, FIFO per ordering key and leases; then dead-letters them with their
-//!   history. Its janitor deletes finished entries past their [`Retention`].
-//! * Stores: [`SqliteQueue`] (feature `sqlite`, default — one file, WAL, no server) and
-//!   [`PostgresQueue`] (feature `postgres` — many workers on many machines, `FOR UPDATE SKIP
-//!   LOCKED` claims). Schema migrations ship with the crate and are applied on open; a queue is
-//!   made only when asked to ([`SqliteQueue::open_or_create`], [`PostgresQueue::connect`]), so a
-//!   mistyped path is [`QueueError::NoQueue`], not a new, empty queue.
-//! * The dead-letter API is on the queue ([`RedriveQueue::list`], [`get`](RedriveQueue::get),
-//!   [`requeue`](RedriveQueue::requeue), [`purge`](RedriveQueue::purge)); the
-//!   `redrive-admin` example is a small CLI over it.
-//! * A failing store stops the worker's round: an outcome it could not record is kept and
-//!   recorded before anything else is claimed (the entry is not delivered again meanwhile), and
-//!   [`Redriver::run`] backs off.
-//! * Observability: the [`metrics`] listed there, [`RedriveEvent`]s for dead-lettering, the
-//!   queue depth crossing a threshold and the store failing, and `alerts/redrive.rules.yml`,
-//!   example Prometheus alert rules.
-//!
-//! Delivery is at least once and made effectively once by the `Idempotency-Key` the layer stamps
-//! before the first attempt: a server running an idempotency layer replays instead of executing
-//! twice.
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! use std::{convert::Infallible, sync::{Arc, atomic::{AtomicBool, Ordering}}};
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_redrive::{ManualClock, RedriveLayer, Redriver, SqliteQueue, Timestamp};
-//!
-//! let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
-//! let queue = Arc::new(SqliteQueue::open_in_memory()?);
-//! let up = Arc::new(AtomicBool::new(false));
-//! let upstream = {
-//!     let up = up.clone();
-//!     service_fn(move |_req: http::Request<Full<Bytes>>| {
-//!         let status = if up.load(Ordering::SeqCst) { 200 } else { 503 };
-//!         async move { Ok::<_, Infallible>(http::Response::builder().status(status).body(String::new()).unwrap()) }
-//!     })
-//! };
-//!
-//! let client = ServiceBuilder::new()
-//!     .layer(RedriveLayer::builder(queue.clone()).clock(clock.clone()).build()?)
-//!     .service(upstream.clone());
-//! let req = http::Request::post("http://upstream/orders").body(Full::new(Bytes::from("{}")))?;
-//! let receipt = client.oneshot(req).await?.deferred().expect("upstream is down");
-//!
-//! // Eleven minutes later the upstream is back, and the entry is due (the first tier of the
-//! // default schedule is every 10 minutes, ±10 %).
-//! up.store(true, Ordering::SeqCst);
-//! clock.advance(std::time::Duration::from_secs(11 * 60));
-//! let mut worker = Redriver::builder(queue.clone(), upstream).clock(clock.clone()).build()?;
-//! assert_eq!(worker.run_once().await?.delivered, 1);
-//! # let _ = receipt;
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod attempt;
+mod body;
 pub mod clock;
 mod codec;
 pub mod entry;
@@ -77,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod future;
 mod gateway;
+mod handle;
 mod layer;
 mod lease;
 pub mod metrics;
@@ -85,6 +20,8 @@ mod panic;
 pub mod queue;
 mod record;
 pub mod schedule;
+mod service;
+mod settings;
 mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp, TokioClock};
@@ -92,15 +29,16 @@ pub use entry::{
     AttemptRecord, Claimed, EntryId, EntryRecord, EntryState, LeaseToken, NewEntry, PurgeReport,
     QueueStats, StoredRequest,
 };
-pub use error::{BodyError, BodyTooLarge, ConfigError, EnqueueFailed, QueueError};
+pub use error::{
+    BodyError, BodyTooLarge, ConfigError, DeliveryPanicked, EnqueueFailed, QueueError,
+};
 pub use events::RedriveEvent;
 pub use gateway::{
     PROBLEM_BAD_BODY, PROBLEM_NOT_QUEUED, PROBLEM_TOO_LARGE, PROBLEM_UPSTREAM, REDRIVE_ENTRY_ID,
     RedriveGateway, RedriveGatewayLayer,
 };
-pub use layer::{DEFAULT_MAX_BODY, OrderingKeyFn, Redrive, RedriveLayer, RedriveLayerBuilder};
+pub use layer::{DEFAULT_MAX_BODY_BYTES, OrderingKeyFn, RedriveLayer, RedriveLayerBuilder};
 pub use outcome::{Deferred, Outcome};
-pub use panic::DeliveryPanicked;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use queue::postgres::PostgresQueue;
@@ -109,6 +47,13 @@ pub use queue::postgres::PostgresQueue;
 pub use queue::sqlite::SqliteQueue;
 pub use queue::{Claim, QueueFuture, RedriveQueue};
 pub use schedule::{Schedule, ScheduleBuilder, Tier};
+pub use service::Redrive;
+pub use settings::{RedriveSettings, RedriveSettingsBuilder};
+/// What a user of this crate needs of `tower-fault`: the error type, and the classification
+/// the settings' classifier answers with.
+pub use tower_fault::{
+    BoxError, Class, Classify, Delivery, HttpClassifier, SeededRng, classify_fn,
+};
 pub use worker::{
     DEFAULT_STORE_BACKOFF, Redriver, RedriverBuilder, RedriverHandle, Retention, RunReport,
 };

@@ -2,8 +2,6 @@
 
 use std::{
     any::Any,
-    error::Error,
-    fmt,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -12,38 +10,14 @@ use std::{
 
 use pin_project_lite::pin_project;
 
-/// The delivery service panicked while an entry was being delivered.
-///
-/// The worker records it as the attempt's error (an unrecognised error: transient, possibly
-/// processed), so the entry is re-driven on its schedule and dead-lettered with this message if
-/// it keeps panicking, instead of the panic ending the worker's task.
-#[derive(Debug, Clone)]
-pub struct DeliveryPanicked {
-    message: String,
-}
+pub(crate) use crate::error::DeliveryPanicked;
 
 impl DeliveryPanicked {
     /// From a panic's payload (`&str` and `String` payloads keep their text).
     pub(crate) fn from_payload(payload: &(dyn Any + Send)) -> Self {
-        Self {
-            message: panic_message(payload),
-        }
-    }
-
-    /// The panic's message.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
+        Self::new(panic_message(payload))
     }
 }
-
-impl fmt::Display for DeliveryPanicked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the delivery service panicked: {}", self.message)
-    }
-}
-
-impl Error for DeliveryPanicked {}
 
 /// The text of a panic payload.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -1,7 +1,10 @@
 //! When a queued request is tried again: tiers of fixed intervals, jitter, and a horizon after
 //! which the entry is dead-lettered.
 
-use std::time::Duration;
+use std::{
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use tower_fault::SeededRng;
 
@@ -206,6 +209,43 @@ impl ScheduleBuilder {
             tiers: self.tiers,
             jitter: self.jitter,
         })
+    }
+}
+
+/// A schedule and the random stream its jitter draws from: the layer's or the worker's.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    schedule: Schedule,
+    /// Behind a lock: one draw per deferred request or delivery, each beside a queue write
+    /// that dwarfs the uncontended lock.
+    rng: Mutex<SeededRng>,
+}
+
+impl Scheduler {
+    pub(crate) const fn new(schedule: Schedule, rng: SeededRng) -> Self {
+        Self {
+            schedule,
+            rng: Mutex::new(rng),
+        }
+    }
+
+    /// The jittered delay before the next delivery of an entry `age` old (at least the
+    /// server's `retry_after`), or `None` once the schedule is over.
+    pub(crate) fn next_delay(
+        &self,
+        age: Duration,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        self.schedule.next_delay(age, retry_after, &mut rng)
+    }
+
+    /// 64 random bits from this stream.
+    pub(crate) fn next_u64(&self) -> u64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_u64()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    future::{Future, poll_fn},
+    future::Future,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -14,25 +14,28 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tokio::sync::{broadcast, oneshot};
-use tower_fault::{
-    BoxError, Class, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey, SeededRng,
-};
+use tower_fault::{BoxError, Classify, HttpClassifier};
 use tower_service::Service;
-use tracing::Instrument;
 
 use crate::{
-    ConfigError, QueueError,
-    clock::{Clock, SystemClock, Timestamp},
-    entry::{AttemptRecord, Claimed, EntryId, PurgeReport, QueueStats},
+    QueueError,
+    clock::{Clock, Timestamp},
+    entry::{Claimed, EntryId, PurgeReport, QueueStats},
     events::RedriveEvent,
-    layer::{describe, retry_after_at},
     lease::{self, HeldLeases},
     metrics as m,
-    panic::{self, CatchPanic, DeliveryPanicked},
+    panic::CatchPanic,
     queue::{Claim, RedriveQueue},
     record::{Decision, Record, Unrecorded},
-    schedule::Schedule,
+    schedule::Scheduler,
+    settings::RedriveSettings,
 };
+
+mod builder;
+mod deliver;
+
+pub use builder::{DEFAULT_STORE_BACKOFF, RedriverBuilder};
+use deliver::Delivery;
 
 /// How long finished entries are kept before the janitor deletes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +74,14 @@ pub struct RunReport {
     pub recorded_late: usize,
 }
 
+/// What every clone of a worker shares.
 struct WorkerShared<C> {
     name: Arc<str>,
     worker_id: String,
     queue: Arc<dyn RedriveQueue>,
     classifier: C,
     clock: Arc<dyn Clock>,
-    schedule: Schedule,
-    rng: Mutex<SeededRng>,
+    scheduler: Scheduler,
     lease: Duration,
     batch: usize,
     rate_interval: Option<Duration>,
@@ -97,7 +100,7 @@ struct WorkerShared<C> {
     last_stats: Mutex<QueueStats>,
 }
 
-/// Delivers queued requests through a client stack, on a [`Schedule`].
+/// Delivers queued requests through a client stack, on the settings' [`Schedule`](crate::Schedule).
 ///
 /// Each round it claims due entries (at most one per ordering key, with a lease), sends each
 /// through the service — normally the same stack the [`RedriveLayer`](crate::RedriveLayer) wraps,
@@ -137,7 +140,10 @@ struct WorkerShared<C> {
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 /// use tower::service_fn;
-/// use tower_redrive::{NewEntry, RedriveQueue, Redriver, SqliteQueue, StoredRequest, SystemClock, Clock};
+/// use tower_redrive::{
+///     Clock, NewEntry, RedriveQueue, RedriveSettings, Redriver, SqliteQueue, StoredRequest,
+///     SystemClock,
+/// };
 ///
 /// let queue = Arc::new(SqliteQueue::open_in_memory()?);
 /// let request = StoredRequest::new(http::Method::POST, "http://upstream/orders".parse()?);
@@ -146,8 +152,8 @@ struct WorkerShared<C> {
 /// let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {
 ///     Ok::<_, Infallible>(http::Response::new(String::from("ok")))
 /// });
-/// let mut worker = Redriver::builder(queue.clone(), upstream)
-///     .name("orders")
+/// let settings = RedriveSettings::builder().name("orders").build()?;
+/// let mut worker = Redriver::builder(queue.clone(), upstream, settings)
 ///     .lease(Duration::from_secs(60))
 ///     .build()?;
 /// let report = worker.run_once().await?;
@@ -180,305 +186,24 @@ impl<S, C> fmt::Debug for Redriver<S, C> {
     }
 }
 
-impl<S> Redriver<S> {
-    /// A builder over a queue and the service that delivers.
-    pub fn builder(queue: Arc<dyn RedriveQueue>, service: S) -> RedriverBuilder<S> {
-        RedriverBuilder {
+impl<S, C> Redriver<S, C> {
+    /// A builder over a queue, the service that delivers (normally the stack the
+    /// [`RedriveLayer`](crate::RedriveLayer) wraps) and the settings the worker shares with
+    /// the layer.
+    pub fn builder(
+        queue: Arc<dyn RedriveQueue>,
+        service: S,
+        settings: RedriveSettings<C>,
+    ) -> RedriverBuilder<S, C> {
+        RedriverBuilder::new(queue, service, settings)
+    }
+
+    fn new(service: S, shared: WorkerShared<C>) -> Self {
+        Self {
             service,
-            queue,
-            name: "default".into(),
-            worker_id: None,
-            classifier: HttpClassifier::default(),
-            clock: Arc::new(SystemClock),
-            schedule: Schedule::default(),
-            rng: None,
-            lease: Duration::from_secs(300),
-            batch: 32,
-            max_rate: None,
-            poll_interval: Duration::from_secs(1),
-            janitor_interval: Duration::from_secs(600),
-            retention: Retention::default(),
-            depth_threshold: None,
-            store_backoff: None,
+            shared: Arc::new(shared),
         }
     }
-}
-
-/// The longest pause between rounds while the store fails, unless the poll interval is longer
-/// (see [`RedriverBuilder::store_backoff`]): short enough that a store back from an outage is
-/// used again within a minute, long enough that a broken one is not hammered (nor the log
-/// filled).
-pub const DEFAULT_STORE_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Builds a [`Redriver`].
-pub struct RedriverBuilder<S, C = HttpClassifier> {
-    service: S,
-    queue: Arc<dyn RedriveQueue>,
-    name: Arc<str>,
-    worker_id: Option<String>,
-    classifier: C,
-    clock: Arc<dyn Clock>,
-    schedule: Schedule,
-    rng: Option<SeededRng>,
-    lease: Duration,
-    batch: usize,
-    max_rate: Option<f64>,
-    poll_interval: Duration,
-    janitor_interval: Duration,
-    retention: Retention,
-    depth_threshold: Option<u64>,
-    store_backoff: Option<Duration>,
-}
-
-impl<S, C> fmt::Debug for RedriverBuilder<S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedriverBuilder")
-            .field("name", &self.name)
-            .field("lease", &self.lease)
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, C> RedriverBuilder<S, C> {
-    /// The instance name: the `name` label of the metrics and events.
-    #[must_use]
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// This worker's id, recorded as the lease owner (default: name, process id and a random
-    /// suffix).
-    #[must_use]
-    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
-        self.worker_id = Some(id.into());
-        self
-    }
-
-    /// Classifies delivery outcomes (default [`HttpClassifier`]).
-    #[must_use]
-    pub fn classifier<C2>(self, classifier: C2) -> RedriverBuilder<S, C2> {
-        RedriverBuilder {
-            service: self.service,
-            queue: self.queue,
-            name: self.name,
-            worker_id: self.worker_id,
-            classifier,
-            clock: self.clock,
-            schedule: self.schedule,
-            rng: self.rng,
-            lease: self.lease,
-            batch: self.batch,
-            max_rate: self.max_rate,
-            poll_interval: self.poll_interval,
-            janitor_interval: self.janitor_interval,
-            retention: self.retention,
-            depth_threshold: self.depth_threshold,
-            store_backoff: self.store_backoff,
-        }
-    }
-
-    /// The clock (default [`SystemClock`]).
-    #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The re-delivery schedule (default [`Schedule::default`]).
-    #[must_use]
-    pub fn schedule(mut self, schedule: Schedule) -> Self {
-        self.schedule = schedule;
-        self
-    }
-
-    /// Seeds the jitter (tests).
-    #[must_use]
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.rng = Some(SeededRng::new(seed));
-        self
-    }
-
-    /// How long a claimed entry is reserved for this worker (default 5 minutes).
-    ///
-    /// While a round runs, the worker renews the leases of its batch every third of the lease
-    /// ([`RedriveQueue::renew_lease`]), so a delivery may take longer than the lease. The lease
-    /// bounds how long an entry stays reserved after its worker died (or cannot reach the
-    /// store): another worker takes it over once it runs out.
-    #[must_use]
-    pub const fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Entries claimed per round (default 32).
-    #[must_use]
-    pub const fn batch(mut self, batch: usize) -> Self {
-        self.batch = batch;
-        self
-    }
-
-    /// At most this many deliveries per second, across clones of this worker (default
-    /// unlimited): load levelling for an upstream that just recovered.
-    #[must_use]
-    pub const fn max_rate(mut self, per_second: f64) -> Self {
-        self.max_rate = Some(per_second);
-        self
-    }
-
-    /// The longest pause between rounds when nothing is due (default 1 s); the worker wakes
-    /// earlier when it knows an entry falls due.
-    #[must_use]
-    pub const fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
-    /// How often [`run`](Redriver::run) runs the janitor (default 10 minutes).
-    #[must_use]
-    pub const fn janitor_interval(mut self, interval: Duration) -> Self {
-        self.janitor_interval = interval;
-        self
-    }
-
-    /// How long finished entries are kept.
-    #[must_use]
-    pub const fn retention(mut self, retention: Retention) -> Self {
-        self.retention = retention;
-        self
-    }
-
-    /// Emits [`RedriveEvent::DepthAboveThreshold`] when the queue depth reaches `threshold` (and
-    /// [`RedriveEvent::DepthBelowThreshold`] when it falls back).
-    #[must_use]
-    pub const fn depth_alert(mut self, threshold: u64) -> Self {
-        self.depth_threshold = Some(threshold);
-        self
-    }
-
-    /// The longest pause between rounds while the store fails (default
-    /// [`DEFAULT_STORE_BACKOFF`], 1 minute, or the poll interval if that is longer).
-    ///
-    /// A round stops at the first store error (see [`Redriver::run_once`]); [`run`](Redriver::run)
-    /// then waits the poll interval, doubled after every further failed round in a row, up to
-    /// this. The first round that succeeds ends the back-off.
-    #[must_use]
-    pub const fn store_backoff(mut self, max: Duration) -> Self {
-        self.store_backoff = Some(max);
-        self
-    }
-
-    /// Validates the configuration.
-    ///
-    /// # Errors
-    /// An empty name, a zero lease, batch, poll or janitor interval or retention, a rate that
-    /// is not a positive number, or a store backoff shorter than the poll interval.
-    pub fn build(self) -> Result<Redriver<S, C>, ConfigError> {
-        if self.name.is_empty() {
-            return Err(crate::error::config_error(
-                "the worker name must not be empty",
-            ));
-        }
-        for (what, d) in [
-            ("lease", self.lease),
-            ("poll_interval", self.poll_interval),
-            ("janitor_interval", self.janitor_interval),
-            ("delivered retention", self.retention.delivered),
-            ("dead-letter retention", self.retention.dead),
-        ] {
-            if d.is_zero() {
-                return Err(crate::error::config_error(format!(
-                    "{what} must be greater than zero"
-                )));
-            }
-        }
-        // Queue times are whole milliseconds: a shorter lease would end as it is taken (another
-        // worker could claim the entry at once, and renewals would never extend it).
-        if self.lease < Duration::from_millis(1) {
-            return Err(crate::error::config_error(format!(
-                "lease must be at least 1 ms (the queue's resolution), got {:?}",
-                self.lease
-            )));
-        }
-        if self.batch == 0 {
-            return Err(crate::error::config_error("batch must be at least 1"));
-        }
-        let store_backoff = match self.store_backoff {
-            Some(max) if max < self.poll_interval => {
-                return Err(crate::error::config_error(format!(
-                    "store_backoff ({max:?}) is shorter than poll_interval ({:?}): a failing store would be tried more often than a working one",
-                    self.poll_interval
-                )));
-            }
-            Some(max) => max,
-            None => DEFAULT_STORE_BACKOFF.max(self.poll_interval),
-        };
-        let rate_interval = match self.max_rate {
-            None => None,
-            // `try_from`: a tiny rate (1e-30/s) is a valid float whose interval overflows.
-            Some(r) if r.is_finite() && r > 0.0 => match Duration::try_from_secs_f64(1.0 / r) {
-                Ok(interval) => Some(interval),
-                Err(_) => {
-                    return Err(crate::error::config_error(format!(
-                        "max_rate {r} per second is too small: the interval between deliveries overflows"
-                    )));
-                }
-            },
-            Some(r) => {
-                return Err(crate::error::config_error(format!(
-                    "max_rate must be a positive number of deliveries per second, got {r}"
-                )));
-            }
-        };
-        let mut rng = self.rng.unwrap_or_else(SeededRng::from_entropy);
-        let worker_id = self.worker_id.unwrap_or_else(|| {
-            format!(
-                "{}-{}-{:08x}",
-                self.name,
-                std::process::id(),
-                rng.next_u64() as u32
-            )
-        });
-        Ok(Redriver {
-            service: self.service,
-            shared: Arc::new(WorkerShared {
-                name: self.name,
-                worker_id,
-                queue: self.queue,
-                classifier: self.classifier,
-                clock: self.clock,
-                schedule: self.schedule,
-                rng: Mutex::new(rng),
-                lease: self.lease,
-                batch: self.batch,
-                rate_interval,
-                poll_interval: self.poll_interval,
-                janitor_interval: self.janitor_interval,
-                retention: self.retention,
-                depth_threshold: self.depth_threshold,
-                store_backoff,
-                events: broadcast::channel(256).0,
-                above_threshold: AtomicBool::new(false),
-                failed_rounds: AtomicU32::new(0),
-                unrecorded: Unrecorded::default(),
-                next_slot: Mutex::new(None),
-                next_janitor: Mutex::new(None),
-                last_stats: Mutex::new(QueueStats::default()),
-            }),
-        })
-    }
-}
-
-/// What became of one claimed entry's delivery.
-enum Delivery {
-    /// Its lease was found lost before it was sent: another worker delivers it.
-    NotSent,
-    /// Another worker took it over while it was in flight: the outcome is not this worker's
-    /// to record (the store would refuse it anyway).
-    TakenOver,
-    /// Delivered (or found unreadable): the outcome to record.
-    Decided(Decision),
 }
 
 /// A store operation that stopped a round.
@@ -500,6 +225,43 @@ impl<C> WorkerShared<C> {
         self.poll_interval
             .saturating_mul(1 << doublings)
             .min(self.store_backoff)
+    }
+
+    /// Records a delivery's outcome with the entry's lease and counts it in `report`.
+    ///
+    /// # Errors
+    /// The store's error, other than a lost lease: the outcome is kept, to be recorded before
+    /// anything else is claimed.
+    async fn record_outcome(
+        &self,
+        decision: Decision,
+        report: &mut RunReport,
+    ) -> Result<(), QueueError> {
+        let id = decision.id;
+        match decision.record(&*self.queue, self.clock.now()).await {
+            Ok(()) => {
+                count(self, id, Ok(&decision));
+                self.recorded(&decision);
+                match decision.record {
+                    Record::Complete(_) => report.delivered += 1,
+                    Record::Reschedule { .. } => report.rescheduled += 1,
+                    Record::DeadLetter { .. } => report.dead_lettered += 1,
+                }
+            }
+            Err(lost @ QueueError::LeaseLost { .. }) => {
+                count(self, id, Err(&lost));
+                tracing::warn!(name = %self.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+                report.unrecorded += 1;
+            }
+            Err(error) => {
+                // The store is failing: stop delivering, keep the outcome to record it before
+                // anything else is claimed.
+                count(self, id, Err(&error));
+                self.unrecorded.keep(decision);
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// Tells of an outcome the store recorded (a dead letter is logged and sent as an event).
@@ -617,199 +379,58 @@ where
             claimed.iter().map(|c| (c.id, c.lease)),
             claimed_at.plus(shared.lease),
         );
-        let mut stopped = None;
-        let deliveries = async {
-            for entry in claimed {
-                let id = entry.id;
-                let delivery = if leases.is_lost(id, shared.clock.now()) {
-                    Delivery::NotSent
-                } else {
-                    self.deliver(entry, &leases).await
-                };
-                let decision = match delivery {
-                    Delivery::Decided(decision) => decision,
-                    Delivery::NotSent => {
-                        // Taken over while it waited its turn in the batch (or its pacing),
-                        // or its lease ran out with no renewal accepted (another worker may
-                        // have claimed it): that worker delivers it.
-                        leases.finish(id);
-                        tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
-                        report.unrecorded += 1;
-                        continue;
-                    }
-                    Delivery::TakenOver => {
-                        count(&shared, id, Err(&QueueError::LeaseLost { id }));
-                        tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
-                        report.unrecorded += 1;
-                        continue;
-                    }
-                };
-                match decision.record(&*shared.queue, shared.clock.now()).await {
-                    Ok(()) => {
-                        count(&shared, id, Ok(&decision));
-                        shared.recorded(&decision);
-                        match decision.record {
-                            Record::Complete(_) => report.delivered += 1,
-                            Record::Reschedule { .. } => report.rescheduled += 1,
-                            Record::DeadLetter { .. } => report.dead_lettered += 1,
-                        }
-                    }
-                    Err(lost @ QueueError::LeaseLost { .. }) => {
-                        count(&shared, id, Err(&lost));
-                        tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
-                        report.unrecorded += 1;
-                    }
-                    Err(error) => {
-                        // The store is failing: stop delivering, keep the outcome to record
-                        // it before anything else is claimed.
-                        count(&shared, id, Err(&error));
-                        shared.unrecorded.keep(decision);
-                        stopped = Some(error);
-                        return;
-                    }
-                }
-            }
-        };
         // The leases of the whole batch are renewed while its entries are delivered; the
         // renewal loop stops when the deliveries end.
-        tokio::select! {
+        let delivered = tokio::select! {
             biased;
-            () = deliveries => {}
+            delivered = self.deliver_batch(claimed, &leases, &mut report) => delivered,
             never = lease::keep_alive(&shared.name, &*shared.queue, &*shared.clock, shared.lease, &leases) => match never {},
-        }
-        if let Some(error) = stopped {
-            return Err(StoreFailure {
-                operation: "record",
-                error,
-            });
-        }
+        };
+        delivered.map_err(failed("record"))?;
         refresh_gauges(&shared)
             .await
             .map_err(failed("read_stats"))?;
         Ok(report)
     }
 
-    /// Delivers one entry and decides its outcome (recorded by the caller).
-    async fn deliver(&mut self, entry: Claimed, leases: &HeldLeases) -> Delivery {
+    /// Delivers a claimed batch, one entry after the other, and records each outcome in the
+    /// queue and in `report`.
+    ///
+    /// # Errors
+    /// The store's error when it failed to record an outcome: the batch stops there, and the
+    /// outcome is kept, to be recorded before anything else is claimed.
+    async fn deliver_batch(
+        &mut self,
+        claimed: Vec<Claimed>,
+        leases: &HeldLeases,
+        report: &mut RunReport,
+    ) -> Result<(), QueueError> {
         let shared = Arc::clone(&self.shared);
-        let attempt = entry.attempts + 1;
-        let decided = |result, record| {
-            Delivery::Decided(Decision {
-                id: entry.id,
-                lease: entry.lease,
-                result,
-                record,
-            })
-        };
-        let request = match entry.request {
-            Ok(request) => request,
-            Err(reason) => {
-                if !leases.finish(entry.id) {
-                    return Delivery::TakenOver;
-                }
-                let now = shared.clock.now();
-                let record = AttemptRecord::new(attempt, now, "corrupt", reason.clone());
-                let reason = format!("corrupt entry: {reason}");
-                return decided(
-                    "corrupt",
-                    Record::DeadLetter {
-                        attempt: record,
-                        reason,
-                    },
-                );
-            }
-        };
-        let mut req = request.to_request();
-        if !req.headers().contains_key(IDEMPOTENCY_KEY) {
-            if let Ok(key) = IdempotencyKey::parse_str(&entry.idempotency_key) {
-                req.headers_mut()
-                    .insert(IDEMPOTENCY_KEY, key.to_header_value());
-            }
-        }
-        pace(&shared).await;
-        // Pacing may have waited long: the lease must still be ours to deliver on it.
-        if leases.is_lost(entry.id, shared.clock.now()) {
-            return Delivery::NotSent;
-        }
-        let span =
-            tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
-        // A panic in the service (its readiness, its call or its future) is this attempt's
-        // error: the entry is rescheduled, and the worker goes on with the next one.
-        let service = &mut self.service;
-        let ready: Result<(), BoxError> =
-            match CatchPanic::new(poll_fn(|cx| service.poll_ready(cx))).await {
-                Ok(ready) => ready.map_err(Into::into),
-                Err(panicked) => Err(panicked.into()),
+        for entry in claimed {
+            let id = entry.id;
+            let delivery = if leases.is_lost(id, shared.clock.now()) {
+                Delivery::NotSent
+            } else {
+                self.deliver(entry, leases).await
             };
-        let result: Result<Response<ResB>, BoxError> = match ready {
-            Ok(()) => match panic::catch(|| service.call(req)) {
-                Ok(future) => match CatchPanic::new(future).instrument(span).await {
-                    Ok(result) => result.map_err(Into::into),
-                    Err(panicked) => Err(panicked.into()),
-                },
-                Err(panicked) => Err(panicked.into()),
-            },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            if let Some(panicked) = e.downcast_ref::<DeliveryPanicked>() {
-                tracing::error!(name = %shared.name, id = %entry.id, attempt, error = %panicked, "delivery service panicked; the entry is rescheduled");
-            }
-        }
-        let now = shared.clock.now();
-        let class = shared.classifier.classify(result.as_ref());
-        let outcome = describe(&result);
-        let retry_after = match class {
-            Class::Transient { retry_after, .. } => retry_after_at(retry_after, &result, now),
-            _ => None,
-        };
-        drop(result);
-        if !leases.finish(entry.id) {
-            return Delivery::TakenOver;
-        }
-        let record = AttemptRecord::new(attempt, now, class.as_str(), outcome.clone());
-        match class {
-            Class::Success => {
-                tracing::debug!(name = %shared.name, id = %entry.id, attempt, "delivered");
-                decided("delivered", Record::Complete(record))
-            }
-            Class::Permanent => decided(
-                "permanent",
-                Record::DeadLetter {
-                    attempt: record,
-                    reason: format!("permanent failure: {outcome}"),
-                },
-            ),
-            Class::Transient { .. } => {
-                let age = now.since(entry.enqueued_at);
-                let delay = {
-                    let mut rng = lock(&shared.rng);
-                    shared.schedule.next_delay(age, retry_after, &mut rng)
-                };
-                if let Some(delay) = delay {
-                    tracing::debug!(name = %shared.name, id = %entry.id, attempt, %outcome, delay_secs = delay.as_secs(), "delivery failed; rescheduled");
-                    decided(
-                        "transient",
-                        Record::Reschedule {
-                            attempt: record,
-                            next: now.plus(delay),
-                        },
-                    )
-                } else {
-                    let reason = format!(
-                        "schedule exhausted after {attempt} attempts over {}; last error: {outcome}",
-                        humanize(age)
-                    );
-                    decided(
-                        "exhausted",
-                        Record::DeadLetter {
-                            attempt: record,
-                            reason,
-                        },
-                    )
+            match delivery {
+                Delivery::Decided(decision) => shared.record_outcome(decision, report).await?,
+                Delivery::NotSent => {
+                    // Taken over while it waited its turn in the batch (or its pacing), or its
+                    // lease ran out with no renewal accepted (another worker may have claimed
+                    // it): that worker delivers it.
+                    leases.finish(id);
+                    tracing::warn!(name = %shared.name, %id, "lease lost before delivery; another worker owns the entry");
+                    report.unrecorded += 1;
+                }
+                Delivery::TakenOver => {
+                    count(&shared, id, Err(&QueueError::LeaseLost { id }));
+                    tracing::warn!(name = %shared.name, %id, "lease lost before the outcome was recorded; another worker owns the entry");
+                    report.unrecorded += 1;
                 }
             }
         }
+        Ok(())
     }
 
     /// Reads the queue's counts, updates the gauges, and emits depth-threshold events.
@@ -926,17 +547,6 @@ impl RedriverHandle {
     }
 }
 
-fn humanize(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 86_400 {
-        format!("{:.1} days", secs as f64 / 86_400.0)
-    } else if secs >= 3600 {
-        format!("{:.1} hours", secs as f64 / 3600.0)
-    } else {
-        format!("{secs} s")
-    }
-}
-
 async fn refresh_gauges<C>(shared: &WorkerShared<C>) -> Result<QueueStats, QueueError> {
     let stats = shared.queue.stats().await?;
     let now = shared.clock.now();
@@ -1031,19 +641,4 @@ async fn record_unrecorded<C>(shared: &WorkerShared<C>) -> Result<usize, StoreFa
         }
     }
     Ok(recorded)
-}
-
-async fn pace<C>(shared: &WorkerShared<C>) {
-    let Some(interval) = shared.rate_interval else {
-        return;
-    };
-    let slot = {
-        let mut next = lock(&shared.next_slot);
-        let now = tokio::time::Instant::now();
-        let slot = next.map_or(now, |n| n.max(now));
-        // Saturating: a tiny `max_rate` is an interval no instant can be added to.
-        *next = Some(tower_fault::time::saturating_after(slot, interval));
-        slot
-    };
-    tokio::time::sleep_until(slot).await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Upstream, database, post};
+use common::{Upstream, database, orders, post, settings};
 use tower::{Layer, ServiceExt};
 use tower_redrive::{
     Claim, Clock, EntryState, ManualClock, NewEntry, PostgresQueue, QueueError, RedriveEvent,
@@ -45,8 +45,7 @@ async fn two_workers_never_deliver_an_entry_twice_and_keep_key_order() {
         queue_a.enqueue(entry(i, tenant)).await.unwrap();
     }
     let worker = |queue: Arc<PostgresQueue>, id: &str| {
-        Redriver::builder(queue, upstream.client())
-            .clock(clock.clone())
+        Redriver::builder(queue, upstream.client(), settings(clock.clone()))
             .worker_id(id)
             .batch(4)
             .build()
@@ -118,8 +117,7 @@ async fn a_killed_workers_lease_expires_and_another_worker_delivers() {
         "one per ordering key"
     );
 
-    let mut survivor = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut survivor = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .lease(Duration::from_secs(30))
         .build()
         .unwrap();
@@ -162,8 +160,7 @@ async fn layer_dead_letter_requeue_and_janitor_on_postgres() {
     // Migrations are idempotent: connecting again applies nothing and fails nothing.
     PostgresQueue::connect(&url).await.unwrap();
 
-    let receipt = RedriveLayer::builder(queue.clone())
-        .clock(clock.clone())
+    let receipt = RedriveLayer::builder(queue.clone(), settings(clock.clone()))
         .build()
         .unwrap()
         .layer(upstream.client())
@@ -174,8 +171,7 @@ async fn layer_dead_letter_requeue_and_janitor_on_postgres() {
         .unwrap();
     upstream.fail_with(400);
     clock.advance(Duration::from_secs(3600));
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
@@ -238,8 +234,7 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
         drop(client);
         conn.await.unwrap().unwrap();
     }
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     let report = worker.run_once().await.unwrap();
@@ -310,15 +305,13 @@ async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_on_postg
             },
         )
     };
-    let mut worker = Redriver::builder(queue.clone(), slow)
+    let mut worker = Redriver::builder(queue.clone(), slow, settings(clock.clone()))
         .worker_id("slow")
-        .clock(clock.clone())
         .lease(lease)
         .build()
         .unwrap();
-    let mut rival = Redriver::builder(rival_queue, upstream.client())
+    let mut rival = Redriver::builder(rival_queue, upstream.client(), settings(clock.clone()))
         .worker_id("rival")
-        .clock(clock.clone())
         .lease(lease)
         .build()
         .unwrap();
@@ -500,9 +493,7 @@ async fn postgres_down_mid_round_stops_the_round_and_the_kept_outcome_is_recorde
             },
         )
     };
-    let worker = Redriver::builder(queue.clone(), service)
-        .name("orders")
-        .clock(clock.clone())
+    let worker = Redriver::builder(queue.clone(), service, orders(clock.clone()))
         .lease(lease)
         .poll_interval(Duration::from_millis(50))
         .store_backoff(Duration::from_millis(200))

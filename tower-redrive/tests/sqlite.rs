@@ -4,13 +4,13 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Upstream, post};
+use common::{Upstream, orders, post, settings};
 use http::HeaderName;
 use tower::{Layer, ServiceExt};
 use tower_redrive::{
-    BodyTooLarge, Clock, EnqueueFailed, EntryState, ManualClock, Outcome, RedriveEvent,
-    RedriveLayer, RedriveQueue, Redriver, Retention, Schedule, SqliteQueue, Timestamp, TokioClock,
-    metrics as m,
+    BodyTooLarge, Clock, Deferred, EnqueueFailed, EntryState, ManualClock, Outcome, RedriveEvent,
+    RedriveLayer, RedriveQueue, RedriveSettings, Redriver, Retention, Schedule, SqliteQueue,
+    Timestamp, TokioClock, metrics as m,
 };
 
 const START: Timestamp = Timestamp::from_millis(1_750_000_000_000);
@@ -18,13 +18,18 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn layer(queue: Arc<SqliteQueue>, clock: Arc<dyn Clock>) -> RedriveLayer {
-    RedriveLayer::builder(queue)
-        .name("orders")
-        .clock(clock)
-        .seed(7)
-        .ordering_key_header(HeaderName::from_static("x-tenant"))
-        .build()
-        .unwrap()
+    RedriveLayer::builder(
+        queue,
+        RedriveSettings::builder()
+            .name("orders")
+            .clock(clock)
+            .seed(7)
+            .build()
+            .unwrap(),
+    )
+    .ordering_key_header(HeaderName::from_static("x-tenant"))
+    .build()
+    .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -38,14 +43,20 @@ async fn three_hour_outage_defers_then_delivers_once_in_key_order_across_a_resta
     let queue = Arc::new(SqliteQueue::open_or_create(&path).await.unwrap());
     let client = layer(queue.clone(), clock.clone()).layer(upstream.client());
     let start_worker = |queue: Arc<SqliteQueue>| {
-        Redriver::builder(queue, upstream.client())
-            .name("orders")
-            .clock(clock.clone())
-            .seed(1)
-            .poll_interval(Duration::from_secs(60))
-            .build()
-            .unwrap()
-            .spawn()
+        Redriver::builder(
+            queue,
+            upstream.client(),
+            RedriveSettings::builder()
+                .name("orders")
+                .clock(clock.clone())
+                .seed(1)
+                .build()
+                .unwrap(),
+        )
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .spawn()
     };
     let worker = start_worker(queue.clone());
 
@@ -152,13 +163,19 @@ async fn schedule_dead_letters_after_five_days_with_reason_and_history() {
         .deferred()
         .unwrap();
 
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .name("orders")
-        .clock(clock.clone())
-        .seed(3)
-        .depth_alert(1)
-        .build()
-        .unwrap();
+    let mut worker = Redriver::builder(
+        queue.clone(),
+        upstream.client(),
+        RedriveSettings::builder()
+            .name("orders")
+            .clock(clock.clone())
+            .seed(3)
+            .build()
+            .unwrap(),
+    )
+    .depth_alert(1)
+    .build()
+    .unwrap();
     let mut events = worker.subscribe();
     let mut rounds = 0;
     while let Some(due) = queue.stats().await.unwrap().next_due {
@@ -250,9 +267,7 @@ async fn oldest_age_gauge_tracks_the_oldest_pending_entry() {
         .await
         .unwrap();
     clock.advance(Duration::from_secs(300));
-    let worker = Redriver::builder(queue.clone(), upstream.client())
-        .name("orders")
-        .clock(clock.clone())
+    let worker = Redriver::builder(queue.clone(), upstream.client(), orders(clock.clone()))
         .build()
         .unwrap();
     worker.refresh_gauges().await.unwrap();
@@ -270,8 +285,7 @@ async fn permanent_failure_is_returned_and_not_redriven() {
     let upstream = Upstream::new();
     upstream.fail_with(404);
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    let client = RedriveLayer::builder(queue.clone())
-        .clock(clock.clone())
+    let client = RedriveLayer::builder(queue.clone(), settings(clock.clone()))
         .record_permanent(true)
         .build()
         .unwrap()
@@ -292,8 +306,7 @@ async fn permanent_failure_is_returned_and_not_redriven() {
     );
 
     clock.advance(DAY);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     assert_eq!(worker.run_once().await.unwrap().claimed, 0);
@@ -315,8 +328,7 @@ async fn a_permanent_failure_during_redrive_is_dead_lettered_and_requeue_deliver
         .unwrap();
     upstream.fail_with(422);
     clock.advance(HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
@@ -363,8 +375,7 @@ async fn janitor_deletes_finished_entries_past_retention() {
         .unwrap();
     clock.advance(HOUR);
     upstream.recover();
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .retention(Retention {
             delivered: 48 * HOUR,
             dead: 30 * DAY,
@@ -416,7 +427,7 @@ async fn janitor_deletes_finished_entries_past_retention() {
 async fn oversized_body_is_rejected_never_truncated_or_sent() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    let client = RedriveLayer::builder(queue.clone())
+    let client = RedriveLayer::builder(queue.clone(), RedriveSettings::default())
         .max_body_bytes(16)
         .build()
         .unwrap()
@@ -467,8 +478,7 @@ async fn corrupt_entry_is_dead_lettered_with_the_reason() {
     }
     upstream.recover();
     clock.advance(HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
@@ -498,7 +508,9 @@ async fn nothing_is_acknowledged_when_the_queue_cannot_persist() {
         .unwrap()
         .execute_batch("DROP TABLE redrive_entries")
         .unwrap();
-    let layer = RedriveLayer::builder(queue).build().unwrap();
+    let layer = RedriveLayer::builder(queue, RedriveSettings::default())
+        .build()
+        .unwrap();
     let req = post("a", "x");
     assert!(!req.headers().contains_key("idempotency-key"));
     let err = layer
@@ -529,7 +541,7 @@ async fn gateway_mode_answers_202_with_the_entry_id_and_problems_for_errors() {
     let upstream = Upstream::new();
     upstream.fail_with(503);
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    let gateway = RedriveLayer::builder(queue.clone())
+    let gateway = RedriveLayer::builder(queue.clone(), RedriveSettings::default())
         .max_body_bytes(64)
         .build()
         .unwrap()
@@ -582,8 +594,7 @@ async fn rate_cap_spaces_deliveries() {
     for i in 0..5 {
         common::enqueue_post(&*queue, &format!("/{i}"), START).await;
     }
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock)
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock))
         .max_rate(2.0)
         .build()
         .unwrap();
@@ -607,8 +618,7 @@ async fn a_tiny_max_rate_paces_without_a_panic() {
     for i in 0..2 {
         common::enqueue_post(&*queue, &format!("/{i}"), START).await;
     }
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock)
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock))
         .max_rate(1e-19)
         .batch(1)
         .build()
@@ -630,52 +640,72 @@ fn builders_reject_nonsense() {
     let err =
         |b: tower_redrive::RedriverBuilder<common::Client>| b.build().unwrap_err().to_string();
     assert!(
-        err(Redriver::builder(queue.clone(), upstream.client()).lease(Duration::ZERO))
-            .contains("lease")
-    );
-    assert!(err(Redriver::builder(queue.clone(), upstream.client()).batch(0)).contains("batch"));
-    assert!(
-        err(Redriver::builder(queue.clone(), upstream.client()).max_rate(-1.0))
-            .contains("max_rate")
+        err(
+            Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
+                .lease(Duration::ZERO)
+        )
+        .contains("lease")
     );
     assert!(
-        err(Redriver::builder(queue.clone(), upstream.client()).max_rate(1e-300))
-            .contains("too small"),
+        err(
+            Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
+                .batch(0)
+        )
+        .contains("batch")
+    );
+    assert!(
+        err(
+            Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
+                .max_rate(-1.0)
+        )
+        .contains("max_rate")
+    );
+    assert!(
+        err(
+            Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
+                .max_rate(1e-300)
+        )
+        .contains("too small"),
         "a rate whose interval overflows a Duration is an error, not a panic"
     );
     assert!(
-        RedriveLayer::builder(queue.clone())
+        RedriveLayer::builder(queue.clone(), RedriveSettings::default())
             .max_body_bytes(0)
             .build()
             .is_err()
     );
     assert!(
-        err(Redriver::builder(queue.clone(), upstream.client()).lease(Duration::from_micros(999)))
-            .contains("1 ms"),
+        err(
+            Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
+                .lease(Duration::from_micros(999))
+        )
+        .contains("1 ms"),
         "queue times are whole milliseconds: a shorter lease would end as it is taken"
     );
     assert!(
-        err(Redriver::builder(queue.clone(), upstream.client())
-            .poll_interval(Duration::from_secs(5))
-            .store_backoff(Duration::from_secs(1)))
+        err(
+            Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
+                .poll_interval(Duration::from_secs(5))
+                .store_backoff(Duration::from_secs(1))
+        )
         .contains("store_backoff"),
         "a failing store retried more often than a working one is polled"
     );
     assert!(
-        Redriver::builder(queue.clone(), upstream.client())
+        Redriver::builder(queue.clone(), upstream.client(), RedriveSettings::default())
             .store_backoff(Duration::from_secs(1))
             .build()
             .is_ok(),
         "as long as the poll interval (1 s by default)"
     );
     assert!(
-        Redriver::builder(queue.clone(), upstream.client())
+        Redriver::builder(queue, upstream.client(), RedriveSettings::default())
             .poll_interval(Duration::from_secs(300))
             .build()
             .is_ok(),
         "the default backoff follows a poll interval longer than a minute"
     );
-    assert!(RedriveLayer::builder(queue).name("").build().is_err());
+    assert!(RedriveSettings::builder().name("").build().is_err());
     assert!(Schedule::builder().build().is_err());
     let sub_ms = Schedule::builder()
         .tier(Duration::from_micros(500), Duration::from_secs(60))
@@ -691,8 +721,7 @@ async fn a_dropped_worker_handle_detaches_the_worker() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     drop(
-        Redriver::builder(queue.clone(), upstream.client())
-            .clock(clock.clone())
+        Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
             .poll_interval(Duration::from_millis(10))
             .build()
             .unwrap()
@@ -742,9 +771,7 @@ async fn an_outcome_recorded_after_the_lease_expired_is_counted_as_lease_lost() 
             }
         })
     };
-    let mut worker = Redriver::builder(queue.clone(), slow)
-        .name("orders")
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), slow, orders(clock.clone()))
         .lease(Duration::from_secs(60))
         .build()
         .unwrap();
@@ -793,7 +820,7 @@ async fn gateway_answers_a_readiness_error_without_calling_the_unready_service()
     }
 
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
-    let gateway = RedriveLayer::builder(queue.clone())
+    let gateway = RedriveLayer::builder(queue.clone(), RedriveSettings::default())
         .build()
         .unwrap()
         .gateway()
@@ -867,8 +894,7 @@ async fn a_column_of_the_wrong_type_dead_letters_its_entry_and_stops_nothing_els
 
     upstream.recover();
     clock.advance(HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     let report = worker.run_once().await.unwrap();
@@ -932,8 +958,7 @@ async fn corrupt_attempt_history_is_repaired_and_an_unreadable_entry_is_dead_let
         );
     }
     clock.advance(HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
         .build()
         .unwrap();
     // Still down: the readable entries are rescheduled (recording repairs their history), the
@@ -1032,17 +1057,13 @@ async fn a_delivery_three_times_longer_than_the_lease_is_not_taken_over_and_comp
             },
         )
     };
-    let mut worker = Redriver::builder(queue.clone(), slow)
-        .name("orders")
+    let mut worker = Redriver::builder(queue.clone(), slow, orders(clock.clone()))
         .worker_id("slow")
-        .clock(clock.clone())
         .lease(lease)
         .build()
         .unwrap();
-    let mut rival = Redriver::builder(queue.clone(), upstream.client())
-        .name("orders")
+    let mut rival = Redriver::builder(queue.clone(), upstream.client(), orders(clock.clone()))
         .worker_id("rival")
-        .clock(clock.clone())
         .lease(lease)
         .build()
         .unwrap();
@@ -1129,9 +1150,7 @@ async fn entries_taken_over_mid_round_are_neither_recorded_nor_delivered() {
             },
         )
     };
-    let mut worker = Redriver::builder(queue.clone(), slow)
-        .name("orders")
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), slow, orders(clock.clone()))
         .lease(lease)
         .batch(2)
         .build()
@@ -1199,8 +1218,7 @@ async fn a_panicking_delivery_is_rescheduled_and_the_worker_goes_on() {
             },
         )
     };
-    let mut worker = Redriver::builder(queue.clone(), service)
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), service, settings(clock.clone()))
         .poll_interval(Duration::from_millis(10))
         .build()
         .unwrap();
@@ -1275,14 +1293,20 @@ async fn a_panic_that_escapes_a_round_does_not_stop_a_spawned_worker() {
     let upstream = Upstream::new();
     let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
     let id = common::enqueue_post(&*queue, "/a", START).await;
-    let handle = Redriver::builder(queue.clone(), upstream.client())
-        .clock(clock.clone())
-        .classifier(PanicsOnce(Arc::new(AtomicBool::new(true))))
-        .lease(Duration::from_secs(60))
-        .poll_interval(Duration::from_millis(10))
-        .build()
-        .unwrap()
-        .spawn();
+    let handle = Redriver::builder(
+        queue.clone(),
+        upstream.client(),
+        RedriveSettings::builder()
+            .clock(clock.clone())
+            .classifier(PanicsOnce(Arc::new(AtomicBool::new(true))))
+            .build()
+            .unwrap(),
+    )
+    .lease(Duration::from_secs(60))
+    .poll_interval(Duration::from_millis(10))
+    .build()
+    .unwrap()
+    .spawn();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while upstream.hits.load(Ordering::SeqCst) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "never delivered");
@@ -1342,8 +1366,7 @@ async fn a_retry_after_date_is_read_against_the_injected_clock() {
     assert_eq!(record.available_at, START.plus(10 * HOUR));
 
     clock.advance(10 * HOUR);
-    let mut worker = Redriver::builder(queue.clone(), upstream)
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), upstream, settings(clock.clone()))
         .build()
         .unwrap();
     assert_eq!(worker.run_once().await.unwrap().rescheduled, 1);
@@ -1376,8 +1399,7 @@ async fn an_entry_whose_lease_ran_out_unrenewed_is_not_delivered() {
             },
         )
     };
-    let mut worker = Redriver::builder(queue.clone(), service)
-        .clock(clock.clone())
+    let mut worker = Redriver::builder(queue.clone(), service, settings(clock.clone()))
         .lease(Duration::from_millis(300))
         .build()
         .unwrap();
@@ -1443,9 +1465,7 @@ async fn a_damaged_file_stops_the_round_and_nothing_is_delivered_again() {
     let queue = Arc::new(SqliteQueue::open(&path).await.unwrap());
     let upstream = Upstream::new();
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(START));
-    let worker = Redriver::builder(queue.clone(), upstream.client())
-        .name("orders")
-        .clock(clock)
+    let worker = Redriver::builder(queue.clone(), upstream.client(), orders(clock))
         .lease(Duration::from_secs(3))
         .store_backoff(Duration::from_secs(4))
         .build()
@@ -1537,4 +1557,147 @@ async fn open_never_makes_a_queue_and_open_or_create_does() {
     let missing = dir.path().join("other.db");
     SqliteQueue::open_or_create_blocking(&missing).unwrap();
     assert!(SqliteQueue::open(&missing).await.is_ok());
+}
+
+/// A queue, an upstream answering 503, and one request a layer with `settings` deferred.
+async fn deferred_in_an_outage(
+    settings: RedriveSettings,
+) -> (Arc<SqliteQueue>, Arc<Upstream>, Deferred) {
+    let upstream = Upstream::new();
+    upstream.fail_with(503);
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    let receipt = RedriveLayer::new(queue.clone(), settings)
+        .layer(upstream.client())
+        .oneshot(post("a", "a1"))
+        .await
+        .unwrap()
+        .deferred()
+        .unwrap();
+    (queue, upstream, receipt)
+}
+
+/// The schedule is given once, in the settings: the layer times a deferred entry's first
+/// re-delivery with it, the worker every later one and the dead-lettering.
+#[tokio::test]
+async fn one_schedule_in_the_settings_times_the_layer_and_the_worker() {
+    let clock = Arc::new(ManualClock::new(START));
+    let minute = Duration::from_secs(60);
+    let schedule = Schedule::builder()
+        .tier(minute, 3 * minute)
+        .jitter(0.0)
+        .build()
+        .unwrap();
+    let settings = RedriveSettings::builder()
+        .clock(clock.clone())
+        .schedule(schedule)
+        .build()
+        .unwrap();
+    let (queue, upstream, receipt) = deferred_in_an_outage(settings.clone()).await;
+    assert_eq!(receipt.next_attempt_at, START.plus(minute));
+
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings)
+        .build()
+        .unwrap();
+    for age in [1, 2] {
+        clock.set(START.plus(age * minute));
+        assert_eq!(worker.run_once().await.unwrap().rescheduled, 1, "{age} min");
+        let record = queue.get(receipt.id).await.unwrap().unwrap();
+        assert_eq!(record.available_at, START.plus((age + 1) * minute));
+    }
+    clock.set(START.plus(3 * minute));
+    assert_eq!(worker.run_once().await.unwrap().dead_lettered, 1);
+    let record = queue.get(receipt.id).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 4, "the caller's and three re-deliveries");
+    assert!(
+        record
+            .reason
+            .unwrap()
+            .contains("schedule exhausted after 4 attempts")
+    );
+}
+
+/// The first delay the layer draws for a deferred entry, and the next one the worker draws
+/// after a failed delivery, with settings seeded `seed`.
+async fn first_two_delays(seed: u64) -> (Duration, Duration) {
+    let clock = Arc::new(ManualClock::new(START));
+    let settings = RedriveSettings::builder()
+        .clock(clock.clone())
+        .seed(seed)
+        .build()
+        .unwrap();
+    let (queue, upstream, receipt) = deferred_in_an_outage(settings.clone()).await;
+    clock.set(receipt.next_attempt_at);
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings)
+        .build()
+        .unwrap();
+    assert_eq!(worker.run_once().await.unwrap().rescheduled, 1);
+    let record = queue.get(receipt.id).await.unwrap().unwrap();
+    (
+        receipt.next_attempt_at.since(START),
+        record.available_at.since(receipt.next_attempt_at),
+    )
+}
+
+/// A seed makes the layer's and the worker's jitter reproducible, and the two draw different
+/// sequences from it (both delays here are the default schedule's first tier: 10 min ±10 %).
+#[tokio::test]
+async fn a_seed_reproduces_the_jitter_and_the_layer_and_the_worker_draw_apart() {
+    let (by_layer, by_worker) = first_two_delays(11).await;
+    assert_eq!(first_two_delays(11).await, (by_layer, by_worker));
+    assert_ne!(by_layer, by_worker);
+    assert_ne!(first_two_delays(12).await, (by_layer, by_worker));
+    for delay in [by_layer, by_worker] {
+        assert!(delay >= Duration::from_secs(540) && delay <= Duration::from_secs(660));
+    }
+}
+
+/// `no_<setting>()` turns a setting off, whatever was set before it.
+#[tokio::test]
+async fn no_settings_turn_the_rate_cap_the_depth_alert_and_the_ordering_key_off() {
+    tokio::time::pause();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(START));
+    let upstream = Upstream::new();
+    let queue = Arc::new(SqliteQueue::open_in_memory().unwrap());
+    for i in 0..3 {
+        common::enqueue_post(&*queue, &format!("/{i}"), START).await;
+    }
+    let mut worker = Redriver::builder(queue.clone(), upstream.client(), settings(clock.clone()))
+        .max_rate(0.001)
+        .no_max_rate()
+        .depth_alert(1)
+        .no_depth_alert()
+        .build()
+        .unwrap();
+    let mut events = worker.subscribe();
+    let started = tokio::time::Instant::now();
+    assert_eq!(worker.run_once().await.unwrap().delivered, 3);
+    assert_eq!(started.elapsed(), Duration::ZERO, "no pacing");
+
+    // One entry pending: a depth alert at 1 would fire.
+    upstream.fail_with(503);
+    let client = RedriveLayer::builder(queue.clone(), settings(clock))
+        .ordering_key_header(HeaderName::from_static("x-tenant"))
+        .no_ordering_key()
+        .build()
+        .unwrap()
+        .layer(upstream.client());
+    assert!(
+        client
+            .clone()
+            .oneshot(post("a", "a1"))
+            .await
+            .unwrap()
+            .is_deferred()
+    );
+    worker.refresh_gauges().await.unwrap();
+    assert!(events.try_recv().is_err(), "no depth event");
+    // Without an ordering key, a request is sent even though one of its tenant is queued.
+    upstream.recover();
+    let hits = upstream.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let answered = client.oneshot(post("a", "a2")).await.unwrap();
+    assert!(!answered.is_deferred());
+    assert_eq!(
+        upstream.hits.load(std::sync::atomic::Ordering::SeqCst),
+        hits + 1
+    );
 }

@@ -117,6 +117,23 @@ pub async fn enqueue_post(
         .unwrap()
 }
 
+/// Default settings on `clock`.
+pub fn settings(clock: Arc<dyn tower_redrive::Clock>) -> tower_redrive::RedriveSettings {
+    tower_redrive::RedriveSettings::builder()
+        .clock(clock)
+        .build()
+        .unwrap()
+}
+
+/// Settings named `orders` on `clock`.
+pub fn orders(clock: Arc<dyn tower_redrive::Clock>) -> tower_redrive::RedriveSettings {
+    tower_redrive::RedriveSettings::builder()
+        .name("orders")
+        .clock(clock)
+        .build()
+        .unwrap()
+}
+
 pub fn post(tenant: &str, body: &str) -> http::Request<Full<Bytes>> {
     http::Request::post("http://upstream.test/orders")
         .header("x-tenant", tenant)
