@@ -54,17 +54,17 @@ impl MatrixPlan {
         }
     }
 
-    /// The matrix CI runs: the same shares and rows at 1 000/s with 300 payments a run (a
-    /// shorter outage), and the total outage.
+    /// The matrix CI runs: the same shares and rows at 1 000/s with 400 payments a run (a
+    /// shorter outage, once the client has been running for 150 ms), and the total outage.
     #[must_use]
     pub fn short(seed: u64) -> Self {
         Self {
             outage: Some(Outage::Primary {
-                at: Duration::from_millis(100),
-                lasting: Duration::from_millis(400),
+                at: Duration::from_millis(150),
+                lasting: Duration::from_millis(300),
             }),
             rates: vec![1000.0],
-            requests: 300,
+            requests: 400,
             ..Self::full(seed)
         }
     }

@@ -3,8 +3,8 @@
 //! ```text
 //! RedriveLayer "chaos"            what the live path could not deliver is queued (SQLite) and
 //!                                 re-driven later, with the same Idempotency-Key
-//!  -> RetryLayer "chaos"          retries transient failures, stamps one Idempotency-Key per payment
-//!   -> BreakerLayer "chaos-upstream"  sheds load when the whole upstream is failing
+//!  -> BreakerLayer "chaos-upstream"  sheds load when payments fail even after their retries
+//!   -> RetryLayer "chaos"         retries transient failures, stamps one Idempotency-Key per payment
 //!    -> Failover "chaos"          primary tier, then standby; probes /healthz; ejects an
 //!                                 endpoint on a real failure streak (its per-endpoint breaker)
 //!       [primary]  ReqwestService
@@ -48,7 +48,7 @@ pub const NAME: &str = "chaos";
 pub type EndpointClient = ReqwestService;
 
 /// The live path's type: retry, breaker, failover.
-pub type PaymentsStack = Retry<CircuitBreaker<Failover<EndpointClient>>>;
+pub type PaymentsStack = CircuitBreaker<Retry<Failover<EndpointClient>>>;
 
 /// Knobs of the stack (the rest are the defaults the demo documents).
 #[derive(Debug, Clone, PartialEq)]
@@ -122,16 +122,20 @@ impl ProtectedClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         let http = ReqwestService::new(client);
-        // One breaker for the whole upstream, outside failover. Per endpoint there is no
-        // breaker: failover's passive ejection is one (it routes around an endpoint instead
-        // of rejecting the request). This breaker opens when every endpoint fails — then it
-        // sheds the load an outage would otherwise attract. A time window holds enough calls
-        // at any rate for its confidence-judged rate rule to tell noise from an outage.
+        // One breaker for the whole upstream, outside retry and failover: it judges payments,
+        // not attempts. An attempt that failed on one endpoint is failover's business (it
+        // ejects that endpoint and the retry goes to another); a breaker counting attempts
+        // would open on one endpoint's outage mixed with noise on the other. Counting what
+        // is left once retries and failover did their work, it opens only when payments fail
+        // anyway — then it sheds the load an outage would otherwise attract. Per endpoint there
+        // is no breaker: failover's passive ejection is one (it routes around an endpoint
+        // instead of rejecting the request). A time window holds enough payments at any rate
+        // for its confidence-judged rate rule to tell noise from an outage.
         let upstream = Breaker::builder()
             .name(format!("{NAME}-upstream"))
-            .window(Window::time(Duration::from_secs(5)))
+            .window(Window::time(Duration::from_secs(10)))
             .failure_rate_threshold(0.5)
-            .minimum_calls(20)
+            .minimum_calls(100)
             .open_duration(Duration::from_millis(250), Duration::from_secs(2))
             .seed(settings.seed.wrapping_add(2))
             .build()?;
@@ -163,8 +167,8 @@ impl ProtectedClient {
             .seed(settings.seed)
             .build()?;
         let stack = ServiceBuilder::new()
-            .layer(retry)
             .layer(BreakerLayer::new(upstream.clone()))
+            .layer(retry)
             .service(failover);
         let queue = Arc::new(SqliteQueue::open_in_memory()?);
         // The redrive layer and its worker share one name, schedule and seed: the layer draws

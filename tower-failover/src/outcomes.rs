@@ -40,11 +40,14 @@ pub(crate) struct Streak {
 }
 
 impl Streak {
-    /// The failure rate the run is judged against: 0 when the window holds no failure (nothing
-    /// suggests noise, so the configured minimum run decides, as it does before any outcome),
-    /// else the upper confidence bound of the window's rate.
+    /// The failure rate the run is judged against: the upper confidence bound of the window's
+    /// rate. A short clean history is weak evidence of a quiet endpoint (two successes bound the
+    /// rate only below 0.67), so a run right after a cold start must be longer than `min_run`;
+    /// some 64 clean outcomes bring the bound low enough for `min_run` to decide. With no
+    /// outcome at all (a new endpoint failing from its first call) the configured minimum run
+    /// decides: there is no noise to tell it from.
     pub(crate) fn background(&self) -> f64 {
-        if self.failures == 0 {
+        if self.calls == 0 {
             return 0.0;
         }
         // The window excludes the run: its rate is the rate of the calls around the run.
@@ -179,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_dead_endpoint_is_recognised_at_the_minimum_run_after_a_clean_past() {
-        for history in [0, 1, 3, 63, 64, 500] {
+        for history in [0, 80, 127, 128, 500] {
             let outcomes = Outcomes::default();
             for _ in 0..history {
                 outcomes.success();
@@ -191,6 +194,21 @@ mod tests {
                 );
             }
             assert!(outcomes.failure().is_real(5), "history {history}");
+        }
+    }
+
+    #[test]
+    fn a_short_clean_history_is_weak_evidence_of_a_quiet_endpoint() {
+        for (history, at_most) in [(1, 70), (3, 40), (16, 12), (40, 7)] {
+            let outcomes = Outcomes::default();
+            for _ in 0..history {
+                outcomes.success();
+            }
+            for _ in 0..5 {
+                assert!(!outcomes.failure().is_real(5), "history {history}");
+            }
+            let more = (6..=at_most).find(|_| outcomes.failure().is_real(5));
+            assert!(more.is_some(), "history {history}: not real by {at_most}");
         }
     }
 

@@ -92,6 +92,30 @@ async fn a_dead_endpoint_is_ejected_at_the_configured_run_after_a_clean_past() {
     assert_eq!(common::who(&res), "s");
 }
 
+/// A cold start says little about an endpoint's noise: two successes and then a run of five
+/// failures (what a 40 % noisy endpoint does now and then) does not eject it, while an
+/// endpoint failing from its very first call is ejected at `n`.
+#[tokio::test(start_paused = true)]
+async fn a_run_right_after_a_cold_start_needs_more_than_n() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let f = primary_and_standby(&p, &s, 5);
+    for _ in 0..2 {
+        assert!(!answer(&f, &p, 200).await);
+    }
+    for _ in 0..5 {
+        assert!(
+            !answer(&f, &p, 503).await,
+            "five after two successes is noise"
+        );
+    }
+    let k = calls_to_eject(&f, &p, 100).await;
+    assert!(k.is_some_and(|k| k < 40), "{k:?}");
+
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let f = primary_and_standby(&p, &s, 5);
+    assert_eq!(calls_to_eject(&f, &p, 100).await, Some(5));
+}
+
 /// Failures until the primary is ejected (it is dead from now on), at most `limit`.
 async fn calls_to_eject(f: &F, p: &Mock, limit: u32) -> Option<u32> {
     for k in 1..=limit {
@@ -139,11 +163,13 @@ proptest! {
         })?;
     }
 
-    /// After a past without transient failures (successes and permanent failures only), a dead
-    /// endpoint is ejected exactly at `n`.
+    /// After a past without transient failures (successes and permanent failures only) long
+    /// enough to show a quiet endpoint, a dead endpoint is ejected at `n`, or by 5 for a
+    /// smaller `n` (the run that noise bounded by 64 clean outcomes makes less than once in a
+    /// million calls).
     #[test]
     fn after_a_clean_past_a_dead_endpoint_is_ejected_at_n(
-        past in proptest::collection::vec(prop_oneof![Just(200u16), Just(404)], 0..300),
+        past in proptest::collection::vec(prop_oneof![Just(200u16), Just(404)], 80..300),
         n in 1u32..8,
     ) {
         paused_runtime().block_on(async {
@@ -152,7 +178,8 @@ proptest! {
             for status in &past {
                 prop_assert!(!answer(&f, &p, *status).await);
             }
-            prop_assert_eq!(calls_to_eject(&f, &p, 100).await, Some(n));
+            let k = calls_to_eject(&f, &p, 100).await;
+            prop_assert!(k.is_some_and(|k| (n..=n.max(5)).contains(&k)), "{:?}", k);
             Ok(())
         })?;
     }
