@@ -42,8 +42,9 @@ pub(crate) struct Streak {
 impl Streak {
     /// The failure rate the run is judged against: the upper confidence bound of the window's
     /// rate. A short clean history is weak evidence of a quiet endpoint (two successes bound the
-    /// rate only below 0.67), so a run right after a cold start must be longer than `min_run`;
-    /// some 64 clean outcomes bring the bound low enough for `min_run` to decide. With no
+    /// rate only below 0.67), so a run right after a cold start must be longer than `min_run`
+    /// (up to twice as long, see [`Streak::required`]); some 64 clean outcomes bring the bound
+    /// low enough for `min_run` to decide. With no
     /// outcome at all (a new endpoint failing from its first call) the configured minimum run
     /// decides: there is no noise to tell it from.
     pub(crate) fn background(&self) -> f64 {
@@ -62,7 +63,14 @@ impl Streak {
             // Cheap early answer: nothing shorter than `min_run` ejects, whatever the rate.
             return min_run;
         }
-        required_streak(min_run, self.background())
+        let required = required_streak(min_run, self.background());
+        if self.failures == 0 {
+            // A clean but short history bounds the noise only loosely (its upper bound is
+            // high): enough to make a run of `min_run` after a cold start no proof, not enough
+            // to hold a dead endpoint for dozens of calls. Twice the minimum at most.
+            return required.min(min_run.saturating_mul(2));
+        }
+        required
     }
 
     /// Whether the run is a real streak for a configured minimum of `min_run`.
@@ -199,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_short_clean_history_is_weak_evidence_of_a_quiet_endpoint() {
-        for (history, at_most) in [(1, 70), (3, 40), (16, 12), (40, 7)] {
+        for (history, at_most) in [(1, 10), (3, 10), (16, 10), (40, 7)] {
             let outcomes = Outcomes::default();
             for _ in 0..history {
                 outcomes.success();

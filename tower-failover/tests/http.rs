@@ -262,13 +262,16 @@ async fn axum_reverse_proxy_fails_over_between_axum_upstreams() {
     assert_eq!(get().await, (StatusCode::OK, "primary".into()));
     primary.abort();
     let _ = primary.await;
-    // The first request after the death may fail (nothing retries in this stack) and ejects
-    // the primary; from then on the standby answers.
-    let (status, _) = get().await;
-    assert!(
-        status == StatusCode::OK || status == StatusCode::BAD_GATEWAY,
-        "{status}"
-    );
+    // The first requests after the death may fail (nothing retries in this stack): a primary
+    // that served a single request has too short a history to make one failure proof, so its
+    // ejection takes a run of two; from then on the standby answers.
+    for _ in 0..2 {
+        let (status, _) = get().await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::BAD_GATEWAY,
+            "{status}"
+        );
+    }
     for _ in 0..5 {
         assert_eq!(get().await, (StatusCode::OK, "standby".into()));
     }
