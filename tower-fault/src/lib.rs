@@ -34,6 +34,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attempt;
+pub mod backoff;
 pub mod body;
 mod chain;
 mod class;
