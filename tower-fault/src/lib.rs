@@ -41,6 +41,7 @@ mod class;
 mod classify;
 mod config_error;
 mod error_source;
+pub mod events;
 pub mod evidence;
 mod idempotency_key;
 mod inspect;
