@@ -135,10 +135,10 @@ pub fn inspect(err: &(dyn Error + 'static)) -> ErrorInfo {
             info.retry_after = info.retry_after.or(rejected.retry_after());
             info.rejected = info.rejected.or(Some(rejected.reason()));
         }
-        if let Some(kind) = kind_of(link) {
-            if kind.precedence() > info.kind.precedence() {
-                info.kind = kind;
-            }
+        if let Some(kind) = kind_of(link)
+            && kind.precedence() > info.kind.precedence()
+        {
+            info.kind = kind;
         }
     }
     info
