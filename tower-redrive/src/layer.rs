@@ -396,28 +396,28 @@ where
     let ordering_key = shared.ordering_key.as_ref().and_then(|f| f(&parts));
     let stored = StoredRequest::from_parts(&parts, body.clone());
 
-    if shared.strict_order {
-        if let Some(key) = &ordering_key {
-            let behind = shared.queue.has_pending(key).await.map_err(|e| {
-                EnqueueFailed::new(
-                    "could not check the ordering key's queue".to_owned(),
-                    idempotency_key.clone(),
-                    e,
-                )
-            })?;
-            if behind {
-                let cause = "an older request with the same ordering key is queued".to_owned();
-                let now = shared.clock.now();
-                let entry = NewEntry {
-                    request: stored,
-                    idempotency_key,
-                    ordering_key,
-                    enqueued_at: now,
-                    available_at: now,
-                    first_attempt: None,
-                };
-                return defer(&shared, entry, cause).await;
-            }
+    if shared.strict_order
+        && let Some(key) = &ordering_key
+    {
+        let behind = shared.queue.has_pending(key).await.map_err(|e| {
+            EnqueueFailed::new(
+                "could not check the ordering key's queue".to_owned(),
+                idempotency_key.clone(),
+                e,
+            )
+        })?;
+        if behind {
+            let cause = "an older request with the same ordering key is queued".to_owned();
+            let now = shared.clock.now();
+            let entry = NewEntry {
+                request: stored,
+                idempotency_key,
+                ordering_key,
+                enqueued_at: now,
+                available_at: now,
+                first_attempt: None,
+            };
+            return defer(&shared, entry, cause).await;
         }
     }
 

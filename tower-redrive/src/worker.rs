@@ -720,11 +720,11 @@ where
             }
         };
         let mut req = request.to_request();
-        if !req.headers().contains_key(IDEMPOTENCY_KEY) {
-            if let Ok(key) = IdempotencyKey::parse_str(&entry.idempotency_key) {
-                req.headers_mut()
-                    .insert(IDEMPOTENCY_KEY, key.to_header_value());
-            }
+        if !req.headers().contains_key(IDEMPOTENCY_KEY)
+            && let Ok(key) = IdempotencyKey::parse_str(&entry.idempotency_key)
+        {
+            req.headers_mut()
+                .insert(IDEMPOTENCY_KEY, key.to_header_value());
         }
         pace(&shared).await;
         // Pacing may have waited long: the lease must still be ours to deliver on it.
@@ -751,10 +751,10 @@ where
             },
             Err(e) => Err(e),
         };
-        if let Err(e) = &result {
-            if let Some(panicked) = e.downcast_ref::<DeliveryPanicked>() {
-                tracing::error!(name = %shared.name, id = %entry.id, attempt, error = %panicked, "delivery service panicked; the entry is rescheduled");
-            }
+        if let Err(e) = &result
+            && let Some(panicked) = e.downcast_ref::<DeliveryPanicked>()
+        {
+            tracing::error!(name = %shared.name, id = %entry.id, attempt, error = %panicked, "delivery service panicked; the entry is rescheduled");
         }
         let now = shared.clock.now();
         let class = shared.classifier.classify(result.as_ref());
@@ -844,10 +844,10 @@ where
                 Ok(Ok(report)) if report.claimed >= shared.batch => pause = Duration::ZERO,
                 Ok(Ok(_)) => {
                     let now = shared.clock.now();
-                    if let Some(due) = lock(&shared.last_stats).next_due {
-                        if due > now {
-                            pause = pause.min(due.since(now));
-                        }
+                    if let Some(due) = lock(&shared.last_stats).next_due
+                        && due > now
+                    {
+                        pause = pause.min(due.since(now));
                     }
                 }
                 // Logged, counted and sent as an event by `run_once`.

@@ -474,14 +474,14 @@ impl<C> RetryLayerBuilder<C> {
                 "attempt_timeout must be longer than zero",
             ));
         }
-        if let (Some(timeout), Some(deadline)) = (self.attempt_timeout, self.deadline) {
-            if timeout >= deadline {
-                return Err(crate::error::config_error(format!(
-                    "attempt_timeout ({timeout:?}) must be shorter than the deadline \
+        if let (Some(timeout), Some(deadline)) = (self.attempt_timeout, self.deadline)
+            && timeout >= deadline
+        {
+            return Err(crate::error::config_error(format!(
+                "attempt_timeout ({timeout:?}) must be shorter than the deadline \
                      ({deadline:?}; the default is {DEFAULT_DEADLINE:?}: set it with \
                      `deadline(..)` or turn it off with `no_deadline()`)"
-                )));
-            }
+            )));
         }
         let budget = self.budget.resolve()?;
         let seed = self
