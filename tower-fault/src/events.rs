@@ -189,7 +189,7 @@ impl<T> fmt::Debug for Publisher<T> {
 /// The receiving side: the events of one [`Publisher`] for one observer, in order.
 ///
 /// Read it with [`recv`](Self::recv), [`try_recv`](Self::try_recv) or as a
-/// [`Stream`](futures_core::Stream); drop it to unsubscribe.
+/// [`Stream`]; drop it to unsubscribe.
 pub struct Subscription<T> {
     rx: mpsc::Receiver<T>,
     missed: Arc<AtomicU64>,
