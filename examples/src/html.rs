@@ -307,7 +307,7 @@ fn duration_label(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1_000 {
         format!("{ms} ms")
-    } else if ms < 60_000 || ms % 60_000 != 0 {
+    } else if ms < 60_000 || !ms.is_multiple_of(60_000) {
         format!("{} s", secs(d))
     } else {
         format!("{} min", ms / 60_000)

@@ -24,7 +24,7 @@ mod keyed;
 pub use keyed::{KeyedServerBreakerLayer, KeyedServerCircuitBreaker};
 
 /// The problem `type` of a server-mode rejection.
-pub const PROBLEM_TYPE: &str = "https://docs.rs/tower-breaker/problems/open";
+pub use tower_fault::problem::types::BREAKER_OPEN as PROBLEM_TYPE;
 
 /// A [`BreakerLayer`](crate::BreakerLayer) in server mode; see
 /// [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode).

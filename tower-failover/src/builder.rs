@@ -312,19 +312,19 @@ impl<S, C> FailoverBuilder<S, C> {
                 return err(format!("endpoint name `{}` is used twice", e.name));
             }
         }
-        if let TierPolicy::Spill { overprovisioning } = self.tier_policy {
-            if !(overprovisioning.is_finite() && overprovisioning >= 1.0) {
-                return err(format!(
-                    "spill overprovisioning factor must be a finite number >= 1.0, got {overprovisioning}"
-                ));
-            }
+        if let TierPolicy::Spill { overprovisioning } = self.tier_policy
+            && !(overprovisioning.is_finite() && overprovisioning >= 1.0)
+        {
+            return err(format!(
+                "spill overprovisioning factor must be a finite number >= 1.0, got {overprovisioning}"
+            ));
         }
-        if let AllDown::Wait(d) = self.all_down {
-            if d.is_zero() {
-                return err(
-                    "AllDown::Wait needs a non-zero duration (use FailFast to not wait)".into(),
-                );
-            }
+        if let AllDown::Wait(d) = self.all_down
+            && d.is_zero()
+        {
+            return err(
+                "AllDown::Wait needs a non-zero duration (use FailFast to not wait)".into(),
+            );
         }
         // Checked even with passive ejection off (`eject_after(0)`): a failed readiness still
         // ejects, for these times.

@@ -105,10 +105,10 @@ where
             if let Some(i) = shared.claim_trial(&snap, ctx.as_ref()) {
                 return Some((snap.entries[i].clone(), true));
             }
-            if let Some(c) = shared.candidates(&snap, &mut rng) {
-                if let Some((i, _)) = shared.pick(&snap, &c, &mut rng) {
-                    return Some((snap.entries[i].clone(), false));
-                }
+            if let Some(c) = shared.candidates(&snap, &mut rng)
+                && let Some((i, _)) = shared.pick(&snap, &c, &mut rng)
+            {
+                return Some((snap.entries[i].clone(), false));
             }
             // At least a millisecond on: a wake-up that finds nothing new (another request
             // claimed the trial in between) must not turn into a busy loop.

@@ -14,8 +14,7 @@ use tower_service::Service;
 use crate::error::NoHealthyEndpoint;
 
 /// The problem `type` URI of the 503 answered in server mode.
-pub const NO_HEALTHY_ENDPOINT_TYPE: &str =
-    "https://docs.rs/tower-failover/problems/no-healthy-endpoint";
+pub use tower_fault::problem::types::NO_HEALTHY_ENDPOINT as NO_HEALTHY_ENDPOINT_TYPE;
 
 /// Wraps a [`Failover`](crate::Failover) (or any service whose errors may be
 /// [`NoHealthyEndpoint`]) so that this error becomes a `503 Service Unavailable`

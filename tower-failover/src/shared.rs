@@ -702,13 +702,13 @@ impl<S, C> Shared<S, C> {
     /// not count the same healthy period again, so it counts once.
     fn forgive(&self, slow: &mut Slow, now: Instant) {
         let decay = self.ejection.decay;
-        if let Some(recovered) = slow.recovered_at.take() {
-            if !decay.is_zero() {
-                let stable = now.saturating_duration_since(recovered).as_nanos() / decay.as_nanos();
-                slow.ejection_streak = slow
-                    .ejection_streak
-                    .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
-            }
+        if let Some(recovered) = slow.recovered_at.take()
+            && !decay.is_zero()
+        {
+            let stable = now.saturating_duration_since(recovered).as_nanos() / decay.as_nanos();
+            slow.ejection_streak = slow
+                .ejection_streak
+                .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
         }
     }
 
@@ -898,12 +898,12 @@ impl<S, C> Shared<S, C> {
             Some(ejection) => e.in_ejection(ejection),
             None => e.is_healthy(),
         };
-        if let Some(hold) = hold {
+        if let Some(hold) = hold
+            && eligible(e)
+        {
+            let mut slow = lock(&e.slow);
             if eligible(e) {
-                let mut slow = lock(&e.slow);
-                if eligible(e) {
-                    self.hold_out(e, &mut slow, hold);
-                }
+                self.hold_out(e, &mut slow, hold);
             }
         }
         if trial.is_some() {

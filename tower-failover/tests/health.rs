@@ -136,7 +136,7 @@ async fn half_the_probes_lost_does_not_flap_but_would_without_hysteresis() {
                 let i = n.fetch_add(1, Ordering::SeqCst);
                 // Every endpoint loses every other probe (two endpoints probed per round).
                 async move {
-                    if (i / 2) % 2 == 0 {
+                    if (i / 2).is_multiple_of(2) {
                         ProbeOutcome::Healthy
                     } else {
                         ProbeOutcome::unhealthy("lost")

@@ -48,7 +48,7 @@ pub const STREAK_NOISE_ODDS: f64 = 1e-6;
 /// so the run must be long enough that `p^k` is below [`STREAK_NOISE_ODDS`]: with `p` = 0.05 a
 /// run of 5 will do, with `p` = 0.25 it takes 10, with `p` = 0.4 it takes 16. A dead endpoint
 /// fails every call, so its run grows without limit and is recognised a few calls later than a
-/// fixed threshold would; noise no longer is.
+/// fixed threshold would recognise it; noise is not recognised at all.
 ///
 /// A `background` of 1 (every call around the run failed too) needs no more than `min_run`:
 /// there is no success to tell noise from an outage, and the rate rules speak for such a window.

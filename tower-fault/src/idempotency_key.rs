@@ -102,20 +102,27 @@ impl IdempotencyKey {
         Self::from_content(value)
     }
 
+    /// An RFC 8941 sf-string (§ 4.2.5), alone: a `"`, printable ASCII in which `"` and `\`
+    /// are escaped with a `\`, a closing `"`, and nothing after it (no parameters).
     fn parse_sf_string(value: &str) -> Result<Self, KeyError> {
         if let Some(position) = value.bytes().position(|b| !(b' '..=b'~').contains(&b)) {
             return Err(KeyError::InvalidCharacter { position });
         }
-        let item = sfv::Parser::new(value)
-            .parse::<sfv::Item>()
-            .map_err(|_| KeyError::Malformed)?;
-        if !item.params.is_empty() {
-            return Err(KeyError::Malformed);
+        let inner = &value[1..];
+        let mut content = String::with_capacity(inner.len());
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, escaped @ ('"' | '\\'))) => content.push(escaped),
+                    _ => return Err(KeyError::Malformed),
+                },
+                '"' if i + 1 == inner.len() => return Self::from_content(&content),
+                '"' => return Err(KeyError::Malformed),
+                c => content.push(c),
+            }
         }
-        match item.bare_item {
-            sfv::BareItem::String(s) => Self::from_content(s.as_str()),
-            _ => Err(KeyError::Malformed),
-        }
+        Err(KeyError::Malformed)
     }
 
     fn from_content(content: &str) -> Result<Self, KeyError> {
@@ -216,6 +223,47 @@ mod tests {
         assert_eq!(
             IdempotencyKey::parse(&bad),
             Err(KeyError::InvalidCharacter { position: 2 })
+        );
+    }
+
+    /// Reads sf-strings as a full RFC 8941 parser does: the same content, or an error where
+    /// it fails (or finds something other than a lone string).
+    fn sfv_reading(value: &str) -> Option<String> {
+        let item = sfv::Parser::new(value).parse::<sfv::Item>().ok()?;
+        match item.bare_item {
+            sfv::BareItem::String(s) if item.params.is_empty() => Some(s.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sf_strings_read_as_a_full_parser_reads_them(
+            value in "\"[ -~]{0,40}(\"[ -~]{0,3})?"
+        ) {
+            let ours = IdempotencyKey::parse_str(&value);
+            match sfv_reading(value.trim_matches(' ')) {
+                Some(content) if !content.is_empty() => {
+                    proptest::prop_assert_eq!(ours.map(|key| key.as_str().to_owned()), Ok(content));
+                }
+                Some(_) => proptest::prop_assert_eq!(ours, Err(KeyError::Empty)),
+                None => proptest::prop_assert!(ours.is_err(), "{value:?} -> {ours:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_sf_strings() {
+        for bad in ["\"", "\"a\\\"", "\"a\\x\"", "\"a\"b\"", "\"a\"\"", "\"a\\"] {
+            assert_eq!(
+                IdempotencyKey::parse_str(bad),
+                Err(KeyError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            IdempotencyKey::parse_str("\"\\\\\"").unwrap().as_str(),
+            "\\"
         );
     }
 

@@ -135,10 +135,10 @@ pub fn inspect(err: &(dyn Error + 'static)) -> ErrorInfo {
             info.retry_after = info.retry_after.or(rejected.retry_after());
             info.rejected = info.rejected.or(Some(rejected.reason()));
         }
-        if let Some(kind) = kind_of(link) {
-            if kind.precedence() > info.kind.precedence() {
-                info.kind = kind;
-            }
+        if let Some(kind) = kind_of(link)
+            && kind.precedence() > info.kind.precedence()
+        {
+            info.kind = kind;
         }
     }
     info
@@ -149,12 +149,15 @@ fn kind_of(link: &(dyn Error + 'static)) -> Option<ErrorKind> {
     if link.is::<Rejected>() {
         return Some(ErrorKind::Rejected);
     }
+    #[cfg(feature = "h2")]
     if let Some(e) = link.downcast_ref::<h2::Error>() {
         return h2_kind(e);
     }
+    #[cfg(feature = "hyper-util")]
     if let Some(e) = link.downcast_ref::<hyper_util::client::legacy::Error>() {
         return hyper_util_kind(e);
     }
+    #[cfg(feature = "hyper")]
     if let Some(e) = link.downcast_ref::<hyper::Error>() {
         return hyper_kind(e);
     }
@@ -171,6 +174,7 @@ fn kind_of(link: &(dyn Error + 'static)) -> Option<ErrorKind> {
     None
 }
 
+#[cfg(feature = "h2")]
 fn h2_kind(e: &h2::Error) -> Option<ErrorKind> {
     // REFUSED_STREAM proves the request was not processed when the peer reset the stream with
     // it (or an error was made of the bare reason). `reason()` is also the code of a GOAWAY,
@@ -190,6 +194,7 @@ fn h2_kind(e: &h2::Error) -> Option<ErrorKind> {
     Some(ErrorKind::Reset)
 }
 
+#[cfg(feature = "hyper-util")]
 fn hyper_util_kind(e: &hyper_util::client::legacy::Error) -> Option<ErrorKind> {
     if e.is_connect() {
         return Some(ErrorKind::Connect);
@@ -204,6 +209,7 @@ fn hyper_util_kind(e: &hyper_util::client::legacy::Error) -> Option<ErrorKind> {
     None
 }
 
+#[cfg(feature = "hyper")]
 fn hyper_kind(e: &hyper::Error) -> Option<ErrorKind> {
     if e.is_timeout() {
         Some(ErrorKind::Timeout)
@@ -307,6 +313,7 @@ mod tests {
         assert_eq!(inspect(&e).kind, ErrorKind::Timeout);
     }
 
+    #[cfg(feature = "h2")]
     #[test]
     fn h2_refused_stream() {
         let e = h2::Error::from(h2::Reason::REFUSED_STREAM);

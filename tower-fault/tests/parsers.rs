@@ -31,12 +31,11 @@ proptest! {
 
     #[test]
     fn key_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-            if let Ok(key) = IdempotencyKey::parse(&value) {
+        if let Ok(value) = HeaderValue::from_bytes(&bytes)
+            && let Ok(key) = IdempotencyKey::parse(&value) {
                 prop_assert!((1..=255).contains(&key.as_str().len()));
                 prop_assert!(key.as_str().bytes().all(|b| (b' '..=b'~').contains(&b)));
             }
-        }
     }
 
     #[test]

@@ -487,12 +487,12 @@ impl<St> Builder<St> {
                 )));
             }
         }
-        if let Concurrency::Wait { max } = self.concurrency {
-            if max.is_zero() {
-                return Err(crate::error::config_error(
-                    "Concurrency::Wait needs a max greater than zero (use Concurrency::Reject to answer 409 at once)",
-                ));
-            }
+        if let Concurrency::Wait { max } = self.concurrency
+            && max.is_zero()
+        {
+            return Err(crate::error::config_error(
+                "Concurrency::Wait needs a max greater than zero (use Concurrency::Reject to answer 409 at once)",
+            ));
         }
         if self.credential_headers.contains(&self.header) {
             return Err(crate::error::config_error(

@@ -127,10 +127,10 @@ impl<T> Future for Detachable<T> {
 
 impl<T> Drop for Detachable<T> {
     fn drop(&mut self) {
-        if let Some(flow) = self.0.take() {
-            if flow.recording() {
-                flow.detach();
-            }
+        if let Some(flow) = self.0.take()
+            && flow.recording()
+        {
+            flow.detach();
         }
     }
 }

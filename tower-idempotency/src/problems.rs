@@ -8,29 +8,12 @@ use tower_fault::problem::Problem;
 
 use crate::body::IdempotencyBody;
 
-/// `type` of the 400 for a missing key (with `require_key`).
-pub const MISSING_KEY: &str = "https://docs.rs/tower-idempotency/problems/missing-key";
-/// `type` of the 400 for a malformed key (or more than one key header).
-pub const INVALID_KEY: &str = "https://docs.rs/tower-idempotency/problems/invalid-key";
-/// `type` of the 401 for a request without a principal (with `require_principal`).
-pub const MISSING_PRINCIPAL: &str = "https://docs.rs/tower-idempotency/problems/missing-principal";
-/// `type` of the 413 for a request body over `max_request_bytes`.
-pub const REQUEST_TOO_LARGE: &str = "https://docs.rs/tower-idempotency/problems/request-too-large";
-/// `type` of the 400 for a request body that could not be read.
-pub const UNREADABLE_BODY: &str = "https://docs.rs/tower-idempotency/problems/unreadable-body";
-/// `type` of the 409 (with `Retry-After`) for a key whose first request is still running.
-pub const IN_FLIGHT: &str = "https://docs.rs/tower-idempotency/problems/in-flight";
-/// `type` of the 422 for a key reused with another request (body, route, method, headers), or
-/// — for a request without a principal — by a caller with other credentials.
-pub const KEY_REUSED: &str = "https://docs.rs/tower-idempotency/problems/key-reused";
-/// `type` of the 409 for a key that executed but whose response could not be kept (too large,
-/// too slow, its body failed, or its record is unreadable): the request is **not** executed
-/// again.
-pub const NOT_REPLAYABLE: &str =
-    "https://docs.rs/tower-idempotency/problems/response-not-replayable";
-/// `type` of the 503 (with `Retry-After`) when the store is unreachable and the layer fails
-/// closed.
-pub const STORE_UNAVAILABLE: &str = "https://docs.rs/tower-idempotency/problems/store-unavailable";
+pub use tower_fault::problem::types::{
+    IDEMPOTENCY_KEY_REUSED as KEY_REUSED, IDEMPOTENCY_STORE_UNAVAILABLE as STORE_UNAVAILABLE,
+    INVALID_IDEMPOTENCY_KEY as INVALID_KEY, MISSING_IDEMPOTENCY_KEY as MISSING_KEY,
+    MISSING_PRINCIPAL, REQUEST_IN_FLIGHT as IN_FLIGHT, REQUEST_TOO_LARGE,
+    RESPONSE_NOT_REPLAYABLE as NOT_REPLAYABLE, UNREADABLE_BODY,
+};
 
 pub(crate) fn respond<B: Body>(problem: Problem) -> Response<IdempotencyBody<B>> {
     problem

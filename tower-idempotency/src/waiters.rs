@@ -89,12 +89,12 @@ impl Waiters {
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = map.get_mut(key) {
-            if Arc::ptr_eq(&entry.notify, notify) {
-                entry.subscribers -= 1;
-                if entry.subscribers == 0 {
-                    map.remove(key);
-                }
+        if let Some(entry) = map.get_mut(key)
+            && Arc::ptr_eq(&entry.notify, notify)
+        {
+            entry.subscribers -= 1;
+            if entry.subscribers == 0 {
+                map.remove(key);
             }
         }
     }

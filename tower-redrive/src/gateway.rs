@@ -26,14 +26,10 @@ use crate::{
 /// The header carrying the queue entry id of a `202 Accepted`.
 pub const REDRIVE_ENTRY_ID: &str = "redrive-entry-id";
 
-/// Problem type of a body over the cap (413).
-pub const PROBLEM_TOO_LARGE: &str = "https://docs.rs/tower-redrive/problems/body-too-large";
-/// Problem type of an unreadable body (400).
-pub const PROBLEM_BAD_BODY: &str = "https://docs.rs/tower-redrive/problems/bad-body";
-/// Problem type of a transient failure that could not be queued (503).
-pub const PROBLEM_NOT_QUEUED: &str = "https://docs.rs/tower-redrive/problems/not-queued";
-/// Problem type of a permanent upstream error (502).
-pub const PROBLEM_UPSTREAM: &str = "https://docs.rs/tower-redrive/problems/upstream";
+pub use tower_fault::problem::types::{
+    NOT_QUEUED as PROBLEM_NOT_QUEUED, REQUEST_TOO_LARGE as PROBLEM_TOO_LARGE,
+    UNREADABLE_BODY as PROBLEM_BAD_BODY, UPSTREAM_FAILED as PROBLEM_UPSTREAM,
+};
 
 /// [`RedriveLayer`] in gateway mode (see [`RedriveLayer::gateway`]).
 ///

@@ -402,11 +402,9 @@ where
     }
     let Some(body) = shared.body.as_mut() else {
         // The original ended: only its trailers, if any, remain.
-        if !*trailers_sent {
-            if let Some(trailers) = &shared.trailers {
-                *trailers_sent = true;
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
-            }
+        if !*trailers_sent && let Some(trailers) = &shared.trailers {
+            *trailers_sent = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
         }
         return Poll::Ready(None);
     };

@@ -224,11 +224,11 @@ where
         if *this.timed_out {
             return Poll::Ready(None);
         }
-        if let Some(sleep) = this.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                *this.timed_out = true;
-                return Poll::Ready(Some(Err(BodyTimedOut::new().into())));
-            }
+        if let Some(sleep) = this.sleep.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            *this.timed_out = true;
+            return Poll::Ready(Some(Err(BodyTimedOut::new().into())));
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),

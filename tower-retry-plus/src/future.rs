@@ -173,10 +173,10 @@ impl<B, C> Attempts<B, C> {
     /// Tells the budget a retry was answered (a success or a permanent failure), which earns
     /// further retries; a first attempt's answer earns nothing.
     fn answered(&self) {
-        if self.attempt > 1 {
-            if let Some(budget) = &self.config.budget {
-                budget.record_answered();
-            }
+        if self.attempt > 1
+            && let Some(budget) = &self.config.budget
+        {
+            budget.record_answered();
         }
     }
 
@@ -239,10 +239,10 @@ impl<B, C> Attempts<B, C> {
                 return Decision::Return(RetryOutcome::Deadline);
             }
         }
-        if let Some(budget) = &config.budget {
-            if !budget.try_withdraw() {
-                return Decision::Return(RetryOutcome::BudgetExhausted);
-            }
+        if let Some(budget) = &config.budget
+            && !budget.try_withdraw()
+        {
+            return Decision::Return(RetryOutcome::BudgetExhausted);
         }
         if let Some(kept) = &self.kept {
             // The attempt is given up: a client still sending its body (hyper keeps writing
@@ -325,10 +325,10 @@ impl<B, C> Attempts<B, C> {
         }
         // A first attempt's success carries nothing (see `RetryInfo::of`): inserting into an
         // empty extensions map costs three allocations on every happy-path request.
-        if self.attempt > 1 || outcome != RetryOutcome::Success {
-            if let Ok(res) = &mut result {
-                self.insert_info(res, outcome);
-            }
+        if (self.attempt > 1 || outcome != RetryOutcome::Success)
+            && let Ok(res) = &mut result
+        {
+            self.insert_info(res, outcome);
         }
         result
     }
@@ -578,12 +578,12 @@ where
 /// of the default deadline (no request hangs forever), the same a `tower::timeout` layer pays;
 /// `no_deadline()` removes it.
 fn start_deadline<B, C>(attempts: &mut Attempts<B, C>, timer: &mut Timer) {
-    if attempts.deadline_at.is_none() {
-        if let Some(deadline) = attempts.config.deadline {
-            let at = after(deadline);
-            timer.arm(at);
-            attempts.deadline_at = Some(at);
-        }
+    if attempts.deadline_at.is_none()
+        && let Some(deadline) = attempts.config.deadline
+    {
+        let at = after(deadline);
+        timer.arm(at);
+        attempts.deadline_at = Some(at);
     }
 }
 

@@ -55,10 +55,10 @@ async fn handle(State(h): State<Handler>, req: Request) -> Response {
     if !h.delay.is_zero() {
         tokio::time::sleep(h.delay).await;
     }
-    if let Some(status) = h.fail_status {
-        if n <= h.fail_first {
-            return (status, "try again").into_response();
-        }
+    if let Some(status) = h.fail_status
+        && n <= h.fail_first
+    {
+        return (status, "try again").into_response();
     }
     let text = if h.body_len > 0 {
         "x".repeat(h.body_len)
