@@ -465,10 +465,10 @@ where
                 Ok(Ok(report)) if report.claimed >= shared.batch => pause = Duration::ZERO,
                 Ok(Ok(_)) => {
                     let now = shared.clock.now();
-                    if let Some(due) = lock(&shared.last_stats).next_due {
-                        if due > now {
-                            pause = pause.min(due.since(now));
-                        }
+                    if let Some(due) = lock(&shared.last_stats).next_due
+                        && due > now
+                    {
+                        pause = pause.min(due.since(now));
                     }
                 }
                 // Logged, counted and sent as an event by `run_once`.

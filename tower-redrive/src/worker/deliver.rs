@@ -60,11 +60,11 @@ where
             }
         };
         let mut req = request.to_request();
-        if !req.headers().contains_key(IDEMPOTENCY_KEY) {
-            if let Ok(key) = IdempotencyKey::parse_str(&entry.idempotency_key) {
-                req.headers_mut()
-                    .insert(IDEMPOTENCY_KEY, key.to_header_value());
-            }
+        if !req.headers().contains_key(IDEMPOTENCY_KEY)
+            && let Ok(key) = IdempotencyKey::parse_str(&entry.idempotency_key)
+        {
+            req.headers_mut()
+                .insert(IDEMPOTENCY_KEY, key.to_header_value());
         }
         pace(&shared).await;
         // Pacing may have waited long: the lease must still be ours to deliver on it.
@@ -74,10 +74,10 @@ where
         let span =
             tracing::debug_span!("redrive_delivery", name = %shared.name, id = %entry.id, attempt);
         let result = send(&mut self.service, req, span).await;
-        if let Err(e) = &result {
-            if let Some(panicked) = e.downcast_ref::<DeliveryPanicked>() {
-                tracing::error!(name = %shared.name, id = %entry.id, attempt, error = %panicked, "delivery service panicked; the entry is rescheduled");
-            }
+        if let Err(e) = &result
+            && let Some(panicked) = e.downcast_ref::<DeliveryPanicked>()
+        {
+            tracing::error!(name = %shared.name, id = %entry.id, attempt, error = %panicked, "delivery service panicked; the entry is rescheduled");
         }
         let ended = shared.ended(result);
         if !leases.finish(entry.id) {
