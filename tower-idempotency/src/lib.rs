@@ -8,7 +8,7 @@
 //! # async fn demo() {
 //! let app: Router = Router::new()
 //!     .route("/payments", post(|| async { "charged" }))
-//!     .layer(IdempotencyLayer::memory());
+//!     .layer(IdempotencyLayer::default());
 //! # let _ = app;
 //! # }
 //! ```
@@ -18,24 +18,24 @@
 //! * **Key**: the `Idempotency-Key` header (configurable), an RFC 8941 sf-string or a bare
 //!   token of 1–255 printable ASCII characters, on POST and PATCH (configurable). A request
 //!   without a key passes through (`missing_key`) or gets 400 with
-//!   [`require_key`](Builder::require_key); an invalid key, or two key headers, get 400.
+//!   [`require_key`](IdempotencyLayerBuilder::require_key); an invalid key, or two key headers, get 400.
 //! * **Who may see a record**: a stored response is never replayed to another caller.
-//!   - With the app's own principal ([`principal`](Builder::principal), for instance the user
+//!   - With the app's own principal ([`principal`](IdempotencyLayerBuilder::principal), for instance the user
 //!     id an authentication layer put in the request's extensions), records are keyed by
 //!     (principal, key): each principal has its keys to itself, and its retries get their
 //!     replay whatever credentials they carry (a refreshed token, a changed cookie jar). This
 //!     is the recommended setup.
 //!   - Without one (the default), records are keyed by the key alone and **bound to the
 //!     caller's credentials**: the `Authorization`, `Proxy-Authorization` and `Cookie` headers
-//!     ([`credential_headers`](Builder::credential_headers)) are part of the fingerprint. A
+//!     ([`credential_headers`](IdempotencyLayerBuilder::credential_headers)) are part of the fingerprint. A
 //!     request with other credentials — another user reusing the key, or the same user whose
 //!     credentials changed between an attempt and its retry — is refused with 422, never
 //!     replayed the first caller's response and never run again. The trade-off: such an
 //!     honest retry gets 422 instead of its replay, and two callers who pick the same key
 //!     (keys should be random, e.g. UUIDs) refuse each other until the record expires. Keying
 //!     by the credentials instead would run that retry a second time.
-//!   - [`require_principal`](Builder::require_principal) answers 401 to a request without a
-//!     principal (without [`principal`](Builder::principal): without any credential header).
+//!   - [`require_principal`](IdempotencyLayerBuilder::require_principal) answers 401 to a request without a
+//!     principal (without [`principal`](IdempotencyLayerBuilder::principal): without any credential header).
 //!     [`authorization_principal`] keys records by the raw `Authorization` header, for APIs
 //!     where it is a stable per-caller credential.
 //! * **Fingerprint**: SHA-256 over method, path and query, chosen headers (`Content-Type`),
@@ -123,6 +123,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+mod builder;
 mod config;
 mod detach;
 pub mod error;
@@ -137,9 +138,10 @@ pub mod store;
 mod telemetry;
 mod waiters;
 
+pub use builder::IdempotencyLayerBuilder;
 pub use config::{
-    Builder, Concurrency, DEFAULT_CREDENTIAL_HEADERS, DEFAULT_LEASE, DEFAULT_MAX_BYTES,
-    DEFAULT_RESPONSE_BODY_TIMEOUT, DEFAULT_TTL, OutagePolicy,
+    Concurrency, DEFAULT_CREDENTIAL_HEADERS, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_RESPONSE_BODY_TIMEOUT, DEFAULT_TTL, OutagePolicy,
 };
 pub use flow::REPLAYED_HEADER;
 pub use key::{FencingToken, Fingerprint, RecordKey, Scope, authorization_principal};
@@ -149,3 +151,14 @@ pub use service::Idempotency;
 pub use store::RedisStore;
 pub use store::{IdempotencyStore, MemoryStore};
 pub use telemetry::{REQUESTS_TOTAL, STORE_SECONDS};
+// What a user of this crate needs of `tower-fault`: the classifier deciding which outcomes are
+// kept, the key type and header, and the error type a custom store's errors box.
+/// The `redis` crate this store is built on, for [`RedisStore::new`] over a connection of
+/// your own and for its error type.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
+pub use tower_fault::{
+    BoxError, Class, HttpClassifier, HttpClassifierBuilder, IDEMPOTENCY_KEY, IdempotencyKey,
+    KeyError, Verdict,
+};
