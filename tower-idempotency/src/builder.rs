@@ -183,35 +183,8 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// [`credential_headers`](Self::credential_headers)), or gets 401 with
     /// [`require_principal`](Self::require_principal).
     ///
-    /// ```
-    /// use axum::{Router, extract::Request, middleware::{self, Next}, response::Response, routing::post};
-    /// use tower_idempotency::{IdempotencyLayer, Scope};
-    ///
-    /// /// The user the authentication middleware found.
-    /// #[derive(Clone)]
-    /// struct UserId(u64);
-    ///
-    /// async fn authenticate(mut req: Request, next: Next) -> Response {
-    ///     // Look the session cookie up; here every request is user 42.
-    ///     req.extensions_mut().insert(UserId(42));
-    ///     next.run(req).await
-    /// }
-    ///
-    /// let idempotency = IdempotencyLayer::builder()
-    ///     .principal(|parts| {
-    ///         let user = parts.extensions.get::<UserId>()?;
-    ///         Some(Scope::new(user.0.to_be_bytes()))
-    ///     })
-    ///     .require_principal()
-    ///     .build()?;
-    /// let app: Router = Router::new()
-    ///     .route("/orders", post(|| async { "created" }))
-    ///     // Layers added later run first: authentication, then idempotency.
-    ///     .layer(idempotency)
-    ///     .layer(middleware::from_fn(authenticate));
-    /// # let _ = app;
-    /// # Ok::<_, tower_idempotency::error::ConfigError>(())
-    /// ```
+    /// The [crate documentation](crate#your-own-principal) shows one taken from an axum
+    /// authentication middleware.
     ///
     /// [`authorization_principal`](crate::authorization_principal) scopes by the raw
     /// `Authorization` header, for APIs where it is a stable per-caller credential.
