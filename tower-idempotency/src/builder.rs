@@ -9,13 +9,12 @@ use crate::{
     config::{
         Concurrency, Config, DEFAULT_CREDENTIAL_HEADERS, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BYTES,
         DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_RESPONSE_BODY_TIMEOUT, DEFAULT_TTL, OutagePolicy,
-        PrincipalFn, Shared,
+        Settings, Shared,
     },
     error::{ConfigError, config_error},
     key::Scope,
     layer::IdempotencyLayer,
     store::{IdempotencyStore, MemoryStore},
-    telemetry::Keys,
     waiters::Waiters,
 };
 
@@ -48,24 +47,7 @@ use crate::{
 #[must_use]
 pub struct IdempotencyLayerBuilder<St = MemoryStore> {
     store: St,
-    name: Arc<str>,
-    header: HeaderName,
-    methods: Vec<Method>,
-    require_key: bool,
-    principal: Option<Arc<PrincipalFn>>,
-    require_principal: bool,
-    /// `None`: [`no_credential_headers`](Self::no_credential_headers).
-    credential_headers: Option<Vec<HeaderName>>,
-    fingerprint_headers: Vec<HeaderName>,
-    max_request_bytes: usize,
-    max_response_bytes: usize,
-    response_body_timeout: Duration,
-    lease: Duration,
-    ttl: Duration,
-    concurrency: Concurrency,
-    outage: OutagePolicy,
-    classifier: HttpClassifier,
-    never_replay: Vec<HeaderName>,
+    settings: Settings,
 }
 
 /// The shortest lease `build()` accepts: it is renewed every third of it, and a renewal is a
@@ -76,11 +58,8 @@ impl<St: fmt::Debug> fmt::Debug for IdempotencyLayerBuilder<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayerBuilder")
             .field("store", &self.store)
-            .field("name", &self.name)
-            .field("methods", &self.methods)
-            .field("lease", &self.lease)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -96,8 +75,7 @@ impl IdempotencyLayerBuilder<MemoryStore> {
     /// credentials), fingerprint over `Content-Type`, 1 MiB bodies read for at most 60 s, 60 s
     /// lease, 24 h TTL, 409 on in-flight duplicates, fail closed.
     pub fn new() -> Self {
-        Self {
-            store: MemoryStore::default(),
+        let settings = Settings {
             name: "default".into(),
             header: IDEMPOTENCY_KEY,
             methods: vec![Method::POST, Method::PATCH],
@@ -119,58 +97,46 @@ impl IdempotencyLayerBuilder<MemoryStore> {
             },
             classifier: HttpClassifier::default(),
             never_replay: Vec::new(),
+        };
+        Self {
+            store: MemoryStore::default(),
+            settings,
         }
     }
 }
 
 impl<St> IdempotencyLayerBuilder<St> {
-    /// Uses another store (for instance a shared [`RedisStore`](crate::RedisStore)).
+    /// Uses another store (for instance a shared `RedisStore`, feature `redis`).
     pub fn store<T: IdempotencyStore>(self, store: T) -> IdempotencyLayerBuilder<T> {
         IdempotencyLayerBuilder {
             store,
-            name: self.name,
-            header: self.header,
-            methods: self.methods,
-            require_key: self.require_key,
-            principal: self.principal,
-            require_principal: self.require_principal,
-            credential_headers: self.credential_headers,
-            fingerprint_headers: self.fingerprint_headers,
-            max_request_bytes: self.max_request_bytes,
-            max_response_bytes: self.max_response_bytes,
-            response_body_timeout: self.response_body_timeout,
-            lease: self.lease,
-            ttl: self.ttl,
-            concurrency: self.concurrency,
-            outage: self.outage,
-            classifier: self.classifier,
-            never_replay: self.never_replay,
+            settings: self.settings,
         }
     }
 
     /// The instance name (default `"default"`): the `name` label of its metrics and a field of
     /// its log lines. An empty name is a `build()` error.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
+        self.settings.name = name.into();
         self
     }
 
     /// The request header carrying the key (default `Idempotency-Key`).
     pub fn header(mut self, name: HeaderName) -> Self {
-        self.header = name;
+        self.settings.header = name;
         self
     }
 
     /// The methods deduplicated (default POST and PATCH); others pass through.
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
-        self.methods = methods.into_iter().collect();
+        self.settings.methods = methods.into_iter().collect();
         self
     }
 
     /// Answers 400 to a request without a key. By default such requests pass through without
     /// deduplication (counted as `missing_key`).
     pub fn require_key(mut self) -> Self {
-        self.require_key = true;
+        self.settings.require_key = true;
         self
     }
 
@@ -192,7 +158,7 @@ impl<St> IdempotencyLayerBuilder<St> {
     where
         F: Fn(&Parts) -> Option<Scope> + Send + Sync + 'static,
     {
-        self.principal = Some(Arc::new(extract));
+        self.settings.principal = Some(Arc::new(extract));
         self
     }
 
@@ -200,7 +166,7 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// [`principal`](Self::principal), one that carries none of the
     /// [`credential_headers`](Self::credential_headers); with it, one it finds no principal for.
     pub fn require_principal(mut self) -> Self {
-        self.require_principal = true;
+        self.settings.require_principal = true;
         self
     }
 
@@ -218,7 +184,7 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// An empty list is a `build()` error: turning the binding off is
     /// [`no_credential_headers`](Self::no_credential_headers).
     pub fn credential_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
-        self.credential_headers = Some(names.into_iter().collect());
+        self.settings.credential_headers = Some(names.into_iter().collect());
         self
     }
 
@@ -227,21 +193,21 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// (no authentication, or one shared credential); anyone who learns a key can read its
     /// response.
     pub fn no_credential_headers(mut self) -> Self {
-        self.credential_headers = None;
+        self.settings.credential_headers = None;
         self
     }
 
     /// The request headers that are part of the fingerprint besides method, path, query and
     /// body (default `Content-Type`).
     pub fn fingerprint_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
-        self.fingerprint_headers = names.into_iter().collect();
+        self.settings.fingerprint_headers = names.into_iter().collect();
         self
     }
 
     /// The largest request body of a keyed request (default 1 MiB); larger ones get 413 and the
     /// handler does not run.
     pub fn max_request_bytes(mut self, limit: usize) -> Self {
-        self.max_request_bytes = limit;
+        self.settings.max_request_bytes = limit;
         self
     }
 
@@ -249,7 +215,7 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// to the client untouched and leaves a record that answers replays with the
     /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
-        self.max_response_bytes = limit;
+        self.settings.max_response_bytes = limit;
         self
     }
 
@@ -258,46 +224,46 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// to the client and leaves a record whose replays get the
     /// [`NOT_REPLAYABLE`](crate::problems::NOT_REPLAYABLE) problem: never a second execution.
     pub fn response_body_timeout(mut self, timeout: Duration) -> Self {
-        self.response_body_timeout = timeout;
+        self.settings.response_body_timeout = timeout;
         self
     }
 
     /// The lease of a claim (default 60 s), renewed every third of it while the handler runs.
     /// If the process dies, the next request with the key executes once the lease expires.
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.settings.lease = lease;
         self
     }
 
     /// How long completed records are kept (default 24 h).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.settings.ttl = ttl;
         self
     }
 
     /// What in-flight duplicates get (default [`Concurrency::Reject`] with 1 s).
     pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
-        self.concurrency = concurrency;
+        self.settings.concurrency = concurrency;
         self
     }
 
     /// What happens when the store is unreachable (default [`OutagePolicy::FailClosed`], 1 s).
     pub fn on_store_outage(mut self, policy: OutagePolicy) -> Self {
-        self.outage = policy;
+        self.settings.outage = policy;
         self
     }
 
     /// The classifier deciding what is kept: responses it calls `Transient` (5xx, 408, 429 by
     /// default) release the key so a retry executes again; all others are stored.
     pub fn classifier(mut self, classifier: HttpClassifier) -> Self {
-        self.classifier = classifier;
+        self.settings.classifier = classifier;
         self
     }
 
     /// A response header never replayed, besides `Set-Cookie`, authentication and hop-by-hop
     /// headers (which never are).
     pub fn never_replay(mut self, name: HeaderName) -> Self {
-        self.never_replay.push(name);
+        self.settings.never_replay.push(name);
         self
     }
 
@@ -310,106 +276,66 @@ impl<St> IdempotencyLayerBuilder<St> {
         St: IdempotencyStore,
     {
         self.validate()?;
-        let Self {
-            store,
-            name,
-            header,
-            methods,
-            require_key,
-            principal,
-            require_principal,
-            credential_headers,
-            fingerprint_headers,
-            max_request_bytes,
-            max_response_bytes,
-            response_body_timeout,
-            lease,
-            ttl,
-            concurrency,
-            outage,
-            classifier,
-            never_replay,
-        } = self;
         Ok(IdempotencyLayer::from_shared(Shared {
-            config: Config {
-                metrics: Keys::new(&name),
-                name,
-                header,
-                methods,
-                require_key,
-                principal,
-                require_principal,
-                credential_headers: credential_headers.unwrap_or_default(),
-                fingerprint_headers,
-                max_request_bytes,
-                max_response_bytes,
-                response_body_timeout,
-                lease,
-                ttl,
-                concurrency,
-                outage,
-                classifier,
-                never_replay,
-            },
-            store,
+            config: Config::new(self.settings),
+            store: self.store,
             waiters: Waiters::new(),
         }))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.settings;
         let must = [
-            (!self.name.is_empty(), "name must not be empty"),
+            (!s.name.is_empty(), "name must not be empty"),
             (
-                !self.methods.is_empty(),
+                !s.methods.is_empty(),
                 "methods must name at least one method",
             ),
-            (!self.ttl.is_zero(), "ttl must be greater than zero"),
+            (!s.ttl.is_zero(), "ttl must be greater than zero"),
             (
-                self.max_request_bytes > 0,
+                s.max_request_bytes > 0,
                 "max_request_bytes must be greater than zero",
             ),
             (
-                self.max_response_bytes > 0,
+                s.max_response_bytes > 0,
                 "max_response_bytes must be greater than zero",
             ),
             (
-                !self.response_body_timeout.is_zero(),
+                !s.response_body_timeout.is_zero(),
                 "response_body_timeout must be greater than zero",
             ),
             (
-                !matches!(self.concurrency, Concurrency::Wait { max } if max.is_zero()),
+                !matches!(s.concurrency, Concurrency::Wait { max } if max.is_zero()),
                 "Concurrency::Wait needs a max greater than zero (use Concurrency::Reject to answer 409 at once)",
             ),
             (
-                self.credential_headers
+                s.credential_headers
                     .as_ref()
                     .is_none_or(|names| !names.is_empty()),
                 "credential_headers must name at least one header (no_credential_headers() binds records to no credentials)",
             ),
             (
-                self.credential_headers
+                s.credential_headers
                     .as_ref()
-                    .is_none_or(|names| !names.contains(&self.header)),
+                    .is_none_or(|names| !names.contains(&s.header)),
                 "the idempotency key header cannot be a credential header",
             ),
             (
-                !(self.require_principal
-                    && self.principal.is_none()
-                    && self.credential_headers.is_none()),
+                !(s.require_principal && s.principal.is_none() && s.credential_headers.is_none()),
                 "require_principal() needs principal() or credential headers to identify a caller (no_credential_headers() leaves none)",
             ),
             (
-                !self.fingerprint_headers.contains(&self.header),
+                !s.fingerprint_headers.contains(&s.header),
                 "the idempotency key header cannot be part of the fingerprint",
             ),
         ];
         if let Some((_, message)) = must.into_iter().find(|(holds, _)| !holds) {
             return Err(config_error(message));
         }
-        if self.lease < MIN_LEASE {
+        if s.lease < MIN_LEASE {
             return Err(config_error(format!(
                 "lease must be at least {MIN_LEASE:?} (got {:?}); it is renewed every third of it",
-                self.lease
+                s.lease
             )));
         }
         self.check_retry_afters()
@@ -418,12 +344,13 @@ impl<St> IdempotencyLayerBuilder<St> {
     /// A `Retry-After` the layer answers with must fit the header (see
     /// [`tower_fault::retry_after::CAP`]).
     fn check_retry_afters(&self) -> Result<(), ConfigError> {
+        let s = &self.settings;
         let retry_afters = [
-            match self.concurrency {
+            match s.concurrency {
                 Concurrency::Reject { retry_after } => Some(("Concurrency::Reject", retry_after)),
                 Concurrency::Wait { .. } => None,
             },
-            match self.outage {
+            match s.outage {
                 OutagePolicy::FailClosed { retry_after } => {
                     Some(("OutagePolicy::FailClosed", retry_after))
                 }

@@ -1,6 +1,6 @@
 //! The validated configuration a layer and its services share, its policies and its defaults.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, ops::Deref, sync::Arc, time::Duration};
 
 use http::{HeaderName, Method, header, request::Parts};
 use tower_fault::HttpClassifier;
@@ -103,17 +103,17 @@ pub const DEFAULT_CREDENTIAL_HEADERS: [HeaderName; 3] = [
     header::COOKIE,
 ];
 
-/// The validated configuration shared by a layer and its services.
-pub(crate) struct Config {
+/// Every setting of a layer, as its builder collects them and its services read them.
+pub(crate) struct Settings {
     pub(crate) name: Arc<str>,
-    pub(crate) metrics: Keys,
     pub(crate) header: HeaderName,
     pub(crate) methods: Vec<Method>,
     pub(crate) require_key: bool,
     /// The app's principal; `None`: records are unscoped and bound to the credentials.
     pub(crate) principal: Option<Arc<PrincipalFn>>,
     pub(crate) require_principal: bool,
-    pub(crate) credential_headers: Vec<HeaderName>,
+    /// `None`: records are bound to no credentials (`no_credential_headers`).
+    pub(crate) credential_headers: Option<Vec<HeaderName>>,
     pub(crate) fingerprint_headers: Vec<HeaderName>,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_response_bytes: usize,
@@ -126,15 +126,70 @@ pub(crate) struct Config {
     pub(crate) never_replay: Vec<HeaderName>,
 }
 
-impl Config {
+impl Settings {
+    /// The headers a request without a principal is bound to.
+    pub(crate) fn credential_headers(&self) -> &[HeaderName] {
+        self.credential_headers.as_deref().unwrap_or_default()
+    }
+
     /// Without an app principal, whether the request carries a credential header: what
     /// identifies a caller then (for `require_principal`). With one, only it identifies.
     pub(crate) fn identified_by_credentials(&self, parts: &Parts) -> bool {
         self.principal.is_none()
             && self
-                .credential_headers
+                .credential_headers()
                 .iter()
                 .any(|name| parts.headers.contains_key(name))
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("header", &self.header)
+            .field("methods", &self.methods)
+            .field("require_key", &self.require_key)
+            .field("principal", &self.principal.is_some())
+            .field("require_principal", &self.require_principal)
+            .field("credential_headers", &self.credential_headers)
+            .field("fingerprint_headers", &self.fingerprint_headers)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("response_body_timeout", &self.response_body_timeout)
+            .field("lease", &self.lease)
+            .field("ttl", &self.ttl)
+            .field("concurrency", &self.concurrency)
+            .field("outage", &self.outage)
+            .field("never_replay", &self.never_replay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated settings and what `build` derives from them (the metric handles), shared by
+/// a layer and its services.
+///
+/// It dereferences to its [`Settings`], so the request path reads `config.ttl`.
+pub(crate) struct Config {
+    settings: Settings,
+    pub(crate) metrics: Keys,
+}
+
+impl Config {
+    /// The configuration of validated `settings`.
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            metrics: Keys::new(&settings.name),
+            settings,
+        }
+    }
+}
+
+impl Deref for Config {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
     }
 }
 
@@ -147,20 +202,6 @@ pub(crate) struct Shared<St> {
 
 impl<St> fmt::Debug for Shared<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        f.debug_struct("Idempotency")
-            .field("name", &c.name)
-            .field("header", &c.header)
-            .field("methods", &c.methods)
-            .field("require_key", &c.require_key)
-            .field("require_principal", &c.require_principal)
-            .field("max_request_bytes", &c.max_request_bytes)
-            .field("max_response_bytes", &c.max_response_bytes)
-            .field("response_body_timeout", &c.response_body_timeout)
-            .field("lease", &c.lease)
-            .field("ttl", &c.ttl)
-            .field("concurrency", &c.concurrency)
-            .field("outage", &c.outage)
-            .finish_non_exhaustive()
+        fmt::Debug::fmt(&self.config.settings, f)
     }
 }

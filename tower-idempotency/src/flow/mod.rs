@@ -70,8 +70,8 @@ where
             Ok(bytes) => bytes,
             Err(error) => return Step::Answer(Ok(unread(config, &error))),
         };
-        let credentials: &[_] = if bound {
-            &config.credential_headers
+        let credentials = if bound {
+            config.credential_headers()
         } else {
             &[]
         };
