@@ -54,7 +54,7 @@ pub(super) async fn claim<St: IdempotencyStore, B: Body>(
             fingerprint: held, ..
         } if held != *fingerprint => Err(mismatch(shared, key)),
         Claim::InFlight { .. } => {
-            tracing::info!(key = key.short(), "duplicate of a request in flight");
+            tracing::info!(name = %config.name, key = key.short(), "duplicate of a request in flight");
             telemetry::request(&config.metrics, Metric::Conflict);
             Err(problems::respond(problems::in_flight(retry_after)))
         }
@@ -104,6 +104,7 @@ async fn claim_waiting<St: IdempotencyStore>(
 
 fn mismatch<St, B: Body>(shared: &Shared<St>, key: &RecordKey) -> Response<IdempotencyBody<B>> {
     tracing::info!(
+        name = %shared.config.name,
         key = key.short(),
         "idempotency key reused for another request"
     );
@@ -119,6 +120,7 @@ fn replay<St, B: Body>(
     match &record.outcome {
         Outcome::Response(stored) => {
             tracing::debug!(
+                name = %shared.config.name,
                 key = key.short(),
                 status = stored.status.as_u16(),
                 "replaying response"
@@ -146,6 +148,7 @@ fn replay<St, B: Body>(
         }
         Outcome::TooLarge { status, limit } => {
             tracing::info!(
+                name = %shared.config.name,
                 key = key.short(),
                 "duplicate of a request whose response was not kept"
             );
@@ -154,6 +157,7 @@ fn replay<St, B: Body>(
         }
         Outcome::BodyFailed { status } => {
             tracing::info!(
+                name = %shared.config.name,
                 key = key.short(),
                 "duplicate of a request whose response body failed"
             );
@@ -162,6 +166,7 @@ fn replay<St, B: Body>(
         }
         Outcome::TooSlow { status, limit } => {
             tracing::info!(
+                name = %shared.config.name,
                 key = key.short(),
                 "duplicate of a request whose response body did not end in time"
             );

@@ -94,6 +94,7 @@ fn released_by_status<B>(config: &Config, key: &RecordKey, response: &Response<B
         .is_transient();
     if transient {
         tracing::debug!(
+            name = %config.name,
             key = key.short(),
             status = response.status().as_u16(),
             "transient outcome; key released"
@@ -123,6 +124,7 @@ fn outcome<E>(
         }
         ReadEnd::TooLarge => {
             tracing::info!(
+                name = %config.name,
                 key = key.short(),
                 limit = config.max_response_bytes,
                 "response too large to keep; replays will be refused"
@@ -134,6 +136,7 @@ fn outcome<E>(
         }
         ReadEnd::Overdue => {
             tracing::info!(
+                name = %config.name,
                 key = key.short(),
                 timeout = ?config.response_body_timeout,
                 "response body did not end in time to be kept; replays will be refused"
@@ -148,6 +151,7 @@ fn outcome<E>(
             // effects may stand. Releasing the key would run it again on the client's retry;
             // the record says it ran and cannot be replayed.
             tracing::info!(
+                name = %config.name,
                 key = key.short(),
                 status = status.as_u16(),
                 "response body failed; duplicates will be refused, not executed"
@@ -199,6 +203,7 @@ fn complete<'a, St: IdempotencyStore>(
         {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
+                name = %shared.config.name,
                 key = key.short(),
                 token = token.get(),
                 "stale owner: the lease expired and the key moved on; this outcome was not recorded"
@@ -207,7 +212,7 @@ fn complete<'a, St: IdempotencyStore>(
                 // The handler ran once; its response still goes to the client (answering an
                 // error would invite a retry, and a retry after the lease expires would execute
                 // again).
-                tracing::error!(key = key.short(), %error, "could not record the outcome; the key stays claimed until its lease expires");
+                tracing::error!(name = %shared.config.name, key = key.short(), %error, "could not record the outcome; the key stays claimed until its lease expires");
                 telemetry::request(&shared.config.metrics, Metric::StoreError);
             }
         }
@@ -225,7 +230,7 @@ fn release<'a, St: IdempotencyStore>(
         match timed(shared, StoreOp::Release, shared.store.release(key, token)).await {
             Ok(_) => {}
             Err(error) => {
-                tracing::warn!(key = key.short(), %error, "could not release the key; it frees when its lease expires");
+                tracing::warn!(name = %shared.config.name, key = key.short(), %error, "could not release the key; it frees when its lease expires");
                 telemetry::request(&shared.config.metrics, Metric::StoreError);
             }
         }

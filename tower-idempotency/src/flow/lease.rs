@@ -73,14 +73,17 @@ impl<St: IdempotencyStore, F: Future> Future for WithLease<'_, St, F> {
                     return Poll::Pending;
                 };
                 *this.renewing = None;
-                let key: &RecordKey = this.key;
+                let (name, key): (&str, &RecordKey) = (&this.shared.config.name, this.key);
                 match renewed {
-                    Ok(true) => tracing::trace!(key = key.short(), "lease renewed"),
+                    Ok(true) => tracing::trace!(name, key = key.short(), "lease renewed"),
                     Ok(false) => tracing::warn!(
+                        name,
                         key = key.short(),
                         "lease lost while the handler runs; its outcome will not be recorded"
                     ),
-                    Err(error) => tracing::warn!(key = key.short(), %error, "lease renewal failed"),
+                    Err(error) => {
+                        tracing::warn!(name, key = key.short(), %error, "lease renewal failed");
+                    }
                 }
                 if let Some(tick) = this.tick.as_mut().as_pin_mut() {
                     tick.reset(saturating_after(Instant::now(), interval));

@@ -120,7 +120,7 @@ fn unclaimed<B: Body>(
     // Not an outage: the store answered, with a record this server cannot read. The request
     // may have run already, so neither policy executes it.
     if error.kind() == StoreErrorKind::Corrupt {
-        tracing::error!(key = key.short(), %error, "idempotency record unreadable; not executing");
+        tracing::error!(name = %config.name, key = key.short(), %error, "idempotency record unreadable; not executing");
         telemetry::request(&config.metrics, Metric::StoreError);
         return Some(problems::respond(problems::record_unreadable()));
     }
@@ -134,11 +134,11 @@ fn unclaimed<B: Body>(
     telemetry::request(&config.metrics, metric);
     match config.outage {
         OutagePolicy::FailClosed { retry_after } => {
-            tracing::error!(key = key.short(), %error, "idempotency store unavailable; failing closed");
+            tracing::error!(name = %config.name, key = key.short(), %error, "idempotency store unavailable; failing closed");
             Some(problems::respond(problems::store_unavailable(retry_after)))
         }
         OutagePolicy::FailOpen => {
-            tracing::warn!(key = key.short(), %error, "idempotency store unavailable; executing without deduplication");
+            tracing::warn!(name = %config.name, key = key.short(), %error, "idempotency store unavailable; executing without deduplication");
             None
         }
     }
