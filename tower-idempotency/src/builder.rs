@@ -70,10 +70,21 @@ impl Default for IdempotencyLayerBuilder<MemoryStore> {
 }
 
 impl IdempotencyLayerBuilder<MemoryStore> {
-    /// The defaults: memory store, `Idempotency-Key`, POST and PATCH, optional key, no app
-    /// principal (records bound to the `Authorization`, `Proxy-Authorization` and `Cookie`
-    /// credentials), fingerprint over `Content-Type`, 1 MiB bodies read for at most 60 s, 60 s
-    /// lease, 24 h TTL, 409 on in-flight duplicates, fail closed.
+    /// The defaults, and why:
+    ///
+    /// * a [`MemoryStore`] with its default bounds: one server needs nothing else;
+    /// * the `Idempotency-Key` header on POST and PATCH: the IETF draft's header and methods
+    ///   (GET, PUT and DELETE are idempotent by their definition);
+    /// * a request without a key passes through (counted as `missing_key`): clients that send
+    ///   none keep working; [`require_key`](Self::require_key) refuses them;
+    /// * no app principal, records bound to [`DEFAULT_CREDENTIAL_HEADERS`]: no response
+    ///   crosses callers before anything is configured;
+    /// * the fingerprint covers `Content-Type` besides method, target and body: the same bytes
+    ///   sent as another type are another request;
+    /// * [`DEFAULT_MAX_REQUEST_BYTES`], [`DEFAULT_MAX_RESPONSE_BYTES`],
+    ///   [`DEFAULT_RESPONSE_BODY_TIMEOUT`], [`DEFAULT_LEASE`], [`DEFAULT_TTL`],
+    ///   [`Concurrency`] (409 with 1 s) and [`OutagePolicy`] (fail closed, 1 s): each says why;
+    /// * [`HttpClassifier::default`], the suite's one table of what is transient.
     pub fn new() -> Self {
         let settings = Settings {
             name: "default".into(),

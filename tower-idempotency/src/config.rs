@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 ///
 /// A kept response stays in the store for the TTL, so the cap bounds each record. It keeps the
 /// responses of the commands this layer is for (small JSON documents), and the default
-/// [`MemoryStore`](crate::MemoryStore) (256 MiB) holds at least 256 records of the largest.
+/// [`MemoryStore`](crate::MemoryStore) (256 MiB) holds about 250 records of the largest.
 /// A larger response still reaches its client; its replays get 409, never a second execution.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
