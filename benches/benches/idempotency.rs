@@ -87,7 +87,7 @@ where
 fn ours_router() -> Router {
     Router::new()
         .route("/orders", post(create_order))
-        .layer(tower_idempotency::IdempotencyLayer::memory())
+        .layer(tower_idempotency::IdempotencyLayer::default())
 }
 
 const GROUP: &str = "idempotency, 1 KiB response";

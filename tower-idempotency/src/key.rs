@@ -56,7 +56,7 @@ impl fmt::Debug for Scope {
 }
 
 /// A principal from the raw `Authorization` header (hashed by [`Scope::new`]), for
-/// [`Builder::principal`](crate::Builder::principal).
+/// [`IdempotencyLayerBuilder::principal`](crate::IdempotencyLayerBuilder::principal).
 ///
 /// Right where that header is a stable per-caller credential, such as an API key: two callers'
 /// records never meet, even under the same key. A caller whose header changes (a refreshed
@@ -262,7 +262,7 @@ impl fmt::Debug for Fingerprint {
 ///
 /// let app: Router = Router::new()
 ///     .route("/orders", post(create))
-///     .layer(IdempotencyLayer::memory());
+///     .layer(IdempotencyLayer::default());
 /// # let _ = app;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,9 +5,7 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
 use crate::{
-    config::{Builder, Shared},
-    service::Idempotency,
-    store::MemoryStore,
+    builder::IdempotencyLayerBuilder, config::Shared, service::Idempotency, store::MemoryStore,
 };
 
 /// Executes each keyed request once and replays its response to duplicates.
@@ -21,7 +19,7 @@ use crate::{
 ///
 /// let app: Router = Router::new()
 ///     .route("/payments", post(|| async { "charged" }))
-///     .layer(IdempotencyLayer::memory());
+///     .layer(IdempotencyLayer::default());
 /// # let _ = app;
 /// ```
 pub struct IdempotencyLayer<St = MemoryStore> {
@@ -45,15 +43,18 @@ impl<St> fmt::Debug for IdempotencyLayer<St> {
 }
 
 impl IdempotencyLayer<MemoryStore> {
-    /// A builder starting from the defaults (see [`Builder::new`]).
-    pub fn builder() -> Builder<MemoryStore> {
-        Builder::new()
+    /// A builder starting from the defaults (see [`IdempotencyLayerBuilder::new`]).
+    pub fn builder() -> IdempotencyLayerBuilder<MemoryStore> {
+        IdempotencyLayerBuilder::new()
     }
+}
 
-    /// The default layer: an in-process [`MemoryStore`] and the defaults of [`Builder::new`].
-    #[must_use]
-    pub fn memory() -> Self {
-        Builder::new().build().expect("the defaults are valid")
+/// The defaults of [`IdempotencyLayerBuilder::new`], built: an in-process [`MemoryStore`].
+impl Default for IdempotencyLayer<MemoryStore> {
+    fn default() -> Self {
+        IdempotencyLayerBuilder::new()
+            .build()
+            .expect("the builder's defaults are valid")
     }
 }
 

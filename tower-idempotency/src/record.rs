@@ -165,8 +165,8 @@ const TAG_RESPONSE: u8 = 1;
 const TAG_TOO_LARGE: u8 = 2;
 const TAG_BODY_FAILED: u8 = 4;
 const TAG_TOO_SLOW: u8 = 5;
-/// A response with trailers (a response without any keeps the older `TAG_RESPONSE` layout, so
-/// records written before trailers were kept still decode).
+/// A response with trailers (a response without any is written in the shorter `TAG_RESPONSE`
+/// layout).
 const TAG_RESPONSE_TRAILERS: u8 = 3;
 
 fn fields_len(fields: &[(HeaderName, HeaderValue)]) -> usize {

@@ -152,3 +152,46 @@ where
         )))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use http::{HeaderValue, Request};
+    use tower_layer::Layer;
+
+    use super::*;
+    use crate::{IdempotencyLayer, detach::Step};
+
+    /// The keyed request's box is allocated and freed on every keyed request: past the
+    /// allocator's per-thread cache (about 1 KiB) each request takes its slow path twice.
+    #[test]
+    fn a_keyed_request_future_fits_the_allocators_thread_cache() {
+        let router: axum::Router =
+            axum::Router::new().route("/", axum::routing::post(|| async { "ok" }));
+        let service = IdempotencyLayer::default().layer(router);
+        let (parts, body) = Request::post("/")
+            .body(axum::body::Body::empty())
+            .unwrap()
+            .into_parts();
+        let key = IdempotencyKey::parse(&HeaderValue::from_static("k")).unwrap();
+        let size = size_of_flow(flow::run(
+            Arc::clone(&service.shared),
+            service.inner.clone(),
+            parts,
+            body,
+            RecordKey::new(&Scope::anonymous(), &key),
+            true,
+        ));
+        eprintln!("keyed future: {size} bytes");
+        assert!(size <= 1024, "the keyed future is {size} bytes");
+    }
+
+    /// The size of the box `call` allocates for a keyed request running `_stage`.
+    fn size_of_flow<A, R, T>(_stage: A) -> usize
+    where
+        A: Future<Output = Step<T, R>>,
+    {
+        size_of::<Flow<A, R>>()
+    }
+}

@@ -17,10 +17,9 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_fault::IdempotencyKey;
 use tower_idempotency::{
-    Concurrency, IdempotencyLayer, IdempotencyStore, MemoryStore, OutagePolicy, RecordKey, Scope,
-    problems, store::Claim,
+    Concurrency, IdempotencyKey, IdempotencyLayer, IdempotencyStore, MemoryStore, OutagePolicy,
+    RecordKey, Scope, problems, store::Claim,
 };
 
 fn slow(delay_ms: u64) -> Handler {
@@ -33,7 +32,7 @@ fn slow(delay_ms: u64) -> Handler {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_duplicates_execute_once_and_the_rest_get_409() {
     let handler = slow(600);
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     let mut set = JoinSet::new();
     for _ in 0..50 {
@@ -101,7 +100,7 @@ async fn wait_mode_gives_every_duplicate_the_replay() {
 #[tokio::test]
 async fn replay_is_byte_identical_keeps_multi_values_and_drops_secrets() {
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     let first = post_key(&client, addr, "/orders", "k-replay", None, "payload").await;
     assert_eq!(first.status(), 201);
@@ -129,7 +128,7 @@ async fn replay_is_byte_identical_keeps_multi_values_and_drops_secrets() {
 #[tokio::test]
 async fn same_key_with_another_body_or_route_is_422() {
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     assert_eq!(
         post_key(&client, addr, "/orders", "k-fp", None, "a")
@@ -150,7 +149,7 @@ async fn same_key_with_another_body_or_route_is_422() {
 #[tokio::test]
 async fn principals_with_the_same_key_are_isolated() {
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     let shared_key = |auth| post_key(&client, addr, "/orders", "shared", auth, "x");
     let alice = shared_key(Some("Bearer alice")).await;
@@ -257,7 +256,7 @@ async fn transient_outcome_releases_the_key_for_the_retry() {
         fail_first: 1,
         ..Handler::default()
     };
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     assert_eq!(
         post_key(&client, addr, "/orders", "k-5xx", None, "x")
@@ -275,7 +274,7 @@ async fn transient_outcome_releases_the_key_for_the_retry() {
         fail_first: 1,
         ..Handler::default()
     };
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     assert_eq!(
         post_key(&client, addr, "/orders", "k-4xx", None, "x")
             .await
@@ -293,7 +292,7 @@ async fn inner_errors_release_the_key() {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
     let svc = ServiceBuilder::new()
-        .layer(IdempotencyLayer::memory())
+        .layer(IdempotencyLayer::default())
         .service(service_fn(move |_req: Request<Body>| {
             let n = seen.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -353,7 +352,7 @@ async fn oversized_request_is_413_and_oversized_response_streams_then_refuses_re
 #[tokio::test]
 async fn keys_and_principals_are_validated() {
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     // No key: passes through without dedup.
     for _ in 0..2 {
@@ -557,7 +556,7 @@ async fn memory_store_fences_a_stale_owner() {
 #[tokio::test]
 async fn fencing_token_reaches_the_handler() {
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let body = post_key(&client(), addr, "/orders", "k-token", None, "x")
         .await
         .text()
@@ -620,7 +619,7 @@ async fn bounded_memory_store_fails_closed_when_full_of_claims() {
 #[tokio::test]
 async fn the_default_memory_store_is_bounded_by_bytes() {
     const MIB: usize = 1024 * 1024;
-    let layer = IdempotencyLayer::memory();
+    let layer = IdempotencyLayer::default();
     let store = layer.store().clone();
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
@@ -759,7 +758,7 @@ async fn trailers_reach_the_client_and_are_replayed() {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
     let svc = ServiceBuilder::new()
-        .layer(IdempotencyLayer::memory())
+        .layer(IdempotencyLayer::default())
         .service(service_fn(move |_req: Request<Body>| {
             seen.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -969,7 +968,7 @@ async fn a_success_whose_body_fails_is_not_executed_again() {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
     let svc = ServiceBuilder::new()
-        .layer(IdempotencyLayer::memory())
+        .layer(IdempotencyLayer::default())
         .service(service_fn(move |_req: Request<Body>| {
             seen.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -1016,7 +1015,7 @@ async fn trailers_survive_http1_on_the_first_response_and_the_replay() {
                     .unwrap()
             }),
         )
-        .layer(IdempotencyLayer::memory());
+        .layer(IdempotencyLayer::default());
     let addr = serve(router).await;
     for round in ["first", "replay"] {
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -1157,7 +1156,7 @@ async fn a_gone_clients_endless_body_is_given_up_after_the_timeout() {
     let svc = never_ending(
         Arc::clone(&calls),
         Arc::clone(&alive),
-        IdempotencyLayer::memory(),
+        IdempotencyLayer::default(),
     );
     let without_body = Arc::strong_count(&alive);
     let client = tokio::spawn(svc.clone().oneshot(stream_request("k-endless-gone")));
@@ -1202,7 +1201,7 @@ async fn a_gone_clients_endless_body_is_given_up_after_the_timeout() {
 #[tokio::test]
 async fn a_response_never_crosses_cookie_or_proxy_credentials() {
     let handler = Handler::default();
-    let addr = serve(app(handler.clone(), IdempotencyLayer::memory())).await;
+    let addr = serve(app(handler.clone(), IdempotencyLayer::default())).await;
     let client = client();
     let alice = [("cookie", "session=alice")];
     let first = common::post_with(&client, addr, "k-cookie", &alice, "x").await;
@@ -1236,5 +1235,26 @@ async fn a_response_never_crosses_cookie_or_proxy_credentials() {
     let again = common::post_with(&client, addr, "k-cookie", &alice, "x").await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.text().await.unwrap(), alices);
+    assert_eq!(handler.count(), 1);
+}
+
+/// `no_credential_headers()` is the one way to turn the credential binding off: a duplicate is
+/// then replayed whatever credentials it carries, and nothing runs twice.
+#[tokio::test]
+async fn without_credential_headers_a_duplicate_is_replayed_whoever_sends_it() {
+    let handler = Handler::default();
+    let layer = IdempotencyLayer::builder()
+        .no_credential_headers()
+        .build()
+        .unwrap();
+    let addr = serve(app(handler.clone(), layer)).await;
+    let client = client();
+    let first =
+        common::post_with(&client, addr, "k-open", &[("cookie", "session=alice")], "x").await;
+    assert_eq!(first.status(), 201);
+    let recorded = first.text().await.unwrap();
+    let other = common::post_with(&client, addr, "k-open", &[("cookie", "session=bob")], "x").await;
+    assert_eq!(other.headers()["idempotent-replayed"], "true");
+    assert_eq!(other.text().await.unwrap(), recorded);
     assert_eq!(handler.count(), 1);
 }

@@ -9,10 +9,9 @@ use std::time::Duration;
 use common::{Handler, app, client, post_key, problem_type, serve};
 use test_support::redis::{RedisCluster, RedisServer};
 use tokio::task::JoinSet;
-use tower_fault::IdempotencyKey;
 use tower_idempotency::{
-    Concurrency, Fingerprint, IdempotencyLayer, IdempotencyStore, OutagePolicy, RecordKey,
-    RedisStore, Scope, problems, store::Claim,
+    Concurrency, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyStore, OutagePolicy,
+    RecordKey, RedisStore, Scope, problems, store::Claim,
 };
 
 async fn redis() -> Option<RedisServer> {
@@ -28,7 +27,9 @@ async fn redis() -> Option<RedisServer> {
 
 async fn layer(
     url: &str,
-    build: impl FnOnce(tower_idempotency::Builder<RedisStore>) -> tower_idempotency::Builder<RedisStore>,
+    build: impl FnOnce(
+        tower_idempotency::IdempotencyLayerBuilder<RedisStore>,
+    ) -> tower_idempotency::IdempotencyLayerBuilder<RedisStore>,
 ) -> IdempotencyLayer<RedisStore> {
     let store = RedisStore::connect(url).await.unwrap();
     build(IdempotencyLayer::builder().store(store))
@@ -371,7 +372,7 @@ async fn wait_mode_across_servers_polls_and_replays() {
         delay: Duration::from_millis(300),
         ..Handler::default()
     };
-    let wait = |b: tower_idempotency::Builder<RedisStore>| {
+    let wait = |b: tower_idempotency::IdempotencyLayerBuilder<RedisStore>| {
         b.concurrency(Concurrency::Wait {
             max: Duration::from_secs(10),
         })
@@ -471,7 +472,9 @@ async fn a_resent_claim_finds_its_own_claim() {
 /// wait for a script upload when the test stalls Redis).
 async fn stallable(
     handler: &Handler,
-    build: impl FnOnce(tower_idempotency::Builder<RedisStore>) -> tower_idempotency::Builder<RedisStore>,
+    build: impl FnOnce(
+        tower_idempotency::IdempotencyLayerBuilder<RedisStore>,
+    ) -> tower_idempotency::IdempotencyLayerBuilder<RedisStore>,
 ) -> Option<(RedisServer, std::net::SocketAddr)> {
     let redis = redis().await?;
     if std::env::var("REDIS_URL").is_ok() {

@@ -464,15 +464,13 @@ impl Shard {
     /// Frees room in a shard over one of its bounds: drops expired records, then the completed
     /// records closest to expiry until the shard is at its low-water marks — for records when
     /// `inserting` a new entry, and for bytes with `incoming` more to come. A live claim is
-    /// never evicted.
+    /// never evicted. Returns how many live completed records it evicted.
     ///
     /// Both steps scan the shard (at most `capacity / shards` records) under its lock, so they
     /// free a batch (`1 / EVICTION_BATCH_DIVISOR` of the shard) rather than one slot: a store at
     /// its bound (the steady state of a busy server with a long TTL) pays the scan once per
-    /// batch of inserts, not on every insert (freeing one slot per scan cost ~60 µs per first
-    /// request once a 100 000-record store was full). Sweeping here keeps the store free of a
-    /// background task.
-    /// Returns how many live completed records it evicted.
+    /// batch of inserts, not on every insert, where a scan of a full 100 000-record store costs
+    /// tens of microseconds. Sweeping here keeps the store free of a background task.
     fn make_room(
         &mut self,
         now: Instant,
@@ -483,13 +481,30 @@ impl Shard {
         // Weights are read (a walk over each record's headers) only when bytes may be short:
         // freeing expired records only lowers them.
         let bytes_short = self.bytes + incoming > limits.bytes_low;
-        // One pass: drop expired records, and note the expiry (and, if needed, the weight) of
-        // every completed one. Sized up front: growing them by doubling meant a dozen
-        // reallocations of up to a shard's worth. Two lists, not one of pairs: the common case
-        // (records short, not bytes) selects among expiries alone.
-        let mut expiries: Vec<Instant> = Vec::with_capacity(self.map.len());
-        let mut weights: Vec<usize> =
-            Vec::with_capacity(if bytes_short { self.map.len() } else { 0 });
+        let completed = self.sweep_expired(now, bytes_short);
+        let records_over = if inserting {
+            self.map.len().saturating_sub(limits.records_low)
+        } else {
+            0
+        };
+        let bytes_over = (self.bytes + incoming).saturating_sub(limits.bytes_low);
+        if (records_over == 0 && bytes_over == 0) || completed.expiries.is_empty() {
+            return 0;
+        }
+        let (cutoff, ties) = completed.cutoff(records_over, bytes_over);
+        self.evict_completed(cutoff, ties)
+    }
+
+    /// One pass: drops expired records and notes the expiry (and, with `weighed`, the weight)
+    /// of every completed one.
+    fn sweep_expired(&mut self, now: Instant, weighed: bool) -> Completed {
+        // Sized up front: a shard's worth of pushes would otherwise reallocate a dozen times.
+        // Two lists, not one of pairs: the common case (records short, not bytes) selects
+        // among expiries alone.
+        let mut completed = Completed {
+            expiries: Vec::with_capacity(self.map.len()),
+            weights: Vec::with_capacity(if weighed { self.map.len() } else { 0 }),
+        };
         let mut expired = 0;
         self.map.retain(|_, e| {
             if e.expires <= now {
@@ -497,43 +512,20 @@ impl Shard {
                 return false;
             }
             if matches!(e.state, State::Completed(_)) {
-                expiries.push(e.expires);
-                if bytes_short {
-                    weights.push(e.weight());
+                completed.expiries.push(e.expires);
+                if weighed {
+                    completed.weights.push(e.weight());
                 }
             }
             true
         });
         self.bytes -= expired;
-        let records_over = if inserting {
-            self.map.len().saturating_sub(limits.records_low)
-        } else {
-            0
-        };
-        let bytes_over = (self.bytes + incoming).saturating_sub(limits.bytes_low);
-        if (records_over == 0 && bytes_over == 0) || expiries.is_empty() {
-            return 0;
-        }
-        // The records to go are the earliest to expire: those before a cutoff, and `ties` of
-        // those at it (ties are common under a paused clock).
-        let (cutoff, mut ties) = if bytes_over == 0 {
-            // Just the first `records_over`: a selection, linear.
-            let n = records_over.min(expiries.len());
-            let (before, cutoff, _) = expiries.select_nth_unstable(n - 1);
-            let cutoff = *cutoff;
-            (cutoff, n - before.iter().filter(|&&e| e < cutoff).count())
-        } else {
-            // In order until enough bytes are freed: a sort. Every record at the last expiry
-            // goes (which of those the count included is not known, and their weights differ).
-            let mut completed: Vec<(Instant, usize)> = expiries.into_iter().zip(weights).collect();
-            completed.sort_unstable_by_key(|c| c.0);
-            let (mut n, mut freed) = (0, 0);
-            while n < completed.len() && (n < records_over || freed < bytes_over) {
-                freed += completed[n].1;
-                n += 1;
-            }
-            (completed[n - 1].0, usize::MAX)
-        };
+        completed
+    }
+
+    /// Evicts the completed records expiring before `cutoff`, and `ties` of those expiring at
+    /// it. Returns how many it evicted.
+    fn evict_completed(&mut self, cutoff: Instant, mut ties: usize) -> usize {
         let (mut evicted, mut freed) = (0, 0);
         self.map.retain(|_, e| {
             if !matches!(e.state, State::Completed(_)) || e.expires > cutoff {
@@ -551,6 +543,39 @@ impl Shard {
         });
         self.bytes -= freed;
         evicted
+    }
+}
+
+/// The live completed records of a shard: their expiries, and their weights when bytes are
+/// short (in the same order).
+struct Completed {
+    expiries: Vec<Instant>,
+    weights: Vec<usize>,
+}
+
+impl Completed {
+    /// Which records go to free `records_over` records and `bytes_over` bytes: the earliest to
+    /// expire, those before a cutoff and `ties` of those at it (ties are common under a paused
+    /// clock). Needs at least one record.
+    fn cutoff(mut self, records_over: usize, bytes_over: usize) -> (Instant, usize) {
+        if bytes_over == 0 {
+            // Just the first `records_over`: a selection, linear.
+            let n = records_over.min(self.expiries.len());
+            let (before, cutoff, _) = self.expiries.select_nth_unstable(n - 1);
+            let cutoff = *cutoff;
+            return (cutoff, n - before.iter().filter(|&&e| e < cutoff).count());
+        }
+        // In order until enough bytes are freed: a sort. Every record at the last expiry goes
+        // (which of those the count included is not known, and their weights differ).
+        let mut completed: Vec<(Instant, usize)> =
+            self.expiries.into_iter().zip(self.weights).collect();
+        completed.sort_unstable_by_key(|c| c.0);
+        let (mut n, mut freed) = (0, 0);
+        while n < completed.len() && (n < records_over || freed < bytes_over) {
+            freed += completed[n].1;
+            n += 1;
+        }
+        (completed[n - 1].0, usize::MAX)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Where records live: the [`IdempotencyStore`] trait, the in-process [`MemoryStore`] and (feature
-//! `redis`) the shared [`RedisStore`].
+//! `redis`) the shared `RedisStore`.
 //!
 //! A record goes through two states. A **claim** (in flight) holds the request's fingerprint and
 //! a fencing token, and expires with its lease unless renewed. A **completed** record holds the

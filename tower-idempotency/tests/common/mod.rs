@@ -18,9 +18,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use tower_fault::IdempotencyKey;
 use tower_idempotency::{
-    FencingToken, Fingerprint, IdempotencyLayer, IdempotencyStore, RecordKey, Scope,
+    FencingToken, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyStore, RecordKey,
+    Scope,
     record::{CompletedRecord, Outcome, StoredResponse},
     store::Claim,
 };
