@@ -8,10 +8,12 @@ use crate::{
     Failover,
     config::{AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy},
     endpoint::{Endpoint, EndpointInfo, EndpointStatus, Target},
+    entry::Entry,
     error::ConfigError,
     probe::Probe,
     prober,
-    shared::{Entry, Shared, SharedConfig, Snapshot},
+    shared::{Shared, SharedConfig},
+    snapshot::Snapshot,
 };
 
 /// Builds a [`Failover`]; see [`Failover::builder`].

@@ -141,7 +141,7 @@ pub(crate) fn ejection_time(
 pub(crate) fn spill_shares(counts: &[(usize, usize)], overprovisioning: f64, out: &mut [f64]) {
     let mut left = 1.0_f64;
     for (i, &(healthy, total)) in counts.iter().enumerate() {
-        out[i] = crate::shared::tier_share(healthy, total, overprovisioning, left);
+        out[i] = crate::pick::tier_share(healthy, total, overprovisioning, left);
         left -= out[i];
     }
     let sum: f64 = out.iter().sum();

@@ -10,7 +10,11 @@ use std::{
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use crate::endpoint::{EndpointInfo, EndpointStatus};
+use crate::{
+    endpoint::{EndpointInfo, EndpointStatus},
+    entry::Entry,
+    shared::{Shared, lock},
+};
 
 /// Why an endpoint's status changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,5 +118,41 @@ impl Stream for HealthEvents {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HealthEvent>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+impl<S, C> Shared<S, C> {
+    /// A subscription that starts with one [`Cause::Snapshot`] event per endpoint.
+    pub(crate) fn subscribe(&self) -> HealthEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subs = lock(&self.subscribers);
+        for e in &self.load_snapshot().entries {
+            let status = e.status();
+            let _ = tx.send(HealthEvent {
+                endpoint: e.info.clone(),
+                from: status,
+                to: status,
+                cause: Cause::Snapshot,
+            });
+        }
+        subs.push(tx);
+        HealthEvents::new(rx)
+    }
+
+    /// Sends `event` to every subscriber.
+    pub(crate) fn emit(&self, event: HealthEvent) {
+        let mut subs = lock(&self.subscribers);
+        subs.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    /// Announces a new endpoint.
+    pub(crate) fn announce(&self, e: &Entry<S>) {
+        let status = e.status();
+        self.emit(HealthEvent {
+            endpoint: e.info.clone(),
+            from: EndpointStatus::Unknown,
+            to: status,
+            cause: Cause::Added,
+        });
     }
 }

@@ -15,7 +15,8 @@ use crate::{
     endpoint::{Endpoint, EndpointSnapshot},
     error::ConfigError,
     events::HealthEvents,
-    shared::{Shared, Snapshot},
+    shared::Shared,
+    snapshot::Snapshot,
 };
 
 /// Adds and removes endpoints at runtime, reads their state, subscribes to events.

@@ -99,17 +99,25 @@
 
 mod builder;
 mod config;
+mod ejection;
 mod endpoint;
+mod entry;
 pub mod error;
 mod events;
 pub mod future;
 mod handle;
+mod health;
 mod outcomes;
+mod passive;
+mod pick;
 mod probe;
 mod prober;
 mod server;
 mod service;
 mod shared;
+mod snapshot;
+mod trial;
+mod waiters;
 
 pub use builder::FailoverBuilder;
 pub use config::{AllDown, Balance, InitialState, TierPolicy};

@@ -13,8 +13,9 @@ use tower_fault::time::saturating_after;
 
 use crate::{
     config::{InitialState, ProbeConfig},
+    entry::Entry,
     probe::{Probe, ProbeOutcome},
-    shared::{Entry, Shared},
+    shared::Shared,
 };
 
 struct Scheduled<S> {

@@ -13,12 +13,14 @@ use tower_service::Service;
 use crate::{
     builder::FailoverBuilder,
     config::AllDown,
+    entry::Entry,
     error::NoHealthyEndpoint,
     events::HealthEvents,
     future::{CallGuard, ResponseFuture, wait_for_endpoint},
     handle::FailoverHandle,
     server::ServerMode,
-    shared::{Candidates, Entry, Shared, Snapshot},
+    shared::Shared,
+    snapshot::{Candidates, Snapshot},
 };
 
 /// Health-checked failover over priority tiers of endpoints.
@@ -215,7 +217,7 @@ where
             // wait, or (panic mode) a send whose readiness error reaches the caller.
             return Poll::Ready(Ok(()));
         }
-        self.shared.register_waiter(cx.waker());
+        self.shared.waiters.register(cx.waker());
         if self.shared.version.load(Ordering::Acquire) != version {
             // Health changed while we looked (an endpoint whose readiness failed is ejected,
             // which is such a change): look again, once.
