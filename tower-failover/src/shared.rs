@@ -15,11 +15,8 @@ use std::{
 };
 
 use metrics::Gauge;
-use tokio::{
-    sync::{Notify, mpsc},
-    time::Instant,
-};
-use tower_fault::{EndpointId, SeededRng};
+use tokio::{sync::Notify, time::Instant};
+use tower_fault::{EndpointId, SeededRng, events::Publisher};
 
 use crate::{
     config::{AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy},
@@ -68,7 +65,7 @@ pub(crate) struct Shared<S, C> {
     /// Woken by recoveries, ejection ends and released trials; shared with every entry.
     pub(crate) recovered: Arc<Notify>,
     pub(crate) prober_wake: Arc<Notify>,
-    pub(crate) subscribers: Mutex<Vec<mpsc::UnboundedSender<HealthEvent>>>,
+    pub(crate) events: Publisher<HealthEvent>,
     active_tier: Gauge,
     next_id: AtomicU64,
     epoch: Instant,
@@ -131,7 +128,7 @@ impl<S, C> Shared<S, C> {
             waiters: Waiters::default(),
             recovered: Arc::new(Notify::new()),
             prober_wake: Arc::new(Notify::new()),
-            subscribers: Mutex::default(),
+            events: Publisher::default(),
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
         }

@@ -620,6 +620,36 @@ async fn runtime_add_and_remove_with_drain() {
     assert_eq!(seen, expected.map(|(n, c)| (n.to_owned(), c)));
 }
 
+/// A subscriber that stops reading holds a bounded number of events (an unbounded queue grew
+/// with every health change for as long as the set lived): it keeps its snapshot and the oldest
+/// changes, misses the newest and counts them; a subscriber that reads misses nothing.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_stops_reading_holds_a_bounded_queue() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let f = Failover::builder().tier([ep(&a)]).build().unwrap();
+    let handle = f.handle();
+    let mut idle = handle.subscribe();
+    let mut reader = handle.subscribe();
+    let mut read = 0;
+    const CHANGES: usize = 1_000;
+    for _ in 0..CHANGES / 2 {
+        handle.add(0, ep(&b)).unwrap();
+        drop(handle.remove("b").unwrap());
+        read += std::iter::from_fn(|| reader.try_recv()).count();
+    }
+    assert_eq!(read, 1 + CHANGES, "the snapshot and every change");
+    assert_eq!(reader.missed(), 0);
+    let held: Vec<HealthEvent> = std::iter::from_fn(|| idle.try_recv()).collect();
+    let bound = tower_fault::events::DEFAULT_CAPACITY;
+    assert_eq!(held.len(), 1 + bound, "the snapshot and the bound");
+    assert_eq!(held[0].cause, Cause::Snapshot);
+    assert_eq!(
+        (held[1].cause.clone(), held[2].cause.clone()),
+        (Cause::Added, Cause::Removed)
+    );
+    assert_eq!(idle.missed(), (CHANGES - bound) as u64);
+}
+
 #[test]
 fn events_and_metrics() {
     let capture = test_support::metrics::Capture::start();
