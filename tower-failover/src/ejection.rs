@@ -7,7 +7,6 @@ use tokio::time::Instant;
 use tower_fault::time::saturating_after;
 
 use crate::{
-    config::ejection_time,
     endpoint::EndpointStatus,
     entry::{Entry, Slow},
     events::{Cause, HealthEvent},
@@ -66,19 +65,23 @@ impl<S, C> Shared<S, C> {
         }
     }
 
-    /// Ejects `e` for a jittered time that grows with its ejection streak.
+    /// Ejects `e` for a jittered time that grows with its ejection streak (the ejection
+    /// backoff's step is the streak).
     pub(crate) fn eject(&self, e: &Entry<S>, slow: &mut Slow, cause: Cause) {
         let now = Instant::now();
         self.forgive(slow, now);
+        // A decorrelated curve grows from the previous ejection of the streak, if any is left.
+        let previous = if slow.ejection_streak == 0 {
+            Duration::ZERO
+        } else {
+            slow.last_ejection
+        };
         slow.ejection_streak = slow.ejection_streak.saturating_add(1);
         slow.held_out = false;
-        let cfg = &self.ejection;
-        let d = ejection_time(
-            cfg.base,
-            cfg.max,
-            slow.ejection_streak,
-            &mut lock(&self.rng),
-        );
+        let d = self
+            .ejection
+            .ejection_time(slow.ejection_streak, previous, &mut lock(&self.rng));
+        slow.last_ejection = d;
         tracing::warn!(failover = &*self.name, endpoint = &*e.info.name, cause = cause.as_str(), ejection = ?d, streak = slow.ejection_streak, "endpoint ejected");
         self.take_out(e, slow, now, d, cause);
     }

@@ -25,6 +25,8 @@ pub(crate) struct Slow {
     pub(crate) probe_failures: u32,
     /// Ejections in a row (decays while the endpoint stays healthy).
     pub(crate) ejection_streak: u32,
+    /// The time out of rotation of the last ejection of the streak.
+    pub(crate) last_ejection: Duration,
     /// When the endpoint last became healthy, while it still is: the stable time the next
     /// ejection's decay counts (once; an ejection or a hold-out consumes it).
     pub(crate) recovered_at: Option<Instant>,

@@ -107,6 +107,7 @@ mod events;
 pub mod future;
 mod handle;
 mod health;
+mod layer;
 mod outcomes;
 mod passive;
 mod pick;
@@ -114,6 +115,7 @@ mod probe;
 mod prober;
 mod server;
 mod service;
+mod settings;
 mod shared;
 mod snapshot;
 mod trial;
@@ -124,7 +126,15 @@ pub use config::{AllDown, Balance, InitialState, TierPolicy};
 pub use endpoint::{Endpoint, EndpointInfo, EndpointSnapshot, EndpointStatus};
 pub use events::{Cause, HealthEvent, HealthEvents};
 pub use handle::{Drain, FailoverHandle};
-pub use probe::{HttpProbe, Probe, ProbeFn, ProbeFuture, ProbeOutcome, probe_fn};
+pub use layer::{FailoverLayer, FailoverLayerBuilder, Upstream};
+pub use probe::{
+    DEFAULT_MAX_BODY_BYTES, HttpProbe, Probe, ProbeFn, ProbeFuture, ProbeOutcome, probe_fn,
+};
 pub use server::{NO_HEALTHY_ENDPOINT_TYPE, ServerMode, ServerModeFuture};
 pub use service::Failover;
-pub use tower_fault::EndpointId;
+pub use tower_fault::{
+    AttemptContext, BoxError, Class, Classify, EndpointError, EndpointId, HttpClassifier,
+    RetryAfterHint, SentTo, ServedBy,
+    backoff::{Backoff, Jitter},
+    classify_fn,
+};

@@ -43,10 +43,9 @@ impl<S, C> Shared<S, C> {
             e.release_trial();
             return;
         }
-        let min_run = self.ejection.consecutive_failures;
-        if min_run == 0 {
+        let Some(min_run) = self.ejection.consecutive_failures else {
             return;
-        }
+        };
         if !class.is_transient() {
             e.outcomes.success();
             return;
@@ -86,9 +85,9 @@ impl<S, C> Shared<S, C> {
     ) {
         let hint = retry_after
             .filter(|d| !d.is_zero())
-            .map(|d| d.min(self.ejection.max));
+            .map(|d| d.min(self.ejection.backoff.max()));
         let hold = match trial {
-            Some(_) => Some(hint.unwrap_or(self.ejection.base)),
+            Some(_) => Some(hint.unwrap_or(self.ejection.backoff.base())),
             None => hint,
         };
         let eligible = |e: &Entry<S>| match trial {

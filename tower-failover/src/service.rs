@@ -13,6 +13,7 @@ use tower_service::Service;
 use crate::{
     builder::FailoverBuilder,
     config::AllDown,
+    endpoint::Endpoint,
     entry::Entry,
     error::NoHealthyEndpoint,
     events::HealthEvents,
@@ -88,9 +89,11 @@ impl<S, C> Clone for Failover<S, C> {
 }
 
 impl<S> Failover<S> {
-    /// A builder; add at least one [`tier`](FailoverBuilder::tier).
+    /// A builder of a set whose endpoints each bring their own service; add at least one
+    /// [`tier`](FailoverBuilder::tier). For one client shared by every endpoint,
+    /// [`FailoverLayer`](crate::FailoverLayer) does the same over the client it wraps.
     #[must_use]
-    pub fn builder() -> FailoverBuilder<S> {
+    pub fn builder() -> FailoverBuilder<Endpoint<S>> {
         FailoverBuilder::new()
     }
 }

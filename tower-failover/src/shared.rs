@@ -20,7 +20,7 @@ use tower_fault::{EndpointId, SeededRng, events::Publisher};
 
 use crate::{
     config::{AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy},
-    endpoint::{EndpointSnapshot, EndpointStatus},
+    endpoint::{Checked, EndpointInfo, EndpointSnapshot, EndpointStatus},
     entry::Entry,
     events::HealthEvent,
     snapshot::Snapshot,
@@ -155,6 +155,30 @@ impl<S, C> Shared<S, C> {
         t.saturating_duration_since(self.epoch)
             .as_nanos()
             .min(u128::from(u64::MAX)) as u64
+    }
+
+    /// The entry of a checked endpoint joining the set in `tier`: a new id, the initial status,
+    /// its metric handles.
+    pub(crate) fn new_entry(&self, tier: usize, e: Checked<S>) -> Entry<S> {
+        let info = EndpointInfo {
+            id: self.next_id(),
+            name: e.name,
+            tier,
+            base_uri: e.base_uri,
+        };
+        let status = match self.initial {
+            InitialState::AssumeHealthy => EndpointStatus::Healthy,
+            InitialState::ProbeFirst => EndpointStatus::Unknown,
+        };
+        let target = self.rewrite.then_some(e.target);
+        Entry::new(
+            &self.name,
+            info,
+            target,
+            e.service,
+            status,
+            Arc::clone(&self.recovered),
+        )
     }
 
     /// A view of one endpoint.

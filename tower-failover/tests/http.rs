@@ -11,7 +11,7 @@ use hyper_util::{
 };
 use test_support::fault::FaultServer;
 use tower::{Service, ServiceExt, retry::Policy};
-use tower_failover::{Cause, Endpoint, EndpointStatus, Failover, HealthEvents, HttpProbe};
+use tower_failover::{Backoff, Cause, Endpoint, EndpointStatus, Failover, HealthEvents, HttpProbe};
 use tower_fault::{AttemptContext, BoxError, Classify, HttpClassifier, ServedBy};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -82,7 +82,7 @@ async fn primary_dies_mid_traffic_and_no_request_is_lost() {
         .tier([Endpoint::new("primary", primary.url(""), http.clone())])
         .tier([Endpoint::new("standby", standby.url(""), http)])
         .eject_after(3)
-        .ejection_time(Duration::from_secs(60), Duration::from_secs(60))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(60)))
         .build()
         .unwrap();
     let handle = failover.handle();
