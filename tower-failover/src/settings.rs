@@ -16,7 +16,7 @@ use crate::{
     error::{ConfigError, config_error, field_error},
     probe::Probe,
     prober,
-    shared::{Shared, SharedConfig},
+    shared::Shared,
     snapshot::Snapshot,
 };
 
@@ -196,18 +196,8 @@ impl<C> Settings<C> {
         let seed = self
             .seed
             .unwrap_or_else(|| SeededRng::from_entropy().next_u64());
-        let shared = Arc::new(Shared::new(SharedConfig {
-            name: self.name,
-            classifier: self.classifier,
-            balance: self.balance,
-            tier_policy: self.tier_policy,
-            all_down: self.all_down,
-            ejection: self.ejection,
-            probe: self.probe.as_ref().map(|_| self.probe_cfg),
-            initial: self.initial,
-            rewrite: self.rewrite,
-            seed,
-        }));
+        let probe = self.probe.clone();
+        let shared = Arc::new(Shared::new(self, seed));
         let entries = tiers
             .into_iter()
             .enumerate()
@@ -224,7 +214,7 @@ impl<C> Settings<C> {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(snap);
         shared.generation.store(1, Ordering::Release);
-        if let (Some(probe), Some(rt)) = (self.probe, runtime) {
+        if let (Some(probe), Some(rt)) = (probe, runtime) {
             prober::spawn(&shared, probe, rt, seed);
         }
         Failover::from_shared(shared)

@@ -23,6 +23,7 @@ use crate::{
     endpoint::{Checked, EndpointInfo, EndpointSnapshot, EndpointStatus},
     entry::Entry,
     events::HealthEvent,
+    settings::Settings,
     snapshot::Snapshot,
     waiters::Waiters,
 };
@@ -89,42 +90,31 @@ impl<S, C> Drop for Shared<S, C> {
     }
 }
 
-pub(crate) struct SharedConfig<C> {
-    pub(crate) name: Arc<str>,
-    pub(crate) classifier: C,
-    pub(crate) balance: Balance,
-    pub(crate) tier_policy: TierPolicy,
-    pub(crate) all_down: AllDown,
-    pub(crate) ejection: EjectionConfig,
-    pub(crate) probe: Option<ProbeConfig>,
-    pub(crate) initial: InitialState,
-    pub(crate) rewrite: bool,
-    pub(crate) seed: u64,
-}
-
 impl<S, C> Shared<S, C> {
-    pub(crate) fn new(cfg: SharedConfig<C>) -> Self {
+    /// The state of a new set with these settings (the probe itself is the probe task's) and
+    /// this seed; no endpoint yet.
+    pub(crate) fn new(cfg: Settings<C>, seed: u64) -> Self {
         let active_tier = metrics::gauge!(ACTIVE_TIER, "name" => cfg.name.to_string());
         Self {
             active_tier,
+            probe: cfg.probe.is_some().then_some(cfg.probe_cfg),
             name: cfg.name,
             classifier: cfg.classifier,
             balance: cfg.balance,
             tier_policy: cfg.tier_policy,
             all_down: cfg.all_down,
             ejection: cfg.ejection,
-            probe: cfg.probe,
             initial: cfg.initial,
             rewrite: cfg.rewrite,
             snapshot: RwLock::new(Arc::new(Snapshot::new(0, Vec::new()))),
             generation: AtomicU64::new(0),
             version: AtomicU64::new(0),
             rr: AtomicUsize::new(0),
-            seed: cfg.seed,
+            seed,
             clones: AtomicU64::new(0),
             ejected: AtomicUsize::new(0),
             ejection_gate: Mutex::new(()),
-            rng: Mutex::new(SeededRng::new(cfg.seed ^ 0xE1EC_7ED0)),
+            rng: Mutex::new(SeededRng::new(seed ^ 0xE1EC_7ED0)),
             waiters: Waiters::default(),
             recovered: Arc::new(Notify::new()),
             prober_wake: Arc::new(Notify::new()),

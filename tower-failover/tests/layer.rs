@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Mock, Router, get, send, sleep_ms, who};
+use common::{Mock, Router, axum_upstream, get, send, sleep_ms, who};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -206,19 +206,8 @@ fn bad_configuration_is_a_build_error() {
 /// client (no second client, no annotation), and an axum upstream dies.
 #[tokio::test]
 async fn over_a_hyper_client_the_probe_and_the_requests_share_the_client() {
-    async fn upstream(name: &'static str) -> (String, tokio::task::JoinHandle<()>) {
-        let app = axum::Router::new()
-            .route("/hello", axum::routing::get(move || async move { name }))
-            .route("/healthz", axum::routing::get(|| async { "ok" }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        (
-            url,
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
-        )
-    }
-    let (primary_url, primary) = upstream("primary").await;
-    let (standby_url, _standby) = upstream("standby").await;
+    let (primary_url, primary) = axum_upstream("primary").await;
+    let (standby_url, _standby) = axum_upstream("standby").await;
     let http: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let failover = FailoverLayer::builder()

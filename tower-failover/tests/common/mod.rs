@@ -217,3 +217,17 @@ impl<B> Service<Request<B>> for Router {
         }
     }
 }
+
+/// A real HTTP upstream (axum on a loopback port): `GET /hello` answers `name`, `GET /healthz`
+/// answers `ok`. Returns its base URL and the server task (abort it to kill the upstream).
+pub async fn axum_upstream(name: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route("/hello", axum::routing::get(move || async move { name }))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (
+        url,
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+    )
+}
