@@ -264,8 +264,8 @@ impl<E, C> FailoverBuilder<E, C> {
     /// How long ejections last: the `n`th ejection of an endpoint in a row is out of rotation
     /// for step `n` of this curve, jittered by [`ejection_jitter`](Self::ejection_jitter), then
     /// takes a trial request or a probe to come back (default
-    /// `Backoff::exponential(10 s, 2.0, 5 min)`: a process that restarts is back within the
-    /// first ejection, an endpoint that stays dead is tried once every 5 minutes at most). The
+    /// `Backoff::exponential(10 s, 2.0, 5 min)`: an endpoint that recovers is tried again within
+    /// seconds, one that stays dead backs off to a trial every few minutes). The
     /// suite's one backoff vocabulary ([`tower_fault::backoff`]), as retry's delays and a
     /// breaker's open periods.
     ///

@@ -12,6 +12,7 @@ use crate::{
     builder::FailoverBuilder,
     endpoint::{Checked, Endpoint},
     error::ConfigError,
+    server::ServerMode,
     settings::{Settings, check_tiers},
 };
 
@@ -113,7 +114,8 @@ impl<C> FailoverBuilder<Upstream, C> {
 /// two `layer` calls, over two clients, make two sets: to share one set, clone the service
 /// rather than layering again. For different clients per endpoint, use [`Failover::builder`].
 ///
-/// There is no `Default`: a failover needs endpoints.
+/// The set's [`handle`](Failover::handle) adds endpoints at runtime as [`Endpoint`]s with their
+/// service: give each a clone of the client. There is no `Default`: a failover needs endpoints.
 pub struct FailoverLayer<C = HttpClassifier> {
     inner: Arc<Inner<C>>,
 }
@@ -138,6 +140,33 @@ impl<C> FailoverLayer<C> {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.inner.settings.name
+    }
+
+    /// This layer in server mode: its services answer "no healthy endpoint" with a `503`
+    /// problem response (see [`ServerMode`]), for axum and other servers.
+    #[must_use]
+    pub fn server_mode(self) -> ServerFailoverLayer<C> {
+        ServerFailoverLayer { inner: self }
+    }
+}
+
+/// A [`FailoverLayer`] in server mode, from [`FailoverLayer::server_mode`]: `layer(client)` gives
+/// the layer's [`Failover`] wrapped in [`ServerMode`] (reach the set through
+/// [`ServerMode::get_ref`]).
+#[derive(Debug, Clone)]
+pub struct ServerFailoverLayer<C = HttpClassifier> {
+    inner: FailoverLayer<C>,
+}
+
+impl<S, C> Layer<S> for ServerFailoverLayer<C>
+where
+    S: Clone + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
+    type Service = ServerMode<Failover<S, C>>;
+
+    fn layer(&self, client: S) -> Self::Service {
+        ServerMode::new(self.inner.layer(client))
     }
 }
 

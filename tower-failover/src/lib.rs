@@ -31,7 +31,7 @@ pub use config::{AllDown, Balance, InitialState, TierPolicy};
 pub use endpoint::{Endpoint, EndpointInfo, EndpointSnapshot, EndpointStatus};
 pub use events::{Cause, HealthEvent, HealthEvents};
 pub use handle::{Drain, FailoverHandle};
-pub use layer::{FailoverLayer, FailoverLayerBuilder, Upstream};
+pub use layer::{FailoverLayer, FailoverLayerBuilder, ServerFailoverLayer, Upstream};
 pub use probe::{
     DEFAULT_MAX_BODY_BYTES, HttpProbe, Probe, ProbeFn, ProbeFuture, ProbeOutcome, probe_fn,
 };

@@ -12,7 +12,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_failover::{
     Cause, EndpointStatus, Failover, FailoverLayer, HealthEvent, HealthEvents, HttpProbe,
 };
@@ -252,6 +252,34 @@ async fn over_a_hyper_client_the_probe_and_the_requests_share_the_client() {
         handle.endpoint("primary").unwrap().status,
         EndpointStatus::Unhealthy
     );
+}
+
+/// In server mode, "no healthy endpoint" is a 503 problem response, as for `Failover`.
+#[tokio::test(start_paused = true)]
+async fn the_layer_in_server_mode_answers_no_healthy_endpoint_with_a_problem() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let layer = primary_and_standby(&p, &s).build().unwrap().server_mode();
+    let mut server = ServiceBuilder::new()
+        .layer(layer)
+        .service(Router(vec![p.clone(), s.clone()]));
+    let res = ServiceExt::<Request<String>>::ready(&mut server)
+        .await
+        .unwrap()
+        .call(get("/"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let handle = server.get_ref().handle();
+    drop(handle.remove("p"));
+    drop(handle.remove("s"));
+    let res = ServiceExt::<Request<String>>::ready(&mut server)
+        .await
+        .unwrap()
+        .call(get("/"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
 }
 
 /// What a `Failover::builder()` set of per-endpoint services and a layered set have in common:
