@@ -5,10 +5,10 @@
 //!                                 re-driven later, with the same Idempotency-Key
 //!  -> BreakerLayer "chaos-upstream"  sheds load when payments fail even after their retries
 //!   -> RetryLayer "chaos"         retries transient failures, stamps one Idempotency-Key per payment
-//!    -> Failover "chaos"          primary tier, then standby; probes /healthz; ejects an
+//!    -> FailoverLayer "chaos"     primary tier, then standby; probes /healthz; ejects an
 //!                                 endpoint on a real failure streak (its per-endpoint breaker)
-//!       [primary]  ReqwestService
-//!       [standby]  ReqwestService
+//!       ReqwestService            one client for both endpoints, each request rewritten to
+//!                                 the endpoint's base URI
 //! ```
 //!
 //! Every layer reads the same classification (tower-fault's `HttpClassifier`): a 503 or a reset
@@ -25,7 +25,9 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_breaker::{Breaker, BreakerLayer, CircuitBreaker, Window, error::BreakerError};
-use tower_failover::{Endpoint, Failover, FailoverHandle, HttpProbe, error::NoHealthyEndpoint};
+use tower_failover::{
+    Failover, FailoverHandle, FailoverLayer, HttpProbe, error::NoHealthyEndpoint,
+};
 use tower_fault::{BoxError, reqwest::ReqwestService};
 use tower_redrive::{
     Outcome, Redrive, RedriveLayer, RedriveQueue, RedriveSettings, Redriver, Schedule, SqliteQueue,
@@ -139,18 +141,24 @@ impl ProtectedClient {
             .open_duration(Duration::from_millis(250), Duration::from_secs(2))
             .seed(settings.seed.wrapping_add(2))
             .build()?;
-        let failover = Failover::builder()
+        // One client for both endpoints: failover rewrites each request to its endpoint.
+        let failover = FailoverLayer::builder()
             .name(NAME)
-            .tier([Endpoint::new("primary", primary, http.clone())])
-            .tier([Endpoint::new("standby", standby, http.clone())])
-            .probe(HttpProbe::<_, Full<Bytes>>::shallow(http, "/healthz"))
+            .tier([("primary", primary)])
+            .tier([("standby", standby)])
+            .probe(HttpProbe::shallow(http.clone(), "/healthz"))
             .probe_interval(settings.probe_interval)
             .unhealthy_interval(settings.probe_interval)
             .probe_timeout(Duration::from_millis(500))
             .thresholds(2, 2)
-            .ejection_time(Duration::from_millis(250), Duration::from_secs(2))
+            .ejection_backoff(Backoff::exponential(
+                Duration::from_millis(250),
+                2.0,
+                Duration::from_secs(2),
+            ))
             .seed(settings.seed.wrapping_add(3))
-            .build()?;
+            .build()?
+            .layer(http);
         let handle = failover.handle();
         let retry = RetryLayer::builder()
             .name(NAME)

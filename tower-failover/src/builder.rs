@@ -1,20 +1,36 @@
-//! [`FailoverBuilder`]: validated configuration of a [`Failover`].
+//! [`FailoverBuilder`]: the one builder of a failover set's settings, for a [`Failover`] over
+//! services of its own per endpoint and for a [`FailoverLayer`](crate::FailoverLayer).
 
-use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
-use tower_fault::{HttpClassifier, SeededRng};
+use tower_fault::{
+    HttpClassifier,
+    backoff::{Backoff, Jitter},
+};
 
 use crate::{
     Failover,
-    config::{AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy},
-    endpoint::{Endpoint, EndpointInfo, EndpointStatus, Target},
+    config::{AllDown, Balance, InitialState, TierPolicy},
+    endpoint::Endpoint,
     error::ConfigError,
     probe::Probe,
-    prober,
-    shared::{Entry, Shared, SharedConfig, Snapshot},
+    settings::{Settings, check_tiers},
 };
 
-/// Builds a [`Failover`]; see [`Failover::builder`].
+/// Builds a failover set: its tiers of endpoints and every setting.
+///
+/// One builder for both ways of making a set; `E` is what a tier holds:
+///
+/// * [`Endpoint<S>`] — a name, a base URI and the service that reaches it — from
+///   [`Failover::builder`], whose [`build`](FailoverBuilder::build) gives a [`Failover`];
+/// * [`Upstream`](crate::Upstream) — a name and a base URI — from
+///   [`FailoverLayer::builder`](crate::FailoverLayer::builder) (this type is then
+///   [`FailoverLayerBuilder`](crate::FailoverLayerBuilder)), whose build gives a
+///   [`FailoverLayer`](crate::FailoverLayer) that sends every endpoint's requests through the
+///   client it wraps.
+///
+/// Every other setting is the same for both. `build()` checks them all and returns a
+/// [`ConfigError`] naming the setting at fault.
 ///
 /// ```
 /// use std::time::Duration;
@@ -42,176 +58,151 @@ use crate::{
 ///     .build()?; // inside a tokio runtime: the probe task is spawned here
 /// # let _ = failover; Ok(()) }
 /// ```
-pub struct FailoverBuilder<S, C = HttpClassifier> {
-    name: Arc<str>,
-    tiers: Vec<Vec<Endpoint<S>>>,
-    classifier: C,
-    balance: Balance,
-    tier_policy: TierPolicy,
-    all_down: AllDown,
-    ejection: EjectionConfig,
-    probe: Option<Arc<dyn Probe>>,
-    probe_cfg: ProbeConfig,
-    initial: InitialState,
-    seed: Option<u64>,
-    rewrite: bool,
+pub struct FailoverBuilder<E, C = HttpClassifier> {
+    pub(crate) tiers: Vec<Vec<E>>,
+    pub(crate) settings: Settings<C>,
 }
 
-impl<S, C: fmt::Debug> fmt::Debug for FailoverBuilder<S, C> {
+impl<E: fmt::Debug, C: fmt::Debug> fmt::Debug for FailoverBuilder<E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
         f.debug_struct("FailoverBuilder")
-            .field("name", &self.name)
+            .field("name", &s.name)
             .field("tiers", &self.tiers)
-            .field("classifier", &self.classifier)
-            .field("balance", &self.balance)
-            .field("tier_policy", &self.tier_policy)
-            .field("all_down", &self.all_down)
-            .field("ejection", &self.ejection)
-            .field("probe", &self.probe.is_some())
-            .field("probe_cfg", &self.probe_cfg)
-            .field("initial", &self.initial)
+            .field("classifier", &s.classifier)
+            .field("balance", &s.balance)
+            .field("tier_policy", &s.tier_policy)
+            .field("all_down", &s.all_down)
+            .field("ejection", &s.ejection)
+            .field("probe", &s.probe.is_some())
+            .field("probe_cfg", &s.probe_cfg)
+            .field("initial", &s.initial)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> FailoverBuilder<S> {
+impl<E> FailoverBuilder<E> {
     pub(crate) fn new() -> Self {
         Self {
-            name: Arc::from("failover"),
             tiers: Vec::new(),
-            classifier: HttpClassifier::default(),
-            balance: Balance::default(),
-            tier_policy: TierPolicy::default(),
-            all_down: AllDown::default(),
-            ejection: EjectionConfig::default(),
-            probe: None,
-            probe_cfg: ProbeConfig::default(),
-            initial: InitialState::default(),
-            seed: None,
-            rewrite: true,
+            settings: Settings::new(),
         }
     }
 }
 
-impl<S, C> FailoverBuilder<S, C> {
-    /// The instance name in metrics and logs (default `failover`).
+impl<E, C> FailoverBuilder<E, C> {
+    /// The instance name (default `"default"`): the `name` label of every metric and a field
+    /// of every log line of this set. An empty name is a `build()` error.
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
+        self.settings.name = name.into();
         self
     }
 
-    /// Adds the next priority tier: the first call declares the primaries, later calls standbys.
+    /// The classifier of outcomes for passive ejection (default [`HttpClassifier`], the one
+    /// every layer of the suite reads).
     #[must_use]
-    pub fn tier(mut self, endpoints: impl IntoIterator<Item = Endpoint<S>>) -> Self {
-        self.tiers.push(endpoints.into_iter().collect());
-        self
-    }
-
-    /// The classifier of outcomes for passive ejection (default [`HttpClassifier`]).
-    #[must_use]
-    pub fn classifier<C2>(self, classifier: C2) -> FailoverBuilder<S, C2> {
+    pub fn classifier<C2>(self, classifier: C2) -> FailoverBuilder<E, C2> {
         FailoverBuilder {
-            name: self.name,
             tiers: self.tiers,
-            classifier,
-            balance: self.balance,
-            tier_policy: self.tier_policy,
-            all_down: self.all_down,
-            ejection: self.ejection,
-            probe: self.probe,
-            probe_cfg: self.probe_cfg,
-            initial: self.initial,
-            seed: self.seed,
-            rewrite: self.rewrite,
+            settings: self.settings.with_classifier(classifier),
         }
     }
 
-    /// How traffic is spread inside a tier (default p2c).
+    /// How traffic is spread inside a tier (default [`Balance::P2c`]: two random endpoints, the
+    /// one with fewer requests in flight, so a slow endpoint gets less without a global scan).
     #[must_use]
     pub fn balance(mut self, balance: Balance) -> Self {
-        self.balance = balance;
+        self.settings.balance = balance;
         self
     }
 
     /// Envoy-style spill over tiers with this overprovisioning factor (Envoy uses 1.4) instead
-    /// of strict priority.
+    /// of strict priority (the default: a standby takes traffic only when no primary is
+    /// healthy). A factor below 1 is a `build()` error.
     #[must_use]
     pub fn spill(mut self, overprovisioning: f64) -> Self {
-        self.tier_policy = TierPolicy::Spill { overprovisioning };
+        self.settings.tier_policy = TierPolicy::Spill { overprovisioning };
         self
     }
 
-    /// What happens when no endpoint is usable (default [`AllDown::FailFast`]).
+    /// What happens when no endpoint is usable (default [`AllDown::FailFast`]: the call fails
+    /// at once with a not-processed rejection an outer retry can wait on, so nothing queues up
+    /// behind an outage).
     #[must_use]
     pub fn when_all_down(mut self, policy: AllDown) -> Self {
-        self.all_down = policy;
+        self.settings.all_down = policy;
         self
     }
 
-    /// Enables active health checks with this probe.
+    /// Enables active health checks with this probe (none by default: health then comes from
+    /// live traffic alone).
     #[must_use]
     pub fn probe(mut self, probe: impl Probe) -> Self {
-        self.probe = Some(Arc::new(probe));
+        self.settings.probe = Some(Arc::new(probe));
         self
     }
 
-    /// Time between probes of a healthy endpoint (default 5 s); also of an unhealthy one
-    /// unless [`unhealthy_interval`](Self::unhealthy_interval) is set.
+    /// Time between probes of a healthy endpoint (default 5 s: a dead endpoint is found within
+    /// `unhealthy threshold × 5 s` at one request per endpoint every 5 s); also of an unhealthy
+    /// one unless [`unhealthy_interval`](Self::unhealthy_interval) is set.
     #[must_use]
     pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.probe_cfg.interval = interval;
+        self.settings.probe_cfg.interval = interval;
         self
     }
 
     /// Time between probes of an endpoint that is not healthy (default: the probe interval).
     #[must_use]
     pub fn unhealthy_interval(mut self, interval: Duration) -> Self {
-        self.probe_cfg.unhealthy_interval = Some(interval);
+        self.settings.probe_cfg.unhealthy_interval = Some(interval);
         self
     }
 
     /// Random extra delay added to every probe interval, and the spread of the first probes
-    /// (default 500 ms).
+    /// (default 500 ms, so the instances of a fleet do not probe in step).
     #[must_use]
     pub fn probe_jitter(mut self, jitter: Duration) -> Self {
-        self.probe_cfg.jitter = jitter;
+        self.settings.probe_cfg.jitter = jitter;
         self
     }
 
-    /// Probe timeout (default 1 s); a timed-out probe is a failed probe.
+    /// Probe timeout (default 1 s: a health check answers fast or the endpoint is in trouble);
+    /// a timed-out probe is a failed probe.
     #[must_use]
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
-        self.probe_cfg.timeout = timeout;
+        self.settings.probe_cfg.timeout = timeout;
         self
     }
 
     /// Hysteresis: `healthy` passes in a row bring an unhealthy endpoint back (default 2),
-    /// `unhealthy` failures in a row take a healthy one down (default 3).
+    /// `unhealthy` failures in a row take a healthy one down (default 3), so one lost probe
+    /// neither takes an endpoint out nor brings a flapping one back.
     #[must_use]
     pub fn thresholds(mut self, healthy: u32, unhealthy: u32) -> Self {
-        self.probe_cfg.healthy_threshold = healthy;
-        self.probe_cfg.unhealthy_threshold = unhealthy;
+        self.settings.probe_cfg.healthy_threshold = healthy;
+        self.settings.probe_cfg.unhealthy_threshold = unhealthy;
         self
     }
 
-    /// At most this many probes run at once (default 8).
+    /// At most this many probes run at once (default 8, so a large set's probes do not burst).
     #[must_use]
     pub fn max_concurrent_probes(mut self, n: usize) -> Self {
-        self.probe_cfg.max_concurrency = n;
+        self.settings.probe_cfg.max_concurrency = n;
         self
     }
 
-    /// The status endpoints start in (default [`InitialState::AssumeHealthy`]).
+    /// The status endpoints start in (default [`InitialState::AssumeHealthy`]: traffic flows
+    /// from the start, with or without a probe).
     #[must_use]
     pub fn initial_state(mut self, initial: InitialState) -> Self {
-        self.initial = initial;
+        self.settings.initial = initial;
         self
     }
 
     /// Passive ejection on a streak of `Transient` outcomes of live traffic at least this long
-    /// (default 5; 0 disables passive ejection, while an endpoint's own breaker still holds it
-    /// out, see [`Cause::HeldOut`](crate::Cause::HeldOut)).
+    /// (default 5; 0 is a `build()` error — [`no_passive_ejection`](Self::no_passive_ejection)
+    /// turns it off).
     ///
     /// A run of failures ejects only when it is a real streak: at least `consecutive_failures`
     /// long, and long enough that an endpoint failing at random at its recent failure rate would
@@ -228,13 +219,23 @@ impl<S, C> FailoverBuilder<S, C> {
     /// [`Cause::HeldOut`](crate::Cause::HeldOut) for how its verdict steers traffic).
     #[must_use]
     pub fn eject_after(mut self, consecutive_failures: u32) -> Self {
-        self.ejection.consecutive_failures = consecutive_failures;
+        self.settings.ejection.consecutive_failures = Some(consecutive_failures);
+        self
+    }
+
+    /// Turns passive ejection off: live traffic's failures never eject an endpoint. A failed
+    /// `poll_ready` still ejects (for the [ejection backoff](Self::ejection_backoff)'s times),
+    /// and an endpoint's own breaker still holds it out (see
+    /// [`Cause::HeldOut`](crate::Cause::HeldOut)).
+    #[must_use]
+    pub fn no_passive_ejection(mut self) -> Self {
+        self.settings.ejection.consecutive_failures = None;
         self
     }
 
     /// The largest fraction of the endpoints (of every tier) that passive ejection keeps out of
-    /// rotation at once, like Envoy's `max_ejection_percent` (default 0.5; in `(0, 1]`, 1 turns
-    /// the guard off). It may always eject one endpoint.
+    /// rotation at once, like Envoy's `max_ejection_percent` (default 0.5; in `(0, 1]`, 1 lets
+    /// it take every endpoint out). It may always eject one endpoint.
     ///
     /// Live failures and failed trials eject an endpoint only while fewer than
     /// `⌊fraction × endpoints⌋` (at least 1) others are out of rotation for any reason; a
@@ -256,25 +257,71 @@ impl<S, C> FailoverBuilder<S, C> {
     /// larger fraction.
     #[must_use]
     pub fn max_ejected_fraction(mut self, fraction: f64) -> Self {
-        self.ejection.max_ejected_fraction = fraction;
+        self.settings.ejection.max_ejected_fraction = fraction;
         self
     }
 
-    /// Ejection time: `base × 2^(n-1)` for the `n`th ejection in a row, capped at `max`,
-    /// jittered down by up to half (defaults 10 s and 300 s).
+    /// How long ejections last: the `n`th ejection of an endpoint in a row is out of rotation
+    /// for step `n` of this curve, jittered by [`ejection_jitter`](Self::ejection_jitter), then
+    /// takes a trial request or a probe to come back (default
+    /// `Backoff::exponential(10 s, 2.0, 5 min)`: an endpoint that recovers is tried again within
+    /// seconds, one that stays dead backs off to a trial every few minutes). The
+    /// suite's one backoff vocabulary ([`tower_fault::backoff`]), as retry's delays and a
+    /// breaker's open periods.
+    ///
+    /// Its base is also how long a refused trial without a `Retry-After` hint keeps an endpoint
+    /// out, and its maximum caps how long an endpoint's own breaker can hold it out. A zero base
+    /// is a `build()` error.
     #[must_use]
-    pub fn ejection_time(mut self, base: Duration, max: Duration) -> Self {
-        self.ejection.base = base;
-        self.ejection.max = max;
+    pub fn ejection_backoff(mut self, backoff: Backoff) -> Self {
+        self.settings.ejection.backoff = backoff;
+        self
+    }
+
+    /// How ejection times are randomised (default [`Jitter::Equal`]: up to half shorter, so
+    /// endpoints ejected together come back spread out, and an ejection keeps at least half its
+    /// length).
+    #[must_use]
+    pub fn ejection_jitter(mut self, jitter: Jitter) -> Self {
+        self.settings.ejection.jitter = jitter;
         self
     }
 
     /// Each full `period` an endpoint stays healthy forgives one ejection of its streak
-    /// (default 60 s; `Duration::MAX` never forgives, zero is a `build()` error). Only time
-    /// spent healthy counts, once: an endpoint that stays dead backs off to the maximum.
+    /// (default 60 s; zero is a `build()` error). Only time spent healthy counts, once: an
+    /// endpoint that stays dead backs off to the maximum.
+    ///
+    /// A setting of its own, not part of the [ejection backoff](Self::ejection_backoff): the
+    /// curve says how long the `n`th ejection in a row lasts, decay says how stable time brings
+    /// `n` back down, one step per period, where a breaker's open backoff starts over at the
+    /// first success.
     #[must_use]
     pub fn ejection_decay(mut self, period: Duration) -> Self {
-        self.ejection.decay = period;
+        self.settings.ejection.decay = period;
+        self
+    }
+
+    /// Turns decay off: an endpoint's ejection streak never shrinks, each ejection is the next
+    /// step of the ejection backoff.
+    #[must_use]
+    pub fn no_ejection_decay(mut self) -> Self {
+        self.settings.ejection.decay = Duration::MAX;
+        self
+    }
+
+    /// Seeds the jitter and sampling generators (deterministic tests).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.settings.seed = Some(seed);
+        self
+    }
+}
+
+impl<S, C> FailoverBuilder<Endpoint<S>, C> {
+    /// Adds the next priority tier: the first call declares the primaries, later calls standbys.
+    #[must_use]
+    pub fn tier(mut self, endpoints: impl IntoIterator<Item = Endpoint<S>>) -> Self {
+        self.tiers.push(endpoints.into_iter().collect());
         self
     }
 
@@ -284,90 +331,8 @@ impl<S, C> FailoverBuilder<S, C> {
     /// channel); base URIs are then used only by probes.
     #[must_use]
     pub fn rewrite_uris(mut self, rewrite: bool) -> Self {
-        self.rewrite = rewrite;
+        self.settings.rewrite = rewrite;
         self
-    }
-
-    /// Seeds the jitter and sampling generators (deterministic tests).
-    #[must_use]
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(crate::error::config_error(m));
-        if self.tiers.is_empty() {
-            return err("no tiers: call `.tier([...])` at least once".into());
-        }
-        if let Some(t) = self.tiers.iter().position(Vec::is_empty) {
-            return err(format!("tier {t} has no endpoints"));
-        }
-        let mut names = HashSet::new();
-        for e in self.tiers.iter().flatten() {
-            if e.name.is_empty() {
-                return err("an endpoint has an empty name".into());
-            }
-            if !names.insert(e.name.clone()) {
-                return err(format!("endpoint name `{}` is used twice", e.name));
-            }
-        }
-        if let TierPolicy::Spill { overprovisioning } = self.tier_policy
-            && !(overprovisioning.is_finite() && overprovisioning >= 1.0)
-        {
-            return err(format!(
-                "spill overprovisioning factor must be a finite number >= 1.0, got {overprovisioning}"
-            ));
-        }
-        if let AllDown::Wait(d) = self.all_down
-            && d.is_zero()
-        {
-            return err(
-                "AllDown::Wait needs a non-zero duration (use FailFast to not wait)".into(),
-            );
-        }
-        // Checked even with passive ejection off (`eject_after(0)`): a failed readiness still
-        // ejects, for these times.
-        let ej = &self.ejection;
-        if ej.base.is_zero() {
-            return err("ejection base time must be non-zero".into());
-        }
-        if ej.base > ej.max {
-            return err(format!(
-                "ejection base time {:?} is longer than its maximum {:?}",
-                ej.base, ej.max
-            ));
-        }
-        if !(ej.max_ejected_fraction > 0.0 && ej.max_ejected_fraction <= 1.0) {
-            return err(format!(
-                "max_ejected_fraction must be in (0, 1] (1 turns the guard off; eject_after(0) turns passive ejection off), got {}",
-                ej.max_ejected_fraction
-            ));
-        }
-        if ej.decay.is_zero() {
-            return err(
-                "ejection decay period must be non-zero (Duration::MAX never forgives an ejection)"
-                    .into(),
-            );
-        }
-        let p = &self.probe_cfg;
-        if self.probe.is_some() {
-            if p.interval.is_zero() || p.unhealthy_interval().is_zero() {
-                return err("probe intervals must be non-zero".into());
-            }
-            if p.timeout.is_zero() {
-                return err("probe timeout must be non-zero".into());
-            }
-            if p.healthy_threshold == 0 || p.unhealthy_threshold == 0 {
-                return err("probe thresholds must be at least 1".into());
-            }
-            if p.max_concurrency == 0 {
-                return err("max_concurrent_probes must be at least 1".into());
-            }
-        } else if self.initial == InitialState::ProbeFirst {
-            return err("InitialState::ProbeFirst needs a probe (`.probe(...)`): without one no endpoint would ever become healthy".into());
-        }
-        Ok(())
     }
 
     /// Validates the configuration and starts the failover set.
@@ -378,87 +343,19 @@ impl<S, C> FailoverBuilder<S, C> {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for nonsense: no tiers, an empty tier, duplicate or empty names, an
-    /// unparsable or relative base URI, zero intervals or thresholds, a base ejection time
-    /// above its maximum, an overprovisioning factor below 1, a max-ejected fraction outside
-    /// `(0, 1]`, probe-first without a probe, or no runtime to run probes on.
+    /// A [`ConfigError`] for nonsense: an empty name, no tiers, an empty tier, duplicate or
+    /// empty endpoint names, an unparsable or relative base URI, zero intervals or thresholds,
+    /// an ejection backoff whose base is zero or above its maximum, an overprovisioning factor
+    /// below 1, a max-ejected fraction outside `(0, 1]`, probe-first without a probe, or no
+    /// runtime to run probes on.
     pub fn build(self) -> Result<Failover<S, C>, ConfigError>
     where
         S: Send + Sync + 'static,
         C: Send + Sync + 'static,
     {
-        self.validate()?;
-        let runtime = match &self.probe {
-            Some(_) => Some(tokio::runtime::Handle::try_current().map_err(|_| {
-                crate::error::config_error("build() must be called inside a tokio runtime when a probe is configured (the probe task is spawned on it)")
-            })?),
-            None => None,
-        };
-        let seed = self
-            .seed
-            .unwrap_or_else(|| SeededRng::from_entropy().next_u64());
-        let shared = Arc::new(Shared::new(SharedConfig {
-            name: self.name.clone(),
-            classifier: self.classifier,
-            balance: self.balance,
-            tier_policy: self.tier_policy,
-            all_down: self.all_down,
-            ejection: self.ejection,
-            probe: self.probe.as_ref().map(|_| self.probe_cfg.clone()),
-            initial: self.initial,
-            rewrite: self.rewrite,
-            seed,
-        }));
-        let mut entries = Vec::new();
-        for (tier, endpoints) in self.tiers.into_iter().enumerate() {
-            for e in endpoints {
-                entries.push(Arc::new(new_entry(&shared, tier, e)?));
-            }
-        }
-        let snap = Snapshot::new(1, entries);
-        for e in &snap.entries {
-            shared.announce(e);
-        }
-        shared.changed(&snap);
-        *shared
-            .snapshot
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snap);
-        shared
-            .generation
-            .store(1, std::sync::atomic::Ordering::Release);
-        if let (Some(probe), Some(rt)) = (self.probe, runtime) {
-            prober::spawn(&shared, probe, &rt, seed);
-        }
-        Ok(Failover::from_shared(shared))
+        self.settings.validate()?;
+        let tiers = check_tiers(self.tiers)?;
+        let runtime = self.settings.probe_runtime()?;
+        Ok(self.settings.start(tiers, runtime.as_ref()))
     }
-}
-
-/// Validates one endpoint and makes its entry.
-pub(crate) fn new_entry<S, C>(
-    shared: &Shared<S, C>,
-    tier: usize,
-    e: Endpoint<S>,
-) -> Result<Entry<S>, ConfigError> {
-    let target = Target::from_base(&e.name, &e.base)?;
-    let base_uri = e.base.map_err(crate::error::config_error)?;
-    let info = EndpointInfo {
-        id: shared.next_id(),
-        name: e.name,
-        tier,
-        base_uri,
-    };
-    let status = match shared.initial {
-        InitialState::AssumeHealthy => EndpointStatus::Healthy,
-        InitialState::ProbeFirst => EndpointStatus::Unknown,
-    };
-    let target = shared.rewrite.then_some(target);
-    Ok(Entry::new(
-        &shared.name,
-        info,
-        target,
-        e.service,
-        status,
-        Arc::clone(&shared.recovered),
-    ))
 }

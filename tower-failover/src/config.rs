@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use tower_fault::SeededRng;
+use tower_fault::{
+    SeededRng,
+    backoff::{Backoff, Jitter},
+};
 
 /// How traffic is spread over the usable endpoints of a tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,12 +91,16 @@ impl Default for ProbeConfig {
     }
 }
 
+/// How passive ejection decides and how long an ejection lasts.
 #[derive(Debug, Clone)]
 pub(crate) struct EjectionConfig {
-    /// The shortest run of transient failures that ejects; 0 disables passive ejection.
-    pub(crate) consecutive_failures: u32,
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
+    /// The shortest run of transient failures that ejects; `None`: passive ejection off.
+    pub(crate) consecutive_failures: Option<u32>,
+    /// The ejection time of the `n`th ejection in a row (nominal).
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    /// Each full period of stable health forgives one ejection of the streak
+    /// (`Duration::MAX`: never).
     pub(crate) decay: Duration,
     /// Passive ejection keeps at most this fraction of the endpoints out of rotation (at least
     /// one endpoint); in `(0, 1]`.
@@ -101,11 +108,14 @@ pub(crate) struct EjectionConfig {
 }
 
 impl Default for EjectionConfig {
+    /// A run of 5 (see `eject_after`); ejections of 10 s doubling up to 5 min, each up to half
+    /// shorter at random; one ejection forgiven per minute of stable health; at most half of
+    /// the endpoints out (see `max_ejected_fraction`). The reasons are on the builder's setters.
     fn default() -> Self {
         Self {
-            consecutive_failures: 5,
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(300),
+            consecutive_failures: Some(5),
+            backoff: Backoff::exponential(Duration::from_secs(10), 2.0, Duration::from_secs(300)),
+            jitter: Jitter::Equal,
             decay: Duration::from_secs(60),
             max_ejected_fraction: 0.5,
         }
@@ -118,19 +128,17 @@ impl EjectionConfig {
     pub(crate) fn max_ejected(&self, endpoints: usize) -> usize {
         ((endpoints as f64 * self.max_ejected_fraction).floor() as usize).max(1)
     }
-}
 
-/// The ejection time for the `n`th ejection in a row (`n >= 1`): `base × 2^(n-1)` capped at
-/// `max`, with equal jitter (uniform in `[d/2, d]`).
-pub(crate) fn ejection_time(
-    base: Duration,
-    max: Duration,
-    n: u32,
-    rng: &mut SeededRng,
-) -> Duration {
-    let exp = n.saturating_sub(1).min(32);
-    let d = base.saturating_mul(1u32 << exp.min(31)).min(max);
-    rng.duration_between(d / 2, d)
+    /// The time out of rotation of the `streak`th ejection in a row, given the time of the one
+    /// before it (`Duration::ZERO` for the first).
+    pub(crate) fn ejection_time(
+        &self,
+        streak: u32,
+        previous: Duration,
+        rng: &mut SeededRng,
+    ) -> Duration {
+        self.backoff.delay(self.jitter, streak, previous, rng)
+    }
 }
 
 /// The share of traffic each tier takes under Envoy-style spill, given each tier's
@@ -141,7 +149,7 @@ pub(crate) fn ejection_time(
 pub(crate) fn spill_shares(counts: &[(usize, usize)], overprovisioning: f64, out: &mut [f64]) {
     let mut left = 1.0_f64;
     for (i, &(healthy, total)) in counts.iter().enumerate() {
-        out[i] = crate::shared::tier_share(healthy, total, overprovisioning, left);
+        out[i] = crate::pick::tier_share(healthy, total, overprovisioning, left);
         left -= out[i];
     }
     let sum: f64 = out.iter().sum();
@@ -176,12 +184,18 @@ mod tests {
         fn ejection_time_grows_and_stays_bounded(base_ms in 1u64..10_000, max_ms in 1u64..600_000, n in 1u32..64, seed: u64) {
             let base = Duration::from_millis(base_ms);
             let max = Duration::from_millis(max_ms.max(base_ms));
+            let cfg = EjectionConfig {
+                backoff: Backoff::exponential(base, 2.0, max),
+                ..EjectionConfig::default()
+            };
             let mut rng = SeededRng::new(seed);
-            let d = ejection_time(base, max, n, &mut rng);
+            let d = cfg.ejection_time(n, Duration::ZERO, &mut rng);
             prop_assert!(d <= max);
             prop_assert!(d >= base.min(max) / 2);
             let ceiling = base.saturating_mul(1 << (n - 1).min(31)).min(max);
-            prop_assert!(d >= ceiling / 2 && d <= ceiling);
+            // The curve is computed in floating point: within a microsecond of the exact one.
+            let slack = Duration::from_micros(1);
+            prop_assert!(d + slack >= ceiling / 2 && d <= ceiling + slack, "{d:?} vs {ceiling:?}");
         }
 
         #[test]

@@ -63,6 +63,42 @@ impl<S> Endpoint<S> {
             service,
         }
     }
+
+    /// Checks the name and the base URI.
+    pub(crate) fn check(self) -> Result<Checked<S>, ConfigError> {
+        if self.name.is_empty() {
+            return Err(crate::error::config_error("an endpoint has an empty name"));
+        }
+        let target = Target::from_base(&self.name, &self.base)?;
+        let base_uri = self.base.map_err(crate::error::config_error)?;
+        Ok(Checked {
+            name: self.name,
+            base_uri,
+            target,
+            service: self.service,
+        })
+    }
+}
+
+/// An endpoint whose name and base URI passed [`Endpoint::check`]: ready to join a set.
+#[derive(Debug, Clone)]
+pub(crate) struct Checked<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) base_uri: Uri,
+    pub(crate) target: Target,
+    pub(crate) service: S,
+}
+
+impl<S> Checked<S> {
+    /// The same endpoint, sending through `service`.
+    pub(crate) fn with_service<T>(&self, service: T) -> Checked<T> {
+        Checked {
+            name: self.name.clone(),
+            base_uri: self.base_uri.clone(),
+            target: self.target.clone(),
+            service,
+        }
+    }
 }
 
 /// What probes, events and snapshots know about an endpoint.

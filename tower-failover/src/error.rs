@@ -62,7 +62,8 @@ impl Error for NoHealthyEndpoint {
     }
 }
 
-/// A [`FailoverBuilder`](crate::FailoverBuilder) or
+/// A [`FailoverBuilder`](crate::FailoverBuilder), a
+/// [`FailoverLayerBuilder`](crate::FailoverLayerBuilder) or
 /// [`FailoverHandle::add`](crate::FailoverHandle::add) was given a configuration that makes no
 /// sense; the message says which setting and why.
 pub use tower_fault::ConfigError;
@@ -70,4 +71,12 @@ pub use tower_fault::ConfigError;
 /// A configuration error of this layer.
 pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
     ConfigError::new("failover", message)
+}
+
+/// A configuration error of this layer in the builder setting `field`.
+pub(crate) fn field_error(
+    field: &'static str,
+    message: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::for_field("failover", field, message)
 }

@@ -1,16 +1,14 @@
 //! Typed health events a program can subscribe to.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
+use std::{sync::Arc, time::Duration};
+
+use tower_fault::events::Subscription;
+
+use crate::{
+    endpoint::{EndpointInfo, EndpointStatus},
+    entry::Entry,
+    shared::Shared,
 };
-
-use futures_core::Stream;
-use tokio::sync::mpsc;
-
-use crate::endpoint::{EndpointInfo, EndpointStatus};
 
 /// Why an endpoint's status changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,36 +81,57 @@ pub struct HealthEvent {
 }
 
 /// The stream of [`HealthEvent`]s returned by
-/// [`FailoverHandle::subscribe`](crate::FailoverHandle::subscribe).
+/// [`FailoverHandle::subscribe`](crate::FailoverHandle::subscribe) and
+/// [`Failover::subscribe`](crate::Failover::subscribe): the suite's bounded subscription
+/// ([`tower_fault::events::Subscription`]).
 ///
-/// It starts with one [`Cause::Snapshot`] event per endpoint, then every change in order. Events
-/// are queued per subscriber (health changes are rare); drop the stream to unsubscribe. The
-/// stream ends when the failover set is dropped.
-#[derive(Debug)]
-pub struct HealthEvents {
-    rx: mpsc::UnboundedReceiver<HealthEvent>,
-}
+/// It starts with one [`Cause::Snapshot`] event per endpoint (the state when it subscribed;
+/// these do not count against the bound), then every change in order. It holds at most
+/// [`DEFAULT_CAPACITY`](tower_fault::events::DEFAULT_CAPACITY) (256) unread changes: health
+/// changes are rare, so that covers a reader busy for a while, and a subscriber that stopped
+/// reading costs at most that much memory. The set never waits for a subscriber; one that falls
+/// further behind misses the newest changes, and [`missed`](tower_fault::events::Subscription::missed)
+/// counts them — read what is queued, then re-read the state
+/// ([`FailoverHandle::endpoints`](crate::FailoverHandle::endpoints)) or subscribe again. Drop it
+/// to unsubscribe; it ends when the failover set is dropped.
+pub type HealthEvents = Subscription<HealthEvent>;
 
-impl HealthEvents {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<HealthEvent>) -> Self {
-        Self { rx }
+impl<S, C> Shared<S, C> {
+    /// A subscription that starts with one [`Cause::Snapshot`] event per endpoint.
+    ///
+    /// The snapshot is read under the lock `emit` takes, and every status is stored before its
+    /// event is emitted, so no change falls between the snapshot and the first event.
+    pub(crate) fn subscribe(&self) -> HealthEvents {
+        self.events.subscribe_with(|| {
+            self.load_snapshot()
+                .entries
+                .iter()
+                .map(|e| {
+                    let status = e.status();
+                    HealthEvent {
+                        endpoint: e.info.clone(),
+                        from: status,
+                        to: status,
+                        cause: Cause::Snapshot,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
     }
 
-    /// The next event; `None` once the failover set is gone.
-    pub async fn recv(&mut self) -> Option<HealthEvent> {
-        self.rx.recv().await
+    /// Queues `event` for every subscriber that has room (never waits).
+    pub(crate) fn emit(&self, event: HealthEvent) {
+        self.events.publish(event);
     }
 
-    /// The next event if one is queued.
-    pub fn try_recv(&mut self) -> Option<HealthEvent> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl Stream for HealthEvents {
-    type Item = HealthEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HealthEvent>> {
-        self.rx.poll_recv(cx)
+    /// Announces a new endpoint.
+    pub(crate) fn announce(&self, e: &Entry<S>) {
+        let status = e.status();
+        self.emit(HealthEvent {
+            endpoint: e.info.clone(),
+            from: EndpointStatus::Unknown,
+            to: status,
+            cause: Cause::Added,
+        });
     }
 }

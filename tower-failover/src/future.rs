@@ -15,11 +15,7 @@ use tokio::time::Instant;
 use tower_fault::{AttemptContext, BoxError, Class, Classify, EndpointError, SentTo, ServedBy};
 use tower_service::Service;
 
-use crate::{
-    endpoint::EndpointStatus,
-    error::NoHealthyEndpoint,
-    shared::{Entry, Shared},
-};
+use crate::{endpoint::EndpointStatus, entry::Entry, error::NoHealthyEndpoint, shared::Shared};
 
 /// Counts a request in flight on an endpoint until it finishes or is dropped.
 pub(crate) struct CallGuard<S> {

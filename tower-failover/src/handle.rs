@@ -11,11 +11,11 @@ use std::{
 use tower_fault::{EndpointId, HttpClassifier};
 
 use crate::{
-    builder::new_entry,
     endpoint::{Endpoint, EndpointSnapshot},
     error::ConfigError,
     events::HealthEvents,
-    shared::{Shared, Snapshot},
+    shared::Shared,
+    snapshot::Snapshot,
 };
 
 /// Adds and removes endpoints at runtime, reads their state, subscribes to events.
@@ -88,11 +88,7 @@ impl<S, C> FailoverHandle<S, C> {
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if endpoint.name.is_empty() {
-            return Err(crate::error::config_error(
-                "an endpoint has an empty name".to_owned(),
-            ));
-        }
+        let endpoint = endpoint.check()?;
         if slot.entries.iter().any(|e| e.info.name == endpoint.name) {
             return Err(crate::error::config_error(format!(
                 "endpoint name `{}` is already in use",
@@ -101,7 +97,7 @@ impl<S, C> FailoverHandle<S, C> {
         }
         // Clamped: an index far past the end would otherwise size (or overflow) the tier table.
         let tier = tier.min(slot.tiers.len());
-        let entry = Arc::new(new_entry(&self.shared, tier, endpoint)?);
+        let entry = Arc::new(self.shared.new_entry(tier, endpoint));
         let id = entry.info.id;
         let mut entries = slot.entries.clone();
         entries.push(entry.clone());

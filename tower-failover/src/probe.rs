@@ -89,17 +89,23 @@ where
 
 type BodyCheck = Arc<dyn Fn(StatusCode, &Bytes) -> Result<(), String> + Send + Sync>;
 
+/// The largest body an [`HttpProbe::deep`] reads by default (64 KiB: a health document, never a
+/// page); a larger one fails the probe.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// An HTTP health check sent through any `Service<http::Request<ReqB>>` — typically the very
 /// client the endpoints use.
 ///
 /// * **shallow** ([`HttpProbe::shallow`]): `GET path`, healthy when the status is expected
 ///   (2xx by default; see [`HttpProbe::expect_statuses`]);
-/// * **deep** ([`HttpProbe::deep`]): also reads the body (up to [`HttpProbe::max_body`]
-///   bytes) and asks a predicate, so "200 with the wrong body" is caught.
+/// * **deep** ([`HttpProbe::deep`]): also reads the body (up to [`HttpProbe::max_body_bytes`])
+///   and asks a predicate, so "200 with the wrong body" is caught.
 ///
 /// The probe URI is the endpoint's scheme and authority plus `path` (absolute: an endpoint's
-/// base path prefix is not prepended). The request body is `ReqB::default()` (`Empty` or
-/// `Full`).
+/// base path prefix is not prepended). The request body is `ReqB::default()`: `Full<Bytes>`
+/// unless [`request_body`](HttpProbe::request_body) says otherwise, so a client that takes any
+/// body (reqwest's) needs no annotation, and one typed to another body (hyper's client under a
+/// retry layer takes `ReplayBody<Full<Bytes>>`) gets that type inferred by `request_body()`.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -110,10 +116,8 @@ type BodyCheck = Arc<dyn Fn(StatusCode, &Bytes) -> Result<(), String> + Send + S
 /// let client = service_fn(|_req: http::Request<Full<Bytes>>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{\"db\":\"up\"}"))))
 /// });
-/// // The request body type is a parameter (default `Full<Bytes>`); name it when it is not
-/// // inferred from where the probe is used.
-/// let shallow = HttpProbe::<_, Full<Bytes>>::shallow(client.clone(), "/healthz");
-/// let deep = HttpProbe::<_, Full<Bytes>>::deep(client, "/ready", |status, body| {
+/// let shallow = HttpProbe::shallow(client.clone(), "/healthz");
+/// let deep = HttpProbe::deep(client, "/ready", |status, body| {
 ///     if status.is_success() && body.as_ref() == b"{\"db\":\"up\"}" { Ok(()) } else { Err("db down".into()) }
 /// });
 /// # let _ = (shallow, deep);
@@ -124,7 +128,7 @@ pub struct HttpProbe<T, ReqB = http_body_util::Full<Bytes>> {
     path: Arc<str>,
     statuses: Vec<RangeInclusive<u16>>,
     body_check: Option<BodyCheck>,
-    max_body: usize,
+    max_body_bytes: usize,
     _body: std::marker::PhantomData<fn() -> ReqB>,
 }
 
@@ -136,7 +140,7 @@ impl<T: Clone, ReqB> Clone for HttpProbe<T, ReqB> {
             path: self.path.clone(),
             statuses: self.statuses.clone(),
             body_check: self.body_check.clone(),
-            max_body: self.max_body,
+            max_body_bytes: self.max_body_bytes,
             _body: std::marker::PhantomData,
         }
     }
@@ -149,13 +153,13 @@ impl<T, ReqB> fmt::Debug for HttpProbe<T, ReqB> {
             .field("path", &self.path)
             .field("statuses", &self.statuses)
             .field("deep", &self.body_check.is_some())
-            .field("max_body", &self.max_body)
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
     }
 }
 
-impl<T, ReqB> HttpProbe<T, ReqB> {
-    /// `GET path`, healthy on a 2xx.
+impl<T> HttpProbe<T> {
+    /// `GET path` with an empty `Full<Bytes>` body, healthy on a 2xx.
     pub fn shallow(client: T, path: impl Into<Arc<str>>) -> Self {
         Self {
             client,
@@ -163,13 +167,13 @@ impl<T, ReqB> HttpProbe<T, ReqB> {
             path: path.into(),
             statuses: vec![200..=299],
             body_check: None,
-            max_body: 64 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             _body: std::marker::PhantomData,
         }
     }
 
-    /// `GET path`, healthy when `check(status, body)` is `Ok` (its `Err` is the reason). The
-    /// expected statuses are not consulted.
+    /// `GET path` with an empty `Full<Bytes>` body, healthy when `check(status, body)` is `Ok`
+    /// (its `Err` is the reason). The expected statuses are not consulted.
     pub fn deep<F>(client: T, path: impl Into<Arc<str>>, check: F) -> Self
     where
         F: Fn(StatusCode, &Bytes) -> Result<(), String> + Send + Sync + 'static,
@@ -178,6 +182,34 @@ impl<T, ReqB> HttpProbe<T, ReqB> {
         probe.statuses = vec![100..=999];
         probe.body_check = Some(Arc::new(check));
         probe
+    }
+}
+
+impl<T, ReqB> HttpProbe<T, ReqB> {
+    /// Sends the probe with a `B::default()` body instead. `B` is inferred when the client takes
+    /// one body type, as hyper's client does:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Empty;
+    /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    /// use tower_failover::{HttpProbe, Probe};
+    ///
+    /// let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    /// let probe = HttpProbe::shallow(client, "/healthz").request_body();
+    /// fn is_probe(_: &impl Probe) {}
+    /// is_probe(&probe); // sends `Empty<Bytes>`
+    /// ```
+    pub fn request_body<B>(self) -> HttpProbe<T, B> {
+        HttpProbe {
+            client: self.client,
+            method: self.method,
+            path: self.path,
+            statuses: self.statuses,
+            body_check: self.body_check,
+            max_body_bytes: self.max_body_bytes,
+            _body: std::marker::PhantomData,
+        }
     }
 
     /// The statuses a shallow probe accepts (default `200..=299`).
@@ -197,10 +229,11 @@ impl<T, ReqB> HttpProbe<T, ReqB> {
         self
     }
 
-    /// The largest body a deep probe reads (default 64 KiB); a larger one fails the probe.
+    /// The largest body a deep probe reads (default [`DEFAULT_MAX_BODY_BYTES`]); a larger one
+    /// fails the probe.
     #[must_use]
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
         self
     }
 }
@@ -222,7 +255,7 @@ where
         *req.uri_mut() = endpoint.uri_for(&self.path);
         let statuses = self.statuses.clone();
         let body_check = self.body_check.clone();
-        let max_body = self.max_body;
+        let max_body_bytes = self.max_body_bytes;
         Box::pin(async move {
             if let Err(e) = std::future::poll_fn(|cx| client.poll_ready(cx)).await {
                 return ProbeOutcome::unhealthy(format!("client not ready: {}", e.into()));
@@ -238,7 +271,10 @@ where
             let Some(check) = body_check else {
                 return ProbeOutcome::Healthy;
             };
-            match Limited::new(res.into_body(), max_body).collect().await {
+            match Limited::new(res.into_body(), max_body_bytes)
+                .collect()
+                .await
+            {
                 Ok(body) => match check(status, &body.to_bytes()) {
                     Ok(()) => ProbeOutcome::Healthy,
                     Err(reason) => ProbeOutcome::unhealthy(reason),

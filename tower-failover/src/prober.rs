@@ -13,8 +13,10 @@ use tower_fault::time::saturating_after;
 
 use crate::{
     config::{InitialState, ProbeConfig},
-    probe::{Probe, ProbeOutcome},
-    shared::{Entry, Shared},
+    entry::Entry,
+    probe::{Probe, ProbeFuture, ProbeOutcome},
+    shared::Shared,
+    snapshot::Snapshot,
 };
 
 struct Scheduled<S> {
@@ -71,21 +73,13 @@ async fn run<S, C>(
             let snap = shared.load_snapshot();
             if snap.generation != generation {
                 generation = snap.generation;
-                sched.retain(|s| snap.entries.iter().any(|e| Arc::ptr_eq(e, &s.entry)));
-                for e in &snap.entries {
-                    if !sched.iter().any(|s| Arc::ptr_eq(&s.entry, e)) {
-                        let delay = if probe_first {
-                            Duration::ZERO
-                        } else {
-                            rng.duration_between(Duration::ZERO, cfg.jitter)
-                        };
-                        sched.push(Scheduled {
-                            entry: e.clone(),
-                            due: saturating_after(now, delay),
-                            running: false,
-                        });
+                sync_schedule(&mut sched, &snap, now, || {
+                    if probe_first {
+                        Duration::ZERO
+                    } else {
+                        rng.duration_between(Duration::ZERO, cfg.jitter)
                     }
-                }
+                });
             }
             drop(snap);
             drop(shared);
@@ -95,20 +89,11 @@ async fn run<S, C>(
                 }
                 if !s.running && s.due <= now {
                     s.running = true;
-                    let check = probe.check(&s.entry.info);
-                    let id = s.entry.info.id;
-                    let timeout = cfg.timeout;
-                    running.push(async move {
-                        let outcome =
-                            tokio::time::timeout(timeout, check)
-                                .await
-                                .unwrap_or_else(|_| {
-                                    ProbeOutcome::unhealthy(format!(
-                                        "probe timed out after {timeout:?}"
-                                    ))
-                                });
-                        (id, outcome)
-                    });
+                    running.push(timed(
+                        probe.check(&s.entry.info),
+                        s.entry.info.id,
+                        cfg.timeout,
+                    ));
                 }
             }
             let can_start = running.len() < cfg.max_concurrency;
@@ -121,7 +106,6 @@ async fn run<S, C>(
         tokio::select! {
             Some((id, outcome)) = running.next(), if !running.is_empty() => {
                 let Some(shared) = weak.upgrade() else { return };
-                let id: EndpointId = id;
                 if let Some(s) = sched.iter_mut().find(|s| s.entry.info.id == id) {
                     s.running = false;
                     shared.on_probe(&s.entry, outcome);
@@ -133,6 +117,38 @@ async fn run<S, C>(
             () = wake.notified() => {}
         }
     }
+}
+
+/// Brings the schedule in line with the set's endpoints: forgets removed ones, and schedules
+/// each new one `first_delay()` from `now`.
+fn sync_schedule<S>(
+    sched: &mut Vec<Scheduled<S>>,
+    snap: &Snapshot<S>,
+    now: Instant,
+    mut first_delay: impl FnMut() -> Duration,
+) {
+    sched.retain(|s| snap.entries.iter().any(|e| Arc::ptr_eq(e, &s.entry)));
+    for e in &snap.entries {
+        if !sched.iter().any(|s| Arc::ptr_eq(&s.entry, e)) {
+            sched.push(Scheduled {
+                entry: e.clone(),
+                due: saturating_after(now, first_delay()),
+                running: false,
+            });
+        }
+    }
+}
+
+/// One probe of endpoint `id` under `timeout` (a timed-out probe is a failed probe).
+async fn timed(
+    check: ProbeFuture,
+    id: EndpointId,
+    timeout: Duration,
+) -> (EndpointId, ProbeOutcome) {
+    let outcome = tokio::time::timeout(timeout, check)
+        .await
+        .unwrap_or_else(|_| ProbeOutcome::unhealthy(format!("probe timed out after {timeout:?}")));
+    (id, outcome)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

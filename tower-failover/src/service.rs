@@ -13,19 +13,50 @@ use tower_service::Service;
 use crate::{
     builder::FailoverBuilder,
     config::AllDown,
+    endpoint::Endpoint,
+    entry::Entry,
     error::NoHealthyEndpoint,
     events::HealthEvents,
     future::{CallGuard, ResponseFuture, wait_for_endpoint},
     handle::FailoverHandle,
     server::ServerMode,
-    shared::{Candidates, Entry, Shared, Snapshot},
+    shared::Shared,
+    snapshot::{Candidates, Snapshot},
 };
 
 /// Health-checked failover over priority tiers of endpoints.
 ///
-/// Built with [`Failover::builder`]. Every clone shares one set of endpoints, their health and
-/// the background probe task; the task stops as soon as the last clone, the last
-/// [`FailoverHandle`] and the last response future are dropped.
+/// Made by [`FailoverLayer`](crate::FailoverLayer) over one client that every endpoint shares,
+/// or built with [`Failover::builder`] from endpoints that each bring their own service. Every
+/// clone shares one set of endpoints, their health and the background probe task; the task
+/// stops as soon as the last clone, the last [`FailoverHandle`] and the last response future
+/// are dropped.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use tower::{Service, ServiceExt, service_fn};
+/// use tower_failover::{Endpoint, Failover};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_failover::BoxError> {
+/// // The endpoints' services: each echoes the URI it was sent to.
+/// let client = service_fn(|req: Request<()>| async move {
+///     Ok::<_, Infallible>(Response::new(req.uri().to_string()))
+/// });
+/// let mut failover = Failover::builder()
+///     .tier([Endpoint::new("primary", "http://10.0.0.1:8080", client)])
+///     .tier([Endpoint::new("standby", "http://10.0.0.2:8080/v1", client)])
+///     .build()?;
+/// let res = failover.ready().await?.call(Request::get("/orders").body(())?).await?;
+/// assert_eq!(res.body(), "http://10.0.0.1:8080/orders");
+///
+/// // Take the primary out of rotation: traffic fails over to the standby.
+/// let _drain = failover.handle().remove("primary");
+/// let res = failover.ready().await?.call(Request::get("/orders").body(())?).await?;
+/// assert_eq!(res.body(), "http://10.0.0.2:8080/v1/orders");
+/// # Ok(()) }
+/// ```
 ///
 /// The endpoint service `S` must be `Clone + Send + Sync` (hyper's and reqwest's clients are;
 /// for a boxed service use tower's `BoxCloneSyncService`): one prototype per endpoint is shared
@@ -42,7 +73,8 @@ use crate::{
 ///   by this logical request, sends it to an untried healthy endpoint instead.
 /// * Each outcome is classified with the classifier `C`: a streak of `Transient` outcomes that
 ///   the endpoint's recent failure rate does not explain ejects it (passive detection, see the
-///   [crate docs](crate#noise-is-not-an-outage)), and a local rejection by the endpoint's own
+///   [crate docs](crate#noise-is-not-an-outage) and
+///   [`eject_after`](FailoverBuilder::eject_after)), and a local rejection by the endpoint's own
 ///   layer that says when to come back holds it out until then. A response that is not a success carries
 ///   [`ServedBy`](tower_fault::ServedBy) in its extensions, so a retry layer above knows which
 ///   endpoint not to try again; a success carries nothing. A request that carries a
@@ -86,9 +118,11 @@ impl<S, C> Clone for Failover<S, C> {
 }
 
 impl<S> Failover<S> {
-    /// A builder; add at least one [`tier`](FailoverBuilder::tier).
+    /// A builder of a set whose endpoints each bring their own service; add at least one
+    /// [`tier`](FailoverBuilder::tier). For one client shared by every endpoint,
+    /// [`FailoverLayer`](crate::FailoverLayer) does the same over the client it wraps.
     #[must_use]
-    pub fn builder() -> FailoverBuilder<S> {
+    pub fn builder() -> FailoverBuilder<Endpoint<S>> {
         FailoverBuilder::new()
     }
 }
@@ -215,7 +249,7 @@ where
             // wait, or (panic mode) a send whose readiness error reaches the caller.
             return Poll::Ready(Ok(()));
         }
-        self.shared.register_waiter(cx.waker());
+        self.shared.waiters.register(cx.waker());
         if self.shared.version.load(Ordering::Acquire) != version {
             // Health changed while we looked (an endpoint whose readiness failed is ejected,
             // which is such a change): look again, once.

@@ -8,7 +8,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use tower_failover::{
-    Balance, Cause, Endpoint, EndpointStatus, Failover, HealthEvent, HttpProbe,
+    Backoff, Balance, Cause, Endpoint, EndpointStatus, Failover, HealthEvent, HttpProbe,
     error::NoHealthyEndpoint,
 };
 
@@ -118,7 +118,7 @@ async fn a_refused_ejection_happens_once_the_other_endpoint_returns() {
         .tier([ep(&a), ep(&b)])
         .balance(Balance::RoundRobin)
         .eject_after(2)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(10)))
         .build()
         .unwrap();
     // A quiet history for both, so that a short run is evidence (after a cold start it is not).
@@ -163,7 +163,7 @@ async fn a_failed_trial_the_guard_refuses_returns_its_endpoint_to_rotation() {
         .tier([ep(&a)])
         .tier([ep(&b)])
         .eject_after(1)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(10)))
         .build()
         .unwrap();
     let mut events = f.subscribe();
@@ -205,7 +205,7 @@ async fn probes_may_take_every_endpoint_down() {
     let mut f = Failover::builder()
         .tier([ep(&a)])
         .tier([ep(&b)])
-        .probe(HttpProbe::<Mock, String>::shallow(a.clone(), "/healthz"))
+        .probe(HttpProbe::shallow(a.clone(), "/healthz").request_body())
         .probe_interval(Duration::from_secs(1))
         .probe_jitter(Duration::ZERO)
         .thresholds(1, 2)

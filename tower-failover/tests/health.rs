@@ -20,8 +20,8 @@ use http::Response;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tower_failover::{
-    AllDown, Cause, Endpoint, EndpointStatus, Failover, HealthEvent, HttpProbe, InitialState,
-    ProbeOutcome, error::NoHealthyEndpoint, probe_fn,
+    AllDown, Backoff, Cause, Endpoint, EndpointStatus, Failover, HealthEvent, HttpProbe,
+    InitialState, Jitter, ProbeOutcome, error::NoHealthyEndpoint, probe_fn,
 };
 use tower_fault::{BoxError, Classify, HttpClassifier, RetryAfterHint};
 
@@ -41,11 +41,11 @@ fn probed(p: &Mock, s: &Mock) -> F {
     Failover::builder()
         .tier([ep(p)])
         .tier([ep(s)])
-        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe(HttpProbe::shallow(p.clone(), "/healthz").request_body())
         .probe_interval(Duration::from_secs(1))
         .probe_jitter(Duration::ZERO)
         .thresholds(2, 3)
-        .eject_after(0)
+        .no_passive_ejection()
         .build()
         .unwrap()
 }
@@ -255,7 +255,7 @@ async fn probe_first_takes_no_traffic_until_a_probe_passes() {
     let mut f = Failover::builder()
         .tier([ep(&p)])
         .tier([ep(&s)])
-        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe(HttpProbe::shallow(p.clone(), "/healthz").request_body())
         .initial_state(InitialState::ProbeFirst)
         .probe_interval(Duration::from_secs(1))
         .build()
@@ -294,7 +294,11 @@ async fn passive_ejection_is_immediate_and_returns_after_a_trial() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(3)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(100))
+        .ejection_backoff(Backoff::exponential(
+            Duration::from_secs(10),
+            2.0,
+            Duration::from_secs(100),
+        ))
         .seed(1)
         .build()
         .unwrap();
@@ -377,7 +381,7 @@ async fn all_down_fails_fast_with_a_typed_retryable_error() {
         .tier([ep(&s)])
         .eject_after(1)
         .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
-        .ejection_time(Duration::from_secs(30), Duration::from_secs(30))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(30)))
         .build()
         .unwrap();
     p.set_status(502);
@@ -426,7 +430,7 @@ async fn waiting_while_all_ejected_costs_nothing_and_wakes_on_recovery() {
         .tier([ep(&s)])
         .eject_after(1)
         .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
-        .ejection_time(Duration::from_secs(20), Duration::from_secs(20))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(20)))
         .when_all_down(AllDown::Wait(Duration::from_secs(60)))
         .seed(9)
         .build()
@@ -490,7 +494,7 @@ async fn bounded_wait_is_woken_by_a_probe_recovery_and_ends_in_an_error_when_not
     let mut f = Failover::builder()
         .tier([ep(&p)])
         .tier([ep(&s)])
-        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe(HttpProbe::shallow(p.clone(), "/healthz").request_body())
         .probe_interval(Duration::from_secs(1))
         .probe_jitter(Duration::ZERO)
         .thresholds(1, 1)
@@ -525,7 +529,7 @@ async fn server_mode_answers_503_problem() {
     let f = Failover::builder()
         .tier([ep(&p)])
         .eject_after(1)
-        .ejection_time(Duration::from_secs(8), Duration::from_secs(8))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(8)))
         .build()
         .unwrap();
     let mut server = f.server_mode();
@@ -624,6 +628,36 @@ async fn runtime_add_and_remove_with_drain() {
     assert_eq!(seen, expected.map(|(n, c)| (n.to_owned(), c)));
 }
 
+/// A subscriber that stops reading holds a bounded number of events (an unbounded queue grew
+/// with every health change for as long as the set lived): it keeps its snapshot and the oldest
+/// changes, misses the newest and counts them; a subscriber that reads misses nothing.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_stops_reading_holds_a_bounded_queue() {
+    let (a, b) = (Mock::new("a"), Mock::new("b"));
+    let f = Failover::builder().tier([ep(&a)]).build().unwrap();
+    let handle = f.handle();
+    let mut idle = handle.subscribe();
+    let mut reader = handle.subscribe();
+    let mut read = 0;
+    const CHANGES: usize = 1_000;
+    for _ in 0..CHANGES / 2 {
+        handle.add(0, ep(&b)).unwrap();
+        drop(handle.remove("b").unwrap());
+        read += std::iter::from_fn(|| reader.try_recv()).count();
+    }
+    assert_eq!(read, 1 + CHANGES, "the snapshot and every change");
+    assert_eq!(reader.missed(), 0);
+    let held: Vec<HealthEvent> = std::iter::from_fn(|| idle.try_recv()).collect();
+    let bound = tower_fault::events::DEFAULT_CAPACITY;
+    assert_eq!(held.len(), 1 + bound, "the snapshot and the bound");
+    assert_eq!(held[0].cause, Cause::Snapshot);
+    assert_eq!(
+        (held[1].cause.clone(), held[2].cause.clone()),
+        (Cause::Added, Cause::Removed)
+    );
+    assert_eq!(idle.missed(), (CHANGES - bound) as u64);
+}
+
 #[test]
 fn events_and_metrics() {
     let capture = test_support::metrics::Capture::start();
@@ -690,7 +724,7 @@ fn events_and_metrics() {
 fn bad_configuration_is_a_build_error() {
     let m = Mock::new("m");
     let e = |name: &'static str| Endpoint::new(name, "http://h:1", m.clone());
-    let cases: Vec<(tower_failover::FailoverBuilder<Mock>, &str)> = vec![
+    let cases: Vec<(tower_failover::FailoverBuilder<Endpoint<Mock>>, &str)> = vec![
         (Failover::builder(), "no tiers"),
         (
             Failover::builder().tier([e("a")]).tier([]),
@@ -711,36 +745,64 @@ fn bad_configuration_is_a_build_error() {
         (
             Failover::builder()
                 .tier([e("a")])
-                .ejection_time(Duration::from_secs(60), Duration::from_secs(1)),
-            "longer than its maximum",
+                .ejection_backoff(Backoff::exponential(
+                    Duration::from_secs(60),
+                    2.0,
+                    Duration::from_secs(1),
+                )),
+            "larger than its max delay",
         ),
         (
             // Passive ejection off: a failed readiness still ejects, for these times.
             Failover::builder()
                 .tier([e("a")])
-                .eject_after(0)
-                .ejection_time(Duration::from_secs(60), Duration::from_secs(1)),
-            "longer than its maximum",
+                .no_passive_ejection()
+                .ejection_backoff(Backoff::exponential(
+                    Duration::from_secs(60),
+                    2.0,
+                    Duration::from_secs(1),
+                )),
+            "larger than its max delay",
         ),
         (
             Failover::builder()
                 .tier([e("a")])
                 .ejection_decay(Duration::ZERO),
-            "decay period must be non-zero",
+            "`ejection_decay` period must be non-zero",
+        ),
+        (
+            Failover::builder().tier([e("a")]).eject_after(0),
+            "`eject_after` must be at least 1 (no_passive_ejection()",
+        ),
+        (
+            Failover::builder().name("").tier([e("a")]),
+            "`name` must not be empty",
+        ),
+        (
+            Failover::builder()
+                .tier([e("a")])
+                .ejection_backoff(Backoff::constant(Duration::ZERO)),
+            "`ejection_backoff` base delay must be non-zero",
+        ),
+        (
+            Failover::builder()
+                .tier([e("a")])
+                .ejection_jitter(Jitter::Proportional(2.0)),
+            "`ejection_jitter` proportional jitter must be in [0, 1]",
         ),
         (
             Failover::builder().tier([e("a")]).max_ejected_fraction(0.0),
-            "max_ejected_fraction must be in (0, 1]",
+            "`max_ejected_fraction` must be in (0, 1]",
         ),
         (
             Failover::builder().tier([e("a")]).max_ejected_fraction(1.5),
-            "max_ejected_fraction must be in (0, 1]",
+            "`max_ejected_fraction` must be in (0, 1]",
         ),
         (
             Failover::builder()
                 .tier([e("a")])
                 .max_ejected_fraction(f64::NAN),
-            "max_ejected_fraction must be in (0, 1]",
+            "`max_ejected_fraction` must be in (0, 1]",
         ),
         (
             Failover::builder()
@@ -795,7 +857,7 @@ async fn a_probe_path_without_a_leading_slash_is_absolute() {
     let f = Failover::builder()
         .tier([ep(&p)])
         .tier([ep(&s)])
-        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "healthz"))
+        .probe(HttpProbe::shallow(p.clone(), "healthz").request_body())
         .probe_interval(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -809,6 +871,62 @@ async fn a_probe_path_without_a_leading_slash_is_absolute() {
     assert!(p.probes() > 0, "the probe reached /healthz");
 }
 
+/// Ejection times follow the configured backoff and jitter: a decorrelated curve grows from
+/// the previous ejection of the streak, and without decay a long healthy period forgives
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn ejection_times_follow_the_configured_backoff_and_jitter() {
+    let (p, s) = (Mock::new("p"), Mock::new("s"));
+    let build = |backoff: Backoff| {
+        Failover::builder()
+            .tier([ep(&p)])
+            .tier([ep(&s)])
+            .eject_after(1)
+            .ejection_backoff(backoff)
+            .ejection_jitter(Jitter::None)
+            .no_ejection_decay()
+            .build()
+            .unwrap()
+    };
+    let ejected_for = |f: &F| f.handle().endpoint("p").unwrap().ejected_for;
+    // Ejects `p`, then returns it through a passing trial once the ejection is over.
+    async fn eject_and_recover(f: &mut F, p: &Mock) -> Duration {
+        p.set_status(503);
+        send(f, get("/")).await.unwrap();
+        let out = f
+            .handle()
+            .endpoint("p")
+            .unwrap()
+            .ejected_for
+            .expect("ejected");
+        p.set_status(200);
+        tokio::time::sleep(out).await;
+        assert_eq!(who(&send(f, get("/")).await.unwrap()), "p", "the trial");
+        out
+    }
+    let secs = Duration::from_secs;
+    let mut f = build(Backoff::decorrelated(secs(10), secs(100)));
+    let mut outs = Vec::new();
+    for _ in 0..3 {
+        outs.push(eject_and_recover(&mut f, &p).await);
+    }
+    assert_eq!(
+        outs,
+        [secs(30), secs(90), secs(100)],
+        "three times the previous"
+    );
+    assert_eq!(ejected_for(&f), None);
+
+    let mut f = build(Backoff::exponential(secs(10), 2.0, secs(1_000)));
+    assert_eq!(eject_and_recover(&mut f, &p).await, secs(10));
+    tokio::time::sleep(secs(3_600)).await;
+    assert_eq!(
+        eject_and_recover(&mut f, &p).await,
+        secs(20),
+        "an hour healthy forgives nothing without decay"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn ejection_time_grows_exponentially_then_decays_while_stable() {
     let (p, s) = (Mock::new("p"), Mock::new("s"));
@@ -816,7 +934,11 @@ async fn ejection_time_grows_exponentially_then_decays_while_stable() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(100))
+        .ejection_backoff(Backoff::exponential(
+            Duration::from_secs(10),
+            2.0,
+            Duration::from_secs(100),
+        ))
         .ejection_decay(Duration::from_secs(30))
         .seed(4)
         .build()
@@ -877,7 +999,7 @@ async fn unhealthy_endpoints_are_probed_at_their_own_interval() {
     let f = Failover::builder()
         .tier([ep(&p)])
         .tier([ep(&s)])
-        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe(HttpProbe::shallow(p.clone(), "/healthz").request_body())
         .probe_interval(Duration::from_secs(1))
         .unhealthy_interval(Duration::from_secs(5))
         .probe_jitter(Duration::ZERO)
@@ -907,7 +1029,7 @@ async fn duration_max_settings_mean_forever_and_never_panic() {
         .tier([ep(&s)])
         .eject_after(1)
         .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
-        .ejection_time(Duration::MAX, Duration::MAX)
+        .ejection_backoff(Backoff::constant(Duration::MAX))
         .when_all_down(AllDown::Wait(Duration::MAX))
         .build()
         .unwrap();
@@ -1002,7 +1124,7 @@ async fn a_waiting_request_that_tried_every_endpoint_does_not_spin() {
         .tier([ep(&s)])
         .eject_after(1)
         .max_ejected_fraction(1.0) // every endpoint may be ejected: all down is the point
-        .ejection_time(Duration::from_millis(50), Duration::from_millis(50))
+        .ejection_backoff(Backoff::constant(Duration::from_millis(50)))
         .when_all_down(AllDown::Wait(Duration::from_millis(500)))
         .build()
         .unwrap();
@@ -1041,7 +1163,11 @@ async fn a_dead_endpoint_backs_off_to_the_maximum_through_failed_trials() {
         .tier([ep(&p)])
         .tier([ep(&s)])
         .eject_after(1)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(100))
+        .ejection_backoff(Backoff::exponential(
+            Duration::from_secs(10),
+            2.0,
+            Duration::from_secs(100),
+        ))
         .ejection_decay(Duration::from_secs(30))
         .seed(4)
         .build()
@@ -1127,12 +1253,12 @@ async fn a_late_trial_does_not_end_a_later_ejection() {
     let mut f = Failover::builder()
         .tier([ep(&p)])
         .tier([ep(&s)])
-        .probe(HttpProbe::<Mock, String>::shallow(p.clone(), "/healthz"))
+        .probe(HttpProbe::shallow(p.clone(), "/healthz").request_body())
         .probe_interval(hour)
         .probe_jitter(Duration::ZERO)
         .thresholds(1, 1)
         .eject_after(1)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(10)))
         .build()
         .unwrap();
     p.set_status(503);
@@ -1170,7 +1296,7 @@ async fn a_cancelled_trial_wakes_a_waiting_request() {
     let mut f = Failover::builder()
         .tier([ep(&p)])
         .eject_after(1)
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(10)))
         .when_all_down(AllDown::Wait(Duration::from_secs(60)))
         .build()
         .unwrap();

@@ -11,7 +11,7 @@ use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use http::Response;
 use tower_breaker::{Breaker, CircuitBreaker, State};
 use tower_failover::{
-    Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
+    Backoff, Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
     error::NoHealthyEndpoint, probe_fn,
 };
 use tower_fault::{BoxError, Classify, EndpointError, HttpClassifier};
@@ -53,11 +53,20 @@ fn assert_refused_by(err: &BoxError, endpoint: &str) {
     assert!(class.is_local_rejection(), "{class:?}");
 }
 
-fn primary_and_standby(p: &Mock, bp: &Breaker, s: &Mock, bs: &Breaker) -> FailoverBuilder<Guarded> {
+fn primary_and_standby(
+    p: &Mock,
+    bp: &Breaker,
+    s: &Mock,
+    bs: &Breaker,
+) -> FailoverBuilder<Endpoint<Guarded>> {
     Failover::builder()
         .tier([ep(p, bp)])
         .tier([ep(s, bs)])
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(300))
+        .ejection_backoff(Backoff::exponential(
+            Duration::from_secs(10),
+            2.0,
+            Duration::from_secs(300),
+        ))
 }
 
 /// The defect this guards against: an endpoint whose breaker was open stayed in rotation, so

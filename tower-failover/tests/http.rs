@@ -1,8 +1,11 @@
 //! Real HTTP: raw-TCP fault servers, wiremock and axum, through a shared hyper client.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::axum_upstream;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -11,7 +14,7 @@ use hyper_util::{
 };
 use test_support::fault::FaultServer;
 use tower::{Service, ServiceExt, retry::Policy};
-use tower_failover::{Cause, Endpoint, EndpointStatus, Failover, HealthEvents, HttpProbe};
+use tower_failover::{Backoff, Cause, Endpoint, EndpointStatus, Failover, HealthEvents, HttpProbe};
 use tower_fault::{AttemptContext, BoxError, Classify, HttpClassifier, ServedBy};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -82,7 +85,7 @@ async fn primary_dies_mid_traffic_and_no_request_is_lost() {
         .tier([Endpoint::new("primary", primary.url(""), http.clone())])
         .tier([Endpoint::new("standby", standby.url(""), http)])
         .eject_after(3)
-        .ejection_time(Duration::from_secs(60), Duration::from_secs(60))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(60)))
         .build()
         .unwrap();
     let handle = failover.handle();
@@ -214,18 +217,8 @@ async fn deep_probe_catches_200_with_the_wrong_body() {
 
 #[tokio::test]
 async fn axum_reverse_proxy_fails_over_between_axum_upstreams() {
-    async fn upstream(name: &'static str) -> (String, tokio::task::JoinHandle<()>) {
-        let app =
-            axum::Router::new().route("/hello", axum::routing::get(move || async move { name }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        (
-            url,
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
-        )
-    }
-    let (primary_url, primary) = upstream("primary").await;
-    let (standby_url, _standby) = upstream("standby").await;
+    let (primary_url, primary) = axum_upstream("primary").await;
+    let (standby_url, _standby) = axum_upstream("standby").await;
     let http: Client<HttpConnector, axum::body::Body> =
         Client::builder(TokioExecutor::new()).build_http();
     let failover = Failover::builder()

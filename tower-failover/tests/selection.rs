@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{Mock, get, send, who};
 use http::Response;
 use tower::{Service, ServiceExt};
-use tower_failover::{AllDown, Balance, Endpoint, EndpointStatus, Failover};
+use tower_failover::{AllDown, Backoff, Balance, Endpoint, EndpointStatus, Failover};
 use tower_fault::{AttemptContext, BoxError, Classify, EndpointError, HttpClassifier, ServedBy};
 
 type F = Failover<Mock>;
@@ -127,7 +127,7 @@ async fn spill_moves_a_share_to_the_standby_tier() {
         .tier(endpoints(&[&s]))
         .spill(1.4)
         .eject_after(1)
-        .ejection_time(Duration::from_secs(600), Duration::from_secs(600))
+        .ejection_backoff(Backoff::constant(Duration::from_secs(600)))
         .seed(11)
         .build()
         .unwrap();
@@ -257,7 +257,7 @@ async fn answers_other_than_success_report_the_endpoint() {
     let mut f = Failover::builder()
         .tier(endpoints(&[&a]))
         .tier(endpoints(&[&b]))
-        .eject_after(0)
+        .no_passive_ejection()
         .build()
         .unwrap();
     let a_id = f.handle().endpoints()[0].info.id;
@@ -387,7 +387,11 @@ async fn concurrent_clones_under_flapping_health_keep_counts_consistent() {
         .tier(endpoints(&mocks.iter().collect::<Vec<_>>()))
         .tier(endpoints(&[&s]))
         .eject_after(2)
-        .ejection_time(Duration::from_millis(1), Duration::from_millis(4))
+        .ejection_backoff(Backoff::exponential(
+            Duration::from_millis(1),
+            2.0,
+            Duration::from_millis(4),
+        ))
         .build()
         .unwrap();
     let flapper = {
@@ -433,8 +437,8 @@ async fn an_endpoint_failing_readiness_is_ejected_at_once_without_spinning() {
     let (a, b) = (Mock::new("a"), Mock::new("b"));
     let mut f = Failover::builder()
         .tier(endpoints(&[&a, &b]))
-        .eject_after(0) // passive ejection off: readiness errors still eject
-        .ejection_time(Duration::from_secs(10), Duration::from_secs(10))
+        .no_passive_ejection() // passive ejection off: readiness errors still eject
+        .ejection_backoff(Backoff::constant(Duration::from_secs(10)))
         .build()
         .unwrap();
     let mut events = f.subscribe();

@@ -1,7 +1,7 @@
 //! The suite's client stack over hyper-util's legacy client.
 //!
 //! ```text
-//! RetryLayer (Idempotency-Key per payment) -> BreakerLayer -> Failover [primary] [standby] -> hyper
+//! RetryLayer (Idempotency-Key per payment) -> BreakerLayer -> FailoverLayer [primary] [standby] -> hyper
 //! ```
 //!
 //! The retry layer hands the client a `ReplayBody<Full<Bytes>>`, so the hyper client is built
@@ -26,7 +26,7 @@ use resilience_examples::{
 };
 use tower::{ServiceBuilder, ServiceExt};
 use tower_breaker::Breaker;
-use tower_failover::{Endpoint, Failover};
+use tower_failover::FailoverLayer;
 use tower_fault::BoxError;
 use tower_retry_plus::{ReplayBody, RetryInfo, RetryLayer};
 
@@ -58,10 +58,10 @@ async fn main() -> Result<(), BoxError> {
 
     let http: Client<_, ReplayBody<Full<Bytes>>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let failover = Failover::builder()
+    let failover = FailoverLayer::builder()
         .name("payments")
-        .tier([Endpoint::new("primary", primary.as_str(), http.clone())])
-        .tier([Endpoint::new("standby", standby.as_str(), http)])
+        .tier([("primary", primary.as_str())])
+        .tier([("standby", standby.as_str())])
         .eject_after(3)
         .build()?;
     let breaker = Breaker::builder().name("payments").build()?;
@@ -75,7 +75,8 @@ async fn main() -> Result<(), BoxError> {
                 .build()?,
         )
         .layer(breaker.layer())
-        .service(failover);
+        .layer(failover)
+        .service(http);
 
     for i in 0..args.count {
         let body = serde_json::json!({ "id": format!("hyper-{i}"), "amount": 500 + i });

@@ -1,7 +1,7 @@
 //! The suite's client stack over reqwest.
 //!
 //! ```text
-//! RetryLayer (Idempotency-Key per payment) -> BreakerLayer -> Failover [primary] [standby] -> reqwest
+//! RetryLayer (Idempotency-Key per payment) -> BreakerLayer -> FailoverLayer [primary] [standby] -> reqwest
 //! ```
 //!
 //! ```text
@@ -22,7 +22,7 @@ use resilience_examples::{
 };
 use tower::{ServiceBuilder, ServiceExt};
 use tower_breaker::{Breaker, Window};
-use tower_failover::{Endpoint, Failover, HttpProbe};
+use tower_failover::{FailoverLayer, HttpProbe};
 use tower_fault::{BoxError, reqwest::ReqwestService};
 use tower_retry_plus::{Backoff, RetryInfo, RetryLayer};
 
@@ -54,11 +54,11 @@ async fn main() -> Result<(), BoxError> {
 
     // One reqwest client (one connection pool) behind every endpoint and the probes.
     let http = ReqwestService::new(reqwest::Client::new());
-    let failover = Failover::builder()
+    let failover = FailoverLayer::builder()
         .name("payments")
-        .tier([Endpoint::new("primary", primary.as_str(), http.clone())])
-        .tier([Endpoint::new("standby", standby.as_str(), http.clone())])
-        .probe(HttpProbe::<_, Full<Bytes>>::shallow(http, "/healthz"))
+        .tier([("primary", primary.as_str())])
+        .tier([("standby", standby.as_str())])
+        .probe(HttpProbe::shallow(http.clone(), "/healthz"))
         .probe_interval(Duration::from_secs(1))
         .build()?;
     let breaker = Breaker::builder()
@@ -84,7 +84,8 @@ async fn main() -> Result<(), BoxError> {
     let client = ServiceBuilder::new()
         .layer(retry)
         .layer(breaker.layer())
-        .service(failover);
+        .layer(failover)
+        .service(http);
 
     for i in 0..args.count {
         let body = serde_json::json!({ "id": format!("example-{i}"), "amount": 1000 + i });

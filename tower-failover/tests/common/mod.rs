@@ -192,3 +192,42 @@ pub async fn sleep_ms(ms: u64) {
 
 /// Never-ready-checking infallible marker so the type is used.
 pub type NoError = Infallible;
+
+/// One client in front of several upstreams: each request goes to the upstream its URI's host
+/// names (what an HTTP client does with the URI failover rewrote). It takes any request body,
+/// as reqwest's client does.
+#[derive(Debug, Clone)]
+pub struct Router(pub Vec<Mock>);
+
+impl<B> Service<Request<B>> for Router {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = MockFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> MockFuture {
+        let host = req.uri().host().unwrap_or_default().to_owned();
+        let upstream = self.0.iter().find(|m| host == format!("{}.test", m.0.name));
+        match upstream {
+            Some(m) => m.clone().call(req.map(|_| String::new())),
+            None => Box::pin(async move { Err(format!("no upstream at `{host}`").into()) }),
+        }
+    }
+}
+
+/// A real HTTP upstream (axum on a loopback port): `GET /hello` answers `name`, `GET /healthz`
+/// answers `ok`. Returns its base URL and the server task (abort it to kill the upstream).
+pub async fn axum_upstream(name: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route("/hello", axum::routing::get(move || async move { name }))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (
+        url,
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+    )
+}

@@ -1,0 +1,162 @@
+//! One endpoint of a failover set: its service prototype, its health and its counters.
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use metrics::{Counter, Gauge};
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{
+    endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
+    outcomes::Outcomes,
+    shared::{EJECTIONS, EJECTIONS_REFUSED, HEALTHY, REQUESTS, lock},
+};
+
+/// Health bookkeeping that changes rarely, behind the entry's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Slow {
+    pub(crate) probe_passes: u32,
+    pub(crate) probe_failures: u32,
+    /// Ejections in a row (decays while the endpoint stays healthy).
+    pub(crate) ejection_streak: u32,
+    /// The time out of rotation of the last ejection of the streak.
+    pub(crate) last_ejection: Duration,
+    /// When the endpoint last became healthy, while it still is: the stable time the next
+    /// ejection's decay counts (once; an ejection or a hold-out consumes it).
+    pub(crate) recovered_at: Option<Instant>,
+    /// The current ejection is a hold-out (see `Shared::hold_out`).
+    pub(crate) held_out: bool,
+}
+
+/// One endpoint: its service prototype and its health.
+pub(crate) struct Entry<S> {
+    pub(crate) info: Arc<EndpointInfo>,
+    /// `None` when URI rewriting is off.
+    pub(crate) target: Option<Target>,
+    pub(crate) service: S,
+    pub(crate) status: AtomicU8,
+    pub(crate) in_flight: AtomicUsize,
+    /// The failure run and recent failure rate of live traffic (passive ejection).
+    pub(crate) outcomes: Outcomes,
+    pub(crate) ejected_until: AtomicU64,
+    pub(crate) trial: AtomicBool,
+    /// Woken when a trial is released without a status change (a cancelled trial), so that
+    /// requests waiting for an endpoint look again.
+    pub(crate) trial_released: Arc<Notify>,
+    pub(crate) ejections: AtomicU64,
+    pub(crate) slow: Mutex<Slow>,
+    pub(crate) drained: Notify,
+    pub(crate) requests: Counter,
+    pub(crate) healthy_gauge: Gauge,
+    pub(crate) ejected_failures: Counter,
+    pub(crate) ejected_trial: Counter,
+    pub(crate) ejected_readiness: Counter,
+    pub(crate) held_out: Counter,
+    pub(crate) ejections_refused: Counter,
+}
+
+impl<S> fmt::Debug for Entry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("info", &self.info)
+            .field("status", &self.status())
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Entry<S> {
+    pub(crate) fn new(
+        name: &Arc<str>,
+        info: EndpointInfo,
+        target: Option<Target>,
+        service: S,
+        status: EndpointStatus,
+        trial_released: Arc<Notify>,
+    ) -> Self {
+        let labels = [
+            ("name", name.to_string()),
+            ("endpoint", info.name.to_string()),
+        ];
+        let healthy_gauge = metrics::gauge!(HEALTHY, &labels);
+        healthy_gauge.set(if status == EndpointStatus::Healthy {
+            1.0
+        } else {
+            0.0
+        });
+        let ejection = |cause: &'static str| metrics::counter!(EJECTIONS, "name" => name.to_string(), "endpoint" => info.name.to_string(), "cause" => cause);
+        Self {
+            requests: metrics::counter!(REQUESTS, &labels),
+            healthy_gauge,
+            ejected_failures: ejection("consecutive_failures"),
+            ejected_trial: ejection("trial_failed"),
+            ejected_readiness: ejection("readiness_failed"),
+            held_out: ejection("held_out"),
+            ejections_refused: metrics::counter!(EJECTIONS_REFUSED, &labels),
+            info: Arc::new(info),
+            target,
+            service,
+            status: AtomicU8::new(status.to_u8()),
+            in_flight: AtomicUsize::new(0),
+            outcomes: Outcomes::default(),
+            ejected_until: AtomicU64::new(0),
+            trial: AtomicBool::new(false),
+            trial_released,
+            ejections: AtomicU64::new(0),
+            slow: Mutex::default(),
+            drained: Notify::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn status(&self) -> EndpointStatus {
+        EndpointStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Whether the endpoint was removed, read with `SeqCst` (see `CallGuard::try_begin`).
+    pub(crate) fn removed_seqcst(&self) -> bool {
+        self.status.load(Ordering::SeqCst) == EndpointStatus::Removed.to_u8()
+    }
+
+    /// Whether the endpoint is still in the ejection a trial was sent for (see
+    /// `CallGuard::trial`): a trial's verdict applies to that ejection only.
+    pub(crate) fn in_ejection(&self, ejection: u64) -> bool {
+        self.status() == EndpointStatus::Ejected
+            && self.ejections.load(Ordering::Acquire) == ejection
+    }
+
+    /// Frees the endpoint's trial slot and wakes the requests waiting for an endpoint.
+    pub(crate) fn release_trial(&self) {
+        self.trial.store(false, Ordering::Release);
+        self.trial_released.notify_waiters();
+    }
+
+    #[inline]
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.status.load(Ordering::Acquire) == EndpointStatus::Healthy.to_u8()
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn snapshot(&self, ejected_for: Option<Duration>) -> EndpointSnapshot {
+        let status = self.status();
+        EndpointSnapshot {
+            ejected_for,
+            held_out: status == EndpointStatus::Ejected && lock(&self.slow).held_out,
+            info: self.info.clone(),
+            status,
+            in_flight: self.load(),
+            consecutive_failures: self.outcomes.run(),
+            ejections: self.ejections.load(Ordering::Relaxed),
+        }
+    }
+}
