@@ -19,13 +19,13 @@ impl<S, C> Shared<S, C> {
     /// not count the same healthy period again, so it counts once.
     pub(crate) fn forgive(&self, slow: &mut Slow, now: Instant) {
         let decay = self.ejection.decay;
-        if let Some(recovered) = slow.recovered_at.take() {
-            if !decay.is_zero() {
-                let stable = now.saturating_duration_since(recovered).as_nanos() / decay.as_nanos();
-                slow.ejection_streak = slow
-                    .ejection_streak
-                    .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
-            }
+        if let Some(recovered) = slow.recovered_at.take()
+            && !decay.is_zero()
+        {
+            let stable = now.saturating_duration_since(recovered).as_nanos() / decay.as_nanos();
+            slow.ejection_streak = slow
+                .ejection_streak
+                .saturating_sub(stable.min(u128::from(u32::MAX)) as u32);
         }
     }
 

@@ -94,12 +94,12 @@ impl<S, C> Shared<S, C> {
             Some(ejection) => e.in_ejection(ejection),
             None => e.is_healthy(),
         };
-        if let Some(hold) = hold {
+        if let Some(hold) = hold
+            && eligible(e)
+        {
+            let mut slow = lock(&e.slow);
             if eligible(e) {
-                let mut slow = lock(&e.slow);
-                if eligible(e) {
-                    self.hold_out(e, &mut slow, hold);
-                }
+                self.hold_out(e, &mut slow, hold);
             }
         }
         if trial.is_some() {

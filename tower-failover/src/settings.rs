@@ -87,15 +87,15 @@ impl<C> Settings<C> {
         if self.name.is_empty() {
             return Err(field_error("name", "must not be empty"));
         }
-        if let TierPolicy::Spill { overprovisioning } = self.tier_policy {
-            if !(overprovisioning.is_finite() && overprovisioning >= 1.0) {
-                return Err(field_error(
-                    "spill",
-                    format!(
-                        "overprovisioning factor must be a finite number >= 1.0, got {overprovisioning}"
-                    ),
-                ));
-            }
+        if let TierPolicy::Spill { overprovisioning } = self.tier_policy
+            && !(overprovisioning.is_finite() && overprovisioning >= 1.0)
+        {
+            return Err(field_error(
+                "spill",
+                format!(
+                    "overprovisioning factor must be a finite number >= 1.0, got {overprovisioning}"
+                ),
+            ));
         }
         if self.all_down == AllDown::Wait(std::time::Duration::ZERO) {
             return Err(field_error(
