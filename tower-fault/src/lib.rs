@@ -34,12 +34,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attempt;
+pub mod backoff;
 pub mod body;
 mod chain;
 mod class;
 mod classify;
 mod config_error;
 mod error_source;
+pub mod events;
 pub mod evidence;
 mod idempotency_key;
 mod inspect;

@@ -453,15 +453,17 @@ impl<C> RetryLayerBuilder<C> {
     ///
     /// # Errors
     /// A [`ConfigError`] for zero attempts, a backoff whose base exceeds its max or whose
-    /// multiplier is below 1 or NaN, a zero deadline or attempt timeout, an attempt timeout not
-    /// shorter than the deadline, or a budget ratio outside `0.0..=1.0` (or NaN).
+    /// multiplier is below 1 or NaN, a proportional jitter outside `[0, 1]`, a zero deadline or
+    /// attempt timeout, an attempt timeout not shorter than the deadline, or a budget ratio
+    /// outside `0.0..=1.0` (or NaN).
     pub fn build(self) -> Result<RetryLayer<C>, ConfigError> {
         if self.max_attempts == 0 {
             return Err(crate::error::config_error(
                 "max_attempts must be at least 1 (it counts the first attempt)",
             ));
         }
-        self.backoff.validate()?;
+        self.backoff.validate("retry", "backoff")?;
+        self.jitter.validate("retry", "jitter")?;
         if self.deadline == Some(Duration::ZERO) {
             return Err(crate::error::config_error(
                 "deadline must be longer than zero",
@@ -529,6 +531,7 @@ mod tests {
         assert!(
             err(b().backoff(Backoff::exponential(ms(1), f64::NAN, ms(5)))).contains("multiplier")
         );
+        assert!(err(b().jitter(Jitter::Proportional(1.5))).contains("`jitter`"));
         assert!(
             err(b().deadline(ms(100)).attempt_timeout(ms(100)))
                 .contains("shorter than the deadline")

@@ -71,7 +71,6 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod backoff;
 mod body;
 mod body_timeout;
 mod budget;
@@ -83,13 +82,13 @@ mod observe;
 mod policy;
 mod service;
 
-pub use backoff::{Backoff, Jitter};
 pub use body::ReplayBody;
 pub use body_timeout::{BodyTimeout, BodyTimeoutFuture, BodyTimeoutLayer, TimeoutBody};
 pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE, RetryLayer, RetryLayerBuilder};
 pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
 pub use service::Retry;
+pub use tower_fault::backoff::{Backoff, Jitter};
 
 /// `retry_requests_total{name,outcome}`: logical requests by [`RetryOutcome`].
 pub const METRIC_REQUESTS: &str = "retry_requests_total";
