@@ -50,7 +50,7 @@ impl Breaker {
     }
 
     pub(crate) fn from_parts(
-        name: String,
+        name: Arc<str>,
         cfg: Config,
         window: Window,
         seed: u64,

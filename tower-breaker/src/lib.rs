@@ -40,7 +40,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-//! use tower_breaker::{Breaker, State, Window};
+//! use tower_breaker::{Backoff, Breaker, State, Window};
 //! use tower_fault::{BoxError, RetryAfterHint};
 //!
 //! let breaker = Breaker::builder()
@@ -48,7 +48,7 @@
 //!     .window(Window::count(20))
 //!     .minimum_calls(10)
 //!     .failure_rate_threshold(0.5)
-//!     .open_duration(Duration::from_secs(5), Duration::from_secs(60))
+//!     .open_backoff(Backoff::exponential(Duration::from_secs(5), 2.0, Duration::from_secs(60)))
 //!     .build()
 //!     .unwrap();
 //! let mut client = ServiceBuilder::new()
@@ -102,8 +102,8 @@ mod telemetry;
 mod window;
 
 pub use breaker::{Breaker, OwnedPermit, Permit};
-pub use config::{BreakerBuilder, Outcome, Window};
-pub use events::{Cause, SUBSCRIBER_CAPACITY, Transition, Transitions};
+pub use config::{BreakerBuilder, DEFAULT_OPEN_BACKOFF, DEFAULT_OPEN_JITTER, Outcome, Window};
+pub use events::{Cause, Transition, Transitions};
 pub use keyed::KeyedBreakerLayer;
 pub use layer::BreakerLayer;
 pub use server::{KeyedServerBreakerLayer, ServerBreakerLayer};
@@ -111,5 +111,11 @@ pub use service::CircuitBreaker;
 pub use state::State;
 pub use window::WindowCounts;
 
-#[doc(no_inline)]
-pub use tower_fault::{Class, Classify, HttpClassifier};
+// What a user of this crate needs of tower-fault: the error type, the classifier and its
+// vocabulary (to change what counts as a failure), the rejection hint, and the backoff
+// vocabulary of open periods.
+pub use tower_fault::{
+    BoxError, Class, Classify, HttpClassifier, HttpClassifierBuilder, RetryAfterHint, Verdict,
+    backoff::{Backoff, Jitter},
+    classify_fn,
+};
