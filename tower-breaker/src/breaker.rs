@@ -348,8 +348,8 @@ impl<C> PermitGuard<C> {
 /// must trip the breaker like one that answers 500, and a half-open probe that panics re-opens
 /// it (rather than only freeing its permit, which would admit the next probe into the same
 /// panic). The panic itself goes on unchanged to whoever polls the future. Outside a panic it
-/// costs 3 instructions per call on the closed path (callgrind, 448 → 451 for a bare service
-/// behind a count-window breaker): the permit is kept in memory while the inner service runs,
+/// costs 3 instructions per call on the closed path (callgrind, a bare service behind a
+/// count-window breaker): the permit is kept in memory while the inner service runs,
 /// and disarming leaves the drop nothing to do. Unlike `catch_unwind`, it neither catches nor
 /// re-throws the panic.
 pub(crate) struct OnPanic<'a, C>(Option<&'a mut PermitGuard<C>>);

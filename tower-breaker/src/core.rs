@@ -72,8 +72,8 @@ impl Kind {
 ///
 /// Two plain words, so that it travels in registers and `Option<RawPermit>` (niche in the
 /// non-zero ticket) stays 16 bytes: the permit is moved through the response future on every
-/// call, and a wider struct of mixed-size fields was copied with stores and loads of different
-/// widths, which stalled store-to-load forwarding (measured: a third of the call's time on a
+/// call, and a wider struct of mixed-size fields would be copied with stores and loads of
+/// different widths, which stalls store-to-load forwarding (a third of the call's time on a
 /// multi-threaded runtime).
 #[derive(Clone, Copy)]
 pub(crate) struct RawPermit {

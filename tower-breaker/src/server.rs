@@ -1,7 +1,7 @@
 //! Server mode: answer `503` + `Retry-After` + problem+json instead of returning an error.
 //!
 //! [`ServerBreakerLayer`] (one breaker, from
-//! [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode)) and
+//! [`BreakerLayer::server_mode`]) and
 //! [`KeyedServerBreakerLayer`] (one breaker per key, from
 //! [`KeyedBreakerLayer::server_mode`](crate::KeyedBreakerLayer::server_mode)) wrap the client
 //! mode's services: they admit, call and record through the same code, and answer rejections
@@ -28,8 +28,8 @@ pub use keyed::{KeyedServerBreakerLayer, KeyedServerCircuitBreaker};
 /// The problem `type` of a server-mode rejection.
 pub const PROBLEM_TYPE: &str = "https://docs.rs/tower-breaker/problems/open";
 
-/// A [`BreakerLayer`](crate::BreakerLayer) in server mode; see
-/// [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode).
+/// A [`BreakerLayer`] in server mode; see
+/// [`BreakerLayer::server_mode`].
 ///
 /// A rejected request gets `503 Service Unavailable` with a `Retry-After` of the remaining open
 /// time plus up to 10% jitter (rounded up to whole seconds; 1 s when half-open and full, none
