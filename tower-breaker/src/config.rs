@@ -244,6 +244,14 @@ impl BreakerBuilder {
         self
     }
 
+    /// No slow-call rule (the default): a call's duration does not matter.
+    #[must_use]
+    pub fn no_slow_calls(mut self) -> Self {
+        self.cfg.slow_call_duration = None;
+        self.cfg.slow_call_rate = None;
+        self
+    }
+
     /// Trip after a run of at least `n` failures in a row (ignored outcomes do not break the
     /// run) that is a real streak: a run that the failure rate of the other calls in the window
     /// would produce by chance less than once in a million calls (see
@@ -253,6 +261,13 @@ impl BreakerBuilder {
     #[must_use]
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.cfg.consecutive_failures = Some(n);
+        self
+    }
+
+    /// No consecutive-failure rule (the default): only the rate rules trip the breaker.
+    #[must_use]
+    pub fn no_consecutive_failures(mut self) -> Self {
+        self.cfg.consecutive_failures = None;
         self
     }
 

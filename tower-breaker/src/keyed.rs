@@ -326,6 +326,13 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
         self
     }
 
+    /// No open-fraction guard (the default): every key's breaker may open.
+    #[must_use]
+    pub fn no_max_open_fraction(mut self) -> Self {
+        self.max_open_fraction = None;
+        self
+    }
+
     /// Uses another classifier.
     #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> KeyedBreakerBuilder<M, K, C2> {

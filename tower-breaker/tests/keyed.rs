@@ -281,6 +281,12 @@ fn keyed_configuration_is_validated() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), Some("max_open_fraction"));
+    // `no_max_open_fraction()` takes a guard set before it back off.
+    let unguarded = KeyedBreakerLayer::builder(template())
+        .max_open_fraction(1.5)
+        .no_max_open_fraction()
+        .build();
+    assert!(unguarded.is_ok());
     let err = KeyedBreakerLayer::builder(Breaker::builder().half_open_permits(0))
         .build()
         .unwrap_err();

@@ -535,6 +535,28 @@ async fn poll_ready_delegates_and_rejection_is_immediate() {
 }
 
 #[test]
+fn rules_set_and_turned_off_again_leave_the_defaults() {
+    // A rule turned off after being set is gone: with every rule off the breaker could never
+    // open, which is a build error naming the failure-rate rule.
+    let err = Breaker::builder()
+        .consecutive_failures(3)
+        .slow_calls(S, 0.5)
+        .no_failure_rate()
+        .no_consecutive_failures()
+        .no_slow_calls()
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), Some("failure_rate_threshold"));
+    // Turning off a rule that was never set changes nothing.
+    let breaker = Breaker::builder()
+        .no_slow_calls()
+        .no_consecutive_failures()
+        .build()
+        .unwrap();
+    assert_eq!(breaker.name(), "default");
+}
+
+#[test]
 fn nonsense_configuration_is_a_build_error() {
     let cases: Vec<(tower_breaker::BreakerBuilder, &str)> = vec![
         (
