@@ -138,7 +138,11 @@ impl ProtectedClient {
             .window(Window::time(Duration::from_secs(10)))
             .failure_rate_threshold(0.5)
             .minimum_calls(100)
-            .open_duration(Duration::from_millis(250), Duration::from_secs(2))
+            .open_backoff(Backoff::exponential(
+                Duration::from_millis(250),
+                2.0,
+                Duration::from_secs(2),
+            ))
             .seed(settings.seed.wrapping_add(2))
             .build()?;
         // One client for both endpoints: failover rewrites each request to its endpoint.

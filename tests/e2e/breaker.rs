@@ -14,7 +14,11 @@ fn breaker() -> Breaker {
     Breaker::builder()
         .name("dead-upstream")
         .consecutive_failures(3)
-        .open_duration(Duration::from_secs(30), Duration::from_secs(60))
+        .open_backoff(Backoff::exponential(
+            Duration::from_secs(30),
+            2.0,
+            Duration::from_secs(60),
+        ))
         .build()
         .unwrap()
 }

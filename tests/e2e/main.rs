@@ -6,11 +6,13 @@
 //! * `breaker` — an open breaker keeps retries off a dead upstream;
 //! * `stack` — the full stack against wiremock and the raw-TCP fault server;
 //! * `redis` — deduplication across two server instances sharing Redis;
-//! * `metrics` — every layer reports through the `metrics` facade.
+//! * `metrics` — every layer reports through the `metrics` facade;
+//! * `one_client` — one hyper client serves retried requests and failover's health probes.
 
 mod breaker;
 mod exactly_once;
 mod failover;
 mod metrics;
+mod one_client;
 mod redis;
 mod stack;

@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tower_fault::backoff::{Backoff, Jitter};
+
 use crate::{
     Breaker,
     error::ConfigError,
@@ -63,6 +65,23 @@ pub enum Outcome {
     Ignored,
 }
 
+/// The default of [`BreakerBuilder::open_backoff`]: open for 5 s, twice as long on each re-open
+/// whose probes all failed, up to 60 s.
+///
+/// 5 s is long enough for an upstream that shed its load to recover before probes arrive, and
+/// short enough that callers of a briefly failing upstream do not wait long; an upstream still
+/// down after several probes is left alone for up to a minute, never longer, so a recovered one
+/// is found within a minute.
+pub const DEFAULT_OPEN_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_secs(5), 2.0, Duration::from_secs(60));
+
+/// The default of [`BreakerBuilder::open_jitter`]: each open period up to 20% shorter, at random.
+///
+/// Breakers of many clients that opened together would otherwise probe the upstream together;
+/// 20% spreads them while keeping each open period close to its nominal length (full jitter
+/// would make some periods too short to give the upstream any rest).
+pub const DEFAULT_OPEN_JITTER: Jitter = Jitter::Proportional(0.2);
+
 /// The validated settings of a breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -72,10 +91,8 @@ pub(crate) struct Config {
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) minimum_calls: u64,
     pub(crate) permanent: Outcome,
-    pub(crate) open_base: Duration,
-    pub(crate) open_max: Duration,
-    pub(crate) open_multiplier: f64,
-    pub(crate) open_jitter: f64,
+    pub(crate) open_backoff: Backoff,
+    pub(crate) open_jitter: Jitter,
     pub(crate) backoff_reset_after: Duration,
     pub(crate) honor_retry_after: bool,
     pub(crate) half_open_permits: u64,
@@ -91,8 +108,9 @@ pub(crate) struct Config {
 ///
 /// Defaults: a count window of the last 100 calls, trip when the window shows a failure rate of
 /// at least 50% with confidence (see [`rate_confidence`](Self::rate_confidence)) once 20 calls
-/// are in the window, open for 5 s growing ×2 (−20% jitter) on re-opens whose probes all failed,
-/// up to 60 s, reset after 60 s closed, an upstream `Retry-After` honoured (up to the max), five
+/// are in the window, open for 5 s growing ×2 (up to 20% shorter at random) on re-opens whose
+/// probes all failed, up to 60 s ([`DEFAULT_OPEN_BACKOFF`], [`DEFAULT_OPEN_JITTER`]), reset
+/// after 60 s closed, an upstream `Retry-After` honoured (up to the max), five
 /// half-open probes judged together, a 30 s half-open deadline, `Permanent` ignored.
 ///
 /// Every default is chosen so that random noise is not mistaken for an outage: an upstream that
@@ -101,7 +119,7 @@ pub(crate) struct Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_breaker::{Breaker, Window};
+/// use tower_breaker::{Backoff, Breaker, Window};
 ///
 /// let breaker = Breaker::builder()
 ///     .name("payments")
@@ -110,7 +128,7 @@ pub(crate) struct Config {
 ///     .minimum_calls(50)
 ///     .consecutive_failures(10)
 ///     .slow_calls(Duration::from_secs(2), 0.8)
-///     .open_duration(Duration::from_secs(1), Duration::from_secs(60))
+///     .open_backoff(Backoff::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(60)))
 ///     .half_open_permits(3)
 ///     .build()?;
 /// # let _ = breaker;
@@ -118,7 +136,7 @@ pub(crate) struct Config {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BreakerBuilder {
-    name: String,
+    name: Arc<str>,
     window: Window,
     cfg: Config,
     backoff_reset_set: bool,
@@ -138,7 +156,9 @@ impl BreakerBuilder {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            name: "default".to_owned(),
+            // Every layer of the suite is `"default"` unless named, so an unnamed instance is
+            // labelled alike in every crate.
+            name: Arc::from("default"),
             window: Window::count(100),
             cfg: Config {
                 failure_rate: Some(0.5),
@@ -147,10 +167,8 @@ impl BreakerBuilder {
                 consecutive_failures: None,
                 minimum_calls: 20,
                 permanent: Outcome::Ignored,
-                open_base: Duration::from_secs(5),
-                open_max: Duration::from_secs(60),
-                open_multiplier: 2.0,
-                open_jitter: 0.2,
+                open_backoff: DEFAULT_OPEN_BACKOFF,
+                open_jitter: DEFAULT_OPEN_JITTER,
                 backoff_reset_after: Duration::from_secs(60),
                 honor_retry_after: true,
                 // Several probes, judged together: a single probe is a coin toss under noise
@@ -171,9 +189,10 @@ impl BreakerBuilder {
         }
     }
 
-    /// The instance name: the `name` label of every metric, and a field of every log and event.
+    /// The instance name: the `name` label of every metric, and a field of every log and event
+    /// (default `"default"`; must not be empty).
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
     }
@@ -225,6 +244,14 @@ impl BreakerBuilder {
         self
     }
 
+    /// No slow-call rule (the default): a call's duration does not matter.
+    #[must_use]
+    pub fn no_slow_calls(mut self) -> Self {
+        self.cfg.slow_call_duration = None;
+        self.cfg.slow_call_rate = None;
+        self
+    }
+
     /// Trip after a run of at least `n` failures in a row (ignored outcomes do not break the
     /// run) that is a real streak: a run that the failure rate of the other calls in the window
     /// would produce by chance less than once in a million calls (see
@@ -237,6 +264,13 @@ impl BreakerBuilder {
         self
     }
 
+    /// No consecutive-failure rule (the default): only the rate rules trip the breaker.
+    #[must_use]
+    pub fn no_consecutive_failures(mut self) -> Self {
+        self.cfg.consecutive_failures = None;
+        self
+    }
+
     /// What a `Class::Permanent` outcome counts as (default [`Outcome::Ignored`]).
     #[must_use]
     pub fn permanent_outcome(mut self, outcome: Outcome) -> Self {
@@ -244,32 +278,31 @@ impl BreakerBuilder {
         self
     }
 
-    /// The open duration: `base` on the first trip, then ×2 on every consecutive re-open, capped
-    /// at `max`.
+    /// The curve of open periods (default [`DEFAULT_OPEN_BACKOFF`]: 5 s, ×2, up to 60 s).
+    ///
+    /// The breaker's re-open streak picks the step: the first trip is step 1 (the curve's base),
+    /// each re-open whose probes all failed is one step further, a re-open on a mixed verdict
+    /// repeats the step, and a trip soon after closing continues the streak (see
+    /// [`backoff_reset_after`](Self::backoff_reset_after)). The curve's `max` caps every open
+    /// period, also one stretched by an upstream's `Retry-After`. A decorrelated curve grows
+    /// from the previous open period. The base must be longer than zero.
     #[must_use]
-    pub fn open_duration(mut self, base: Duration, max: Duration) -> Self {
-        self.cfg.open_base = base;
-        self.cfg.open_max = max;
+    pub fn open_backoff(mut self, backoff: Backoff) -> Self {
+        self.cfg.open_backoff = backoff;
         self
     }
 
-    /// The growth factor of the open duration between consecutive re-opens (default 2, ≥ 1).
+    /// How each open period is randomised (default [`DEFAULT_OPEN_JITTER`]: up to 20% shorter),
+    /// so the breakers of a fleet that opened together do not probe in step. Any jitter only
+    /// shortens the period; an open period is never shorter than 1 ms.
     #[must_use]
-    pub fn open_multiplier(mut self, multiplier: f64) -> Self {
-        self.cfg.open_multiplier = multiplier;
+    pub fn open_jitter(mut self, jitter: Jitter) -> Self {
+        self.cfg.open_jitter = jitter;
         self
     }
 
-    /// Random reduction of each open duration, as a fraction in `[0, 1)` (default 0.2: an open
-    /// duration `d` becomes a uniform value in `[0.8 d, d]`), so a fleet does not probe in step.
-    #[must_use]
-    pub fn open_jitter(mut self, fraction: f64) -> Self {
-        self.cfg.open_jitter = fraction;
-        self
-    }
-
-    /// How long the breaker must stay closed before the open duration falls back to `base`
-    /// (default: the max open duration).
+    /// How long the breaker must stay closed before the open duration falls back to the
+    /// curve's base (default: the curve's max).
     #[must_use]
     pub fn backoff_reset_after(mut self, after: Duration) -> Self {
         self.cfg.backoff_reset_after = after;
@@ -297,10 +330,19 @@ impl BreakerBuilder {
     }
 
     /// Re-open when the breaker has been half-open this long with probes still in flight
-    /// (default 30 s); `None` waits for the probes however long they take.
+    /// (default 30 s: a probe that hangs must not keep the breaker half-open, refusing every
+    /// other call, forever). Must be longer than zero.
     #[must_use]
-    pub fn half_open_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.cfg.half_open_timeout = timeout;
+    pub fn half_open_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.half_open_timeout = Some(timeout);
+        self
+    }
+
+    /// No half-open deadline: the breaker waits for its probes however long they take (a probe
+    /// that never ends then keeps it half-open).
+    #[must_use]
+    pub fn no_half_open_timeout(mut self) -> Self {
+        self.cfg.half_open_timeout = None;
         self
     }
 
@@ -326,13 +368,54 @@ impl BreakerBuilder {
         self
     }
 
+    /// Checks every setting and derives what the breaker reads from them; the window to build.
     fn validate(&mut self) -> Result<WindowImpl, ConfigError> {
-        let cfg = &mut self.cfg;
         if self.name.is_empty() {
             return Err(crate::error::config_error("name", "must not be empty"));
         }
+        self.cfg.check_rules()?;
+        self.cfg.check_open()?;
+        if !self.backoff_reset_set {
+            self.cfg.backoff_reset_after = self.cfg.open_backoff.max();
+        }
+        self.cfg.check_half_open()?;
+        self.window.validate(self.cfg.minimum_calls)
+    }
+
+    /// Validates the settings without building a breaker.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        self.clone().validate().map(drop)
+    }
+
+    /// Validates the settings and builds the breaker.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting that makes no sense: an empty name, a rate outside
+    /// `(0, 1]`, an empty window, `minimum_calls` larger than a count window, no trip rule at
+    /// all, an open backoff whose base is zero or longer than its max, zero half-open
+    /// permits…
+    pub fn build(mut self) -> Result<Breaker, ConfigError> {
+        let window = self.validate()?;
+        let seed = self
+            .seed
+            .unwrap_or_else(|| tower_fault::SeededRng::from_entropy().next_u64());
+        Ok(Breaker::from_parts(
+            self.name,
+            self.cfg,
+            window,
+            seed,
+            self.guard,
+            &self.series,
+        ))
+    }
+}
+
+impl Config {
+    /// The trip rules: thresholds, durations, confidence, and at least one rule.
+    fn check_rules(&self) -> Result<(), ConfigError> {
         let rate_ok = |r: f64| r > 0.0 && r <= 1.0;
-        if let Some(r) = cfg.failure_rate
+        if let Some(r) = self.failure_rate
             && !rate_ok(r)
         {
             return Err(crate::error::config_error(
@@ -340,7 +423,7 @@ impl BreakerBuilder {
                 format!("must be between 0 and 1 (exclusive of 0), got {r}"),
             ));
         }
-        if let Some(r) = cfg.slow_call_rate
+        if let Some(r) = self.slow_call_rate
             && !rate_ok(r)
         {
             return Err(crate::error::config_error(
@@ -348,94 +431,92 @@ impl BreakerBuilder {
                 format!("threshold must be between 0 and 1 (exclusive of 0), got {r}"),
             ));
         }
-        if cfg.slow_call_duration == Some(Duration::ZERO) {
+        if self.slow_call_duration == Some(Duration::ZERO) {
             return Err(crate::error::config_error(
                 "slow_calls",
                 "duration must be greater than zero",
             ));
         }
-        if cfg.consecutive_failures == Some(0) {
+        if self.consecutive_failures == Some(0) {
             return Err(crate::error::config_error(
                 "consecutive_failures",
                 "must be at least 1",
             ));
         }
-        if cfg.failure_rate.is_none()
-            && cfg.slow_call_rate.is_none()
-            && cfg.consecutive_failures.is_none()
+        if self.failure_rate.is_none()
+            && self.slow_call_rate.is_none()
+            && self.consecutive_failures.is_none()
         {
             return Err(crate::error::config_error(
                 "failure_rate_threshold",
                 "is off and no other trip rule (slow_calls, consecutive_failures) is set: the breaker could never open",
             ));
         }
-        if cfg.minimum_calls == 0 {
+        if self.minimum_calls == 0 {
             return Err(crate::error::config_error(
                 "minimum_calls",
                 "must be at least 1",
             ));
         }
-        if cfg.open_base.is_zero() {
-            return Err(crate::error::config_error(
-                "open_duration",
-                "base must be greater than zero",
-            ));
-        }
-        if cfg.open_max < cfg.open_base {
-            return Err(crate::error::config_error(
-                "open_duration",
-                format!(
-                    "max ({:?}) is shorter than base ({:?})",
-                    cfg.open_max, cfg.open_base
-                ),
-            ));
-        }
-        if !(cfg.open_multiplier >= 1.0 && cfg.open_multiplier.is_finite()) {
-            return Err(crate::error::config_error(
-                "open_multiplier",
-                format!(
-                    "must be a finite number of at least 1, got {}",
-                    cfg.open_multiplier
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&cfg.open_jitter) {
-            return Err(crate::error::config_error(
-                "open_jitter",
-                format!("must be in [0, 1), got {}", cfg.open_jitter),
-            ));
-        }
-        if !self.backoff_reset_set {
-            cfg.backoff_reset_after = cfg.open_max;
-        }
-        if cfg.half_open_permits == 0 || cfg.half_open_permits > 10_000 {
-            return Err(crate::error::config_error(
-                "half_open_permits",
-                format!("must be between 1 and 10000, got {}", cfg.half_open_permits),
-            ));
-        }
-        cfg.half_open_reopen_after = match cfg.failure_rate {
-            // `- 1e-9`: 0.3 × 10 is 3.0000000000000004 in floating point, which must stay 3.
-            Some(rate) => ((rate * cfg.half_open_permits as f64 - 1e-9).ceil() as u64)
-                .clamp(1, cfg.half_open_permits),
-            None => 1,
-        };
-        if !(cfg.rate_confidence.is_finite() && (0.0..=10.0).contains(&cfg.rate_confidence)) {
+        if !(self.rate_confidence.is_finite() && (0.0..=10.0).contains(&self.rate_confidence)) {
             return Err(crate::error::config_error(
                 "rate_confidence",
                 format!(
                     "must be a number of standard errors between 0 and 10, got {}",
-                    cfg.rate_confidence
+                    self.rate_confidence
                 ),
             ));
         }
-        if cfg.half_open_timeout == Some(Duration::ZERO) {
+        Ok(())
+    }
+
+    /// The open periods: a valid curve whose base is longer than zero, a valid jitter.
+    fn check_open(&self) -> Result<(), ConfigError> {
+        self.open_backoff
+            .validate("circuit breaker", "open_backoff")?;
+        self.open_jitter
+            .validate("circuit breaker", "open_jitter")?;
+        if self.open_backoff.base().is_zero() {
             return Err(crate::error::config_error(
-                "half_open_timeout",
-                "must be greater than zero (or None)",
+                "open_backoff",
+                "base delay must be greater than zero",
             ));
         }
-        match self.window {
+        Ok(())
+    }
+
+    /// The half-open period: the permits, their deadline, and how many failed probes re-open
+    /// (derived from the failure-rate threshold).
+    fn check_half_open(&mut self) -> Result<(), ConfigError> {
+        if self.half_open_permits == 0 || self.half_open_permits > 10_000 {
+            return Err(crate::error::config_error(
+                "half_open_permits",
+                format!(
+                    "must be between 1 and 10000, got {}",
+                    self.half_open_permits
+                ),
+            ));
+        }
+        if self.half_open_timeout == Some(Duration::ZERO) {
+            return Err(crate::error::config_error(
+                "half_open_timeout",
+                "must be greater than zero (no_half_open_timeout() turns it off)",
+            ));
+        }
+        self.half_open_reopen_after = match self.failure_rate {
+            // `- 1e-9`: 0.3 × 10 is 3.0000000000000004 in floating point, which must stay 3.
+            Some(rate) => ((rate * self.half_open_permits as f64 - 1e-9).ceil() as u64)
+                .clamp(1, self.half_open_permits),
+            None => 1,
+        };
+        Ok(())
+    }
+}
+
+impl Window {
+    /// Checks the window's size against its limits and `minimum_calls`, and makes it.
+    fn validate(self, minimum_calls: u64) -> Result<WindowImpl, ConfigError> {
+        match self {
             Window::Count { size } => {
                 if size == 0 || size > window::MAX_COUNT {
                     return Err(crate::error::config_error(
@@ -446,12 +527,11 @@ impl BreakerBuilder {
                         ),
                     ));
                 }
-                if cfg.minimum_calls > u64::from(size) {
+                if minimum_calls > u64::from(size) {
                     return Err(crate::error::config_error(
                         "minimum_calls",
                         format!(
-                            "({}) exceeds the count window size ({size}): the rate rules could never trip",
-                            cfg.minimum_calls
+                            "({minimum_calls}) exceeds the count window size ({size}): the rate rules could never trip"
                         ),
                     ));
                 }
@@ -481,32 +561,5 @@ impl BreakerBuilder {
                 Ok(WindowImpl::Time(window::TimeWindow::new(width, buckets)))
             }
         }
-    }
-
-    /// Validates the settings without building a breaker.
-    pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        self.clone().validate().map(drop)
-    }
-
-    /// Validates the settings and builds the breaker.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the setting that makes no sense: a rate outside `(0, 1]`, an
-    /// empty window, `minimum_calls` larger than a count window, no trip rule at all, a max open
-    /// duration shorter than the base, zero half-open permits…
-    pub fn build(mut self) -> Result<Breaker, ConfigError> {
-        let window = self.validate()?;
-        let seed = self
-            .seed
-            .unwrap_or_else(|| tower_fault::SeededRng::from_entropy().next_u64());
-        Ok(Breaker::from_parts(
-            self.name,
-            self.cfg,
-            window,
-            seed,
-            self.guard,
-            &self.series,
-        ))
     }
 }

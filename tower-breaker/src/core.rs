@@ -17,6 +17,7 @@ use std::{
 use tokio::time::Instant;
 use tower_fault::{
     Class, SeededRng,
+    events::Publisher,
     evidence::{background_rate, required_streak, wilson_lower_bound},
 };
 
@@ -24,7 +25,7 @@ use crate::{
     Outcome, State,
     config::Config,
     error::BreakerError,
-    events::{Cause, Subscribers, Transition, Transitions},
+    events::{Cause, Transition, Transitions},
     guard::FleetGuard,
     state::{half_open, pack, unpack},
     telemetry::{CallResult, Telemetry},
@@ -71,8 +72,8 @@ impl Kind {
 ///
 /// Two plain words, so that it travels in registers and `Option<RawPermit>` (niche in the
 /// non-zero ticket) stays 16 bytes: the permit is moved through the response future on every
-/// call, and a wider struct of mixed-size fields was copied with stores and loads of different
-/// widths, which stalled store-to-load forwarding (measured: a third of the call's time on a
+/// call, and a wider struct of mixed-size fields would be copied with stores and loads of
+/// different widths, which stalls store-to-load forwarding (a third of the call's time on a
 /// multi-threaded runtime).
 #[derive(Clone, Copy)]
 pub(crate) struct RawPermit {
@@ -132,6 +133,8 @@ pub(crate) struct Inner {
     consecutive: AtomicU64,
     /// How many consecutive re-opens the current open duration is for.
     streak: AtomicU64,
+    /// Nanoseconds of the last open period (what a decorrelated open backoff grows from).
+    last_open: AtomicU64,
     /// When the breaker last closed after having been open ([`NEVER`] if never).
     closed_at: AtomicU64,
     /// Nanoseconds since `start` until which the latest-reaching `Retry-After` of a failure
@@ -139,8 +142,10 @@ pub(crate) struct Inner {
     /// a hint received long before the trip must not stretch the open period from the trip on.
     retry_hint: AtomicU64,
     rng: AtomicU64,
-    /// Taken by transitions only; holds the event subscribers.
-    lock: Mutex<Subscribers>,
+    /// Taken by transitions only, so they are serialised and their events published in order.
+    lock: Mutex<()>,
+    /// The transition events' subscribers (published to under `lock`).
+    events: Publisher<Transition>,
     telemetry: Telemetry,
     guard: Option<Arc<FleetGuard>>,
 }
@@ -157,7 +162,7 @@ impl std::fmt::Debug for Inner {
 
 impl Inner {
     pub(crate) fn new(
-        name: String,
+        name: Arc<str>,
         cfg: Config,
         window: Window,
         seed: u64,
@@ -166,7 +171,7 @@ impl Inner {
     ) -> Self {
         Self {
             telemetry,
-            name: name.into(),
+            name,
             cfg,
             window,
             start: Instant::now(),
@@ -176,10 +181,12 @@ impl Inner {
             half_open_since: AtomicU64::new(0),
             consecutive: AtomicU64::new(0),
             streak: AtomicU64::new(0),
+            last_open: AtomicU64::new(0),
             closed_at: AtomicU64::new(NEVER),
             retry_hint: AtomicU64::new(0),
             rng: AtomicU64::new(seed),
-            lock: Mutex::new(Subscribers::default()),
+            lock: Mutex::new(()),
+            events: Publisher::default(),
             guard,
         }
     }
@@ -189,7 +196,7 @@ impl Inner {
         nanos(Instant::now().saturating_duration_since(self.start))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Subscribers> {
+    fn lock(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -235,7 +242,7 @@ impl Inner {
     }
 
     pub(crate) fn subscribe(&self) -> Transitions {
-        self.lock().subscribe()
+        self.events.subscribe()
     }
 
     /// A uniform draw in `[0, 1)` from the breaker's seeded SplitMix64 sequence (lock-free).
@@ -580,7 +587,7 @@ impl Inner {
 
     #[cold]
     fn trip(&self, word: u64, cause: Cause, counts: Option<WindowCounts>) {
-        let mut subs = self.lock();
+        let _serialised = self.lock();
         if self.state.load(Acquire) != word {
             return;
         }
@@ -598,14 +605,14 @@ impl Inner {
         let open_for = self.next_open_duration(now, Streak::FromClosed);
         self.open_until
             .store(now.saturating_add(nanos(open_for)), Release);
-        self.transition(&mut subs, word, State::Open, cause, counts, Some(open_for));
+        self.transition(word, State::Open, cause, counts, Some(open_for));
     }
 
     /// Re-opens a half-open breaker; `grow` lengthens the open period (the next step of the
     /// re-open streak) instead of repeating the current one.
     #[cold]
     fn reopen(&self, word: u64, cause: Cause, grow: bool) {
-        let mut subs = self.lock();
+        let _serialised = self.lock();
         if self.state.load(Acquire) != word {
             return;
         }
@@ -613,12 +620,12 @@ impl Inner {
         let open_for = self.next_open_duration(now, if grow { Streak::Grow } else { Streak::Keep });
         self.open_until
             .store(now.saturating_add(nanos(open_for)), Release);
-        self.transition(&mut subs, word, State::Open, cause, None, Some(open_for));
+        self.transition(word, State::Open, cause, None, Some(open_for));
     }
 
     #[cold]
     fn open_elapsed(&self, word: u64, now: u64) {
-        let mut subs = self.lock();
+        let _serialised = self.lock();
         if self.state.load(Acquire) != word {
             return;
         }
@@ -627,32 +634,18 @@ impl Inner {
             .store(half_open::pack(next_generation, 0, 0, 0), Release);
         self.half_open_since.store(now, Relaxed);
         self.retry_hint.store(0, Relaxed);
-        self.transition(
-            &mut subs,
-            word,
-            State::HalfOpen,
-            Cause::OpenElapsed,
-            None,
-            None,
-        );
+        self.transition(word, State::HalfOpen, Cause::OpenElapsed, None, None);
     }
 
     #[cold]
     fn close(&self, word: u64) {
-        let mut subs = self.lock();
+        let _serialised = self.lock();
         if self.state.load(Acquire) != word {
             return;
         }
         self.clear_counts();
         self.closed_at.store(self.now_nanos(), Relaxed);
-        self.transition(
-            &mut subs,
-            word,
-            State::Closed,
-            Cause::ProbesSucceeded,
-            None,
-            None,
-        );
+        self.transition(word, State::Closed, Cause::ProbesSucceeded, None, None);
     }
 
     fn clear_counts(&self) {
@@ -661,8 +654,8 @@ impl Inner {
         self.retry_hint.store(0, Relaxed);
     }
 
-    /// The open duration for the next open: exponential in the re-open streak, jittered, and
-    /// stretched to an upstream's `Retry-After` when that is longer.
+    /// The open duration for the next open: the open backoff's step for the re-open streak,
+    /// jittered, and stretched to an upstream's `Retry-After` when that is longer.
     fn next_open_duration(&self, now: u64, step: Streak) -> Duration {
         let cfg = &self.cfg;
         let streak = match step {
@@ -680,25 +673,31 @@ impl Inner {
             Streak::Keep => self.streak.load(Relaxed),
         };
         self.streak.store(streak, Relaxed);
-        let exponent = i32::try_from(streak.min(1024)).unwrap_or(1024);
-        let grown = cfg.open_base.as_secs_f64() * cfg.open_multiplier.powi(exponent);
-        let capped = grown.min(cfg.open_max.as_secs_f64());
-        let draw = self.random_f64();
-        // `try_from`: `open_max` may be as long as `Duration::MAX`, whose seconds round up past
-        // what a `Duration` holds once converted to `f64`.
-        let mut open_for = Duration::try_from_secs_f64(capped * (1.0 - cfg.open_jitter * draw))
-            .map_or(cfg.open_max, |d| d.min(cfg.open_max));
+        let max = cfg.open_backoff.max();
+        let previous = match streak {
+            0 => Duration::ZERO,
+            _ => Duration::from_nanos(self.last_open.load(Relaxed)),
+        };
+        // Step 1 is the first open period of a streak (the curve's base).
+        let step = u32::try_from(streak.saturating_add(1)).unwrap_or(u32::MAX);
+        let mut rng = SeededRng::new(self.rng.fetch_add(GOLDEN_GAMMA, Relaxed));
+        let mut open_for = cfg
+            .open_backoff
+            .delay(cfg.open_jitter, step, previous, &mut rng);
         let hint = Duration::from_nanos(self.retry_hint.swap(0, Relaxed).saturating_sub(now));
         if hint > open_for {
-            open_for = hint.min(cfg.open_max);
+            open_for = hint.min(max);
         }
         // A floor so an open period is never empty, yet never above the configured maximum.
-        open_for.max(Duration::from_millis(1).min(cfg.open_max))
+        let open_for = open_for.max(Duration::from_millis(1).min(max));
+        self.last_open.store(nanos(open_for), Relaxed);
+        open_for
     }
 
+    /// Moves the state word on (under the transition lock), releases a fleet-guard slot when
+    /// the breaker stops ejecting, and reports the transition (metrics, log, events).
     fn transition(
         &self,
-        subs: &mut Subscribers,
         word: u64,
         to: State,
         cause: Cause,
@@ -732,13 +731,13 @@ impl Inner {
             open_for = ?open_for,
             "circuit breaker state changed"
         );
-        subs.publish(&transition);
+        self.events.publish(transition);
     }
 
     // ----- manual control --------------------------------------------------------------------
 
     pub(crate) fn manual(&self, to: State) {
-        let mut subs = self.lock();
+        let _serialised = self.lock();
         let word = self.state.load(Acquire);
         let from = unpack(word).1;
         if to == State::Closed {
@@ -747,7 +746,7 @@ impl Inner {
             self.closed_at.store(NEVER, Relaxed);
         }
         if from != to {
-            self.transition(&mut subs, word, to, Cause::Manual, None, None);
+            self.transition(word, to, Cause::Manual, None, None);
         } else if to == State::Closed {
             // A reset of a closed breaker: calls admitted before it must not land in the fresh
             // window (every transition discards them the same way), but nothing changed state,

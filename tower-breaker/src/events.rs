@@ -1,14 +1,8 @@
 //! Typed transition events.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use futures_core::Stream;
-use tokio::sync::mpsc;
+use tower_fault::events::Subscription;
 
 use crate::State;
 
@@ -74,61 +68,15 @@ pub struct Transition {
     pub open_for: Option<Duration>,
 }
 
-/// How many transitions a subscriber may fall behind before new ones are dropped for it.
-pub const SUBSCRIBER_CAPACITY: usize = 256;
-
 /// A stream of a breaker's transitions, in the order they happened; see
-/// [`Breaker::subscribe`](crate::Breaker::subscribe).
+/// [`Breaker::subscribe`](crate::Breaker::subscribe). It is the suite's bounded subscription,
+/// [`tower_fault::events::Subscription`].
 ///
-/// A subscriber that falls more than [`SUBSCRIBER_CAPACITY`] events behind misses the newer
-/// ones (the breaker never waits for a subscriber). The stream ends when the breaker is dropped.
-#[derive(Debug)]
-pub struct Transitions {
-    rx: mpsc::Receiver<Transition>,
-}
-
-impl Transitions {
-    pub(crate) fn new(rx: mpsc::Receiver<Transition>) -> Self {
-        Self { rx }
-    }
-
-    /// The next transition (`None` once the breaker is gone).
-    pub async fn recv(&mut self) -> Option<Transition> {
-        self.rx.recv().await
-    }
-
-    /// The next transition if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Transition> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl Stream for Transitions {
-    type Item = Transition;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Transition>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-/// The subscribers of one breaker (behind the breaker's transition lock).
-#[derive(Debug, Default)]
-pub(crate) struct Subscribers {
-    senders: Vec<mpsc::Sender<Transition>>,
-}
-
-impl Subscribers {
-    pub(crate) fn subscribe(&mut self) -> Transitions {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
-        self.senders.push(tx);
-        Transitions::new(rx)
-    }
-
-    pub(crate) fn publish(&mut self, transition: &Transition) {
-        self.senders
-            .retain(|tx| match tx.try_send(transition.clone()) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
-    }
-}
+/// It holds at most [`DEFAULT_CAPACITY`](tower_fault::events::DEFAULT_CAPACITY) (256) unread
+/// transitions: transitions are rare, so that covers a reader busy for a while, and a
+/// subscriber that stopped reading costs at most that much memory. The breaker never waits for a
+/// subscriber; one that falls further behind misses the newest transitions, and
+/// [`missed`](tower_fault::events::Subscription::missed) counts them — read what is queued, then
+/// re-read the state ([`Breaker::state`](crate::Breaker::state)) or subscribe again. Drop it to
+/// unsubscribe; it ends when the breaker is dropped.
+pub type Transitions = Subscription<Transition>;

@@ -23,7 +23,7 @@ use crate::{
     Breaker, BreakerBuilder, State,
     breaker::Guarded,
     error::ConfigError,
-    future::ResponseFuture,
+    future::{Admission, ResponseFuture},
     guard::FleetGuard,
     server::KeyedServerBreakerLayer,
     telemetry::{self, Series},
@@ -326,6 +326,13 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
         self
     }
 
+    /// No open-fraction guard (the default): every key's breaker may open.
+    #[must_use]
+    pub fn no_max_open_fraction(mut self) -> Self {
+        self.max_open_fraction = None;
+        self
+    }
+
     /// Uses another classifier.
     #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> KeyedBreakerBuilder<M, K, C2> {
@@ -625,15 +632,26 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        self.guard(req)
+    }
+}
+
+impl<S, M, K, C> KeyedCircuitBreaker<S, M, K, C> {
+    /// Calls the inner service through the breaker of the request's key (unguarded without a
+    /// key), making the response future `A` (client or server mode: they differ only in how a
+    /// rejection is answered).
+    pub(crate) fn guard<Req, A>(&mut self, req: Req) -> A
+    where
+        S: Service<Req>,
+        M: MakeKey<Req, Key = K>,
+        K: Hash + Eq + Clone + fmt::Display,
+        C: Clone,
+        A: Admission<S::Future, C>,
+    {
         let Some(key) = self.make_key.make_key(&req) else {
-            return ResponseFuture::called(self.inner.call(req), None);
+            return A::called(self.inner.call(req), None);
         };
-        match self.registry.get(&key).acquire() {
-            Ok(mut permit) => {
-                let future = permit.call(|| self.inner.call(req));
-                ResponseFuture::called(future, Some(permit))
-            }
-            Err(rejected) => ResponseFuture::rejected(rejected),
-        }
+        let inner = &mut self.inner;
+        self.registry.get(&key).admit(|| inner.call(req))
     }
 }

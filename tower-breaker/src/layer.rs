@@ -71,7 +71,7 @@ impl<C> BreakerLayer<C> {
     /// is kept (so it drops into an axum `Router`). See [`ServerBreakerLayer`].
     #[must_use]
     pub fn server_mode(self) -> ServerBreakerLayer<C> {
-        ServerBreakerLayer::from_parts(self.breaker, self.classifier)
+        ServerBreakerLayer::from_layer(self)
     }
 }
 

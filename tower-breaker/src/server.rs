@@ -1,13 +1,13 @@
 //! Server mode: answer `503` + `Retry-After` + problem+json instead of returning an error.
 //!
 //! [`ServerBreakerLayer`] (one breaker, from
-//! [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode)) and
+//! [`BreakerLayer::server_mode`]) and
 //! [`KeyedServerBreakerLayer`] (one breaker per key, from
-//! [`KeyedBreakerLayer::server_mode`](crate::KeyedBreakerLayer::server_mode)) admit requests
-//! and answer rejections through the same code, so both answer alike.
+//! [`KeyedBreakerLayer::server_mode`](crate::KeyedBreakerLayer::server_mode)) wrap the client
+//! mode's services: they admit, call and record through the same code, and answer rejections
+//! through one function, so both answer alike.
 
 use std::{
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -17,7 +17,9 @@ use tower_fault::{Classify, HttpClassifier, RetryAfterHint, body::ResponseBody, 
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Breaker, State, breaker::Guarded, error::BreakerError, future::ServerResponseFuture};
+use crate::{
+    Breaker, BreakerLayer, CircuitBreaker, State, error::BreakerError, future::ServerResponseFuture,
+};
 
 mod keyed;
 
@@ -26,8 +28,8 @@ pub use keyed::{KeyedServerBreakerLayer, KeyedServerCircuitBreaker};
 /// The problem `type` of a server-mode rejection.
 pub use tower_fault::problem::types::BREAKER_OPEN as PROBLEM_TYPE;
 
-/// A [`BreakerLayer`](crate::BreakerLayer) in server mode; see
-/// [`BreakerLayer::server_mode`](crate::BreakerLayer::server_mode).
+/// A [`BreakerLayer`] in server mode; see
+/// [`BreakerLayer::server_mode`].
 ///
 /// A rejected request gets `503 Service Unavailable` with a `Retry-After` of the remaining open
 /// time plus up to 10% jitter (rounded up to whole seconds; 1 s when half-open and full, none
@@ -49,22 +51,18 @@ pub use tower_fault::problem::types::BREAKER_OPEN as PROBLEM_TYPE;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServerBreakerLayer<C = HttpClassifier> {
-    breaker: Breaker,
-    classifier: C,
+    layer: BreakerLayer<C>,
 }
 
 impl<C> ServerBreakerLayer<C> {
-    pub(crate) fn from_parts(breaker: Breaker, classifier: C) -> Self {
-        Self {
-            breaker,
-            classifier,
-        }
+    pub(crate) const fn from_layer(layer: BreakerLayer<C>) -> Self {
+        Self { layer }
     }
 
     /// The breaker.
     #[must_use]
     pub const fn breaker(&self) -> &Breaker {
-        &self.breaker
+        self.layer.breaker()
     }
 }
 
@@ -73,27 +71,24 @@ impl<S, C: Clone> Layer<S> for ServerBreakerLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         ServerCircuitBreaker {
-            inner,
-            shared: Arc::new(Guarded {
-                breaker: self.breaker.clone(),
-                classifier: self.classifier.clone(),
-            }),
+            guarded: self.layer.layer(inner),
         }
     }
 }
 
 /// A service guarded by a breaker in server mode; see [`ServerBreakerLayer`].
+///
+/// It is a [`CircuitBreaker`] whose rejections are answered as responses: admission, panics and
+/// recording are the client mode's.
 #[derive(Debug)]
 pub struct ServerCircuitBreaker<S, C = HttpClassifier> {
-    inner: S,
-    shared: Arc<Guarded<C>>,
+    guarded: CircuitBreaker<S, C>,
 }
 
 impl<S: Clone, C> Clone for ServerCircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            guarded: self.guarded.clone(),
         }
     }
 }
@@ -101,22 +96,22 @@ impl<S: Clone, C> Clone for ServerCircuitBreaker<S, C> {
 impl<S, C> ServerCircuitBreaker<S, C> {
     /// The breaker.
     pub fn breaker(&self) -> &Breaker {
-        &self.shared.breaker
+        self.guarded.breaker()
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.guarded.get_ref()
     }
 
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+        self.guarded.get_mut()
     }
 
     /// Consumes the guard, returning the inner service.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.guarded.into_inner()
     }
 }
 
@@ -130,36 +125,18 @@ where
     type Future = ServerResponseFuture<S::Future, C, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.guarded.get_mut().poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let inner = &mut self.inner;
-        admit(&self.shared, || inner.call(req))
-    }
-}
-
-/// Server mode's one admission path, shared by [`ServerCircuitBreaker`] and
-/// [`KeyedServerCircuitBreaker`]: with a permit the call goes to the inner service (`call`),
-/// otherwise the rejection is answered by [`rejection`] and `call` is never invoked.
-#[inline]
-pub(crate) fn admit<C, F, B>(
-    shared: &Arc<Guarded<C>>,
-    call: impl FnOnce() -> F,
-) -> ServerResponseFuture<F, C, B> {
-    match shared.acquire() {
-        Ok(mut permit) => {
-            let future = permit.call(call);
-            ServerResponseFuture::called(future, Some(permit))
-        }
-        Err(rejected) => ServerResponseFuture::rejected(rejection(&shared.breaker, &rejected)),
+        self.guarded.guard(req)
     }
 }
 
 /// The `503` answering a rejection by `breaker`: `Retry-After` is the remaining open time plus
 /// up to 10% jitter (1 s when half-open and full, none when forced open), the body a problem of
 /// type [`PROBLEM_TYPE`].
-fn rejection<B>(breaker: &Breaker, rejected: &BreakerError) -> Response<ResponseBody<B>> {
+pub(crate) fn rejection<B>(breaker: &Breaker, rejected: BreakerError) -> Response<ResponseBody<B>> {
     let retry_after = match (rejected.retry_after(), rejected.state()) {
         (Some(remaining), _) => {
             let jitter = remaining.mul_f64(0.1 * breaker.inner.random_f64());

@@ -8,7 +8,11 @@ use std::{
 use tower_fault::{BoxError, Classify, HttpClassifier};
 use tower_service::Service;
 
-use crate::{Breaker, breaker::Guarded, future::ResponseFuture};
+use crate::{
+    Breaker,
+    breaker::Guarded,
+    future::{Admission, ResponseFuture},
+};
 
 /// A service guarded by a [`Breaker`]; made by [`BreakerLayer`](crate::BreakerLayer).
 ///
@@ -73,6 +77,18 @@ impl<S, C> CircuitBreaker<S, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// Calls the inner service through the breaker, making the response future `A` (client or
+    /// server mode: they differ only in how a rejection is answered).
+    #[inline]
+    pub(crate) fn guard<Req, A>(&mut self, req: Req) -> A
+    where
+        S: Service<Req>,
+        A: Admission<S::Future, C>,
+    {
+        let inner = &mut self.inner;
+        self.shared.admit(|| inner.call(req))
+    }
 }
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
@@ -92,12 +108,6 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.acquire() {
-            Ok(mut permit) => {
-                let future = permit.call(|| self.inner.call(req));
-                ResponseFuture::called(future, Some(permit))
-            }
-            Err(rejected) => ResponseFuture::rejected(rejected),
-        }
+        self.guard(req)
     }
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use tower::{Service, ServiceExt};
-use tower_breaker::{Breaker, State, error::BreakerError};
+use tower_breaker::{Backoff, Breaker, Jitter, State, error::BreakerError};
 use tower_fault::{BoxError, reqwest::ReqwestService};
 use tower_layer::Layer;
 use wiremock::{
@@ -40,7 +40,11 @@ async fn open_rejections_never_reach_the_server() {
         .await;
     let breaker = Breaker::builder()
         .consecutive_failures(5)
-        .open_duration(Duration::from_secs(30), Duration::from_secs(60))
+        .open_backoff(Backoff::exponential(
+            Duration::from_secs(30),
+            2.0,
+            Duration::from_secs(60),
+        ))
         .build()
         .unwrap();
     let mut client = breaker
@@ -121,8 +125,12 @@ async fn a_thousand_concurrent_callers_in_half_open_let_exactly_the_permits_thro
     let breaker = Breaker::builder()
         .consecutive_failures(1)
         .half_open_permits(3)
-        .open_duration(Duration::from_millis(100), Duration::from_secs(1))
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(
+            Duration::from_millis(100),
+            2.0,
+            Duration::from_secs(1),
+        ))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap();
     let client = breaker
@@ -172,8 +180,12 @@ async fn server_mode_answers_503_with_retry_after_and_a_problem() {
     let breaker = Breaker::builder()
         .name("orders")
         .consecutive_failures(2)
-        .open_duration(Duration::from_secs(30), Duration::from_secs(60))
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(
+            Duration::from_secs(30),
+            2.0,
+            Duration::from_secs(60),
+        ))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap();
     let counted = Arc::clone(&calls);
@@ -264,8 +276,12 @@ async fn assert_open_problem(res: reqwest::Response, breaker: &str) {
 fn keyed_template() -> tower_breaker::BreakerBuilder {
     Breaker::builder()
         .consecutive_failures(2)
-        .open_duration(Duration::from_secs(30), Duration::from_secs(60))
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(
+            Duration::from_secs(30),
+            2.0,
+            Duration::from_secs(60),
+        ))
+        .open_jitter(Jitter::None)
 }
 
 #[tokio::test]

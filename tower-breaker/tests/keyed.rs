@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tower::{Service, ServiceExt, service_fn};
-use tower_breaker::{Breaker, State, error::BreakerError, keyed::KeyedBreakerLayer};
+use tower_breaker::{Backoff, Breaker, State, error::BreakerError, keyed::KeyedBreakerLayer};
 use tower_fault::BoxError;
 use tower_layer::Layer;
 
@@ -120,11 +120,15 @@ async fn a_closure_key_selects_the_breaker() {
 #[tokio::test(start_paused = true)]
 async fn idle_closed_breakers_are_evicted_and_open_ones_kept_while_their_open_period_runs() {
     let five_minutes = Duration::from_secs(300);
-    let layer = KeyedBreakerLayer::builder(template().open_duration(five_minutes, five_minutes))
-        .max_keys(100)
-        .idle_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let layer = KeyedBreakerLayer::builder(template().open_backoff(Backoff::exponential(
+        five_minutes,
+        2.0,
+        five_minutes,
+    )))
+    .max_keys(100)
+    .idle_timeout(Duration::from_secs(60))
+    .build()
+    .unwrap();
     let mut svc = layer.layer(upstream());
     for host in ["a.test", "b.test", "down.test", "down.test"] {
         let _ = send(&mut svc, host).await;
@@ -170,7 +174,7 @@ async fn abandoned_open_breakers_give_their_open_slots_back() {
         Breaker::builder()
             .name("hosts")
             .consecutive_failures(1)
-            .open_duration(second, second),
+            .open_backoff(Backoff::exponential(second, 2.0, second)),
     )
     .idle_timeout(second)
     .max_open_fraction(0.5)
@@ -277,6 +281,12 @@ fn keyed_configuration_is_validated() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), Some("max_open_fraction"));
+    // `no_max_open_fraction()` takes a guard set before it back off.
+    let unguarded = KeyedBreakerLayer::builder(template())
+        .max_open_fraction(1.5)
+        .no_max_open_fraction()
+        .build();
+    assert!(unguarded.is_ok());
     let err = KeyedBreakerLayer::builder(Breaker::builder().half_open_permits(0))
         .build()
         .unwrap_err();

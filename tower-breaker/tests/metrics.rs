@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use test_support::metrics::capture;
-use tower_breaker::Breaker;
+use tower_breaker::{Backoff, Breaker};
 use tower_fault::Class;
 
 /// Runs `f` to completion on a current-thread runtime (the capturing recorder is thread-local)
@@ -26,7 +26,11 @@ fn calls_states_and_transitions_are_counted() {
                 .name("billing")
                 .consecutive_failures(2)
                 .slow_calls(Duration::from_secs(1), 1.0)
-                .open_duration(Duration::from_secs(1), Duration::from_secs(10))
+                .open_backoff(Backoff::exponential(
+                    Duration::from_secs(1),
+                    2.0,
+                    Duration::from_secs(10),
+                ))
                 .half_open_permits(1)
                 .build()
                 .unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tower_breaker::{Breaker, BreakerBuilder, Cause, State, Window};
+use tower_breaker::{Backoff, Breaker, BreakerBuilder, Cause, Jitter, State, Window};
 use tower_fault::{RetryAfterHint, SeededRng};
 
 const S: Duration = Duration::from_secs(1);
@@ -109,7 +109,7 @@ async fn a_consecutive_rule_trips_at_its_run_when_failures_are_rare() {
 
 /// Trips a breaker (every call fails) and waits for its open period to end.
 async fn tripped(builder: BreakerBuilder) -> Breaker {
-    let breaker = builder.open_jitter(0.0).build().unwrap();
+    let breaker = builder.open_jitter(Jitter::None).build().unwrap();
     calls_until_open(&breaker);
     tokio::time::advance(breaker.retry_after().unwrap()).await;
     breaker
@@ -145,7 +145,7 @@ async fn half_open_probes_are_judged_together() {
 
 #[tokio::test(start_paused = true)]
 async fn the_open_period_grows_only_when_every_probe_failed() {
-    let builder = Breaker::builder().open_duration(S, 60 * S);
+    let builder = Breaker::builder().open_backoff(Backoff::exponential(S, 2.0, 60 * S));
     // Mixed verdicts (2 successes, then 3 failures) re-open for the same period.
     let breaker = tripped(builder).await;
     let mut periods = Vec::new();

@@ -6,7 +6,7 @@ use std::{any::Any, panic::AssertUnwindSafe, time::Duration};
 
 use futures_util::FutureExt;
 use tower::{Service, ServiceExt, service_fn};
-use tower_breaker::{Breaker, BreakerBuilder, State, keyed::KeyedBreakerLayer};
+use tower_breaker::{Backoff, Breaker, BreakerBuilder, Jitter, State, keyed::KeyedBreakerLayer};
 use tower_fault::BoxError;
 use tower_layer::Layer;
 
@@ -119,10 +119,10 @@ async fn a_probe_that_panics_reopens_the_breaker_and_leaks_no_permit() {
     for path in ["/call", "/future"] {
         let breaker = Breaker::builder()
             .consecutive_failures(1)
-            .open_duration(S, 60 * S)
-            .open_jitter(0.0)
+            .open_backoff(Backoff::exponential(S, 2.0, 60 * S))
+            .open_jitter(Jitter::None)
             .half_open_permits(1)
-            .half_open_timeout(None)
+            .no_half_open_timeout()
             .build()
             .unwrap();
         breaker.try_acquire().unwrap().failure();

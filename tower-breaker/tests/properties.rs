@@ -3,7 +3,7 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use proptest::prelude::*;
-use tower_breaker::{Breaker, State, Window};
+use tower_breaker::{Backoff, Breaker, Jitter, State, Window};
 use tower_fault::Class;
 
 /// Never trips (100% of at least `size` calls), so the window can be observed freely.
@@ -124,8 +124,12 @@ fn concurrent_probes_never_exceed_the_permits() {
         let breaker = Breaker::builder()
             .consecutive_failures(1)
             .half_open_permits(5)
-            .open_duration(Duration::from_millis(1), Duration::from_millis(1))
-            .open_jitter(0.0)
+            .open_backoff(Backoff::exponential(
+                Duration::from_millis(1),
+                2.0,
+                Duration::from_millis(1),
+            ))
+            .open_jitter(Jitter::None)
             .build()
             .unwrap();
         breaker.try_acquire().unwrap().failure();

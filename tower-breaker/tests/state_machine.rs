@@ -3,7 +3,7 @@
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
 use tower::{Service, ServiceExt, service_fn};
-use tower_breaker::{Breaker, Cause, State, Window, error::BreakerError};
+use tower_breaker::{Backoff, Breaker, Cause, Jitter, State, Window, error::BreakerError};
 use tower_fault::{BoxError, Class, Delivery, RetryAfterHint};
 
 const S: Duration = Duration::from_secs(1);
@@ -88,8 +88,8 @@ async fn a_time_window_forgets_failures_exactly_when_they_age_out() {
 async fn open_rejects_with_the_remaining_time_as_a_local_rejection() {
     let breaker = Breaker::builder()
         .consecutive_failures(1)
-        .open_duration(10 * S, 60 * S)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(10 * S, 2.0, 60 * S))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap();
     fail(&breaker);
@@ -119,7 +119,7 @@ async fn open_rejects_with_the_remaining_time_as_a_local_rejection() {
 async fn an_outer_breaker_does_not_count_an_inner_breakers_rejections() {
     let inner = Breaker::builder()
         .consecutive_failures(1)
-        .open_duration(10 * S, 60 * S)
+        .open_backoff(Backoff::exponential(10 * S, 2.0, 60 * S))
         .build()
         .unwrap();
     let outer = Breaker::builder()
@@ -207,12 +207,15 @@ async fn half_open(permits: u32, timeout: Option<Duration>) -> Breaker {
     let breaker = Breaker::builder()
         .no_failure_rate()
         .consecutive_failures(1)
-        .open_duration(S, 60 * S)
-        .open_jitter(0.0)
-        .half_open_permits(permits)
-        .half_open_timeout(timeout)
-        .build()
-        .unwrap();
+        .open_backoff(Backoff::exponential(S, 2.0, 60 * S))
+        .open_jitter(Jitter::None)
+        .half_open_permits(permits);
+    let breaker = match timeout {
+        Some(timeout) => breaker.half_open_timeout(timeout),
+        None => breaker.no_half_open_timeout(),
+    }
+    .build()
+    .unwrap();
     fail(&breaker);
     tokio::time::advance(S).await;
     breaker
@@ -299,8 +302,8 @@ async fn the_half_open_deadline_reopens_when_probes_hang() {
 async fn open_duration_grows_caps_and_resets_after_staying_closed() {
     let breaker = Breaker::builder()
         .consecutive_failures(1)
-        .open_duration(S, 8 * S)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(S, 2.0, 8 * S))
+        .open_jitter(Jitter::None)
         .half_open_permits(1)
         .backoff_reset_after(30 * S)
         .build()
@@ -335,13 +338,46 @@ async fn open_duration_grows_caps_and_resets_after_staying_closed() {
     assert_eq!(opened, [1, 2, 4, 8, 8, 8, 8, 1]);
 }
 
+/// The open periods follow any curve of the shared backoff vocabulary: a constant one keeps
+/// every re-open as long as the first, a decorrelated one grows from the previous period.
+#[tokio::test(start_paused = true)]
+async fn open_periods_follow_the_open_backoff_curve() {
+    async fn opens(backoff: Backoff) -> Vec<u64> {
+        let breaker = Breaker::builder()
+            .consecutive_failures(1)
+            .open_backoff(backoff)
+            .open_jitter(Jitter::None)
+            .half_open_permits(1)
+            .build()
+            .unwrap();
+        let mut opens = Vec::new();
+        fail(&breaker);
+        for _ in 0..4 {
+            let open_for = breaker.retry_after().unwrap();
+            opens.push(open_for.as_secs());
+            tokio::time::advance(open_for).await;
+            fail(&breaker); // the probe fails
+        }
+        opens
+    }
+    assert_eq!(opens(Backoff::constant(3 * S)).await, [3, 3, 3, 3]);
+    assert_eq!(
+        opens(Backoff::decorrelated(S, 20 * S)).await,
+        [3, 9, 20, 20]
+    );
+    assert_eq!(
+        opens(Backoff::exponential(2 * S, 3.0, 40 * S)).await,
+        [2, 6, 18, 40]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn jitter_stays_within_its_fraction() {
     for seed in 0..50 {
         let breaker = Breaker::builder()
             .consecutive_failures(1)
-            .open_duration(10 * S, 60 * S)
-            .open_jitter(0.2)
+            .open_backoff(Backoff::exponential(10 * S, 2.0, 60 * S))
+            .open_jitter(Jitter::Proportional(0.2))
             .seed(seed)
             .build()
             .unwrap();
@@ -355,8 +391,8 @@ async fn jitter_stays_within_its_fraction() {
 async fn an_upstream_retry_after_longer_than_the_open_duration_sets_it() {
     let breaker = Breaker::builder()
         .consecutive_failures(1)
-        .open_duration(S, 60 * S)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(S, 2.0, 60 * S))
+        .open_jitter(Jitter::None)
         .half_open_permits(1)
         .build()
         .unwrap();
@@ -382,7 +418,7 @@ async fn events_arrive_in_order_with_their_causes() {
         .failure_rate_threshold(0.5)
         .rate_confidence(0.0)
         .half_open_permits(1)
-        .open_duration(S, 10 * S)
+        .open_backoff(Backoff::exponential(S, 2.0, 10 * S))
         .build()
         .unwrap();
     let mut events = breaker.subscribe();
@@ -411,6 +447,27 @@ async fn events_arrive_in_order_with_their_causes() {
             (State::Disabled, State::ForcedClosed, Cause::Manual),
         ]
     );
+}
+
+/// A subscriber that stops reading holds at most the bound of unread transitions and counts
+/// the ones it missed; the breaker goes on changing state without waiting for it.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_stops_reading_is_bounded_and_counts_what_it_missed() {
+    let breaker = Breaker::builder().build().unwrap();
+    let mut idle = breaker.subscribe();
+    for _ in 0..200 {
+        breaker.force_open();
+        breaker.reset();
+    }
+    let bound = tower_fault::events::DEFAULT_CAPACITY;
+    assert_eq!(idle.len(), bound);
+    assert_eq!(idle.missed(), 400 - bound as u64);
+    // The oldest transitions are kept, in order.
+    let first = idle.try_recv().unwrap();
+    assert_eq!((first.from, first.to), (State::Closed, State::ForcedOpen));
+    let second = idle.try_recv().unwrap();
+    assert_eq!((second.from, second.to), (State::ForcedOpen, State::Closed));
+    assert_eq!(breaker.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -478,6 +535,28 @@ async fn poll_ready_delegates_and_rejection_is_immediate() {
 }
 
 #[test]
+fn rules_set_and_turned_off_again_leave_the_defaults() {
+    // A rule turned off after being set is gone: with every rule off the breaker could never
+    // open, which is a build error naming the failure-rate rule.
+    let err = Breaker::builder()
+        .consecutive_failures(3)
+        .slow_calls(S, 0.5)
+        .no_failure_rate()
+        .no_consecutive_failures()
+        .no_slow_calls()
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), Some("failure_rate_threshold"));
+    // Turning off a rule that was never set changes nothing.
+    let breaker = Breaker::builder()
+        .no_slow_calls()
+        .no_consecutive_failures()
+        .build()
+        .unwrap();
+    assert_eq!(breaker.name(), "default");
+}
+
+#[test]
 fn nonsense_configuration_is_a_build_error() {
     let cases: Vec<(tower_breaker::BreakerBuilder, &str)> = vec![
         (
@@ -507,16 +586,29 @@ fn nonsense_configuration_is_a_build_error() {
             Breaker::builder().consecutive_failures(0),
             "consecutive_failures",
         ),
-        (Breaker::builder().open_duration(10 * S, S), "open_duration"),
         (
-            Breaker::builder().open_duration(Duration::ZERO, S),
-            "open_duration",
+            Breaker::builder().open_backoff(Backoff::exponential(10 * S, 2.0, S)),
+            "open_backoff",
         ),
-        (Breaker::builder().open_multiplier(0.5), "open_multiplier"),
-        (Breaker::builder().open_jitter(1.0), "open_jitter"),
+        (
+            Breaker::builder().open_backoff(Backoff::exponential(Duration::ZERO, 2.0, S)),
+            "open_backoff",
+        ),
+        (
+            Breaker::builder().open_backoff(Backoff::exponential(
+                Duration::from_secs(5),
+                0.5,
+                Duration::from_secs(60),
+            )),
+            "open_backoff",
+        ),
+        (
+            Breaker::builder().open_jitter(Jitter::Proportional(1.5)),
+            "open_jitter",
+        ),
         (Breaker::builder().half_open_permits(0), "half_open_permits"),
         (
-            Breaker::builder().half_open_timeout(Some(Duration::ZERO)),
+            Breaker::builder().half_open_timeout(Duration::ZERO),
             "half_open_timeout",
         ),
         (
@@ -536,8 +628,8 @@ fn nonsense_configuration_is_a_build_error() {
 async fn an_unbounded_max_open_duration_does_not_panic_when_tripping() {
     let breaker = Breaker::builder()
         .consecutive_failures(1)
-        .open_duration(Duration::MAX, Duration::MAX)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(Duration::MAX, 2.0, Duration::MAX))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap();
     fail(&breaker);
@@ -603,8 +695,8 @@ async fn a_slow_probe_reopens() {
         .minimum_calls(2)
         .rate_confidence(0.0)
         .half_open_permits(1)
-        .open_duration(S, S)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(S, 2.0, S))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap();
     for _ in 0..2 {
@@ -633,8 +725,8 @@ async fn a_slow_probe_reopens() {
 async fn an_old_retry_after_does_not_stretch_a_later_open_period() {
     let breaker = Breaker::builder()
         .consecutive_failures(2)
-        .open_duration(5 * S, 60 * S)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(5 * S, 2.0, 60 * S))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap();
     breaker
@@ -683,7 +775,7 @@ async fn a_sub_millisecond_max_open_duration_is_respected() {
     let tiny = Duration::from_micros(10);
     let breaker = Breaker::builder()
         .consecutive_failures(1)
-        .open_duration(tiny, tiny)
+        .open_backoff(Backoff::exponential(tiny, 2.0, tiny))
         .build()
         .unwrap();
     fail(&breaker);

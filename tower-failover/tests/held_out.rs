@@ -9,7 +9,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use http::Response;
-use tower_breaker::{Breaker, CircuitBreaker, State};
+use tower_breaker::{Backoff, Breaker, CircuitBreaker, Jitter, State};
 use tower_failover::{
     Backoff, Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
     error::NoHealthyEndpoint, probe_fn,
@@ -25,8 +25,8 @@ fn breaker(name: &str, open: Duration) -> Breaker {
         .name(name)
         .no_failure_rate()
         .consecutive_failures(3)
-        .open_duration(open, open)
-        .open_jitter(0.0)
+        .open_backoff(Backoff::exponential(open, 2.0, open))
+        .open_jitter(Jitter::None)
         .build()
         .unwrap()
 }

@@ -156,13 +156,6 @@ impl<B: Body> ReplayBody<B> {
             },
         }
     }
-
-    /// Wraps `body` to be sent once: nothing is kept and it is never replayable.
-    pub fn once(body: B) -> Self {
-        Self {
-            kind: Kind::Once(Mutex::new(body)),
-        }
-    }
 }
 
 impl<B> ReplayBody<B>
@@ -207,6 +200,13 @@ where
 }
 
 impl<B> ReplayBody<B> {
+    /// Wraps `body` to be sent once: nothing is kept and it is never replayable.
+    pub fn once(body: B) -> Self {
+        Self {
+            kind: Kind::Once(Mutex::new(body)),
+        }
+    }
+
     /// Whether another attempt can still send this body in full.
     ///
     /// `false` once the original grew past the limit or failed, and for a body made with
@@ -365,6 +365,19 @@ where
     }
 }
 
+impl<B: Default> Default for ReplayBody<B> {
+    /// `B`'s default body, sent once ([`ReplayBody::once`]): nothing is kept, so it costs no
+    /// shared state.
+    ///
+    /// A client whose request body is `ReplayBody<B>` (one that sits under a
+    /// [`RetryLayer`](crate::RetryLayer)) can then also send requests made without the layer,
+    /// such as the health probes of tower-failover's `HttpProbe`, which builds its requests
+    /// with `Default`: one client serves both.
+    fn default() -> Self {
+        Self::once(B::default())
+    }
+}
+
 /// The error an abandoned attempt's body handle answers once the layer moved on.
 #[derive(Debug)]
 struct AttemptAbandoned;
@@ -420,47 +433,62 @@ where
             }),
         },
     };
-    match polled {
-        None => {
-            shared.body = None;
-            Poll::Ready(None)
-        }
-        Some(Err(err)) => {
-            shared.body = None;
-            shared.failed = true;
-            Poll::Ready(Some(Err(err)))
-        }
-        Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) => {
-                shared.read += data.len() as u64;
-                if !shared.overflowed && shared.read > shared.limit {
-                    shared.overflowed = true;
-                    shared.dropped += shared.frames.len();
-                    shared.frames = Vec::new();
-                }
-                if shared.overflowed {
-                    shared.dropped += 1;
-                } else {
-                    shared.frames.push(data.clone());
-                }
-                *position += 1;
-                Poll::Ready(Some(Ok(Frame::data(data))))
+    shared.front(polled, position, trailers_sent, cx)
+}
+
+impl<B> Shared<B> {
+    /// Takes the frame the handle at the front read from the original (`None`: the original
+    /// ended): keeps a data frame while the body is within the limit (dropping what was kept
+    /// once it grows past it), keeps the trailers, and notes the end or a failure.
+    fn front(
+        &mut self,
+        polled: Option<Result<Frame<Bytes>, BoxError>>,
+        position: &mut usize,
+        trailers_sent: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match polled {
+            None => {
+                self.body = None;
+                Poll::Ready(None)
             }
-            Err(frame) => match frame.into_trailers() {
-                Ok(trailers) => {
-                    shared.trailers = Some(trailers.clone());
-                    shared.body = None;
-                    *trailers_sent = true;
-                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            Some(Err(err)) => {
+                self.body = None;
+                self.failed = true;
+                Poll::Ready(Some(Err(err)))
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    self.read += data.len() as u64;
+                    if !self.overflowed && self.read > self.limit {
+                        self.overflowed = true;
+                        self.dropped += self.frames.len();
+                        self.frames = Vec::new();
+                    }
+                    if self.overflowed {
+                        self.dropped += 1;
+                    } else {
+                        self.frames.push(data.clone());
+                    }
+                    *position += 1;
+                    Poll::Ready(Some(Ok(Frame::data(data))))
                 }
-                // A frame that is neither data nor trailers (none exist in http-body 1.x):
-                // nothing to keep; skip it by asking for the next one.
-                Err(_) => {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => {
+                        self.trailers = Some(trailers.clone());
+                        self.body = None;
+                        *trailers_sent = true;
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    // A frame that is neither data nor trailers (none exist in http-body 1.x):
+                    // nothing to keep; skip it by asking for the next one.
+                    Err(_) => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                },
             },
-        },
+        }
     }
 }
 
@@ -487,6 +515,18 @@ mod tests {
         B::Error: Into<BoxError>,
     {
         Ok(body.collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn the_default_is_the_inner_default_sent_once() {
+        let body = ReplayBody::<Full<Bytes>>::default();
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(!body.is_replayable());
+        assert!(body.try_clone().is_none());
+        assert_eq!(collect(body).await.unwrap(), "");
+        let text = ReplayBody::<Full<Bytes>>::default();
+        assert_eq!(format!("{text:?}"), "ReplayBody { kind: \"once\" }");
     }
 
     #[tokio::test]

@@ -432,6 +432,10 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
+    /// One request's life: an attempt is in flight (`Calling`), then either its answer is
+    /// returned or the layer sleeps (`Sleeping`) and waits for the inner service (`Waiting`)
+    /// before the next attempt. Each state's work is a step of its own below; this loop only
+    /// moves between them.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -443,16 +447,8 @@ where
                     };
                     let mut response_class = None;
                     if let Poll::Ready(Ok(res)) = &mut polled {
-                        let class = this.attempts.config.classifier.classify(Ok(&*res));
-                        if !this.attempts.span.is_disabled() {
-                            this.attempts
-                                .span
-                                .record("http.response.status_code", res.status().as_u16());
-                        }
+                        let class = this.attempts.classify_response(res);
                         if class == Class::Success {
-                            if !this.attempts.span.is_disabled() {
-                                this.attempts.span.record("class", class.as_str());
-                            }
                             // The happy path: the response is answered where the inner future
                             // wrote it, not moved through the retry bookkeeping (each move of
                             // a freshly written response is a visible share of this path).
@@ -463,65 +459,34 @@ where
                         response_class = Some(class);
                     }
                     let (class, result) = match polled {
+                        // Classified above (every response is); the fallback is unreachable.
                         Poll::Ready(Ok(res)) => {
-                            // Classified above (every response is); the fallback is unreachable.
-                            let class = response_class.unwrap_or(Class::TRANSIENT);
-                            (class, Ok(res))
+                            (response_class.unwrap_or(Class::TRANSIENT), Ok(res))
                         }
                         Poll::Ready(Err(err)) => {
                             let class = this.attempts.config.classifier.classify(Err(&err));
                             (class, Err(err.into()))
                         }
                         Poll::Pending => {
-                            start_deadline(this.attempts, this.deadline);
-                            if this.deadline.fired(cx) {
-                                this.state.set(State::Done);
-                                let err = Err(DeadlineExceeded::new().into());
-                                return Poll::Ready(
-                                    this.attempts.finish(err, RetryOutcome::Deadline),
-                                );
+                            match this.attempts.in_flight(this.timer, this.deadline, cx) {
+                                InFlight::Running => return Poll::Pending,
+                                InFlight::DeadlinePassed => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(this.attempts.deadline_exceeded());
+                                }
+                                InFlight::TimedOut => {
+                                    // Cancel the attempt: dropping its future drops its request.
+                                    this.state.set(State::Done);
+                                    (Class::TRANSIENT, Err(AttemptTimedOut::new().into()))
+                                }
                             }
-                            if this.attempts.config.attempt_timeout.is_none()
-                                || !this.timer.fired(cx)
-                            {
-                                return Poll::Pending;
-                            }
-                            // Cancel the attempt: dropping its future drops its request.
-                            this.state.set(State::Done);
-                            (Class::TRANSIENT, Err(AttemptTimedOut::new().into()))
                         }
                     };
-                    if !this.attempts.span.is_disabled() {
-                        this.attempts.span.record("class", class.as_str());
-                    }
-                    start_deadline(this.attempts, this.deadline);
-                    match this.attempts.decide(&class, result.as_ref()) {
-                        Decision::Return(outcome) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(this.attempts.finish(result, outcome));
-                        }
-                        Decision::Retry(delay) => {
-                            this.attempts.note_endpoint(result.as_ref());
-                            tracing::debug!(
-                                parent: &this.attempts.span,
-                                delay_ms = delay.as_millis() as u64,
-                                "retrying"
-                            );
-                            if delay.is_zero() {
-                                this.state.set(State::Waiting);
-                                // Back to the runtime between attempts: with no delay, an
-                                // inner service that fails at once would otherwise keep this
-                                // poll (and its worker thread) for every attempt.
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            } else {
-                                let discarded = result.ok().map(Response::into_body);
-                                this.attempts.drained = 0;
-                                let wake_at = after(delay);
-                                this.timer.arm(wake_at);
-                                this.state.set(State::Sleeping { discarded });
-                            }
-                        }
+                    let next = this
+                        .attempts
+                        .failed(class, result, this.timer, this.deadline);
+                    if let Some(polled) = this.state.as_mut().go(next, cx) {
+                        return polled;
                     }
                 }
                 StateProj::Sleeping { mut discarded } => {
@@ -530,36 +495,178 @@ where
                     this.state.set(State::Waiting);
                 }
                 StateProj::Waiting => {
-                    if this.deadline.fired(cx) {
-                        this.state.set(State::Done);
-                        let err = Err(DeadlineExceeded::new().into());
-                        return Poll::Ready(this.attempts.finish(err, RetryOutcome::Deadline));
+                    let sent = this
+                        .attempts
+                        .send_next(this.service, this.timer, this.deadline, cx);
+                    match ready!(sent) {
+                        Ok(future) => this.state.set(State::Calling { future }),
+                        Err(output) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(output);
+                        }
                     }
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(
-                            this.attempts
-                                .finish(Err(err.into()), RetryOutcome::Permanent),
-                        );
-                    }
-                    let Some(req) = this.attempts.next_request() else {
-                        this.state.set(State::Done);
-                        let err = Err(BodyNotReplayable::new().into());
-                        return Poll::Ready(this.attempts.finish(err, RetryOutcome::NotReplayable));
-                    };
-                    let attempts = &mut *this.attempts;
-                    attempts.span =
-                        attempt_span(&attempts.config, attempts.attempt, attempts.last_delay);
-                    let future = this.attempts.span.in_scope(|| this.service.call(req));
-                    if let Some(timeout) = this.attempts.config.attempt_timeout {
-                        let at = after(timeout);
-                        this.timer.arm(at);
-                    }
-                    this.state.set(State::Calling { future });
                 }
                 StateProj::Done => panic!("retry ResponseFuture polled after completion"),
             }
         }
+    }
+}
+
+/// The answer of a whole request: what the response future returns.
+type Answer<ResB> = Result<Response<ResB>, BoxError>;
+
+/// What an attempt that has not answered yet is up to (see [`Attempts::in_flight`]).
+enum InFlight {
+    /// Still running: wait for it.
+    Running,
+    /// The request's deadline passed while it ran.
+    DeadlinePassed,
+    /// Its own attempt timeout passed.
+    TimedOut,
+}
+
+/// Where a request goes after an attempt that failed (see [`Attempts::failed`]).
+enum Next<ResB> {
+    /// Give this to the caller.
+    Return(Answer<ResB>),
+    /// Sleep before the next attempt (the timer is armed), reading what is left of the
+    /// discarded response.
+    Sleep(Option<ResB>),
+    /// Send the next attempt without sleeping, after yielding to the runtime.
+    Yield,
+}
+
+impl<F, ResB> State<F, ResB> {
+    /// Moves to the state `next` asks for: `Some` is what `poll` returns now, `None` goes on
+    /// to the new state.
+    fn go(
+        mut self: Pin<&mut Self>,
+        next: Next<ResB>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Answer<ResB>>> {
+        match next {
+            Next::Return(output) => {
+                self.set(State::Done);
+                Some(Poll::Ready(output))
+            }
+            Next::Sleep(discarded) => {
+                self.set(State::Sleeping { discarded });
+                None
+            }
+            Next::Yield => {
+                self.set(State::Waiting);
+                // Back to the runtime between attempts: with no delay, an inner service that
+                // fails at once would otherwise keep this poll (and its worker thread) for
+                // every attempt.
+                cx.waker().wake_by_ref();
+                Some(Poll::Pending)
+            }
+        }
+    }
+}
+
+impl<B, C> Attempts<B, C> {
+    /// Classifies a response, noting its status and class in the attempt's span.
+    #[inline]
+    fn classify_response<ResB, E>(&self, res: &Response<ResB>) -> Class
+    where
+        C: Classify<Response<ResB>, E>,
+    {
+        let class = self.config.classifier.classify(Ok(res));
+        if !self.span.is_disabled() {
+            self.span
+                .record("http.response.status_code", res.status().as_u16());
+            if class == Class::Success {
+                self.span.record("class", class.as_str());
+            }
+        }
+        class
+    }
+
+    /// The attempt in flight did not answer this poll: starts the deadline's clock and tells
+    /// whether the deadline or the attempt timeout has passed.
+    fn in_flight(
+        &mut self,
+        timer: &mut Timer,
+        deadline: &mut Timer,
+        cx: &mut Context<'_>,
+    ) -> InFlight {
+        start_deadline(self, deadline);
+        if deadline.fired(cx) {
+            InFlight::DeadlinePassed
+        } else if self.config.attempt_timeout.is_some() && timer.fired(cx) {
+            InFlight::TimedOut
+        } else {
+            InFlight::Running
+        }
+    }
+
+    /// The request's answer when its deadline passed with no outcome to return.
+    fn deadline_exceeded<ResB>(&self) -> Answer<ResB> {
+        self.finish(Err(DeadlineExceeded::new().into()), RetryOutcome::Deadline)
+    }
+
+    /// An attempt ended without a success: decides whether to return its outcome or retry,
+    /// and prepares the retry (the backoff timer, the endpoint it went to).
+    fn failed<ResB>(
+        &mut self,
+        class: Class,
+        result: Result<Response<ResB>, BoxError>,
+        timer: &mut Timer,
+        deadline: &mut Timer,
+    ) -> Next<ResB> {
+        if !self.span.is_disabled() {
+            self.span.record("class", class.as_str());
+        }
+        start_deadline(self, deadline);
+        let delay = match self.decide(&class, result.as_ref()) {
+            Decision::Return(outcome) => return Next::Return(self.finish(result, outcome)),
+            Decision::Retry(delay) => delay,
+        };
+        self.note_endpoint(result.as_ref());
+        tracing::debug!(
+            parent: &self.span,
+            delay_ms = delay.as_millis() as u64,
+            "retrying"
+        );
+        if delay.is_zero() {
+            return Next::Yield;
+        }
+        self.drained = 0;
+        timer.arm(after(delay));
+        Next::Sleep(result.ok().map(Response::into_body))
+    }
+
+    /// Sends the next attempt once the inner service is ready (arming its attempt timeout), or
+    /// gives the request's final answer: the deadline passed, the service failed, or the body
+    /// can no longer be replayed.
+    fn send_next<S, ResB>(
+        &mut self,
+        service: &mut S,
+        timer: &mut Timer,
+        deadline: &mut Timer,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Future, Answer<ResB>>>
+    where
+        S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
+    {
+        if deadline.fired(cx) {
+            return Poll::Ready(Err(self.deadline_exceeded()));
+        }
+        if let Err(err) = ready!(service.poll_ready(cx)) {
+            return Poll::Ready(Err(self.finish(Err(err.into()), RetryOutcome::Permanent)));
+        }
+        let Some(req) = self.next_request() else {
+            let err = Err(BodyNotReplayable::new().into());
+            return Poll::Ready(Err(self.finish(err, RetryOutcome::NotReplayable)));
+        };
+        self.span = attempt_span(&self.config, self.attempt, self.last_delay);
+        let future = self.span.in_scope(|| service.call(req));
+        if let Some(timeout) = self.config.attempt_timeout {
+            timer.arm(after(timeout));
+        }
+        Poll::Ready(Ok(future))
     }
 }
 

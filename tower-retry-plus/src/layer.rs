@@ -14,8 +14,13 @@ use tower_layer::Layer;
 
 use crate::{Backoff, Jitter, Retry, RetryBudget, error::ConfigError, observe::Metrics};
 
-/// The default replay limit: request bodies up to 64 KiB are kept for replays.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// The default of [`RetryLayerBuilder::max_replay_bytes`]: request bodies up to 64 KiB are
+/// kept for replays.
+///
+/// Every in-flight request may hold this much until its response head arrives, so it bounds the
+/// layer's memory at 64 KiB per concurrent request, while covering the JSON and form bodies of
+/// typical API calls; a larger upload is sent once and not retried (never truncated).
+pub const DEFAULT_MAX_REPLAY_BYTES: usize = 64 * 1024;
 
 /// The default total deadline of a logical request: 30 s.
 ///
@@ -37,9 +42,9 @@ pub(crate) struct Config<C> {
     pub(crate) max_retry_after: Duration,
     pub(crate) max_local_rejection_wait: Duration,
     pub(crate) budget: Option<RetryBudget>,
-    pub(crate) body_limit: usize,
+    pub(crate) max_replay_bytes: usize,
     pub(crate) stamp_key: bool,
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     seed: u64,
     sequence: AtomicU64,
     pub(crate) metrics: Metrics,
@@ -66,7 +71,7 @@ impl<C> fmt::Debug for Config<C> {
             .field("max_retry_after", &self.max_retry_after)
             .field("max_local_rejection_wait", &self.max_local_rejection_wait)
             .field("budget", &self.budget)
-            .field("body_limit", &self.body_limit)
+            .field("max_replay_bytes", &self.max_replay_bytes)
             .field("idempotency_key", &self.stamp_key)
             .finish_non_exhaustive()
     }
@@ -224,9 +229,9 @@ pub struct RetryLayerBuilder<C = HttpClassifier> {
     /// and this are set in).
     max_local_rejection_wait: Option<Duration>,
     budget: BudgetSettings,
-    body_limit: usize,
+    max_replay_bytes: usize,
     stamp_key: bool,
-    name: String,
+    name: Arc<str>,
     seed: Option<u64>,
 }
 
@@ -242,7 +247,7 @@ impl<C> fmt::Debug for RetryLayerBuilder<C> {
             .field("max_retry_after", &self.max_retry_after)
             .field("max_local_rejection_wait", &self.max_local_rejection_wait)
             .field("budget", &self.budget)
-            .field("body_limit", &self.body_limit)
+            .field("max_replay_bytes", &self.max_replay_bytes)
             .field("idempotency_key", &self.stamp_key)
             .field("seed", &self.seed)
             .finish_non_exhaustive()
@@ -268,9 +273,11 @@ impl RetryLayerBuilder {
             max_retry_after: Duration::from_secs(60),
             max_local_rejection_wait: None,
             budget: BudgetSettings::default(),
-            body_limit: DEFAULT_BODY_LIMIT,
+            max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
             stamp_key: false,
-            name: "retry".to_owned(),
+            // Every layer of the suite is `"default"` unless named, so an unnamed instance is
+            // labelled alike in every crate.
+            name: Arc::from("default"),
             seed: None,
         }
     }
@@ -289,15 +296,16 @@ impl<C> RetryLayerBuilder<C> {
             max_retry_after: self.max_retry_after,
             max_local_rejection_wait: self.max_local_rejection_wait,
             budget: self.budget,
-            body_limit: self.body_limit,
+            max_replay_bytes: self.max_replay_bytes,
             stamp_key: self.stamp_key,
             name: self.name,
             seed: self.seed,
         }
     }
 
-    /// The instance name, the `name` label of every metric (default `"retry"`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    /// The instance name: the `name` label of every metric and a field of every log line
+    /// (default `"default"`; must not be empty).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
     }
@@ -349,8 +357,18 @@ impl<C> RetryLayerBuilder<C> {
 
     /// A timeout per attempt; its expiry is a transient failure
     /// ([`AttemptTimedOut`](crate::error::AttemptTimedOut)). Must be shorter than the deadline.
+    ///
+    /// Off by default: the deadline already ends a request that never answers, and a per-attempt
+    /// bound depends on how long the upstream's calls take, which only the caller knows.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// No per-attempt timeout (the default): an attempt runs until it answers or the deadline
+    /// passes.
+    pub fn no_attempt_timeout(mut self) -> Self {
+        self.attempt_timeout = None;
         self
     }
 
@@ -426,10 +444,11 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// Request bodies up to `limit` bytes are kept for replays (default 64 KiB); larger ones are
-    /// sent once and not retried.
-    pub fn body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+    /// Request bodies up to `max` bytes are kept for replays (default
+    /// [`DEFAULT_MAX_REPLAY_BYTES`], 64 KiB; see there why); larger ones are sent once, whole,
+    /// and not retried. 0 keeps only empty bodies.
+    pub fn max_replay_bytes(mut self, max: usize) -> Self {
+        self.max_replay_bytes = max;
         self
     }
 
@@ -452,11 +471,14 @@ impl<C> RetryLayerBuilder<C> {
     /// Metric handles are registered here, with the `metrics` recorder installed at this point.
     ///
     /// # Errors
-    /// A [`ConfigError`] for zero attempts, a backoff whose base exceeds its max or whose
+    /// A [`ConfigError`] for an empty name, zero attempts, a backoff whose base exceeds its max or whose
     /// multiplier is below 1 or NaN, a proportional jitter outside `[0, 1]`, a zero deadline or
     /// attempt timeout, an attempt timeout not shorter than the deadline, or a budget ratio
     /// outside `0.0..=1.0` (or NaN).
     pub fn build(self) -> Result<RetryLayer<C>, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::for_field("retry", "name", "must not be empty"));
+        }
         if self.max_attempts == 0 {
             return Err(crate::error::config_error(
                 "max_attempts must be at least 1 (it counts the first attempt)",
@@ -500,7 +522,7 @@ impl<C> RetryLayerBuilder<C> {
                     .max_local_rejection_wait
                     .unwrap_or_else(|| self.backoff.max()),
                 budget,
-                body_limit: self.body_limit,
+                max_replay_bytes: self.max_replay_bytes,
                 stamp_key: self.stamp_key,
                 metrics: Metrics::register(&self.name),
                 name: self.name,
@@ -523,6 +545,7 @@ mod tests {
     fn nonsense_is_refused_with_a_clear_message() {
         let b = RetryLayer::builder;
         assert!(err(b().max_attempts(0)).contains("max_attempts must be at least 1"));
+        assert!(err(b().name("")).contains("`name`"));
         let ms = Duration::from_millis;
         assert!(
             err(b().backoff(Backoff::exponential(ms(10), 2.0, ms(5))))
@@ -609,8 +632,18 @@ mod tests {
             layer.config.max_local_rejection_wait,
             Duration::from_secs(2)
         );
-        assert_eq!(layer.config.body_limit, 64 * 1024);
-        assert_eq!(layer.name(), "retry");
+        assert_eq!(layer.config.max_replay_bytes, 64 * 1024);
+        assert_eq!(layer.config.attempt_timeout, None);
+        let timed = RetryLayer::builder().attempt_timeout(Duration::from_secs(1));
+        assert_eq!(
+            timed.clone().build().unwrap().config.attempt_timeout,
+            Some(Duration::from_secs(1))
+        );
+        let untimed = timed.no_attempt_timeout().build().unwrap();
+        assert_eq!(untimed.config.attempt_timeout, None);
+        let named = RetryLayer::builder().name(String::from("payments")).build();
+        assert_eq!(named.unwrap().name(), "payments");
+        assert_eq!(layer.name(), "default");
         let budget = RetryBudget::default();
         let a = RetryLayer::builder()
             .budget(budget.clone())

@@ -6,7 +6,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, request::Parts};
 use http_body::Body;
 use tower_fault::{BoxError, Classify, HttpClassifier, IDEMPOTENCY_KEY, IdempotencyKey, SentTo};
 use tower_service::Service;
@@ -96,37 +96,11 @@ where
         if let Some(budget) = &config.budget {
             budget.deposit();
         }
-        // Whether a failure that may have been processed can be retried: always for an
-        // idempotent method, else only with an `Idempotency-Key`. `None` leaves the header
-        // lookup to the first such failure (in the kept head), off the happy path.
-        let idempotent = is_idempotent(&parts.method);
-        let mut retry_maybe_processed = idempotent.then_some(true);
-        if config.stamp_key && !idempotent && max_attempts > 1 {
-            // A key the caller set is kept; only a valid one makes the request retryable.
-            match parts.headers.get(IDEMPOTENCY_KEY) {
-                None => {
-                    parts.headers.insert(
-                        IDEMPOTENCY_KEY,
-                        IdempotencyKey::generate().to_header_value(),
-                    );
-                    retry_maybe_processed = Some(true);
-                }
-                Some(value) => retry_maybe_processed = Some(valid_key(Some(value.as_bytes()))),
-            }
-        }
-        let has_key = |parts: &http::request::Parts| {
-            valid_key(
-                parts
-                    .headers
-                    .get(IDEMPOTENCY_KEY)
-                    .map(HeaderValue::as_bytes),
-            )
-        };
-
+        let mut retry_maybe_processed = key_policy(config, &mut parts, max_attempts);
         let (body, kept) = if max_attempts > 1 {
             // The replay state costs at most one `Arc`, none for an empty body or a body that
             // is ready in one frame (`Full<Bytes>`).
-            let body = ReplayBody::for_retries(body, config.body_limit);
+            let body = ReplayBody::for_retries(body, config.max_replay_bytes);
             match body.try_clone() {
                 Some(template) => {
                     // The head is copied once so the first attempt can consume a request while
@@ -137,18 +111,7 @@ where
                     // inserted and no extensions map is created.
                     let mut kept = Kept::new(KeptHead::of(&parts), template);
                     if config.attempt_timeout.is_some() {
-                        // A timed-out attempt answers nothing: failover writes where it went.
-                        // A slot the caller already carries (an outer retry layer's) is shared,
-                        // so both layers read the same record.
-                        let sent_to = match parts.extensions.get::<SentTo>() {
-                            Some(outer) => outer.clone(),
-                            None => {
-                                let slot = SentTo::new();
-                                parts.extensions.insert(slot.clone());
-                                slot
-                            }
-                        };
-                        kept.sent_to = Some(sent_to);
+                        kept.sent_to = Some(sent_to_slot(&mut parts));
                     }
                     (body, Some(kept))
                 }
@@ -173,5 +136,52 @@ where
             max_attempts,
             retry_maybe_processed,
         )
+    }
+}
+
+/// Whether a failure that may have been processed can be retried: always for an idempotent
+/// method, else only with an `Idempotency-Key`, which is stamped here when the layer stamps
+/// keys. `None` leaves the header lookup to the first such failure (in the kept head), off the
+/// happy path.
+#[inline]
+fn key_policy<C>(config: &Config<C>, parts: &mut Parts, max_attempts: u32) -> Option<bool> {
+    let idempotent = is_idempotent(&parts.method);
+    if !config.stamp_key || idempotent || max_attempts <= 1 {
+        return idempotent.then_some(true);
+    }
+    // A key the caller set is kept; only a valid one makes the request retryable.
+    match parts.headers.get(IDEMPOTENCY_KEY) {
+        None => {
+            parts.headers.insert(
+                IDEMPOTENCY_KEY,
+                IdempotencyKey::generate().to_header_value(),
+            );
+            Some(true)
+        }
+        Some(value) => Some(valid_key(Some(value.as_bytes()))),
+    }
+}
+
+/// Whether the request head carries a valid `Idempotency-Key`.
+fn has_key(parts: &Parts) -> bool {
+    valid_key(
+        parts
+            .headers
+            .get(IDEMPOTENCY_KEY)
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// The slot where failover writes which endpoint an attempt went to, so an attempt the
+/// attempt timeout cancels (it answers nothing) still counts as tried. A slot the caller already
+/// carries (an outer retry layer's) is shared, so both layers read the same record.
+fn sent_to_slot(parts: &mut Parts) -> SentTo {
+    match parts.extensions.get::<SentTo>() {
+        Some(outer) => outer.clone(),
+        None => {
+            let slot = SentTo::new();
+            parts.extensions.insert(slot.clone());
+            slot
+        }
     }
 }

@@ -195,7 +195,7 @@ async fn over_limit_stream_reaches_the_server_whole_once() {
         .mount(&server)
         .await;
     let (client, calls) = client();
-    let svc = fast().body_limit(1024).build().unwrap().layer(client);
+    let svc = fast().max_replay_bytes(1024).build().unwrap().layer(client);
     let chunks: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![i; 100])).collect();
     let expected: Vec<u8> = chunks.concat();
     let req = Request::put(format!("{}/blob", server.uri()))

@@ -402,7 +402,7 @@ async fn bodies_are_replayed_identical() {
 #[tokio::test(start_paused = true)]
 async fn over_limit_streaming_body_is_sent_once_and_whole() {
     let (upstream, log) = scripted([Step::Status(503)]);
-    let mut svc = fast().body_limit(8).build().unwrap().layer(upstream);
+    let mut svc = fast().max_replay_bytes(8).build().unwrap().layer(upstream);
     let req = Request::put("http://up/doc")
         .body(chunked(&["0123", "4567", "89ab", "cdef"]))
         .unwrap();
@@ -1108,7 +1108,7 @@ async fn an_abandoned_attempt_still_sending_its_body_does_not_spoil_the_retry() 
             }
         }
     });
-    let mut svc = fast().body_limit(8).build().unwrap().layer(upstream);
+    let mut svc = fast().max_replay_bytes(8).build().unwrap().layer(upstream);
     let req = Request::put("http://up/blob")
         .body(chunked(&["1234", "5678", "9abc"]))
         .unwrap();

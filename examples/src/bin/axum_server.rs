@@ -37,7 +37,7 @@ use resilience_examples::{
     payments::{Payment, Receipt},
 };
 use tower::{ServiceBuilder, ServiceExt};
-use tower_breaker::{Breaker, CircuitBreaker, Window, error::BreakerError};
+use tower_breaker::{Backoff, Breaker, CircuitBreaker, Window, error::BreakerError};
 use tower_fault::{BoxError, RetryAfterHint, problem::Problem, reqwest::ReqwestService};
 use tower_idempotency::{IdempotencyLayer, MemoryStore, RedisStore};
 
@@ -184,7 +184,11 @@ async fn main() -> Result<(), BoxError> {
         .window(Window::time(Duration::from_secs(10)))
         .failure_rate_threshold(0.3)
         .minimum_calls(5)
-        .open_duration(Duration::from_secs(2), Duration::from_secs(30))
+        .open_backoff(Backoff::exponential(
+            Duration::from_secs(2),
+            2.0,
+            Duration::from_secs(30),
+        ))
         .build()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))

@@ -12,7 +12,6 @@ use tower_fault::{Classify, HttpClassifier, body::ResponseBody};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::admit;
 use crate::{
     Breaker, KeyedBreakerLayer,
     future::ServerResponseFuture,
@@ -166,12 +165,6 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let keyed = &mut self.keyed;
-        let Some(key) = keyed.make_key.make_key(&req) else {
-            return ServerResponseFuture::called(keyed.inner.call(req), None);
-        };
-        let shared = keyed.registry.get(&key);
-        let inner = &mut keyed.inner;
-        admit(&shared, || inner.call(req))
+        self.keyed.guard(req)
     }
 }
