@@ -47,7 +47,7 @@ async fn one_client_sends_retried_requests_and_health_probes() {
     let failover = Failover::builder()
         .name("one-client")
         .tier([Endpoint::new("only", server.uri(), client.clone())])
-        .probe(HttpProbe::<_, Body>::shallow(client, "/healthz"))
+        .probe(HttpProbe::shallow(client, "/healthz").request_body())
         .probe_interval(Duration::from_millis(20))
         .initial_state(InitialState::ProbeFirst)
         .build()

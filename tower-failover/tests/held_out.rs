@@ -11,7 +11,7 @@ use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use http::Response;
 use tower_breaker::{Backoff, Breaker, CircuitBreaker, Jitter, State};
 use tower_failover::{
-    Backoff, Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
+    Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
     error::NoHealthyEndpoint, probe_fn,
 };
 use tower_fault::{BoxError, Classify, EndpointError, HttpClassifier};
