@@ -500,6 +500,7 @@ impl BreakerBuilder {
         let seed = self
             .seed
             .unwrap_or_else(|| tower_fault::SeededRng::from_entropy().next_u64());
+        crate::metrics::describe();
         Ok(Breaker::from_parts(
             self.name,
             self.cfg,

@@ -78,8 +78,9 @@
 //!
 //! With the default `metrics` feature: `breaker_state{name}` (0 closed, 1 half-open, 2 open),
 //! `breaker_transitions_total{name,from,to}`, `breaker_calls_total{name,result}` (`success`,
-//! `failure`, `slow`, `ignored`, `rejected`). The call counters are registered when the breaker
-//! is built — install your recorder first. Transitions are also logged with `tracing` at WARN.
+//! `failure`, `slow`, `ignored`, `rejected`); the names, label values and help text are in
+//! [`metrics`]. The call counters are registered when the breaker is built — install your
+//! recorder first. Transitions are also logged with `tracing` at WARN.
 //! Keyed breakers label their series `{name}/{key}` for the first
 //! [`max_metric_keys`](keyed::KeyedBreakerBuilder::max_metric_keys) keys (default 100) and
 //! `{name}/other` for the rest, so the series stay bounded whatever the keys.
@@ -95,6 +96,7 @@ pub mod future;
 mod guard;
 pub mod keyed;
 mod layer;
+pub mod metrics;
 pub mod server;
 mod service;
 mod state;

@@ -38,7 +38,7 @@
 //!   built from the endpoints failover reports). Discarded responses are drained while the layer
 //!   sleeps, so their connections can be reused. Per-request settings come from a
 //!   [`RetryOverride`] extension. Every attempt runs in a `retry_attempt` tracing span and the
-//!   `retry_*` metrics are recorded.
+//!   `retry_*` [`metrics`] are recorded (with the default `metrics` feature).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -79,6 +79,7 @@ pub mod error;
 pub mod future;
 mod head;
 mod layer;
+pub mod metrics;
 mod observe;
 mod policy;
 mod service;
@@ -90,11 +91,3 @@ pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE, RetryLayer, RetryLayerBuilder};
 pub use policy::{RetryInfo, RetryOutcome, RetryOverride, is_idempotent};
 pub use service::Retry;
-
-/// `retry_requests_total{name,outcome}`: logical requests by [`RetryOutcome`].
-pub const METRIC_REQUESTS: &str = "retry_requests_total";
-/// `retry_attempts_total{name}`: attempts sent, first attempts included (so retries are
-/// `retry_attempts_total - retry_requests_total`).
-pub const METRIC_ATTEMPTS: &str = "retry_attempts_total";
-/// `retry_backoff_seconds{name}`: the delays slept before retries.
-pub const METRIC_BACKOFF: &str = "retry_backoff_seconds";
