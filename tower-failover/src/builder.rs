@@ -397,6 +397,7 @@ impl<S, C> FailoverBuilder<S, C> {
         let seed = self
             .seed
             .unwrap_or_else(|| SeededRng::from_entropy().next_u64());
+        crate::metrics::describe();
         let shared = Arc::new(Shared::new(SharedConfig {
             name: self.name.clone(),
             classifier: self.classifier,

@@ -88,12 +88,14 @@
 //!
 //! # Metrics
 //!
-//! `failover_endpoint_healthy{name,endpoint}` (1/0), `failover_requests_total{name,endpoint}`,
-//! `failover_ejections_total{name,endpoint,cause}` (`consecutive_failures`, `trial_failed`,
-//! `readiness_failed`, `held_out`), `failover_ejections_refused_total{name,endpoint}` (passive
-//! ejections the max-ejected guard refused: once per failure run, and each failed trial it
-//! returned to rotation), `failover_active_tier{name}` (-1 when none). Handles are registered with the recorder that
-//! is current when the failover is built (or an endpoint added).
+//! With the default `metrics` feature: `failover_endpoint_healthy{name,endpoint}` (1/0),
+//! `failover_requests_total{name,endpoint}`, `failover_ejections_total{name,endpoint,cause}`
+//! (`consecutive_failures`, `trial_failed`, `readiness_failed`, `held_out`),
+//! `failover_ejections_refused_total{name,endpoint}` (passive ejections the max-ejected guard
+//! refused: once per failure run, and each failed trial it returned to rotation),
+//! `failover_active_tier{name}` (-1 when none); the names, label values and help text are in
+//! [`metrics`]. Handles are registered with the recorder that is current when the failover is
+//! built (or an endpoint added).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -104,6 +106,8 @@ pub mod error;
 mod events;
 pub mod future;
 mod handle;
+pub mod metrics;
+mod observe;
 mod outcomes;
 mod probe;
 mod prober;

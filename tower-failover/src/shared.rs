@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use metrics::{Counter, Gauge};
 use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
@@ -25,15 +24,10 @@ use crate::{
     },
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     events::{Cause, HealthEvent, HealthEvents},
+    observe::{EndpointMetrics, SetMetrics},
     outcomes::Outcomes,
     probe::ProbeOutcome,
 };
-
-pub(crate) const REQUESTS: &str = "failover_requests_total";
-pub(crate) const HEALTHY: &str = "failover_endpoint_healthy";
-pub(crate) const EJECTIONS: &str = "failover_ejections_total";
-pub(crate) const EJECTIONS_REFUSED: &str = "failover_ejections_refused_total";
-pub(crate) const ACTIVE_TIER: &str = "failover_active_tier";
 
 /// Tiers up to this size are picked from in one pass over a stack buffer.
 pub(crate) const INLINE_PICK: usize = 64;
@@ -77,13 +71,7 @@ pub(crate) struct Entry<S> {
     pub(crate) ejections: AtomicU64,
     slow: Mutex<Slow>,
     pub(crate) drained: Notify,
-    pub(crate) requests: Counter,
-    healthy_gauge: Gauge,
-    ejected_failures: Counter,
-    ejected_trial: Counter,
-    ejected_readiness: Counter,
-    held_out: Counter,
-    ejections_refused: Counter,
+    pub(crate) metrics: EndpointMetrics,
 }
 
 impl<S> std::fmt::Debug for Entry<S> {
@@ -105,25 +93,8 @@ impl<S> Entry<S> {
         status: EndpointStatus,
         trial_released: Arc<Notify>,
     ) -> Self {
-        let labels = [
-            ("name", name.to_string()),
-            ("endpoint", info.name.to_string()),
-        ];
-        let healthy_gauge = metrics::gauge!(HEALTHY, &labels);
-        healthy_gauge.set(if status == EndpointStatus::Healthy {
-            1.0
-        } else {
-            0.0
-        });
-        let ejection = |cause: &'static str| metrics::counter!(EJECTIONS, "name" => name.to_string(), "endpoint" => info.name.to_string(), "cause" => cause);
         Self {
-            requests: metrics::counter!(REQUESTS, &labels),
-            healthy_gauge,
-            ejected_failures: ejection("consecutive_failures"),
-            ejected_trial: ejection("trial_failed"),
-            ejected_readiness: ejection("readiness_failed"),
-            held_out: ejection("held_out"),
-            ejections_refused: metrics::counter!(EJECTIONS_REFUSED, &labels),
+            metrics: EndpointMetrics::new(name, &info.name, status == EndpointStatus::Healthy),
             info: Arc::new(info),
             target,
             service,
@@ -272,7 +243,7 @@ pub(crate) struct Shared<S, C> {
     pub(crate) recovered: Arc<Notify>,
     pub(crate) prober_wake: Arc<Notify>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<HealthEvent>>>,
-    active_tier: Gauge,
+    metrics: SetMetrics,
     next_id: AtomicU64,
     epoch: Instant,
 }
@@ -310,9 +281,8 @@ pub(crate) struct SharedConfig<C> {
 
 impl<S, C> Shared<S, C> {
     pub(crate) fn new(cfg: SharedConfig<C>) -> Self {
-        let active_tier = metrics::gauge!(ACTIVE_TIER, "name" => cfg.name.to_string());
         Self {
-            active_tier,
+            metrics: SetMetrics::new(&cfg.name),
             name: cfg.name,
             classifier: cfg.classifier,
             balance: cfg.balance,
@@ -624,8 +594,7 @@ impl<S, C> Shared<S, C> {
     /// Called after the endpoint list or any status changed.
     pub(crate) fn changed(&self, snap: &Snapshot<S>) {
         self.version.fetch_add(1, Ordering::AcqRel);
-        self.active_tier
-            .set(snap.active_tier().map_or(-1.0, |t| t as f64));
+        self.metrics.active_tier(snap.active_tier());
         self.recovered.notify_waiters();
         self.wake_all();
     }
@@ -675,11 +644,7 @@ impl<S, C> Shared<S, C> {
             slow.held_out = false;
             e.outcomes.end_run();
         }
-        e.healthy_gauge.set(if to == EndpointStatus::Healthy {
-            1.0
-        } else {
-            0.0
-        });
+        e.metrics.healthy(to == EndpointStatus::Healthy);
         let (name, endpoint) = (&*self.name, &*e.info.name);
         if to == EndpointStatus::Healthy {
             tracing::info!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint healthy");
@@ -721,12 +686,7 @@ impl<S, C> Shared<S, C> {
         );
         e.ejections.fetch_add(1, Ordering::Relaxed);
         e.outcomes.end_run();
-        match cause {
-            Cause::TrialFailed => e.ejected_trial.increment(1),
-            Cause::ReadinessFailed(_) => e.ejected_readiness.increment(1),
-            Cause::HeldOut(_) => e.held_out.increment(1),
-            _ => e.ejected_failures.increment(1),
-        }
+        e.metrics.ejected(&cause);
         if e.status() == EndpointStatus::Ejected {
             // Out already (a failed or refused trial): same status, a new end; still an event.
             self.emit(HealthEvent {
@@ -806,7 +766,7 @@ impl<S, C> Shared<S, C> {
 
     /// Counts and logs an ejection the max-ejected guard refused.
     fn refused(&self, e: &Entry<S>, cause: &Cause) {
-        e.ejections_refused.increment(1);
+        e.metrics.ejection_refused();
         tracing::warn!(
             failover = &*self.name,
             endpoint = &*e.info.name,
