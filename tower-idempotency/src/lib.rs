@@ -106,6 +106,8 @@
 //!
 //! # Observability
 //!
+//! With the default `metrics` feature (names, label values and help text in [`metrics`]):
+//!
 //! * `idempotency_requests_total{name,result}` with `result` one of `executed`, `replayed`,
 //!   `conflict`, `mismatch`, `missing_key`, `invalid_key`, `missing_principal`, `too_large`
 //!   (request over the limit, or a replay of a response that was not kept because of its
@@ -115,8 +117,8 @@
 //!   live claims refused the claim).
 //! * `idempotency_store_seconds{name,op}` with `op` one of `claim`, `renew`, `complete`,
 //!   `release`.
-//! * `idempotency_memory_evictions_total` ([`store::EVICTIONS_TOTAL`]): completed records a
-//!   [`MemoryStore`] dropped before their TTL to stay within its bounds.
+//! * `idempotency_memory_evictions_total`: completed records a [`MemoryStore`] dropped before
+//!   their TTL to stay within its bounds.
 //! * `tracing`: replays at DEBUG, conflicts and mismatches at INFO, store failures at
 //!   WARN/ERROR; keys appear only as a prefix of their digest.
 #![forbid(unsafe_code)]
@@ -130,6 +132,7 @@ mod flow;
 pub mod future;
 mod key;
 mod layer;
+pub mod metrics;
 pub mod problems;
 pub mod record;
 mod service;
@@ -148,4 +151,3 @@ pub use service::Idempotency;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{IdempotencyStore, MemoryStore};
-pub use telemetry::{REQUESTS_TOTAL, STORE_SECONDS};
