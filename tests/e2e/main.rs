@@ -6,8 +6,11 @@
 //! * `breaker` — an open breaker keeps retries off a dead upstream;
 //! * `stack` — the full stack against wiremock and the raw-TCP fault server;
 //! * `redis` — deduplication across two server instances sharing Redis;
-//! * `metrics` — every layer reports through the `metrics` facade.
+//! * `metrics` — every layer reports through the `metrics` facade;
+//! * `alerts` — the alert rules in `alerts/`: promtool checks and unit tests, and only metric
+//!   names and label values the crates export.
 
+mod alerts;
 mod breaker;
 mod exactly_once;
 mod failover;

@@ -26,8 +26,8 @@
 //!   recorded before anything else is claimed (the entry is not delivered again meanwhile), and
 //!   [`Redriver::run`] backs off.
 //! * Observability: the [`metrics`] listed there, [`RedriveEvent`]s for dead-lettering, the
-//!   queue depth crossing a threshold and the store failing, and `alerts/redrive.rules.yml`,
-//!   example Prometheus alert rules.
+//!   queue depth crossing a threshold and the store failing, and Prometheus alert rules for
+//!   the metrics in the repository's `alerts/redrive.rules.yml`.
 //!
 //! Delivery is at least once and made effectively once by the `Idempotency-Key` the layer stamps
 //! before the first attempt: a server running an idempotency layer replays instead of executing
