@@ -23,9 +23,11 @@
 use std::{
     ffi::OsStr,
     fmt::Write as _,
+    io::{Read, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::process::{env_flag, find_binary, free_port, wait_for_port};
@@ -156,7 +158,9 @@ impl ScrapeConfig {
         for file in &self.rule_files {
             let _ = writeln!(config, "  - {:?}", file.display().to_string());
         }
-        config.push_str("scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets:\n");
+        config.push_str(
+            "scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets:\n",
+        );
         for target in &self.targets {
             let _ = writeln!(config, "          - {target:?}");
         }
@@ -174,7 +178,7 @@ pub struct PrometheusServer {
 
 impl PrometheusServer {
     /// Starts `PROMETHEUS` (or `prometheus` on `PATH`) on a free loopback port with `config`,
-    /// and waits until it listens.
+    /// and waits until it is ready to answer queries.
     ///
     /// # Errors
     /// When the binary is missing (and Prometheus is not [`required`]), the configuration is
@@ -189,8 +193,8 @@ impl PrometheusServer {
         std::fs::write(&config_file, config.render()).map_err(|e| e.to_string())?;
         let port = free_port().map_err(|e| e.to_string())?;
         // Into a file, not a pipe: a server blocked on a full pipe nobody reads would hang.
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(dir.path().join("prometheus.log")).map_err(|e| e.to_string())?;
         let mut child = Command::new(&binary)
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
@@ -203,13 +207,13 @@ impl PrometheusServer {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        if wait_for_port(port, START_TIMEOUT) {
+        if wait_for_port(port, START_TIMEOUT) && wait_ready(port, START_TIMEOUT) {
             return Ok(Self { child, port, dir });
         }
         let _ = child.kill();
         let _ = child.wait();
         Err(format!(
-            "prometheus did not listen on port {port} within {START_TIMEOUT:?}:\n{}",
+            "prometheus was not ready on port {port} within {START_TIMEOUT:?}:\n{}",
             read_log(dir.path())
         ))
     }
@@ -232,6 +236,29 @@ impl Drop for PrometheusServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until `GET /-/ready` answers 200: the server listens before its storage is open, and
+/// answers its API with 503 until then.
+fn wait_ready(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready(port).unwrap_or(false) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn ready(port: u16) -> std::io::Result<bool> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+    conn.write_all(b"GET /-/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut status = [0u8; 12];
+    conn.read_exact(&mut status)?;
+    // "HTTP/1.x 200"
+    Ok(&status[8..] == b" 200")
 }
 
 fn read_log(dir: &Path) -> String {
@@ -284,9 +311,9 @@ mod tests {
         assert!(err.contains("bad.yml"), "{err}");
     }
 
-    /// A server starts on a free port and stops on drop.
+    /// A server starts on a free port, is ready when `start` returns, and stops on drop.
     #[test]
-    fn a_server_starts_and_stops() {
+    fn a_server_starts_ready_and_stops() {
         let server = match PrometheusServer::start(&ScrapeConfig {
             targets: vec![],
             interval: Duration::from_millis(200),
@@ -297,6 +324,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         let port = server.port;
+        assert!(ready(port).unwrap(), "ready");
         drop(server);
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
