@@ -327,7 +327,7 @@ mod tests {
         assert!(ready(port).unwrap(), "ready");
         drop(server);
         assert!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
             "stopped on drop"
         );
     }

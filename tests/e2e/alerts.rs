@@ -187,7 +187,7 @@ fn exported_metric_names_follow_the_conventions() {
                 m.name
             );
             for (label, values) in &m.labels {
-                for v in values.into_iter().flat_map(|v| v.iter()) {
+                for v in values.iter().flat_map(|v| v.iter()) {
                     assert!(
                         !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                         "{}{{{label}={v:?}}}: label values are snake_case",
@@ -199,9 +199,12 @@ fn exported_metric_names_follow_the_conventions() {
     }
 }
 
+/// What `describe` registered for one metric: its kind, unit and help text.
+type Description = (Kind, Option<Unit>, String);
+
 /// Records what `describe` registers.
 #[derive(Debug, Default)]
-struct Descriptions(Mutex<BTreeMap<String, (Kind, Option<Unit>, String)>>);
+struct Descriptions(Mutex<BTreeMap<String, Description>>);
 
 impl Descriptions {
     fn describe(&self, kind: Kind, key: KeyName, unit: Option<Unit>, help: SharedString) {

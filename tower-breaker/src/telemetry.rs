@@ -99,6 +99,9 @@ mod imp {
 
 pub(crate) use imp::Telemetry;
 
+/// Whether this build emits metrics (the `metrics` feature).
+pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
+
 #[cfg(test)]
 mod tests {
     use super::CallResult;
@@ -119,6 +122,3 @@ mod tests {
         }
     }
 }
-
-/// Whether this build emits metrics (the `metrics` feature).
-pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
