@@ -7,12 +7,15 @@
 //! * [`postgres`] — a real PostgreSQL server for the redrive queue.
 //! * [`metrics`] — capture `metrics` emitted by the code under test.
 //! * [`chromium`] — headless Chromium screenshots of a page, decoded for pixel checks.
+//! * [`prometheus`] — `promtool` for alert rules, and a real Prometheus server scraping a test's
+//!   targets.
 #![forbid(unsafe_code)]
 
 pub mod chromium;
 pub mod fault;
 pub mod metrics;
 pub mod postgres;
+pub mod prometheus;
 pub mod redis;
 
 mod process;

@@ -8,7 +8,10 @@
 //! * `redis` — deduplication across two server instances sharing Redis;
 //! * `metrics` — every layer reports through the `metrics` facade;
 //! * `one_client` — one hyper client serves retried requests and failover's health probes.
+//! * `alerts` — the alert rules in `alerts/`: promtool checks and unit tests, and only metric
+//!   names and label values the crates export.
 
+mod alerts;
 mod breaker;
 mod exactly_once;
 mod failover;

@@ -397,6 +397,7 @@ impl BreakerBuilder {
     /// permits…
     pub fn build(mut self) -> Result<Breaker, ConfigError> {
         let window = self.validate()?;
+        crate::metrics::describe();
         let seed = self
             .seed
             .unwrap_or_else(|| tower_fault::SeededRng::from_entropy().next_u64());

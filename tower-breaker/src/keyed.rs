@@ -413,6 +413,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
                 ),
             ));
         }
+        crate::metrics::describe();
         Ok(KeyedBreakerLayer {
             make_key: self.make_key,
             registry: Arc::new(Registry {

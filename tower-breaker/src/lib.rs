@@ -11,6 +11,7 @@ pub mod future;
 mod guard;
 pub mod keyed;
 mod layer;
+pub mod metrics;
 pub mod server;
 mod service;
 mod state;

@@ -1,7 +1,5 @@
 //! Metrics of one breaker: handles registered once at build, so recording is allocation-free.
-//!
-//! `breaker_state{name}` (0 closed, 1 half-open, 2 open), `breaker_transitions_total{name,from,to}`,
-//! `breaker_calls_total{name,result}` with `result` in success, failure, slow, ignored, rejected.
+//! The names and label values are in [`crate::metrics`].
 
 use crate::State;
 
@@ -17,7 +15,8 @@ pub(crate) enum Series {
     Folded(String),
 }
 
-/// The label of a recorded call in `breaker_calls_total`.
+/// The label of a recorded call in `breaker_calls_total`: indexes
+/// [`CALL_RESULTS`](crate::metrics::CALL_RESULTS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallResult {
     Success,
@@ -29,9 +28,10 @@ pub(crate) enum CallResult {
 
 #[cfg(feature = "metrics")]
 mod imp {
-    use metrics::{Counter, Gauge, counter, gauge};
+    use ::metrics::{Counter, Gauge, counter, gauge};
 
     use super::{CallResult, Series, State};
+    use crate::metrics::{CALL_RESULTS, CALLS_TOTAL, STATE, TRANSITIONS_TOTAL};
 
     #[derive(Debug)]
     pub(crate) struct Telemetry {
@@ -45,22 +45,17 @@ mod imp {
         pub(crate) fn new(name: &str, series: &Series) -> Self {
             let (name, state) = match series {
                 Series::Own => {
-                    let state = gauge!("breaker_state", "name" => name.to_owned());
+                    let state = gauge!(STATE, "name" => name.to_owned());
                     state.set(0.0);
                     (name, state)
                 }
                 Series::Folded(label) => (label.as_str(), Gauge::noop()),
             };
-            let call = |result: &'static str| counter!("breaker_calls_total", "name" => name.to_owned(), "result" => result);
             Self {
                 name: name.to_owned(),
-                calls: [
-                    call("success"),
-                    call("failure"),
-                    call("slow"),
-                    call("ignored"),
-                    call("rejected"),
-                ],
+                calls: CALL_RESULTS.map(
+                    |result| counter!(CALLS_TOTAL, "name" => name.to_owned(), "result" => result),
+                ),
                 state,
             }
         }
@@ -73,7 +68,7 @@ mod imp {
         pub(crate) fn transition(&self, from: State, to: State) {
             self.state.set(to.gauge_value());
             counter!(
-                "breaker_transitions_total",
+                TRANSITIONS_TOTAL,
                 "name" => self.name.clone(),
                 "from" => from.as_str(),
                 "to" => to.as_str()
@@ -106,3 +101,24 @@ pub(crate) use imp::Telemetry;
 
 /// Whether this build emits metrics (the `metrics` feature).
 pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
+
+#[cfg(test)]
+mod tests {
+    use super::CallResult;
+    use crate::metrics::CALL_RESULTS;
+
+    /// The call counters are indexed by discriminant: each must carry its own label.
+    #[test]
+    fn call_results_index_their_labels() {
+        let labels = [
+            (CallResult::Success, "success"),
+            (CallResult::Failure, "failure"),
+            (CallResult::Slow, "slow"),
+            (CallResult::Ignored, "ignored"),
+            (CallResult::Rejected, "rejected"),
+        ];
+        for (result, label) in labels {
+            assert_eq!(CALL_RESULTS[result as usize], label);
+        }
+    }
+}

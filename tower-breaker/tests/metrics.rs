@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use test_support::metrics::capture;
-use tower_breaker::{Backoff, Breaker};
+use tower_breaker::{
+    Backoff, Breaker,
+    metrics::{CALLS_TOTAL, STATE, TRANSITIONS_TOTAL},
+};
 use tower_fault::Class;
 
 /// Runs `f` to completion on a current-thread runtime (the capturing recorder is thread-local)
@@ -48,12 +51,7 @@ fn calls_states_and_transitions_are_counted() {
             breaker.try_acquire().unwrap().success(); // half-open probe closes it
         });
     });
-    let calls = |result| {
-        snap.counter(
-            "breaker_calls_total",
-            &[("name", "billing"), ("result", result)],
-        )
-    };
+    let calls = |result| snap.counter(CALLS_TOTAL, &[("name", "billing"), ("result", result)]);
     assert_eq!(calls("success"), Some(2));
     assert_eq!(calls("slow"), Some(1));
     assert_eq!(calls("ignored"), Some(1));
@@ -61,22 +59,15 @@ fn calls_states_and_transitions_are_counted() {
     assert_eq!(calls("rejected"), Some(3));
     let transitions = |from, to| {
         snap.counter(
-            "breaker_transitions_total",
+            TRANSITIONS_TOTAL,
             &[("name", "billing"), ("from", from), ("to", to)],
         )
     };
     assert_eq!(transitions("closed", "open"), Some(1));
     assert_eq!(transitions("open", "half_open"), Some(1));
     assert_eq!(transitions("half_open", "closed"), Some(1));
-    assert_eq!(
-        snap.gauge("breaker_state", &[("name", "billing")]),
-        Some(0.0)
-    );
-    assert_eq!(
-        snap.series_count("breaker_state"),
-        1,
-        "one state series per breaker"
-    );
+    assert_eq!(snap.gauge(STATE, &[("name", "billing")]), Some(0.0));
+    assert_eq!(snap.series_count(STATE), 1, "one state series per breaker");
 }
 
 #[test]
@@ -85,7 +76,7 @@ fn the_state_gauge_follows_the_state() {
         let breaker = Breaker::builder().name("gauge").build().unwrap();
         breaker.force_open();
     });
-    assert_eq!(snap.gauge("breaker_state", &[("name", "gauge")]), Some(2.0));
+    assert_eq!(snap.gauge(STATE, &[("name", "gauge")]), Some(2.0));
 }
 
 /// Keyed breakers past `max_metric_keys` share one set of series: 50 hosts through a layer
@@ -132,16 +123,15 @@ fn keyed_breakers_past_the_cap_share_one_set_of_series() {
             assert!(send("down-1.test").await.is_err(), "open");
         });
     });
-    let calls = |name: &str, result: &str| {
-        snap.counter("breaker_calls_total", &[("name", name), ("result", result)])
-    };
+    let calls =
+        |name: &str, result: &str| snap.counter(CALLS_TOTAL, &[("name", name), ("result", result)]);
     assert_eq!(
-        snap.series_count("breaker_calls_total"),
+        snap.series_count(CALLS_TOTAL),
         4 * 5,
         "hosts/host-0, -1, -2 and hosts/other, five results each"
     );
     assert_eq!(
-        snap.series_count("breaker_state"),
+        snap.series_count(STATE),
         3,
         "no state gauge for the shared series"
     );
@@ -152,12 +142,12 @@ fn keyed_breakers_past_the_cap_share_one_set_of_series() {
     assert_eq!(calls("hosts/other", "rejected"), Some(1));
     assert_eq!(
         snap.counter(
-            "breaker_transitions_total",
+            TRANSITIONS_TOTAL,
             &[("name", "hosts/other"), ("from", "closed"), ("to", "open")]
         ),
         Some(1)
     );
-    assert_eq!(snap.series_count("breaker_transitions_total"), 1);
+    assert_eq!(snap.series_count(TRANSITIONS_TOTAL), 1);
 }
 
 #[test]
@@ -195,11 +185,11 @@ fn max_metric_keys_is_validated_and_zero_shares_every_key() {
     });
     assert_eq!(
         snap.counter(
-            "breaker_calls_total",
+            CALLS_TOTAL,
             &[("name", "routes/other"), ("result", "success")]
         ),
         Some(2)
     );
-    assert_eq!(snap.series_count("breaker_calls_total"), 5);
-    assert_eq!(snap.series_count("breaker_state"), 0);
+    assert_eq!(snap.series_count(CALLS_TOTAL), 5);
+    assert_eq!(snap.series_count(STATE), 0);
 }

@@ -45,12 +45,7 @@ impl<S, C> Shared<S, C> {
         );
         e.ejections.fetch_add(1, Ordering::Relaxed);
         e.outcomes.end_run();
-        match cause {
-            Cause::TrialFailed => e.ejected_trial.increment(1),
-            Cause::ReadinessFailed(_) => e.ejected_readiness.increment(1),
-            Cause::HeldOut(_) => e.held_out.increment(1),
-            _ => e.ejected_failures.increment(1),
-        }
+        e.metrics.ejected(&cause);
         if e.status() == EndpointStatus::Ejected {
             // Out already (a failed or refused trial): same status, a new end; still an event.
             self.emit(HealthEvent {
@@ -134,7 +129,7 @@ impl<S, C> Shared<S, C> {
 
     /// Counts and logs an ejection the max-ejected guard refused.
     pub(crate) fn refused(&self, e: &Entry<S>, cause: &Cause) {
-        e.ejections_refused.increment(1);
+        e.metrics.ejection_refused();
         tracing::warn!(
             failover = &*self.name,
             endpoint = &*e.info.name,

@@ -9,13 +9,13 @@ use std::{
     time::Duration,
 };
 
-use metrics::{Counter, Gauge};
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     outcomes::Outcomes,
-    shared::{EJECTIONS, EJECTIONS_REFUSED, HEALTHY, REQUESTS, lock},
+    observe::EndpointMetrics,
+    shared::lock,
 };
 
 /// Health bookkeeping that changes rarely, behind the entry's lock.
@@ -52,13 +52,7 @@ pub(crate) struct Entry<S> {
     pub(crate) ejections: AtomicU64,
     pub(crate) slow: Mutex<Slow>,
     pub(crate) drained: Notify,
-    pub(crate) requests: Counter,
-    pub(crate) healthy_gauge: Gauge,
-    pub(crate) ejected_failures: Counter,
-    pub(crate) ejected_trial: Counter,
-    pub(crate) ejected_readiness: Counter,
-    pub(crate) held_out: Counter,
-    pub(crate) ejections_refused: Counter,
+    pub(crate) metrics: EndpointMetrics,
 }
 
 impl<S> fmt::Debug for Entry<S> {
@@ -80,25 +74,8 @@ impl<S> Entry<S> {
         status: EndpointStatus,
         trial_released: Arc<Notify>,
     ) -> Self {
-        let labels = [
-            ("name", name.to_string()),
-            ("endpoint", info.name.to_string()),
-        ];
-        let healthy_gauge = metrics::gauge!(HEALTHY, &labels);
-        healthy_gauge.set(if status == EndpointStatus::Healthy {
-            1.0
-        } else {
-            0.0
-        });
-        let ejection = |cause: &'static str| metrics::counter!(EJECTIONS, "name" => name.to_string(), "endpoint" => info.name.to_string(), "cause" => cause);
         Self {
-            requests: metrics::counter!(REQUESTS, &labels),
-            healthy_gauge,
-            ejected_failures: ejection("consecutive_failures"),
-            ejected_trial: ejection("trial_failed"),
-            ejected_readiness: ejection("readiness_failed"),
-            held_out: ejection("held_out"),
-            ejections_refused: metrics::counter!(EJECTIONS_REFUSED, &labels),
+            metrics: EndpointMetrics::new(name, &info.name, status == EndpointStatus::Healthy),
             info: Arc::new(info),
             target,
             service,

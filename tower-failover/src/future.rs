@@ -57,7 +57,7 @@ impl<S> CallGuard<S> {
         if let Some(target) = &entry.target {
             target.rewrite(req);
         }
-        entry.requests.increment(1);
+        entry.metrics.request();
         Some(guard)
     }
 }

@@ -40,11 +40,7 @@ impl<S, C> Shared<S, C> {
             slow.held_out = false;
             e.outcomes.end_run();
         }
-        e.healthy_gauge.set(if to == EndpointStatus::Healthy {
-            1.0
-        } else {
-            0.0
-        });
+        e.metrics.healthy(to == EndpointStatus::Healthy);
         let (name, endpoint) = (&*self.name, &*e.info.name);
         if to == EndpointStatus::Healthy {
             tracing::info!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint healthy");

@@ -13,6 +13,8 @@ pub mod future;
 mod handle;
 mod health;
 mod layer;
+pub mod metrics;
+mod observe;
 mod outcomes;
 mod passive;
 mod pick;

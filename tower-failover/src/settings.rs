@@ -193,6 +193,7 @@ impl<C> Settings<C> {
         S: Send + Sync + 'static,
         C: Send + Sync + 'static,
     {
+        crate::metrics::describe();
         let seed = self
             .seed
             .unwrap_or_else(|| SeededRng::from_entropy().next_u64());

@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use metrics::Gauge;
 use tokio::{sync::Notify, time::Instant};
 use tower_fault::{EndpointId, SeededRng, events::Publisher};
 
@@ -22,17 +21,13 @@ use crate::{
     config::{AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy},
     endpoint::{Checked, EndpointInfo, EndpointSnapshot, EndpointStatus},
     entry::Entry,
+    observe::SetMetrics,
     events::HealthEvent,
     settings::Settings,
     snapshot::Snapshot,
     waiters::Waiters,
 };
 
-pub(crate) const REQUESTS: &str = "failover_requests_total";
-pub(crate) const HEALTHY: &str = "failover_endpoint_healthy";
-pub(crate) const EJECTIONS: &str = "failover_ejections_total";
-pub(crate) const EJECTIONS_REFUSED: &str = "failover_ejections_refused_total";
-pub(crate) const ACTIVE_TIER: &str = "failover_active_tier";
 
 /// Locks `m`, going on past a lock another holder poisoned by panicking.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,7 +62,7 @@ pub(crate) struct Shared<S, C> {
     pub(crate) recovered: Arc<Notify>,
     pub(crate) prober_wake: Arc<Notify>,
     pub(crate) events: Publisher<HealthEvent>,
-    active_tier: Gauge,
+    metrics: SetMetrics,
     next_id: AtomicU64,
     epoch: Instant,
 }
@@ -94,9 +89,8 @@ impl<S, C> Shared<S, C> {
     /// The state of a new set with these settings (the probe itself is the probe task's) and
     /// this seed; no endpoint yet.
     pub(crate) fn new(cfg: Settings<C>, seed: u64) -> Self {
-        let active_tier = metrics::gauge!(ACTIVE_TIER, "name" => cfg.name.to_string());
         Self {
-            active_tier,
+            metrics: SetMetrics::new(&cfg.name),
             probe: cfg.probe.is_some().then_some(cfg.probe_cfg),
             name: cfg.name,
             classifier: cfg.classifier,
@@ -187,8 +181,7 @@ impl<S, C> Shared<S, C> {
     /// Called after the endpoint list or any status changed.
     pub(crate) fn changed(&self, snap: &Snapshot<S>) {
         self.version.fetch_add(1, Ordering::AcqRel);
-        self.active_tier
-            .set(snap.active_tier().map_or(-1.0, |t| t as f64));
+        self.metrics.active_tier(snap.active_tier());
         self.recovered.notify_waiters();
         self.waiters.wake_all();
     }

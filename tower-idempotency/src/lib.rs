@@ -11,6 +11,7 @@ mod flow;
 pub mod future;
 mod key;
 mod layer;
+pub mod metrics;
 pub mod problems;
 pub mod record;
 mod service;
@@ -30,7 +31,6 @@ pub use service::Idempotency;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{IdempotencyStore, MemoryStore};
-pub use telemetry::{REQUESTS_TOTAL, STORE_SECONDS};
 // What a user of this crate needs of `tower-fault`: the classifier deciding which outcomes are
 // kept, the key type and header, and the error type a custom store's errors box.
 /// The `redis` crate this store is built on, for [`RedisStore::new`] over a connection of

@@ -1,16 +1,25 @@
-//! Metric names (all labelled by the instance `name`).
+//! The names of the metrics this crate records, and [`describe`] for their help text.
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `redrive_queue_depth` | gauge | `name` |
-//! | `redrive_dead_letters` | gauge | `name` |
-//! | `redrive_oldest_age_seconds` | gauge | `name` |
-//! | `redrive_deliveries_total` | counter | `name`, `result` |
-//! | `redrive_store_errors_total` | counter | `name`, `operation` |
+//! | [`QUEUE_DEPTH`] `redrive_queue_depth` | gauge | `name` |
+//! | [`DEAD_LETTERS`] `redrive_dead_letters` | gauge | `name` |
+//! | [`OLDEST_AGE_SECONDS`] `redrive_oldest_age_seconds` | gauge | `name` |
+//! | [`DELIVERIES_TOTAL`] `redrive_deliveries_total` | counter | `name`, `result` ([`RESULTS`]) |
+//! | [`STORE_ERRORS_TOTAL`] `redrive_store_errors_total` | counter | `name`, `operation` ([`OPERATIONS`]) |
 //!
-//! `result` is one of [`RESULTS`], `operation` one of [`OPERATIONS`]. The gauges are refreshed by the [`Redriver`](crate::Redriver)
-//! after every claim round; `alerts/redrive.rules.yml` in the crate holds example Prometheus
-//! alert rules.
+//! The worker ([`Redriver`](crate::Redriver)) records them: the gauges after every claim
+//! round. Recording needs the `metrics` feature (on by default); building a worker also calls
+//! [`describe`]. The repository's `alerts/redrive.rules.yml` holds Prometheus alert rules for
+//! these series.
+//!
+//! ```
+//! use tower_redrive::metrics;
+//!
+//! assert_eq!(metrics::QUEUE_DEPTH, "redrive_queue_depth");
+//! assert!(metrics::RESULTS.contains(&"exhausted"));
+//! metrics::describe(); // with no recorder installed, a no-op
+//! ```
 
 /// Entries waiting for delivery.
 pub const QUEUE_DEPTH: &str = "redrive_queue_depth";
@@ -47,22 +56,65 @@ pub const OPERATIONS: [&str; 5] = ["claim", "record", "renew_lease", "read_stats
 /// Counts one failed store operation of the worker `name` (`operation` is one of
 /// [`OPERATIONS`]).
 pub(crate) fn store_error(name: &str, operation: &'static str) {
-    metrics::counter!(STORE_ERRORS_TOTAL, "name" => name.to_owned(), "operation" => operation)
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(STORE_ERRORS_TOTAL, "name" => name.to_owned(), "operation" => operation)
         .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, operation);
 }
 
-/// Registers help text and units for the metrics with the installed recorder.
+/// Counts one delivery of the worker `name` (`result` is one of [`RESULTS`]).
+pub(crate) fn delivery(name: &str, result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(DELIVERIES_TOTAL, "name" => name.to_owned(), "result" => result)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, result);
+}
+
+/// Sets the queue gauges of the worker `name`: entries pending, dead letters, and the age of
+/// the oldest pending entry in seconds.
+pub(crate) fn queue(name: &str, pending: u64, dead: u64, oldest_age_seconds: f64) {
+    #[cfg(feature = "metrics")]
+    {
+        ::metrics::gauge!(QUEUE_DEPTH, "name" => name.to_owned()).set(pending as f64);
+        ::metrics::gauge!(DEAD_LETTERS, "name" => name.to_owned()).set(dead as f64);
+        ::metrics::gauge!(OLDEST_AGE_SECONDS, "name" => name.to_owned()).set(oldest_age_seconds);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, pending, dead, oldest_age_seconds);
+}
+
+/// Registers the help text and unit of every metric above with the installed recorder
+/// (nothing without the `metrics` feature).
 pub fn describe() {
-    metrics::describe_gauge!(QUEUE_DEPTH, "Requests waiting in the redrive queue");
-    metrics::describe_gauge!(DEAD_LETTERS, "Requests in the redrive dead-letter queue");
-    metrics::describe_gauge!(
-        OLDEST_AGE_SECONDS,
-        metrics::Unit::Seconds,
-        "Age of the oldest request waiting in the redrive queue"
-    );
-    metrics::describe_counter!(DELIVERIES_TOTAL, "Redrive delivery attempts by result");
-    metrics::describe_counter!(
-        STORE_ERRORS_TOTAL,
-        "Failed redrive store operations of the worker, by operation"
-    );
+    #[cfg(feature = "metrics")]
+    {
+        use ::metrics::{Unit, describe_counter, describe_gauge};
+        describe_gauge!(
+            QUEUE_DEPTH,
+            Unit::Count,
+            "Requests waiting in the redrive queue."
+        );
+        describe_gauge!(
+            DEAD_LETTERS,
+            Unit::Count,
+            "Requests in the redrive dead-letter queue."
+        );
+        describe_gauge!(
+            OLDEST_AGE_SECONDS,
+            Unit::Seconds,
+            "Age of the oldest request waiting in the redrive queue (0 when it is empty)."
+        );
+        describe_counter!(
+            DELIVERIES_TOTAL,
+            Unit::Count,
+            "Redrive delivery attempts by result."
+        );
+        describe_counter!(
+            STORE_ERRORS_TOTAL,
+            Unit::Count,
+            "Failed redrive store operations of the worker, by operation."
+        );
+    }
 }

@@ -550,13 +550,10 @@ impl RedriverHandle {
 async fn refresh_gauges<C>(shared: &WorkerShared<C>) -> Result<QueueStats, QueueError> {
     let stats = shared.queue.stats().await?;
     let now = shared.clock.now();
-    let name = shared.name.to_string();
-    metrics::gauge!(m::QUEUE_DEPTH, "name" => name.clone()).set(stats.pending as f64);
-    metrics::gauge!(m::DEAD_LETTERS, "name" => name.clone()).set(stats.dead as f64);
     let age = stats
         .oldest_pending
         .map_or(0.0, |t| now.since(t).as_secs_f64());
-    metrics::gauge!(m::OLDEST_AGE_SECONDS, "name" => name).set(age);
+    m::queue(&shared.name, stats.pending, stats.dead, age);
     if let Some(threshold) = shared.depth_threshold {
         let above = stats.pending >= threshold;
         if shared.above_threshold.swap(above, Ordering::SeqCst) != above {
@@ -610,8 +607,7 @@ fn count<C>(shared: &WorkerShared<C>, id: EntryId, recorded: Result<&Decision, &
         Err(_) => "store_error",
     };
     tracing::trace!(name = %shared.name, %id, result, "delivery counted");
-    metrics::counter!(m::DELIVERIES_TOTAL, "name" => shared.name.to_string(), "result" => result)
-        .increment(1);
+    m::delivery(&shared.name, result);
 }
 
 /// Records the outcomes earlier rounds could not record, oldest first, each with its own

@@ -9,6 +9,7 @@ pub mod error;
 pub mod future;
 mod head;
 mod layer;
+pub mod metrics;
 mod observe;
 mod policy;
 mod service;
@@ -29,10 +30,3 @@ pub use tower_fault::{
     classify_fn,
 };
 
-/// `retry_requests_total{name,outcome}`: logical requests by [`RetryOutcome`].
-pub const METRIC_REQUESTS: &str = "retry_requests_total";
-/// `retry_attempts_total{name}`: attempts sent, first attempts included (so retries are
-/// `retry_attempts_total - retry_requests_total`).
-pub const METRIC_ATTEMPTS: &str = "retry_attempts_total";
-/// `retry_backoff_seconds{name}`: the delays slept before retries.
-pub const METRIC_BACKOFF: &str = "retry_backoff_seconds";

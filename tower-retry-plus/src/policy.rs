@@ -120,6 +120,7 @@ impl RetryOutcome {
         }
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) const fn index(self) -> usize {
         self as usize
     }

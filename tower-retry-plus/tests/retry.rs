@@ -841,6 +841,7 @@ async fn discarded_response_bodies_are_drained() {
     );
 }
 
+#[cfg(feature = "metrics")]
 #[test]
 fn metrics_and_retry_info() {
     let capture = test_support::metrics::Capture::start();
@@ -869,7 +870,7 @@ fn metrics_and_retry_info() {
     let snap = capture.snapshot();
     let requests = |outcome| {
         snap.counter(
-            "retry_requests_total",
+            tower_retry_plus::metrics::REQUESTS_TOTAL,
             &[("name", "orders"), ("outcome", outcome)],
         )
     };
@@ -879,17 +880,26 @@ fn metrics_and_retry_info() {
     assert_eq!(requests("budget_exhausted"), Some(0));
     assert_eq!(requests("rejected"), Some(1));
     assert_eq!(
-        snap.counter("retry_attempts_total", &[("name", "orders")]),
+        snap.counter(
+            tower_retry_plus::metrics::ATTEMPTS_TOTAL,
+            &[("name", "orders")]
+        ),
         Some(3 + 4 + 1 + 1)
     );
     assert_eq!(
-        snap.histogram_count("retry_backoff_seconds", &[("name", "orders")]),
+        snap.histogram_count(
+            tower_retry_plus::metrics::BACKOFF_SECONDS,
+            &[("name", "orders")]
+        ),
         2 + 3
     );
     assert!(
-        snap.histogram("retry_backoff_seconds", &[("name", "orders")])
-            .iter()
-            .all(|s| (*s - 0.01).abs() < 1e-9)
+        snap.histogram(
+            tower_retry_plus::metrics::BACKOFF_SECONDS,
+            &[("name", "orders")]
+        )
+        .iter()
+        .all(|s| (*s - 0.01).abs() < 1e-9)
     );
 }
 

@@ -37,10 +37,6 @@ const MIN_MAX_BYTES: usize = 64 * 1024;
 /// far under its byte budget) at once (see `Shard::make_room`).
 const EVICTION_BATCH_DIVISOR: usize = 16;
 
-/// `idempotency_memory_evictions_total`: completed records a [`MemoryStore`] dropped before
-/// their TTL to stay within its bounds (see [`MemoryStore::evicted`]).
-pub const EVICTIONS_TOTAL: &str = "idempotency_memory_evictions_total";
-
 /// An in-process store: the default, right for a single server instance.
 ///
 /// Records live in up to 64 independently locked shards (a request locks one shard for a
@@ -401,7 +397,7 @@ impl MemoryStore {
         if evicted == 0 {
             return;
         }
-        metrics::counter!(EVICTIONS_TOTAL).increment(evicted as u64);
+        crate::telemetry::evictions(evicted as u64);
         let before = self
             .inner
             .evicted

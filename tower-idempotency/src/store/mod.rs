@@ -21,7 +21,7 @@ mod redis;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
-pub use memory::{EVICTIONS_TOTAL, MemoryStore};
+pub use memory::MemoryStore;
 
 /// The boxed future a store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

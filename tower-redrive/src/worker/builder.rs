@@ -197,6 +197,7 @@ impl<S, C> RedriverBuilder<S, C> {
     /// than the poll interval.
     pub fn build(self) -> Result<Redriver<S, C>, ConfigError> {
         self.check_durations()?;
+        crate::metrics::describe();
         if self.batch == 0 {
             return Err(crate::error::config_error("batch must be at least 1"));
         }
