@@ -13,8 +13,8 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
-    outcomes::Outcomes,
     observe::EndpointMetrics,
+    outcomes::Outcomes,
     shared::lock,
 };
 

@@ -21,13 +21,12 @@ use crate::{
     config::{AllDown, Balance, EjectionConfig, InitialState, ProbeConfig, TierPolicy},
     endpoint::{Checked, EndpointInfo, EndpointSnapshot, EndpointStatus},
     entry::Entry,
-    observe::SetMetrics,
     events::HealthEvent,
+    observe::SetMetrics,
     settings::Settings,
     snapshot::Snapshot,
     waiters::Waiters,
 };
-
 
 /// Locks `m`, going on past a lock another holder poisoned by panicking.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

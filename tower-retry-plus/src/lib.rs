@@ -29,4 +29,3 @@ pub use tower_fault::{
     backoff::{Backoff, Jitter},
     classify_fn,
 };
-
