@@ -55,6 +55,8 @@ pub enum QueueError {
 }
 
 impl QueueError {
+    /// The error of a store backend (the SQLite and PostgreSQL queues).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn backend(op: &'static str, source: impl Into<BoxError>) -> Self {
         QueueError::Backend {
             op,

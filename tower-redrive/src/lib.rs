@@ -5,6 +5,7 @@
 mod attempt;
 mod body;
 pub mod clock;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 pub mod entry;
 pub mod error;
