@@ -1,8 +1,9 @@
 //! A response body that is either the inner service's body or one produced by a layer.
 //!
-//! Layers with a server mode (breaker, failover, idempotency) answer some requests themselves
-//! (a 503 problem, a replayed response). Their response type is `Response<ResponseBody<B>>`, so
-//! the inner service's body type passes through untouched and without boxing.
+//! Layers with a server mode (breaker, failover) answer some requests themselves (a 503
+//! problem). Their response type is `Response<ResponseBody<B>>`, so the inner service's body
+//! type passes through untouched and without boxing. (Idempotency, whose own answers are
+//! replayed responses as well as problems, has a body type of its own, `IdempotencyBody`.)
 
 use std::{
     pin::Pin,

@@ -166,7 +166,7 @@ impl fmt::Debug for Settings {
     }
 }
 
-/// The validated settings and what `build` derives from them (the metric handles), shared by
+/// The validated settings and what `build` derives from them (the metric keys), shared by
 /// a layer and its services.
 ///
 /// It dereferences to its [`Settings`], so the request path reads `config.ttl`.

@@ -5,6 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use crate::entry::EntryId;
 
+/// A subscription to a worker's [`RedriveEvent`]s ([`Redriver::subscribe`](crate::Redriver::subscribe)):
+/// the suite's bounded subscription, in publish order; the worker never waits for it.
+pub type RedriveEvents = tower_fault::events::Subscription<RedriveEvent>;
+
 /// Something an operator may want to hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -33,7 +33,7 @@ pub use entry::{
 pub use error::{
     BodyError, BodyTooLarge, ConfigError, DeliveryPanicked, EnqueueFailed, QueueError,
 };
-pub use events::RedriveEvent;
+pub use events::{RedriveEvent, RedriveEvents};
 pub use gateway::{
     PROBLEM_BAD_BODY, PROBLEM_NOT_QUEUED, PROBLEM_TOO_LARGE, PROBLEM_UPSTREAM, REDRIVE_ENTRY_ID,
     RedriveGateway, RedriveGatewayLayer,

@@ -13,15 +13,15 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use tokio::sync::{broadcast, oneshot};
-use tower_fault::{BoxError, Classify, HttpClassifier};
+use tokio::sync::oneshot;
+use tower_fault::{BoxError, Classify, HttpClassifier, events::Publisher};
 use tower_service::Service;
 
 use crate::{
     QueueError,
     clock::{Clock, Timestamp},
     entry::{Claimed, EntryId, PurgeReport, QueueStats},
-    events::RedriveEvent,
+    events::{RedriveEvent, RedriveEvents},
     lease::{self, HeldLeases},
     metrics as m,
     panic::CatchPanic,
@@ -90,7 +90,7 @@ struct WorkerShared<C> {
     retention: Retention,
     depth_threshold: Option<u64>,
     store_backoff: Duration,
-    events: broadcast::Sender<RedriveEvent>,
+    events: Publisher<RedriveEvent>,
     above_threshold: AtomicBool,
     /// Rounds in a row that failed on the store.
     failed_rounds: AtomicU32,
@@ -269,7 +269,7 @@ impl<C> WorkerShared<C> {
         if let Record::DeadLetter { attempt, reason } = &decision.record {
             let (id, attempts) = (decision.id, attempt.attempt);
             tracing::warn!(name = %self.name, %id, attempts, %reason, "entry dead-lettered");
-            let _ = self.events.send(RedriveEvent::DeadLettered {
+            self.events.publish(RedriveEvent::DeadLettered {
                 name: Arc::clone(&self.name),
                 id,
                 reason: reason.clone(),
@@ -289,9 +289,11 @@ where
     S::Error: Into<BoxError>,
     C: Classify<Response<ResB>, BoxError>,
 {
-    /// Receives [`RedriveEvent`]s from now on.
+    /// Receives [`RedriveEvent`]s from now on, the suite's bounded subscription: the worker
+    /// never waits for a slow subscriber, which misses the newest events while it holds 256
+    /// unread ones ([`RedriveEvents::missed`] counts them).
     #[must_use]
-    pub fn subscribe(&self) -> broadcast::Receiver<RedriveEvent> {
+    pub fn subscribe(&self) -> RedriveEvents {
         self.shared.events.subscribe()
     }
 
@@ -325,7 +327,7 @@ where
                 let failed_rounds = shared.failed_rounds.swap(0, Ordering::Relaxed);
                 if failed_rounds > 0 {
                     tracing::info!(name = %shared.name, failed_rounds, "the redrive store works again");
-                    let _ = shared.events.send(RedriveEvent::StoreRecovered {
+                    shared.events.publish(RedriveEvent::StoreRecovered {
                         name: Arc::clone(&shared.name),
                         failed_rounds,
                     });
@@ -344,7 +346,7 @@ where
                     retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
                     "the redrive store failed; the round stopped"
                 );
-                let _ = shared.events.send(RedriveEvent::StoreFailed {
+                shared.events.publish(RedriveEvent::StoreFailed {
                     name: Arc::clone(&shared.name),
                     operation,
                     error: error.to_string(),
@@ -574,7 +576,7 @@ async fn refresh_gauges<C>(shared: &WorkerShared<C>) -> Result<QueueStats, Queue
                     threshold,
                 }
             };
-            let _ = shared.events.send(event);
+            shared.events.publish(event);
         }
     }
     *lock(&shared.last_stats) = stats;

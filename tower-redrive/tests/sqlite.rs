@@ -214,7 +214,7 @@ async fn schedule_dead_letters_after_five_days_with_reason_and_history() {
 
     // Events: depth crossed the threshold, then the entry was dead-lettered and depth fell.
     let mut seen = Vec::new();
-    while let Ok(e) = events.try_recv() {
+    while let Some(e) = events.try_recv() {
         seen.push(e);
     }
     assert!(
@@ -1700,7 +1700,7 @@ async fn no_settings_turn_the_rate_cap_the_depth_alert_and_the_ordering_key_off(
             .is_deferred()
     );
     worker.refresh_gauges().await.unwrap();
-    assert!(events.try_recv().is_err(), "no depth event");
+    assert!(events.try_recv().is_none(), "no depth event");
     // Without an ordering key, a request is sent even though one of its tenant is queued.
     upstream.recover();
     let hits = upstream.hits.load(std::sync::atomic::Ordering::SeqCst);

@@ -9,8 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::broadcast;
-use tower_fault::HttpClassifier;
+use tower_fault::{HttpClassifier, events::Publisher};
 
 use crate::{
     ConfigError,
@@ -27,7 +26,8 @@ use crate::{
 /// filled).
 pub const DEFAULT_STORE_BACKOFF: Duration = Duration::from_secs(60);
 
-/// How many events a subscriber may fall behind before it misses some.
+/// How many unread events a subscriber may hold; the newer ones it misses (counted by
+/// `Subscription::missed`) while it is that far behind.
 const EVENTS_CAPACITY: usize = 256;
 
 /// Builds a [`Redriver`]: the settings only the worker reads. What it shares with the layer
@@ -225,7 +225,7 @@ impl<S, C> RedriverBuilder<S, C> {
                 retention: self.retention,
                 depth_threshold: self.depth_threshold,
                 store_backoff,
-                events: broadcast::channel(EVENTS_CAPACITY).0,
+                events: Publisher::new(EVENTS_CAPACITY),
                 above_threshold: AtomicBool::new(false),
                 failed_rounds: AtomicU32::new(0),
                 unrecorded: Unrecorded::default(),
