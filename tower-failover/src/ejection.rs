@@ -49,6 +49,7 @@ impl<S, C> Shared<S, C> {
         if e.status() == EndpointStatus::Ejected {
             // Out already (a failed or refused trial): same status, a new end; still an event.
             self.emit(HealthEvent {
+                name: self.name.clone(),
                 endpoint: e.info.clone(),
                 from: EndpointStatus::Ejected,
                 to: EndpointStatus::Ejected,

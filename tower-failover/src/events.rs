@@ -70,6 +70,8 @@ impl Cause {
 /// An endpoint's status changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthEvent {
+    /// The failover set's instance name (its `name` setting).
+    pub name: Arc<str>,
     /// Which endpoint.
     pub endpoint: Arc<EndpointInfo>,
     /// The status before.
@@ -109,6 +111,7 @@ impl<S, C> Shared<S, C> {
                 .map(|e| {
                     let status = e.status();
                     HealthEvent {
+                        name: self.name.clone(),
                         endpoint: e.info.clone(),
                         from: status,
                         to: status,
@@ -128,6 +131,7 @@ impl<S, C> Shared<S, C> {
     pub(crate) fn announce(&self, e: &Entry<S>) {
         let status = e.status();
         self.emit(HealthEvent {
+            name: self.name.clone(),
             endpoint: e.info.clone(),
             from: EndpointStatus::Unknown,
             to: status,

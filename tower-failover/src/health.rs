@@ -50,6 +50,7 @@ impl<S, C> Shared<S, C> {
             tracing::info!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint status changed");
         }
         self.emit(HealthEvent {
+            name: self.name.clone(),
             endpoint: e.info.clone(),
             from,
             to,

@@ -103,8 +103,9 @@ async fn a_probe_over_a_client_that_takes_any_body_needs_no_annotation() {
     assert!(p.probes() >= 1 && s.probes() >= 1, "both probed");
     let down = next_change(&mut events).await;
     assert_eq!(
-        (&*down.endpoint.name, down.to),
-        ("p", EndpointStatus::Unhealthy)
+        (&*down.name, &*down.endpoint.name, down.to),
+        ("default", "p", EndpointStatus::Unhealthy),
+        "the event names the set and the endpoint"
     );
     assert_eq!(who(&send(&mut svc, get("/")).await.unwrap()), "s");
 }
