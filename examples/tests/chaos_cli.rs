@@ -1,24 +1,12 @@
 //! The chaos binary as CI runs it: a short run, and clear errors for bad flags.
 
-use std::process::Command;
+mod common;
 
-fn chaos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chaos"))
-}
+use common::{chaos, stdout_of_success};
 
 #[test]
 fn a_short_run_shows_the_naive_client_losing_and_the_suite_not() {
-    let out = chaos()
-        .args(["--short", "--naive", "--seed", "7"])
-        .output()
-        .expect("the binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success(chaos().args(["--short", "--naive", "--seed", "7"]));
     assert!(
         stdout.contains("protected: every valid payment recorded exactly once"),
         "{stdout}"

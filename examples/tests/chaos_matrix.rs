@@ -1,11 +1,9 @@
 //! The fault-share matrix as CI runs it, alone in its test binary: its rows time real
 //! deadlines and backoffs, so nothing else runs beside it.
 
-use std::process::Command;
+mod common;
 
-fn chaos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chaos"))
-}
+use common::{chaos, stdout_of_success};
 
 /// The fault-share matrix CI runs: 0-40 % of writes faulted, with and without an outage of the
 /// primary, and a total outage. The binary checks the targets itself (exit 1 and a "target
@@ -14,17 +12,7 @@ fn chaos() -> Command {
 /// per payment during the total outage.
 #[test]
 fn the_short_fault_share_matrix_meets_every_target() {
-    let out = chaos()
-        .args(["--matrix", "--short", "--seed", "11"])
-        .output()
-        .expect("the binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success(chaos().args(["--matrix", "--short", "--seed", "11"]));
     let rows: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| faulted"))

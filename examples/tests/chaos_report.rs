@@ -1,13 +1,15 @@
 //! `chaos --report FILE.html`: the page is written, well formed and self-contained, its numbers
 //! agree with the text table, and it renders in headless Chromium.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Command,
     sync::OnceLock,
 };
 
+use common::{chaos, stdout_of_success};
 use roxmltree::{Document, Node, ParsingOptions};
 use test_support::chromium::{self, Chromium, parse_color};
 
@@ -29,17 +31,10 @@ fn report() -> &'static Report {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("report.html");
         let _ = std::fs::remove_file(&path);
-        let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
-            .args(["--short", "--naive", "--seed", "7", "--report"])
-            .arg(&path)
-            .output()
-            .expect("the binary runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "exit {:?}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        let stdout = stdout_of_success(
+            chaos()
+                .args(["--short", "--naive", "--seed", "7", "--report"])
+                .arg(&path),
         );
         assert!(
             stdout.contains(&format!("report: {}", path.display())),
