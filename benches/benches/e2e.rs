@@ -1,13 +1,23 @@
-//! End to end over loopback: a hyper HTTP/1.1 server and a hyper-util client, bare versus the
-//! suite's full client stack, in one run: requests per second and latency percentiles, and the
-//! ratios. The server and the client each get their own single-threaded tokio runtime (one
-//! core each on the 2-core reference machine); 16 client workers keep 16 requests in flight over
-//! pooled keep-alive connections. Runs alternate bare / stack / bare / stack… so that drift in
-//! the machine's load hits both alike; the report takes the median run of each.
+//! End to end over loopback: a hyper HTTP/1.1 server, and clients with and without the suite's
+//! recommended client stack (breaker → retry → failover), in one run: requests per second,
+//! latency percentiles and the ratios to the bare client. The server and the client each get
+//! their own single-threaded tokio runtime on a thread pinned to its own CPU (the 2-core
+//! reference machine has one each; unpinned, the two threads trade cores and the bare client's
+//! throughput moves by more than the difference being measured). 16 client workers keep 16
+//! requests in flight over pooled keep-alive connections.
+//!
+//! Each round runs every client once, in order: bare hyper, hyper under failover, under retry →
+//! failover, under the whole stack, under retry without its deadline → failover (an experiment:
+//! what the default deadline's timer costs), then bare reqwest (through tower-fault's
+//! `ReqwestService`) and reqwest under the whole stack. A stacked client's ratio is taken against the bare client
+//! of the same round (so drift in the machine's load hits both alike), and the report gives the
+//! median of those per-round ratios with their range, next to each client's median round.
 //!
 //! Not a criterion bench (criterion times one routine; this is a load test), but `cargo bench`
-//! runs it like the others. Options: `--secs <f64>` per run (default 2), `--rounds <n>`
-//! (default 3), `--test` (one short round, for CI smoke runs; also what `cargo test --benches` gets).
+//! runs it like the others. Options: `--secs <f64>` per run (default 1.5), `--rounds <n>`
+//! (default 7), `--only <substring>` (the clients whose name contains it, with their bare
+//! client), `--test` (one short round, for CI smoke runs; also what `cargo test --benches`
+//! gets).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -23,10 +33,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use resilience_benches::alloc::CountingAlloc;
+use resilience_benches::pin::pin_current_thread;
 use resilience_benches::report::report_dir;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
+use tower_breaker::{Breaker, CircuitBreaker, Window};
+use tower_failover::{Failover, FailoverLayer};
+use tower_fault::reqwest::ReqwestService;
+use tower_retry_plus::{Retry, RetryLayer};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -44,6 +59,7 @@ fn single_thread_runtime() -> Runtime {
 fn start_server() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let _ = pin_current_thread(1);
         let rt = single_thread_runtime();
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0")
@@ -169,21 +185,39 @@ where
     })
 }
 
-fn args() -> (f64, usize) {
+/// Command-line options (see the module docs).
+struct Args {
+    secs: f64,
+    rounds: usize,
+    only: Option<String>,
+}
+
+fn args() -> Args {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<f64>().ok())
+            .cloned()
     };
+    let only = value("--only");
     if resilience_benches::quick_mode() {
-        return (0.2, 1);
+        return Args {
+            secs: 0.2,
+            rounds: 1,
+            only,
+        };
     }
-    (
-        value("--secs").unwrap_or(2.0),
-        value("--rounds").map_or(3, |r| r as usize),
-    )
+    Args {
+        secs: value("--secs").and_then(|v| v.parse().ok()).unwrap_or(1.5),
+        rounds: value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(7),
+        only,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn median_run(mut runs: Vec<Run>) -> Run {
@@ -191,67 +225,186 @@ fn median_run(mut runs: Vec<Run>) -> Run {
     runs.swap_remove(runs.len() / 2)
 }
 
+/// Failover over two endpoints in one tier, both this server (one client, cloned per endpoint).
+fn failover<S: Clone + Send + Sync + 'static>(base: &str, client: S) -> Failover<S> {
+    FailoverLayer::builder()
+        .name("e2e")
+        .tier([("a", base), ("b", base)])
+        .build()
+        .expect("failover config")
+        .layer(client)
+}
+
+/// The recommended client stack: one breaker for the upstream (time window, as the README's),
+/// outside retry (defaults: 30 s deadline, budget), outside failover.
+fn stack<S: Clone + Send + Sync + 'static>(base: &str, client: S) -> Stack<S> {
+    let breaker = Breaker::builder()
+        .name("e2e")
+        .window(Window::time(Duration::from_secs(10)))
+        .minimum_calls(100)
+        .build()
+        .expect("breaker config");
+    ServiceBuilder::new()
+        .layer(breaker.layer())
+        .layer(RetryLayer::default())
+        .service(failover(base, client))
+}
+
+type Stack<S> = CircuitBreaker<Retry<Failover<S>>>;
+
+const HYPER: &str = "bare hyper client";
+const REQWEST: &str = "bare reqwest client (ReqwestService)";
+
+/// One client under test: how to run it for some seconds, and the bare client it is compared
+/// with (its own name for a bare one).
+struct Contender<'a> {
+    name: &'static str,
+    baseline: &'static str,
+    run: Box<dyn Fn(f64) -> Run + 'a>,
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("e2e: bench");
         return;
     }
-    let (secs, rounds) = args();
+    let Args { secs, rounds, only } = args();
     let addr = start_server();
+    let pinned = pin_current_thread(0);
     let url = format!("http://{addr}/orders");
+    let base = format!("http://{addr}");
     let rt = single_thread_runtime();
     let _guard = rt.enter();
 
-    let bare: HyperClient = hyper_client();
-    // The full client stack of DESIGN.md: retry → breaker → failover[2 endpoints] → client.
-    let client = hyper_client();
-    let failover = tower_failover::Failover::builder()
-        .name("e2e")
-        .tier([
-            tower_failover::Endpoint::new("a", format!("http://{addr}"), client.clone()),
-            tower_failover::Endpoint::new("b", format!("http://{addr}"), client),
-        ])
+    let hyper_bare: HyperClient = hyper_client();
+    let hyper_failover = failover(&base, hyper_client::<Full<Bytes>>());
+    let hyper_retry = RetryLayer::default().layer(failover(&base, hyper_client()));
+    let hyper_stack = stack(&base, hyper_client());
+    let hyper_retry_no_deadline = RetryLayer::builder()
+        .no_deadline()
         .build()
-        .expect("failover config");
-    let breaker = tower_breaker::Breaker::builder()
-        .name("e2e")
-        .build()
-        .expect("breaker config");
-    let stack = ServiceBuilder::new()
-        .layer(tower_retry_plus::RetryLayer::default())
-        .layer(breaker.layer())
-        .service(failover);
-    let stack_name = "retry → breaker → failover → hyper client";
+        .expect("retry config")
+        .layer(failover(&base, hyper_client()));
+    let reqwest_client = || {
+        ReqwestService::new(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(WORKERS)
+                .tcp_nodelay(true)
+                .build()
+                .expect("reqwest client"),
+        )
+    };
+    let reqwest_bare = reqwest_client();
+    let reqwest_stack = stack(&base, reqwest_client());
 
-    // Warm both pools.
-    let _ = load(&rt, bare.clone(), &url, 0.2);
-    let _ = load(&rt, stack.clone(), &url, 0.2);
-
-    let mut bare_runs = Vec::new();
-    let mut stack_runs = Vec::new();
-    for round in 0..rounds {
-        bare_runs.push(load(&rt, bare.clone(), &url, secs));
-        stack_runs.push(load(&rt, stack.clone(), &url, secs));
-        eprintln!(
-            "round {round}: bare {:.0} rps, stack {:.0} rps",
-            bare_runs[round].rps(),
-            stack_runs[round].rps()
-        );
+    let (rt, url) = (&rt, url.as_str());
+    let mut clients = vec![
+        Contender {
+            name: HYPER,
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_bare.clone(), url, secs)),
+        },
+        Contender {
+            name: "failover → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_failover.clone(), url, secs)),
+        },
+        Contender {
+            name: "retry → failover → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_retry.clone(), url, secs)),
+        },
+        Contender {
+            name: "breaker → retry → failover → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_stack.clone(), url, secs)),
+        },
+        // An experiment, not a recommendation: what the default deadline's timer costs.
+        Contender {
+            name: "retry without deadline → failover → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_retry_no_deadline.clone(), url, secs)),
+        },
+        Contender {
+            name: REQWEST,
+            baseline: REQWEST,
+            run: Box::new(move |secs| load(rt, reqwest_bare.clone(), url, secs)),
+        },
+        Contender {
+            name: "breaker → retry → failover → reqwest client",
+            baseline: REQWEST,
+            run: Box::new(move |secs| load(rt, reqwest_stack.clone(), url, secs)),
+        },
+    ];
+    if let Some(only) = &only {
+        let wanted: Vec<&str> = clients
+            .iter()
+            .filter(|c| c.name.contains(only.as_str()))
+            .flat_map(|c| [c.name, c.baseline])
+            .collect();
+        clients.retain(|c| wanted.contains(&c.name));
     }
-    let bare = median_run(bare_runs);
-    let stack = median_run(stack_runs);
+
+    // Warm every pool (and the allocator's caches) before the first measured round.
+    for client in &clients {
+        let _ = (client.run)(0.2);
+    }
+    let mut runs: Vec<Vec<Run>> = clients.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let mut line = format!("round {round}:");
+        for (client, runs) in clients.iter().zip(&mut runs) {
+            let run = (client.run)(secs);
+            let _ = write!(line, " {:.0}", run.rps());
+            runs.push(run);
+        }
+        eprintln!("{line} rps");
+    }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## e2e\n\n### end to end, loopback HTTP/1.1, {WORKERS} in flight, {secs} s × {rounds} rounds (median round)\n"
+        "## e2e\n\n### end to end, loopback HTTP/1.1, {WORKERS} in flight, {secs} s × {rounds} rounds\n"
     );
-    let _ = writeln!(out, "| client | rps | p50 | p99 | p99.9 | errors |");
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    for (name, run) in [("bare hyper client", &bare), (stack_name, &stack)] {
+    let _ = writeln!(
+        out,
+        "Client and server threads pinned to their own CPUs: {}. Each client's median round; \
+         ratios are per round against the bare client of the same round, then their median \
+         (min–max).\n",
+        if pinned { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        out,
+        "| client | rps | p50 | p99 | p99.9 | errors | rps / bare | p99 / bare |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, client) in clients.iter().enumerate() {
+        let baseline = clients
+            .iter()
+            .position(|c| c.name == client.baseline)
+            .unwrap_or(i);
+        let (rps_ratio, p99_ratio) = if baseline == i {
+            (String::new(), String::new())
+        } else {
+            let ratios = |f: &dyn Fn(&Run) -> f64| {
+                let per_round: Vec<f64> = runs[i]
+                    .iter()
+                    .zip(&runs[baseline])
+                    .map(|(ours, bare)| f(ours) / f(bare))
+                    .collect();
+                let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = per_round.iter().copied().fold(0.0, f64::max);
+                format!("×{:.3} ({lo:.2}–{hi:.2})", median(per_round))
+            };
+            (
+                ratios(&Run::rps),
+                ratios(&|r: &Run| r.percentile(0.99).as_secs_f64()),
+            )
+        };
+        let run = median_run(runs[i].clone());
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {} |",
+            "| {} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {} | {rps_ratio} | {p99_ratio} |",
+            client.name,
             run.rps(),
             run.percentile(0.50).as_secs_f64() * 1e6,
             run.percentile(0.99).as_secs_f64() * 1e6,
@@ -259,12 +412,6 @@ fn main() {
             run.errors
         );
     }
-    let _ = writeln!(
-        out,
-        "\n- stack / bare: rps ×{:.3}, p99 ×{:.3}",
-        stack.rps() / bare.rps(),
-        stack.percentile(0.99).as_secs_f64() / bare.percentile(0.99).as_secs_f64()
-    );
     println!("{out}");
     let dir = report_dir();
     if std::fs::create_dir_all(&dir).is_ok() {

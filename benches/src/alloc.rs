@@ -39,9 +39,10 @@ fn bump() {
     let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
 }
 
-// The one place this workspace needs `unsafe`: `GlobalAlloc` is an unsafe trait. Every method
-// forwards to `System` with the caller's own arguments, so the contract `System` upholds is the
-// contract we uphold; the only addition is a thread-local counter increment.
+// One of the two places this workspace needs `unsafe` (the other is `pin.rs`): `GlobalAlloc`
+// is an unsafe trait. Every method forwards to `System` with the caller's own arguments, so the
+// contract `System` upholds is the contract we uphold; the only addition is a thread-local
+// counter increment.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]

@@ -9,16 +9,19 @@
 //! * [`report`] — criterion `iter_custom` glue that keeps ns/call and allocations/call and prints
 //!   (and writes) a markdown table per group;
 //! * [`parallel`] — throughput with N tasks on a multi-threaded runtime;
-//! * [`fixtures`] — the shared request (3 headers, `Full<Bytes>` body) and bare services.
+//! * [`fixtures`] — the shared request (3 headers, `Full<Bytes>` body) and bare services;
+//! * [`pin`] — pinning a load test's threads to their own CPUs.
 //!
 //! Run everything with `cargo bench -p resilience-benches`; see `BENCHMARKS.md` at the root.
-#![deny(unsafe_code)] // see alloc.rs: the one `#[allow(unsafe_code)]` is the `GlobalAlloc` impl.
+#![deny(unsafe_code)]
+// narrow `#[allow(unsafe_code)]`s: the `GlobalAlloc` impl (alloc.rs), `sched_setaffinity` (pin.rs).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod alloc;
 pub mod drive;
 pub mod fixtures;
 pub mod parallel;
+pub mod pin;
 pub mod report;
 pub mod retry;
 

@@ -6,6 +6,7 @@ use tower_fault::backoff::{Backoff, Jitter};
 
 use crate::{
     Breaker,
+    clock::Clock,
     error::ConfigError,
     guard::FleetGuard,
     telemetry::Series,
@@ -101,6 +102,8 @@ pub(crate) struct Config {
     pub(crate) half_open_timeout: Option<Duration>,
     /// Standard errors a window's rate must clear a threshold by (0: the raw rate).
     pub(crate) rate_confidence: f64,
+    /// Where the breaker reads the time.
+    pub(crate) clock: Clock,
 }
 
 /// Builds a [`Breaker`]; every setting has a default, and [`build`](Self::build) rejects
@@ -111,7 +114,9 @@ pub(crate) struct Config {
 /// are in the window, open for 5 s growing ×2 (up to 20% shorter at random) on re-opens whose
 /// probes all failed, up to 60 s ([`DEFAULT_OPEN_BACKOFF`], [`DEFAULT_OPEN_JITTER`]), reset
 /// after 60 s closed, an upstream `Retry-After` honoured (up to the max), five
-/// half-open probes judged together, a 30 s half-open deadline, `Permanent` ignored.
+/// half-open probes judged together, a 30 s half-open deadline, `Permanent` ignored, time read
+/// from the OS's coarse monotonic clock ([`Clock::Coarse`]: tests that pause tokio's clock set
+/// [`clock(Clock::Tokio)`](Self::clock)).
 ///
 /// Every default is chosen so that random noise is not mistaken for an outage: an upstream that
 /// fails 40% of calls at random keeps a default breaker closed, and one that fails every call
@@ -181,6 +186,10 @@ impl BreakerBuilder {
                 // crosses 50% one time in four by chance, but clears it by two standard errors
                 // less than one time in five hundred.
                 rate_confidence: 2.0,
+                // The kernel's tick: a time window reads the clock on every call, and the
+                // rules are about seconds, so a few nanoseconds per read at millisecond
+                // precision beats an exact clock at ~20-40 ns (see `Clock`).
+                clock: Clock::Coarse,
             },
             backoff_reset_set: false,
             seed: None,
@@ -199,6 +208,10 @@ impl BreakerBuilder {
 
     pub(crate) fn name_ref(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn clock_ref(&self) -> Clock {
+        self.cfg.clock
     }
 
     /// The window the rates are computed over.
@@ -358,6 +371,16 @@ impl BreakerBuilder {
     #[must_use]
     pub fn rate_confidence(mut self, standard_errors: f64) -> Self {
         self.cfg.rate_confidence = standard_errors;
+        self
+    }
+
+    /// Where the breaker reads the time (default [`Clock::Coarse`], the kernel's tick: a few
+    /// nanoseconds per read, one tick of precision, not paused by `tokio::time::pause`).
+    /// [`Clock::Tokio`] follows tokio's clock, paused or not: the one for tests that drive
+    /// time with `tokio::time::advance`.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.cfg.clock = clock;
         self
     }
 

@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
 use tower_fault::{
     Class, SeededRng,
     events::Publisher,
@@ -23,6 +22,7 @@ use tower_fault::{
 
 use crate::{
     Outcome, State,
+    clock::{Timebase, nanos},
     config::Config,
     error::BreakerError,
     events::{Cause, Transition, Transitions},
@@ -112,16 +112,12 @@ impl std::fmt::Debug for RawPermit {
     }
 }
 
-#[inline]
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 pub(crate) struct Inner {
     pub(crate) name: Arc<str>,
     cfg: Config,
     window: Window,
-    start: Instant,
+    /// What `now_nanos` counts from; every instant below is nanoseconds since its start.
+    clock: Timebase,
     /// `generation << 3 | state`.
     state: AtomicU64,
     /// See [`half_open`].
@@ -169,12 +165,13 @@ impl Inner {
         guard: Option<Arc<FleetGuard>>,
         telemetry: Telemetry,
     ) -> Self {
+        let clock = Timebase::start(cfg.clock);
         Self {
             telemetry,
             name,
             cfg,
             window,
-            start: Instant::now(),
+            clock,
             state: AtomicU64::new(pack(0, State::Closed)),
             half_open: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
@@ -193,7 +190,7 @@ impl Inner {
 
     #[inline]
     fn now_nanos(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.start))
+        self.clock.now_nanos()
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {

@@ -14,7 +14,6 @@ use std::{
 };
 
 use http::{Request, header::HOST, uri::Authority};
-use tokio::time::Instant;
 use tower_fault::{BoxError, Classify, HttpClassifier};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -22,6 +21,7 @@ use tower_service::Service;
 use crate::{
     Breaker, BreakerBuilder, State,
     breaker::Guarded,
+    clock::{Timebase, nanos},
     error::ConfigError,
     future::{Admission, ResponseFuture},
     guard::FleetGuard,
@@ -127,7 +127,8 @@ pub(crate) struct Registry<K, C> {
     /// seen, for the layer's life (a recorder keeps a series once it exists, so handing a freed
     /// slot to a new key would grow it all the same). Locked only when a breaker is created.
     metric_keys: Mutex<HashSet<K>>,
-    start: Instant,
+    /// The template's clock: idle times are nanoseconds since its start.
+    start: Timebase,
     last_sweep: AtomicU64,
 }
 
@@ -141,17 +142,13 @@ impl<K, C> fmt::Debug for Registry<K, C> {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 impl<K, C> Registry<K, C>
 where
     K: Hash + Eq + Clone + fmt::Display,
     C: Clone,
 {
     fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.start))
+        self.start.now_nanos()
     }
 
     /// The key's breaker, created on first use.
@@ -414,6 +411,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
             ));
         }
         crate::metrics::describe();
+        let start = Timebase::start(self.template.clock_ref());
         Ok(KeyedBreakerLayer {
             make_key: self.make_key,
             registry: Arc::new(Registry {
@@ -425,7 +423,7 @@ impl<M, K, C> KeyedBreakerBuilder<M, K, C> {
                 guard: self.max_open_fraction.map(|f| Arc::new(FleetGuard::new(f))),
                 max_metric_keys: self.max_metric_keys,
                 metric_keys: Mutex::new(HashSet::new()),
-                start: Instant::now(),
+                start,
                 last_sweep: AtomicU64::new(0),
             }),
         })

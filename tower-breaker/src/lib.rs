@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;
+mod clock;
 mod config;
 mod core;
 pub mod error;
@@ -19,6 +20,7 @@ mod telemetry;
 mod window;
 
 pub use breaker::{Breaker, OwnedPermit, Permit};
+pub use clock::Clock;
 pub use config::{BreakerBuilder, DEFAULT_OPEN_BACKOFF, DEFAULT_OPEN_JITTER, Outcome, Window};
 pub use events::{Cause, Transition, Transitions};
 pub use keyed::KeyedBreakerLayer;

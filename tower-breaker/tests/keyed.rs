@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use tower::{Service, ServiceExt, service_fn};
-use tower_breaker::{Backoff, Breaker, State, error::BreakerError, keyed::KeyedBreakerLayer};
+use tower_breaker::{
+    Backoff, Breaker, Clock, State, error::BreakerError, keyed::KeyedBreakerLayer,
+};
 use tower_fault::BoxError;
 use tower_layer::Layer;
 
@@ -32,7 +34,10 @@ async fn send<S: Service<Req>>(svc: &mut S, host: &str) -> Result<S::Response, S
 }
 
 fn template() -> tower_breaker::BreakerBuilder {
-    Breaker::builder().name("hosts").consecutive_failures(2)
+    Breaker::builder()
+        .clock(Clock::Tokio)
+        .name("hosts")
+        .consecutive_failures(2)
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,6 +177,7 @@ async fn abandoned_open_breakers_give_their_open_slots_back() {
     let second = Duration::from_secs(1);
     let layer = KeyedBreakerLayer::builder(
         Breaker::builder()
+            .clock(Clock::Tokio)
             .name("hosts")
             .consecutive_failures(1)
             .open_backoff(Backoff::exponential(second, 2.0, second)),
@@ -287,9 +293,10 @@ fn keyed_configuration_is_validated() {
         .no_max_open_fraction()
         .build();
     assert!(unguarded.is_ok());
-    let err = KeyedBreakerLayer::builder(Breaker::builder().half_open_permits(0))
-        .build()
-        .unwrap_err();
+    let err =
+        KeyedBreakerLayer::builder(Breaker::builder().clock(Clock::Tokio).half_open_permits(0))
+            .build()
+            .unwrap_err();
     assert_eq!(err.field(), Some("half_open_permits"));
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use test_support::metrics::capture;
 use tower_breaker::{
-    Backoff, Breaker,
+    Backoff, Breaker, Clock,
     metrics::{CALLS_TOTAL, STATE, TRANSITIONS_TOTAL},
 };
 use tower_fault::Class;
@@ -26,6 +26,7 @@ fn calls_states_and_transitions_are_counted() {
     let ((), snap) = capture(|| {
         on_paused_clock(async {
             let breaker = Breaker::builder()
+                .clock(Clock::Tokio)
                 .name("billing")
                 .consecutive_failures(2)
                 .slow_calls(Duration::from_secs(1), 1.0)
@@ -73,7 +74,11 @@ fn calls_states_and_transitions_are_counted() {
 #[test]
 fn the_state_gauge_follows_the_state() {
     let ((), snap) = capture(|| {
-        let breaker = Breaker::builder().name("gauge").build().unwrap();
+        let breaker = Breaker::builder()
+            .clock(Clock::Tokio)
+            .name("gauge")
+            .build()
+            .unwrap();
         breaker.force_open();
     });
     assert_eq!(snap.gauge(STATE, &[("name", "gauge")]), Some(2.0));
@@ -91,7 +96,10 @@ fn keyed_breakers_past_the_cap_share_one_set_of_series() {
     let ((), snap) = capture(|| {
         on_paused_clock(async {
             let layer = KeyedBreakerLayer::builder(
-                Breaker::builder().name("hosts").consecutive_failures(1),
+                Breaker::builder()
+                    .clock(Clock::Tokio)
+                    .name("hosts")
+                    .consecutive_failures(1),
             )
             .max_keys(4)
             .max_metric_keys(3)
@@ -156,23 +164,24 @@ fn max_metric_keys_is_validated_and_zero_shares_every_key() {
     use tower_breaker::keyed::{KeyedBreakerLayer, MAX_METRIC_KEYS};
     use tower_layer::Layer;
 
-    let err = KeyedBreakerLayer::builder(Breaker::builder())
+    let err = KeyedBreakerLayer::builder(Breaker::builder().clock(Clock::Tokio))
         .max_metric_keys(MAX_METRIC_KEYS + 1)
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("max_metric_keys"), "{err}");
     assert!(
-        KeyedBreakerLayer::builder(Breaker::builder())
+        KeyedBreakerLayer::builder(Breaker::builder().clock(Clock::Tokio))
             .max_metric_keys(MAX_METRIC_KEYS)
             .build()
             .is_ok()
     );
     let ((), snap) = capture(|| {
-        let layer = KeyedBreakerLayer::builder(Breaker::builder().name("routes"))
-            .max_metric_keys(0)
-            .key_fn(|req: &http::Request<()>| Some(req.uri().path().to_owned()))
-            .build()
-            .unwrap();
+        let layer =
+            KeyedBreakerLayer::builder(Breaker::builder().clock(Clock::Tokio).name("routes"))
+                .max_metric_keys(0)
+                .key_fn(|req: &http::Request<()>| Some(req.uri().path().to_owned()))
+                .build()
+                .unwrap();
         let mut svc = layer.layer(service_fn(|_: http::Request<()>| async {
             Ok::<_, tower_fault::BoxError>(http::Response::new(()))
         }));

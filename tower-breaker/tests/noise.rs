@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tower_breaker::{Backoff, Breaker, BreakerBuilder, Cause, Jitter, State, Window};
+use tower_breaker::{Backoff, Breaker, BreakerBuilder, Cause, Clock, Jitter, State, Window};
 use tower_fault::{RetryAfterHint, SeededRng};
 
 const S: Duration = Duration::from_secs(1);
@@ -40,7 +40,11 @@ fn calls_until_open(breaker: &Breaker) -> u32 {
 #[tokio::test(start_paused = true)]
 async fn the_default_rate_rule_rides_out_forty_percent_random_faults() {
     for seed in 0..5 {
-        let breaker = Breaker::builder().seed(seed).build().unwrap();
+        let breaker = Breaker::builder()
+            .clock(Clock::Tokio)
+            .seed(seed)
+            .build()
+            .unwrap();
         let opens = random_faults(&breaker, 0.4, 20_000, seed).await;
         assert_eq!(opens, 0, "seed {seed}: opened {opens} times on noise");
         // The same breaker still opens on an outage, within a window's worth of calls.
@@ -51,9 +55,10 @@ async fn the_default_rate_rule_rides_out_forty_percent_random_faults() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_window_opens_at_minimum_calls_when_every_call_fails() {
-    let breaker = Breaker::builder().build().unwrap();
+    let breaker = Breaker::builder().clock(Clock::Tokio).build().unwrap();
     assert_eq!(calls_until_open(&breaker), 20);
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::time(10 * S))
         .minimum_calls(50)
         .build()
@@ -64,6 +69,7 @@ async fn a_fresh_window_opens_at_minimum_calls_when_every_call_fails() {
 #[tokio::test(start_paused = true)]
 async fn the_raw_rate_is_available_with_zero_confidence() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::count(20))
         .minimum_calls(20)
         .rate_confidence(0.0)
@@ -82,6 +88,7 @@ async fn the_raw_rate_is_available_with_zero_confidence() {
 
 fn consecutive_only(n: u32) -> BreakerBuilder {
     Breaker::builder()
+        .clock(Clock::Tokio)
         .no_failure_rate()
         .consecutive_failures(n)
         .window(Window::count(100))
@@ -118,7 +125,7 @@ async fn tripped(builder: BreakerBuilder) -> Breaker {
 #[tokio::test(start_paused = true)]
 async fn half_open_probes_are_judged_together() {
     // Defaults: 5 probes, 50 % threshold: 3 failures re-open, 3 successes close.
-    let breaker = tripped(Breaker::builder()).await;
+    let breaker = tripped(Breaker::builder().clock(Clock::Tokio)).await;
     let probes: Vec<_> = (0..5).map(|_| breaker.try_acquire().unwrap()).collect();
     assert!(breaker.try_acquire().is_err(), "only 5 probes");
     let mut probes = probes.into_iter();
@@ -131,7 +138,7 @@ async fn half_open_probes_are_judged_together() {
     probes.next().unwrap().success();
     assert_eq!(breaker.state(), State::Closed);
 
-    let breaker = tripped(Breaker::builder()).await;
+    let breaker = tripped(Breaker::builder().clock(Clock::Tokio)).await;
     let mut events = breaker.subscribe();
     for _ in 0..3 {
         breaker.try_acquire().unwrap().failure();
@@ -145,7 +152,9 @@ async fn half_open_probes_are_judged_together() {
 
 #[tokio::test(start_paused = true)]
 async fn the_open_period_grows_only_when_every_probe_failed() {
-    let builder = Breaker::builder().open_backoff(Backoff::exponential(S, 2.0, 60 * S));
+    let builder = Breaker::builder()
+        .clock(Clock::Tokio)
+        .open_backoff(Backoff::exponential(S, 2.0, 60 * S));
     // Mixed verdicts (2 successes, then 3 failures) re-open for the same period.
     let breaker = tripped(builder).await;
     let mut periods = Vec::new();

@@ -6,7 +6,9 @@ use std::{any::Any, panic::AssertUnwindSafe, time::Duration};
 
 use futures_util::FutureExt;
 use tower::{Service, ServiceExt, service_fn};
-use tower_breaker::{Backoff, Breaker, BreakerBuilder, Jitter, State, keyed::KeyedBreakerLayer};
+use tower_breaker::{
+    Backoff, Breaker, BreakerBuilder, Clock, Jitter, State, keyed::KeyedBreakerLayer,
+};
 use tower_fault::BoxError;
 use tower_layer::Layer;
 
@@ -73,7 +75,10 @@ async fn panics_trip<S: Service<Req>>(svc: &mut S, breaker: impl Fn() -> Breaker
 }
 
 fn trips_after_two() -> BreakerBuilder {
-    Breaker::builder().name("up").consecutive_failures(2)
+    Breaker::builder()
+        .clock(Clock::Tokio)
+        .name("up")
+        .consecutive_failures(2)
 }
 
 #[tokio::test(start_paused = true)]
@@ -118,6 +123,7 @@ async fn a_panicking_inner_service_counts_as_a_failure_for_its_key() {
 async fn a_probe_that_panics_reopens_the_breaker_and_leaks_no_permit() {
     for path in ["/call", "/future"] {
         let breaker = Breaker::builder()
+            .clock(Clock::Tokio)
             .consecutive_failures(1)
             .open_backoff(Backoff::exponential(S, 2.0, 60 * S))
             .open_jitter(Jitter::None)

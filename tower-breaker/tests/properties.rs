@@ -3,12 +3,13 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use proptest::prelude::*;
-use tower_breaker::{Backoff, Breaker, Jitter, State, Window};
+use tower_breaker::{Backoff, Breaker, Clock, Jitter, State, Window};
 use tower_fault::Class;
 
 /// Never trips (100% of at least `size` calls), so the window can be observed freely.
 fn observer(window: Window, minimum: u32) -> Breaker {
     Breaker::builder()
+        .clock(Clock::Tokio)
         .window(window)
         .minimum_calls(minimum)
         .failure_rate_threshold(1.0)
@@ -122,6 +123,7 @@ fn concurrent_recording_keeps_the_ring_exact() {
 fn concurrent_probes_never_exceed_the_permits() {
     for _ in 0..20 {
         let breaker = Breaker::builder()
+            .clock(Clock::Tokio)
             .consecutive_failures(1)
             .half_open_permits(5)
             .open_backoff(Backoff::exponential(

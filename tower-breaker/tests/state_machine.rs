@@ -3,7 +3,7 @@
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
 use tower::{Service, ServiceExt, service_fn};
-use tower_breaker::{Backoff, Breaker, Cause, Jitter, State, Window, error::BreakerError};
+use tower_breaker::{Backoff, Breaker, Cause, Clock, Jitter, State, Window, error::BreakerError};
 use tower_fault::{BoxError, Class, Delivery, RetryAfterHint};
 
 const S: Duration = Duration::from_secs(1);
@@ -19,6 +19,7 @@ fn succeed(breaker: &Breaker) {
 #[tokio::test(start_paused = true)]
 async fn opens_after_the_threshold_even_after_100k_successes() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::count(100))
         .minimum_calls(20)
         .failure_rate_threshold(0.5)
@@ -44,6 +45,7 @@ async fn opens_after_the_threshold_even_after_100k_successes() {
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_trip_and_a_success_resets_the_run() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .no_failure_rate()
         .consecutive_failures(3)
         .build()
@@ -61,6 +63,7 @@ async fn consecutive_failures_trip_and_a_success_resets_the_run() {
 #[tokio::test(start_paused = true)]
 async fn a_time_window_forgets_failures_exactly_when_they_age_out() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::time_with_buckets(10 * S, 10))
         .minimum_calls(4)
         .failure_rate_threshold(0.5)
@@ -87,6 +90,7 @@ async fn a_time_window_forgets_failures_exactly_when_they_age_out() {
 #[tokio::test(start_paused = true)]
 async fn open_rejects_with_the_remaining_time_as_a_local_rejection() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(10 * S, 2.0, 60 * S))
         .open_jitter(Jitter::None)
@@ -118,11 +122,13 @@ async fn open_rejects_with_the_remaining_time_as_a_local_rejection() {
 #[tokio::test(start_paused = true)]
 async fn an_outer_breaker_does_not_count_an_inner_breakers_rejections() {
     let inner = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(10 * S, 2.0, 60 * S))
         .build()
         .unwrap();
     let outer = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::count(20))
         .minimum_calls(5)
         .failure_rate_threshold(0.5)
@@ -152,7 +158,11 @@ async fn an_outer_breaker_does_not_count_an_inner_breakers_rejections() {
 
 #[tokio::test(start_paused = true)]
 async fn permanent_failures_are_ignored_unless_configured() {
-    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
     for _ in 0..10 {
         breaker.try_acquire().unwrap().record(Class::Permanent);
     }
@@ -160,6 +170,7 @@ async fn permanent_failures_are_ignored_unless_configured() {
     assert_eq!(breaker.counts().calls, 0);
 
     let strict = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(2)
         .permanent_outcome(tower_breaker::Outcome::Failure)
         .build()
@@ -173,6 +184,7 @@ async fn permanent_failures_are_ignored_unless_configured() {
 #[tokio::test(start_paused = true)]
 async fn slow_successes_trip_the_slow_call_rule() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .no_failure_rate()
         .slow_calls(S, 0.5)
         .window(Window::count(10))
@@ -205,6 +217,7 @@ use tower_layer::Layer;
 /// Trips a half-open-capable breaker and waits for its open duration.
 async fn half_open(permits: u32, timeout: Option<Duration>) -> Breaker {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .no_failure_rate()
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(S, 2.0, 60 * S))
@@ -301,6 +314,7 @@ async fn the_half_open_deadline_reopens_when_probes_hang() {
 #[tokio::test(start_paused = true)]
 async fn open_duration_grows_caps_and_resets_after_staying_closed() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(S, 2.0, 8 * S))
         .open_jitter(Jitter::None)
@@ -344,6 +358,7 @@ async fn open_duration_grows_caps_and_resets_after_staying_closed() {
 async fn open_periods_follow_the_open_backoff_curve() {
     async fn opens(backoff: Backoff) -> Vec<u64> {
         let breaker = Breaker::builder()
+            .clock(Clock::Tokio)
             .consecutive_failures(1)
             .open_backoff(backoff)
             .open_jitter(Jitter::None)
@@ -375,6 +390,7 @@ async fn open_periods_follow_the_open_backoff_curve() {
 async fn jitter_stays_within_its_fraction() {
     for seed in 0..50 {
         let breaker = Breaker::builder()
+            .clock(Clock::Tokio)
             .consecutive_failures(1)
             .open_backoff(Backoff::exponential(10 * S, 2.0, 60 * S))
             .open_jitter(Jitter::Proportional(0.2))
@@ -390,6 +406,7 @@ async fn jitter_stays_within_its_fraction() {
 #[tokio::test(start_paused = true)]
 async fn an_upstream_retry_after_longer_than_the_open_duration_sets_it() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(S, 2.0, 60 * S))
         .open_jitter(Jitter::None)
@@ -413,6 +430,7 @@ async fn an_upstream_retry_after_longer_than_the_open_duration_sets_it() {
 #[tokio::test(start_paused = true)]
 async fn events_arrive_in_order_with_their_causes() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::count(10))
         .minimum_calls(4)
         .failure_rate_threshold(0.5)
@@ -453,7 +471,7 @@ async fn events_arrive_in_order_with_their_causes() {
 /// the ones it missed; the breaker goes on changing state without waiting for it.
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_that_stops_reading_is_bounded_and_counts_what_it_missed() {
-    let breaker = Breaker::builder().build().unwrap();
+    let breaker = Breaker::builder().clock(Clock::Tokio).build().unwrap();
     let mut idle = breaker.subscribe();
     for _ in 0..200 {
         breaker.force_open();
@@ -472,7 +490,11 @@ async fn a_subscriber_that_stops_reading_is_bounded_and_counts_what_it_missed() 
 
 #[tokio::test(start_paused = true)]
 async fn manual_control() {
-    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
     breaker.force_open();
     let err = breaker.try_acquire().unwrap_err();
     assert_eq!((err.state(), err.retry_after()), (State::ForcedOpen, None));
@@ -505,7 +527,11 @@ async fn manual_control() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_admitted_before_a_transition_is_not_counted_after_it() {
-    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
     let old = breaker.try_acquire_owned().unwrap();
     breaker.force_open();
     breaker.reset();
@@ -520,7 +546,11 @@ async fn a_call_admitted_before_a_transition_is_not_counted_after_it() {
 
 #[tokio::test(start_paused = true)]
 async fn poll_ready_delegates_and_rejection_is_immediate() {
-    let breaker = Breaker::builder().consecutive_failures(1).build().unwrap();
+    let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     breaker.force_open();
     let mut svc = breaker.layer().layer(service_fn(|_: ()| async {
         Ok::<_, BoxError>(http::Response::new(()))
@@ -539,6 +569,7 @@ fn rules_set_and_turned_off_again_leave_the_defaults() {
     // A rule turned off after being set is gone: with every rule off the breaker could never
     // open, which is a build error naming the failure-rate rule.
     let err = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(3)
         .slow_calls(S, 0.5)
         .no_failure_rate()
@@ -549,6 +580,7 @@ fn rules_set_and_turned_off_again_leave_the_defaults() {
     assert_eq!(err.field(), Some("failure_rate_threshold"));
     // Turning off a rule that was never set changes nothing.
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .no_slow_calls()
         .no_consecutive_failures()
         .build()
@@ -560,62 +592,91 @@ fn rules_set_and_turned_off_again_leave_the_defaults() {
 fn nonsense_configuration_is_a_build_error() {
     let cases: Vec<(tower_breaker::BreakerBuilder, &str)> = vec![
         (
-            Breaker::builder().failure_rate_threshold(0.0),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .failure_rate_threshold(0.0),
             "failure_rate_threshold",
         ),
         (
-            Breaker::builder().failure_rate_threshold(1.5),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .failure_rate_threshold(1.5),
             "failure_rate_threshold",
         ),
-        (Breaker::builder().window(Window::count(0)), "window"),
         (
-            Breaker::builder().window(Window::time(Duration::ZERO)),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .window(Window::count(0)),
             "window",
         ),
         (
             Breaker::builder()
+                .clock(Clock::Tokio)
+                .window(Window::time(Duration::ZERO)),
+            "window",
+        ),
+        (
+            Breaker::builder()
+                .clock(Clock::Tokio)
                 .window(Window::count(10))
                 .minimum_calls(11),
             "minimum_calls",
         ),
         (
-            Breaker::builder().no_failure_rate(),
+            Breaker::builder().clock(Clock::Tokio).no_failure_rate(),
             "failure_rate_threshold",
         ),
         (
-            Breaker::builder().consecutive_failures(0),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .consecutive_failures(0),
             "consecutive_failures",
         ),
         (
-            Breaker::builder().open_backoff(Backoff::exponential(10 * S, 2.0, S)),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .open_backoff(Backoff::exponential(10 * S, 2.0, S)),
             "open_backoff",
         ),
         (
-            Breaker::builder().open_backoff(Backoff::exponential(Duration::ZERO, 2.0, S)),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .open_backoff(Backoff::exponential(Duration::ZERO, 2.0, S)),
             "open_backoff",
         ),
         (
-            Breaker::builder().open_backoff(Backoff::exponential(
-                Duration::from_secs(5),
-                0.5,
-                Duration::from_secs(60),
-            )),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .open_backoff(Backoff::exponential(
+                    Duration::from_secs(5),
+                    0.5,
+                    Duration::from_secs(60),
+                )),
             "open_backoff",
         ),
         (
-            Breaker::builder().open_jitter(Jitter::Proportional(1.5)),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .open_jitter(Jitter::Proportional(1.5)),
             "open_jitter",
         ),
-        (Breaker::builder().half_open_permits(0), "half_open_permits"),
         (
-            Breaker::builder().half_open_timeout(Duration::ZERO),
+            Breaker::builder().clock(Clock::Tokio).half_open_permits(0),
+            "half_open_permits",
+        ),
+        (
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .half_open_timeout(Duration::ZERO),
             "half_open_timeout",
         ),
         (
-            Breaker::builder().slow_calls(Duration::ZERO, 0.5),
+            Breaker::builder()
+                .clock(Clock::Tokio)
+                .slow_calls(Duration::ZERO, 0.5),
             "slow_calls",
         ),
-        (Breaker::builder().name(""), "name"),
+        (Breaker::builder().clock(Clock::Tokio).name(""), "name"),
     ];
     for (builder, field) in cases {
         let err = builder.build().unwrap_err();
@@ -627,6 +688,7 @@ fn nonsense_configuration_is_a_build_error() {
 #[tokio::test(start_paused = true)]
 async fn an_unbounded_max_open_duration_does_not_panic_when_tripping() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(Duration::MAX, 2.0, Duration::MAX))
         .open_jitter(Jitter::None)
@@ -643,6 +705,7 @@ async fn an_unbounded_max_open_duration_does_not_panic_when_tripping() {
 #[tokio::test(start_paused = true)]
 async fn the_call_that_reaches_minimum_calls_is_judged_even_if_it_succeeds() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::count(10))
         .minimum_calls(10)
         .failure_rate_threshold(0.5)
@@ -665,6 +728,7 @@ async fn the_call_that_reaches_minimum_calls_is_judged_even_if_it_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn a_rate_raised_by_successes_ageing_out_trips_on_the_next_call() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .window(Window::time_with_buckets(10 * S, 10))
         .minimum_calls(4)
         .failure_rate_threshold(0.5)
@@ -689,6 +753,7 @@ async fn a_rate_raised_by_successes_ageing_out_trips_on_the_next_call() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_probe_reopens() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .no_failure_rate()
         .slow_calls(S, 0.5)
         .window(Window::count(2))
@@ -724,6 +789,7 @@ async fn a_slow_probe_reopens() {
 #[tokio::test(start_paused = true)]
 async fn an_old_retry_after_does_not_stretch_a_later_open_period() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(2)
         .open_backoff(Backoff::exponential(5 * S, 2.0, 60 * S))
         .open_jitter(Jitter::None)
@@ -756,6 +822,7 @@ async fn an_old_retry_after_does_not_stretch_a_later_open_period() {
 #[tokio::test(start_paused = true)]
 async fn results_of_calls_admitted_before_a_reset_are_not_counted() {
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .no_failure_rate()
         .consecutive_failures(2)
         .build()
@@ -774,6 +841,7 @@ async fn results_of_calls_admitted_before_a_reset_are_not_counted() {
 async fn a_sub_millisecond_max_open_duration_is_respected() {
     let tiny = Duration::from_micros(10);
     let breaker = Breaker::builder()
+        .clock(Clock::Tokio)
         .consecutive_failures(1)
         .open_backoff(Backoff::exponential(tiny, 2.0, tiny))
         .build()

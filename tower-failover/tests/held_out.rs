@@ -9,7 +9,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use common::{Mock, get, paused_runtime, send, sleep_ms, who};
 use http::Response;
-use tower_breaker::{Backoff, Breaker, CircuitBreaker, Jitter, State};
+use tower_breaker::{Backoff, Breaker, CircuitBreaker, Clock, Jitter, State};
 use tower_failover::{
     Cause, Endpoint, EndpointStatus, Failover, FailoverBuilder, HealthEvent, ProbeOutcome,
     error::NoHealthyEndpoint, metrics, probe_fn,
@@ -22,6 +22,7 @@ type F = Failover<Guarded>;
 /// A breaker that opens after 3 failures in a row for exactly `open` (no jitter).
 fn breaker(name: &str, open: Duration) -> Breaker {
     Breaker::builder()
+        .clock(Clock::Tokio)
         .name(name)
         .no_failure_rate()
         .consecutive_failures(3)
