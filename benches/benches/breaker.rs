@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use failsafe::futures::CircuitBreaker as _;
 use http::{Request, Response};
 use resilience_benches::alloc::{CountingAlloc, allocations};
+use resilience_benches::breaker::{Recloser, ours, ours_count};
 use resilience_benches::drive::call_now;
 use resilience_benches::fixtures::{BareFuture, BareUnit, bare_unit};
 use resilience_benches::parallel::{bench_parallel, runtime};
@@ -24,43 +25,6 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 fn unit_request() -> Request<()> {
     Request::new(())
-}
-
-/// recloser's async wrapper around the bare service's future, as a tower service (recloser is
-/// not a tower layer; this is the thinnest adapter that makes it one).
-#[derive(Clone)]
-struct Recloser {
-    breaker: recloser::AsyncRecloser,
-    inner: BareUnit,
-}
-
-impl Recloser {
-    fn new() -> Self {
-        let breaker = recloser::Recloser::custom()
-            .error_rate(0.5)
-            .closed_len(100)
-            .half_open_len(10)
-            .open_wait(Duration::from_secs(30))
-            .build();
-        Self {
-            breaker: breaker.into(),
-            inner: bare_unit(),
-        }
-    }
-}
-
-impl Service<Request<()>> for Recloser {
-    type Response = Response<()>;
-    type Error = recloser::Error<Infallible>;
-    type Future = recloser::RecloserFuture<BareFuture<Response<()>>, recloser::AnyError>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        self.breaker.call(self.inner.call(req))
-    }
 }
 
 type FailsafePolicy = failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Exponential>;
@@ -126,24 +90,6 @@ fn resilience_time(window: Duration) -> ResilienceBreaker {
         .build()
         .expect("valid config")
         .layer(bare_unit())
-}
-
-type Ours = <tower_breaker::BreakerLayer as Layer<BareUnit>>::Service;
-
-fn ours(window: tower_breaker::Window) -> Ours {
-    tower_breaker::Breaker::builder()
-        .name("bench")
-        .window(window)
-        .minimum_calls(10)
-        .failure_rate_threshold(0.5)
-        .build()
-        .expect("valid config")
-        .layer()
-        .layer(bare_unit())
-}
-
-fn ours_count() -> Ours {
-    ours(tower_breaker::Window::count(100))
 }
 
 const GROUP: &str = "breaker, closed";

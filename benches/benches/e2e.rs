@@ -7,9 +7,10 @@
 //! requests in flight over pooled keep-alive connections.
 //!
 //! Each round runs every client once, in order: bare hyper, hyper under failover, under retry →
-//! failover, under the whole stack, under retry without its deadline → failover (an experiment:
-//! what the default deadline's timer costs), then bare reqwest (through tower-fault's
-//! `ReqwestService`) and reqwest under the whole stack. A stacked client's ratio is taken against the bare client
+//! failover, under the whole stack; then experiments to read those against — the bare client
+//! plus 1 µs of CPU per request (a known cost), the peers in the same places (`tower::retry` →
+//! failover, `tower::timeout`), our retry without its deadline; then bare reqwest (through
+//! tower-fault's `ReqwestService`) and reqwest under the whole stack. A stacked client's ratio is taken against the bare client
 //! of the same round (so drift in the machine's load hits both alike), and the report gives the
 //! median of those per-round ratios with their range, next to each client's median round.
 //!
@@ -185,6 +186,78 @@ where
     })
 }
 
+/// An experiment: the bare client plus `iters` iterations of pure CPU work per request, to
+/// see how the bench turns a known client-side cost into lost throughput.
+#[derive(Clone)]
+struct Spin<S> {
+    inner: S,
+    iters: u64,
+}
+
+impl<S, R> Service<R> for Spin<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let mut x = 0_u64;
+        for i in 0..self.iters {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        std::hint::black_box(x);
+        self.inner.call(req)
+    }
+}
+
+/// tower's retry with the simplest useful policy: up to `n` attempts on error.
+#[derive(Clone, Debug)]
+struct Attempts(usize);
+
+impl<Res, E> tower::retry::Policy<Request<Full<Bytes>>, Res, E> for Attempts {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut Request<Full<Bytes>>,
+        result: &mut Result<Res, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 > 1 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        Some(req.clone())
+    }
+}
+
+/// Iterations of `Spin`'s loop per `ns` nanoseconds on this machine.
+fn spin_iterations(ns: u64) -> u64 {
+    let n = 50_000_000_u64;
+    let t = Instant::now();
+    let mut x = 0_u64;
+    for i in 0..n {
+        x = std::hint::black_box(x.wrapping_add(i));
+    }
+    std::hint::black_box(x);
+    let per_iter = t.elapsed().as_nanos() as f64 / n as f64;
+    (ns as f64 / per_iter) as u64
+}
+
 /// Command-line options (see the module docs).
 struct Args {
     secs: f64,
@@ -280,6 +353,14 @@ fn main() {
     let hyper_failover = failover(&base, hyper_client::<Full<Bytes>>());
     let hyper_retry = RetryLayer::default().layer(failover(&base, hyper_client()));
     let hyper_stack = stack(&base, hyper_client());
+    let spin = Spin {
+        inner: hyper_client::<Full<Bytes>>(),
+        iters: spin_iterations(1000),
+    };
+    let tower_retry = tower::retry::RetryLayer::new(Attempts(3))
+        .layer(failover(&base, hyper_client::<Full<Bytes>>()));
+    let tower_timeout = tower::timeout::TimeoutLayer::new(Duration::from_secs(30))
+        .layer(hyper_client::<Full<Bytes>>());
     let hyper_retry_no_deadline = RetryLayer::builder()
         .no_deadline()
         .build()
@@ -319,7 +400,26 @@ fn main() {
             baseline: HYPER,
             run: Box::new(move |secs| load(rt, hyper_stack.clone(), url, secs)),
         },
-        // An experiment, not a recommendation: what the default deadline's timer costs.
+        // Experiments, not recommendations. A known cost: 1 µs of CPU per request in the
+        // client, to read the other rows against.
+        Contender {
+            name: "1 µs of CPU per request → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, spin.clone(), url, secs)),
+        },
+        // The peers in the same places: tower's retry (clones the request and the service per
+        // call, no deadline), and tower's timeout (one timer per request, as the deadline).
+        Contender {
+            name: "tower::retry → failover → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, tower_retry.clone(), url, secs)),
+        },
+        Contender {
+            name: "tower::timeout → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, tower_timeout.clone(), url, secs)),
+        },
+        // What the default deadline's timer costs.
         Contender {
             name: "retry without deadline → failover → hyper client",
             baseline: HYPER,

@@ -4,6 +4,7 @@
 //! The library holds the harness the bench binaries share:
 //!
 //! * [`alloc`] — a counting global allocator (thread-local counter);
+//! * [`breaker`] — the breakers the breaker group compares (recloser's adapter, ours);
 //! * [`drive`] — polling a service once with a no-op waker, so a happy-path call is measured
 //!   without an executor in the way;
 //! * [`report`] — criterion `iter_custom` glue that keeps ns/call and allocations/call and prints
@@ -18,6 +19,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod alloc;
+pub mod breaker;
 pub mod drive;
 pub mod fixtures;
 pub mod parallel;
