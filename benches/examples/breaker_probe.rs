@@ -10,12 +10,14 @@
 //! ```
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use http::Request;
 use resilience_benches::breaker::{Recloser, ours, ours_count};
 use resilience_benches::drive::call_now;
 use resilience_benches::fixtures::bare_unit;
 use tower::Service;
+use tower_breaker::Window;
 
 /// The measured loop (not inlined, so a profiler can collect it alone).
 #[inline(never)]
@@ -34,14 +36,9 @@ fn main() {
         "bare" => run_calls(&mut bare_unit(), requests),
         "recloser" => run_calls(&mut Recloser::new(), requests),
         "count" => run_calls(&mut ours_count(), requests),
-        "time" => run_calls(
-            &mut ours(tower_breaker::Window::time(std::time::Duration::from_secs(
-                60,
-            ))),
-            requests,
-        ),
+        "time" => run_calls(&mut ours(Window::time(Duration::from_secs(60))), requests),
         other => {
-            eprintln!("breaker_probe: unknown breaker {other:?} (bare, recloser, count, time)")
+            eprintln!("breaker_probe: unknown breaker {other:?} (bare, recloser, count, time)");
         }
     }
 }
