@@ -10,13 +10,14 @@ use std::time::Duration;
 /// * [`Clock::Coarse`] (the default) reads the kernel's tick, `CLOCK_MONOTONIC_COARSE` on
 ///   Linux (through [`coarsetime`]; the tick-count clocks of macOS and Windows elsewhere). It
 ///   costs a few nanoseconds and no system call, but moves in steps of one tick: 1–4 ms on
-///   Linux (`clock_getres(CLOCK_MONOTONIC_COARSE)`), ~1 ms on macOS, ~16 ms on Windows. What
-///   the rules keep at that precision: a call lands in the bucket of its instant give or take
-///   one tick (buckets are a second or more: a time window of 10 s has 10 of 1 s, so at most a
-///   tick's worth of calls, 0.4 %, is counted one bucket early); an open period ends up to one
-///   tick late; a slow call is measured to within a tick (a `slow_call_duration` of 100 ms is
-///   judged to ±4 %, so set it well above a tick). It does **not** follow
-///   `tokio::time::pause`/`advance`.
+///   Linux (`clock_getres(CLOCK_MONOTONIC_COARSE)`), ~1 ms on macOS, ~16 ms on Windows. A
+///   reading is the time of the last tick, never ahead of the real time and at most a tick
+///   behind it. What the rules keep at that precision: a call made within a tick after a
+///   bucket boundary is counted in the bucket before (buckets are a second or more: in a time
+///   window of 10 s, with 1 s buckets, at most 0.4 % of the calls, which then age out up to a
+///   tick early); an open period ends within a tick of its length; a slow call is measured to
+///   within a tick (a `slow_call_duration` of 100 ms is judged to ±4 %, so set it well above
+///   a tick). It does **not** follow `tokio::time::pause`/`advance`.
 /// * [`Clock::Tokio`] reads tokio's clock (`tokio::time::Instant`): exact, and it follows a
 ///   paused clock, so it is the one for tests that pause time. Without a paused clock it is
 ///   `std::time::Instant::now()` (`CLOCK_MONOTONIC`: ~20 ns on bare metal, ~40 ns on the
