@@ -10,7 +10,8 @@
 //! failover, under the whole stack; then experiments to read those against — the bare client
 //! plus 1 µs of CPU per request (a known cost), the peers in the same places (`tower::retry` →
 //! failover, `tower::timeout`), our retry without its deadline; then bare reqwest (through
-//! tower-fault's `ReqwestService`) and reqwest under the whole stack. A stacked client's ratio is taken against the bare client
+//! tower-fault's `ReqwestService`) and reqwest under failover, retry → failover and the whole
+//! stack. A stacked client's ratio is taken against the bare client
 //! of the same round (so drift in the machine's load hits both alike), and the report gives the
 //! median of those per-round ratios with their range, next to each client's median round.
 //!
@@ -376,6 +377,8 @@ fn main() {
         )
     };
     let reqwest_bare = reqwest_client();
+    let reqwest_failover = failover(&base, reqwest_client());
+    let reqwest_retry = RetryLayer::default().layer(failover(&base, reqwest_client()));
     let reqwest_stack = stack(&base, reqwest_client());
 
     let (rt, url) = (&rt, url.as_str());
@@ -429,6 +432,16 @@ fn main() {
             name: REQWEST,
             baseline: REQWEST,
             run: Box::new(move |secs| load(rt, reqwest_bare.clone(), url, secs)),
+        },
+        Contender {
+            name: "failover → reqwest client",
+            baseline: REQWEST,
+            run: Box::new(move |secs| load(rt, reqwest_failover.clone(), url, secs)),
+        },
+        Contender {
+            name: "retry → failover → reqwest client",
+            baseline: REQWEST,
+            run: Box::new(move |secs| load(rt, reqwest_retry.clone(), url, secs)),
         },
         Contender {
             name: "breaker → retry → failover → reqwest client",
