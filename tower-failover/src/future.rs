@@ -331,7 +331,9 @@ mod tests {
 
     /// A service as large as hyper-util's client, with a boxed future like it.
     #[derive(Clone)]
-    struct Large([u64; 40]);
+    struct Large {
+        _state: [u64; 40],
+    }
 
     impl Service<Request<()>> for Large {
         type Response = Response<()>;
