@@ -16,8 +16,9 @@ use std::time::Duration;
 ///   bucket boundary is counted in the bucket before (buckets are a second or more: in a time
 ///   window of 10 s, with 1 s buckets, at most 0.4 % of the calls, which then age out up to a
 ///   tick early); an open period ends within a tick of its length; a slow call is measured to
-///   within a tick (a `slow_call_duration` of 100 ms is judged to ±4 %, so set it well above
-///   a tick). It does **not** follow `tokio::time::pause`/`advance`.
+///   within a tick, so `build()` refuses a `slow_calls` duration shorter than
+///   [`MIN_COARSE_SLOW_CALL`](crate::MIN_COARSE_SLOW_CALL) (50 ms) with this clock. It does
+///   **not** follow `tokio::time::pause`/`advance`.
 /// * [`Clock::Tokio`] reads tokio's clock (`tokio::time::Instant`): exact, and it follows a
 ///   paused clock, so it is the one for tests that pause time. Without a paused clock it is
 ///   `std::time::Instant::now()` (`CLOCK_MONOTONIC`: ~20 ns on bare metal, ~40 ns on the

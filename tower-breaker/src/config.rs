@@ -106,6 +106,12 @@ pub(crate) struct Config {
     pub(crate) clock: Clock,
 }
 
+/// The shortest [`slow_calls`](BreakerBuilder::slow_calls) duration the default
+/// [`Clock::Coarse`] takes: it measures a call to one tick (up to 4 ms on Linux, 16 ms on
+/// Windows), so a 50 ms threshold is judged to within 8 % on Linux and a third on Windows;
+/// anything shorter needs [`Clock::Tokio`].
+pub const MIN_COARSE_SLOW_CALL: Duration = Duration::from_millis(50);
+
 /// Builds a [`Breaker`]; every setting has a default, and [`build`](Self::build) rejects
 /// nonsense with a [`ConfigError`].
 ///
@@ -250,6 +256,10 @@ impl BreakerBuilder {
     /// Trip when the window's share of slow calls reaches `threshold` once `minimum_calls` are
     /// seen (with the same confidence as the failure rate), a call being slow when it took at
     /// least `duration` — even if it succeeded. A slow half-open probe counts as a failed one.
+    ///
+    /// With the default [`Clock::Coarse`], `duration` must be at least
+    /// [`MIN_COARSE_SLOW_CALL`] (50 ms: a duration is measured to one tick of that clock, up
+    /// to 4 ms on Linux and 16 ms on Windows); [`Clock::Tokio`] measures any duration.
     #[must_use]
     pub fn slow_calls(mut self, duration: Duration, threshold: f64) -> Self {
         self.cfg.slow_call_duration = Some(duration);
@@ -459,6 +469,17 @@ impl Config {
             return Err(crate::error::config_error(
                 "slow_calls",
                 "duration must be greater than zero",
+            ));
+        }
+        if let Some(duration) = self.slow_call_duration
+            && self.clock == Clock::Coarse
+            && duration < MIN_COARSE_SLOW_CALL
+        {
+            return Err(crate::error::config_error(
+                "slow_calls",
+                format!(
+                    "duration {duration:?} is shorter than {MIN_COARSE_SLOW_CALL:?}, the shortest the default coarse clock measures well (it moves in ticks of 1-16 ms, by OS): set `clock(Clock::Tokio)` for a shorter threshold"
+                ),
             ));
         }
         if self.consecutive_failures == Some(0) {

@@ -21,7 +21,10 @@ mod window;
 
 pub use breaker::{Breaker, OwnedPermit, Permit};
 pub use clock::Clock;
-pub use config::{BreakerBuilder, DEFAULT_OPEN_BACKOFF, DEFAULT_OPEN_JITTER, Outcome, Window};
+pub use config::{
+    BreakerBuilder, DEFAULT_OPEN_BACKOFF, DEFAULT_OPEN_JITTER, MIN_COARSE_SLOW_CALL, Outcome,
+    Window,
+};
 pub use events::{Cause, Transition, Transitions};
 pub use keyed::KeyedBreakerLayer;
 pub use layer::BreakerLayer;

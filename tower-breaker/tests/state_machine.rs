@@ -685,6 +685,28 @@ fn nonsense_configuration_is_a_build_error() {
     }
 }
 
+#[test]
+fn a_slow_call_threshold_shorter_than_the_coarse_clock_measures_needs_the_tokio_clock() {
+    let short = Duration::from_millis(10);
+    let err = Breaker::builder()
+        .clock(Clock::Coarse)
+        .slow_calls(short, 0.5)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), Some("slow_calls"), "{err}");
+    assert!(err.message().contains("Clock::Tokio"), "{err}");
+    Breaker::builder()
+        .clock(Clock::Coarse)
+        .slow_calls(Duration::from_millis(50), 0.5)
+        .build()
+        .expect("the shortest threshold the coarse clock takes");
+    Breaker::builder()
+        .clock(Clock::Tokio)
+        .slow_calls(short, 0.5)
+        .build()
+        .expect("the exact clock measures any duration");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unbounded_max_open_duration_does_not_panic_when_tripping() {
     let breaker = Breaker::builder()
