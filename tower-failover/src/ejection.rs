@@ -9,7 +9,7 @@ use tower_fault::time::saturating_after;
 use crate::{
     endpoint::EndpointStatus,
     entry::{Entry, Slow},
-    events::{Cause, HealthEvent},
+    events::Cause,
     shared::{Shared, lock},
 };
 
@@ -48,13 +48,7 @@ impl<S, C> Shared<S, C> {
         e.metrics.ejected(&cause);
         if e.status() == EndpointStatus::Ejected {
             // Out already (a failed or refused trial): same status, a new end; still an event.
-            self.emit(HealthEvent {
-                name: self.name.clone(),
-                endpoint: e.info.clone(),
-                from: EndpointStatus::Ejected,
-                to: EndpointStatus::Ejected,
-                cause,
-            });
+            self.emit(e, EndpointStatus::Ejected, EndpointStatus::Ejected, cause);
             self.changed(&self.load_snapshot());
         } else {
             self.set_status(e, slow, EndpointStatus::Ejected, cause);

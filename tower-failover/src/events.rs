@@ -110,32 +110,44 @@ impl<S, C> Shared<S, C> {
                 .iter()
                 .map(|e| {
                     let status = e.status();
-                    HealthEvent {
-                        name: self.name.clone(),
-                        endpoint: e.info.clone(),
-                        from: status,
-                        to: status,
-                        cause: Cause::Snapshot,
-                    }
+                    self.event(e, status, status, Cause::Snapshot)
                 })
                 .collect::<Vec<_>>()
         })
     }
 
-    /// Queues `event` for every subscriber that has room (never waits).
-    pub(crate) fn emit(&self, event: HealthEvent) {
-        self.events.publish(event);
+    /// The event of `e` going from `from` to `to`, named after this set.
+    fn event(
+        &self,
+        e: &Entry<S>,
+        from: EndpointStatus,
+        to: EndpointStatus,
+        cause: Cause,
+    ) -> HealthEvent {
+        HealthEvent {
+            name: self.name.clone(),
+            endpoint: e.info.clone(),
+            from,
+            to,
+            cause,
+        }
+    }
+
+    /// Queues the event of `e` going from `from` to `to` for every subscriber that has room
+    /// (never waits).
+    pub(crate) fn emit(
+        &self,
+        e: &Entry<S>,
+        from: EndpointStatus,
+        to: EndpointStatus,
+        cause: Cause,
+    ) {
+        self.events.publish(self.event(e, from, to, cause));
     }
 
     /// Announces a new endpoint.
     pub(crate) fn announce(&self, e: &Entry<S>) {
         let status = e.status();
-        self.emit(HealthEvent {
-            name: self.name.clone(),
-            endpoint: e.info.clone(),
-            from: EndpointStatus::Unknown,
-            to: status,
-            cause: Cause::Added,
-        });
+        self.emit(e, EndpointStatus::Unknown, status, Cause::Added);
     }
 }

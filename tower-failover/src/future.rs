@@ -131,11 +131,11 @@ struct Unsent<S, B> {
 }
 
 pin_project! {
-    /// Every variant but `Called` keeps its payload boxed: only a trial request, a request
-    /// steered to an endpoint its retry has not tried and one that waited for an endpoint build
-    /// them, and inline the service and the request would make every response future (the
-    /// common `Called` one included) hundreds of bytes larger — copied with every move of it and
-    /// of the retry future around it (616 → 72 bytes over hyper-util's client).
+    /// The request and the service of `NotReady` and `Waiting` are boxed: only a trial request,
+    /// a request steered to an endpoint its retry has not tried and one that waited for an
+    /// endpoint build them, and inline they would make every response future (the common
+    /// `Called` one included) hundreds of bytes larger — copied with every move of it and of the
+    /// retry future around it (616 → 72 bytes over hyper-util's client).
     #[project = StateProj]
     enum State<F, S, B> {
         Called { #[pin] fut: F },

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::{
     endpoint::EndpointStatus,
     entry::{Entry, Slow},
-    events::{Cause, HealthEvent},
+    events::Cause,
     probe::ProbeOutcome,
     shared::{Shared, lock},
 };
@@ -49,13 +49,7 @@ impl<S, C> Shared<S, C> {
         } else {
             tracing::info!(failover = name, endpoint, %from, %to, cause = cause.as_str(), "endpoint status changed");
         }
-        self.emit(HealthEvent {
-            name: self.name.clone(),
-            endpoint: e.info.clone(),
-            from,
-            to,
-            cause,
-        });
+        self.emit(e, from, to, cause);
         self.changed(&self.load_snapshot());
     }
 
