@@ -53,12 +53,7 @@ pub enum Clock {
 
 /// A started clock: nanoseconds since it was started, read from the chosen source.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Timebase {
-    source: Source,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Source {
+pub(crate) enum Timebase {
     Coarse(coarsetime::Instant),
     Tokio(tokio::time::Instant),
 }
@@ -66,23 +61,22 @@ enum Source {
 impl Timebase {
     /// Starts `clock` now.
     pub(crate) fn start(clock: Clock) -> Self {
-        let source = match clock {
+        match clock {
             // Not `coarsetime::Instant::now()`: that also stores the reading in a global the
             // crate's `recent()` reads, a write to one shared cache line per call.
-            Clock::Coarse => Source::Coarse(coarsetime::Instant::now_without_cache_update()),
-            Clock::Tokio => Source::Tokio(tokio::time::Instant::now()),
-        };
-        Self { source }
+            Clock::Coarse => Self::Coarse(coarsetime::Instant::now_without_cache_update()),
+            Clock::Tokio => Self::Tokio(tokio::time::Instant::now()),
+        }
     }
 
     /// Nanoseconds since the start (saturating; never goes back).
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
-        match self.source {
-            Source::Coarse(start) => coarsetime::Instant::now_without_cache_update()
+        match *self {
+            Self::Coarse(start) => coarsetime::Instant::now_without_cache_update()
                 .duration_since(start)
                 .as_nanos(),
-            Source::Tokio(start) => {
+            Self::Tokio(start) => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(start))
             }
         }
