@@ -37,6 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use resilience_benches::alloc::CountingAlloc;
 use resilience_benches::pin::pin_current_thread;
 use resilience_benches::report::report_dir;
+use resilience_benches::retry::Attempts;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
@@ -217,32 +218,6 @@ where
         }
         std::hint::black_box(x);
         self.inner.call(req)
-    }
-}
-
-/// tower's retry with the simplest useful policy: up to `n` attempts on error.
-#[derive(Clone, Debug)]
-struct Attempts(usize);
-
-impl<Res, E> tower::retry::Policy<Request<Full<Bytes>>, Res, E> for Attempts {
-    type Future = std::future::Ready<()>;
-
-    fn retry(
-        &mut self,
-        _req: &mut Request<Full<Bytes>>,
-        result: &mut Result<Res, E>,
-    ) -> Option<Self::Future> {
-        match result {
-            Err(_) if self.0 > 1 => {
-                self.0 -= 1;
-                Some(std::future::ready(()))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
-        Some(req.clone())
     }
 }
 

@@ -17,14 +17,15 @@ pub type Req = Request<Full<Bytes>>;
 /// The response of the retry group.
 pub type Res = Response<Full<Bytes>>;
 
-/// tower's retry with the simplest useful policy: up to `n` attempts on error.
+/// tower's retry with the simplest useful policy: up to `n` attempts on error (any response
+/// type: the retry group's and the e2e bench's).
 #[derive(Clone, Debug)]
 pub struct Attempts(pub usize);
 
-impl<E> tower::retry::Policy<Req, Res, E> for Attempts {
+impl<R, E> tower::retry::Policy<Req, R, E> for Attempts {
     type Future = Ready<()>;
 
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<R, E>) -> Option<Self::Future> {
         match result {
             Err(_) if self.0 > 1 => {
                 self.0 -= 1;
