@@ -17,9 +17,13 @@
 //!
 //! Not a criterion bench (criterion times one routine; this is a load test), but `cargo bench`
 //! runs it like the others. Options: `--secs <f64>` per run (default 1.5), `--rounds <n>`
-//! (default 7), `--only <substring>` (the clients whose name contains it, with their bare
-//! client), `--test` (one short round, for CI smoke runs; also what `cargo test --benches`
+//! (default 7), `--only <substring>` (the clients whose name contains it, or the one client
+//! it names in full, with their bare client; add `--alone` to leave the bare client out, for a
+//! profiler), `--test` (one short round, for CI smoke runs; also what `cargo test --benches`
 //! gets).
+//!
+//! Each round's line on stderr also gives the requests each client completed, warm-up included
+//! on the first line, so a profiler's counts can be divided per request.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -239,6 +243,8 @@ struct Args {
     secs: f64,
     rounds: usize,
     only: Option<String>,
+    /// With `--only`: without their bare clients (for a profiler).
+    alone: bool,
 }
 
 fn args() -> Args {
@@ -250,17 +256,20 @@ fn args() -> Args {
             .cloned()
     };
     let only = value("--only");
+    let alone = args.iter().any(|a| a == "--alone");
     if resilience_benches::quick_mode() {
         return Args {
             secs: 0.2,
             rounds: 1,
             only,
+            alone,
         };
     }
     Args {
         secs: value("--secs").and_then(|v| v.parse().ok()).unwrap_or(1.5),
         rounds: value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(7),
         only,
+        alone,
     }
 }
 
@@ -317,7 +326,12 @@ fn main() {
         println!("e2e: bench");
         return;
     }
-    let Args { secs, rounds, only } = args();
+    let Args {
+        secs,
+        rounds,
+        only,
+        alone,
+    } = args();
     let addr = start_server();
     let pinned = pin_current_thread(0);
     let url = format!("http://{addr}/orders");
@@ -425,27 +439,43 @@ fn main() {
         },
     ];
     if let Some(only) = &only {
+        let exact = clients.iter().any(|c| c.name == only.as_str());
         let wanted: Vec<&str> = clients
             .iter()
-            .filter(|c| c.name.contains(only.as_str()))
-            .flat_map(|c| [c.name, c.baseline])
+            .filter(|c| {
+                // A client's whole name picks that client alone, not every name containing it.
+                if exact {
+                    c.name == only.as_str()
+                } else {
+                    c.name.contains(only.as_str())
+                }
+            })
+            .flat_map(|c| [c.name, if alone { c.name } else { c.baseline }])
             .collect();
         clients.retain(|c| wanted.contains(&c.name));
     }
 
     // Warm every pool (and the allocator's caches) before the first measured round.
+    let mut line = String::from("warm-up:");
     for client in &clients {
-        let _ = (client.run)(0.2);
+        let run = (client.run)(0.2);
+        let _ = write!(line, " {}", run.requests + run.errors);
     }
+    eprintln!("{line} requests");
     let mut runs: Vec<Vec<Run>> = clients.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         let mut line = format!("round {round}:");
         for (client, runs) in clients.iter().zip(&mut runs) {
             let run = (client.run)(secs);
-            let _ = write!(line, " {:.0}", run.rps());
+            let _ = write!(
+                line,
+                " {:.0} rps ({})",
+                run.rps(),
+                run.requests + run.errors
+            );
             runs.push(run);
         }
-        eprintln!("{line} rps");
+        eprintln!("{line} requests");
     }
 
     let mut out = String::new();
