@@ -122,7 +122,7 @@ where
             }
         } else {
             retry_maybe_processed.get_or_insert_with(|| has_key(&parts));
-            (ReplayBody::once(body), None)
+            (ReplayBody::for_one_attempt(body), None)
         };
 
         // The first request is put together where it is handed to the inner service: every
