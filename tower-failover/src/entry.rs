@@ -34,12 +34,29 @@ pub(crate) struct Slow {
     pub(crate) held_out: bool,
 }
 
+/// At most this many idle clones of an endpoint's service are kept for the next requests (see
+/// [`Entry::idle`]); one is in use per request being sent, so this covers that many callers
+/// sending at once before a clone has to be made.
+const MAX_IDLE_SERVICES: usize = 64;
+
 /// One endpoint: its service prototype and its health.
 pub(crate) struct Entry<S> {
     pub(crate) info: Arc<EndpointInfo>,
     /// `None` when URI rewriting is off.
     pub(crate) target: Option<Target>,
     pub(crate) service: S,
+    /// Clones of `service` that sent a request and can be polled ready for the next, boxed so
+    /// that a `Failover` holds a pointer and not the service itself.
+    ///
+    /// A request takes one and gives it back once its call is made, instead of cloning the
+    /// prototype and dropping the clone: for hyper-util's client (304 bytes, five reference
+    /// counts) that was a copy and ten atomic operations per request, and the client inline made
+    /// every `Failover` clone, and the retry future holding one, 300 bytes larger. For a service
+    /// whose clone is one reference count (reqwest's client) the two lock operations cost a
+    /// little more than the clone did (BENCHMARKS.md has both). The lock is held for a push or a
+    /// pop. A clone polled ready but never called is dropped rather than kept, so a readiness
+    /// reservation it holds (a concurrency permit) is released.
+    idle: Mutex<Vec<Box<S>>>,
     pub(crate) status: AtomicU8,
     pub(crate) in_flight: AtomicUsize,
     /// The failure run and recent failure rate of live traffic (passive ejection).
@@ -79,6 +96,7 @@ impl<S> Entry<S> {
             info: Arc::new(info),
             target,
             service,
+            idle: Mutex::default(),
             status: AtomicU8::new(status.to_u8()),
             in_flight: AtomicUsize::new(0),
             outcomes: Outcomes::default(),
@@ -88,6 +106,23 @@ impl<S> Entry<S> {
             ejections: AtomicU64::new(0),
             slow: Mutex::default(),
             drained: Notify::new(),
+        }
+    }
+
+    /// A clone of the endpoint's service to poll ready and call: an idle one, or a new one.
+    pub(crate) fn take_service(&self) -> Box<S>
+    where
+        S: Clone,
+    {
+        let idle = lock(&self.idle).pop();
+        idle.unwrap_or_else(|| Box::new(self.service.clone()))
+    }
+
+    /// Keeps a clone whose call has been made for a later request (see [`Entry::idle`]).
+    pub(crate) fn give_back(&self, service: Box<S>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_SERVICES {
+            idle.push(service);
         }
     }
 

@@ -88,8 +88,9 @@ use crate::{
 pub struct Failover<S, C = HttpClassifier> {
     pub(crate) shared: Arc<Shared<S, C>>,
     snap: Arc<Snapshot<S>>,
-    ready: Option<(Arc<Entry<S>>, S)>,
-    pending: Vec<(Arc<Entry<S>>, S)>,
+    /// The endpoint polled ready and its service, taken from the endpoint's idle clones.
+    ready: Option<(Arc<Entry<S>>, Box<S>)>,
+    pending: Vec<(Arc<Entry<S>>, Box<S>)>,
     rng: SeededRng,
 }
 
@@ -233,7 +234,7 @@ where
             if !cands.admits(entry) || self.pending.iter().any(|(e, _)| Arc::ptr_eq(e, entry)) {
                 continue;
             }
-            let mut svc = entry.service.clone();
+            let mut svc = entry.take_service();
             match svc.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     self.ready = Some((entry.clone(), svc));
@@ -291,6 +292,7 @@ where
             }
             if let Some(guard) = CallGuard::try_begin(entry, false, &mut req) {
                 let fut = svc.call(req);
+                guard.entry.give_back(svc);
                 return ResponseFuture::called(fut, guard, shared.clone());
             }
         }

@@ -297,3 +297,107 @@ async fn the_default_name_is_default() {
         .unwrap();
     assert_eq!(layer.name(), "default");
 }
+
+/// A client that counts its clones, and whose `poll_ready` takes one of `permits` that its
+/// `call` spends (the way a concurrency limit reserves capacity); dropped ready but uncalled, it
+/// hands the permit back.
+struct Counted {
+    clones: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    permits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    holding: bool,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            clones: self.clones.clone(),
+            permits: self.permits.clone(),
+            holding: false,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.holding {
+            self.permits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Counted {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if !self.holding {
+            self.permits
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.holding = true;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+        assert!(self.holding, "called without poll_ready");
+        // The permit goes with the call (and comes back at once: the call is already done).
+        self.holding = false;
+        self.permits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::future::ready(Ok(http::Response::new(Full::new(Bytes::new()))))
+    }
+}
+
+#[tokio::test]
+async fn requests_reuse_the_endpoints_service_clones_and_release_what_they_reserved() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let clones = Arc::new(AtomicUsize::new(0));
+    let permits = Arc::new(AtomicUsize::new(1_000));
+    let client = Counted {
+        clones: clones.clone(),
+        permits: permits.clone(),
+        holding: false,
+    };
+    let failover = FailoverLayer::builder()
+        .tier([("a", "http://a.test")])
+        .build()
+        .unwrap()
+        .layer(client);
+    let made = clones.load(Ordering::Relaxed);
+    // One request after the other, each through a fresh clone of the failover (as a retry
+    // layer above makes them): the endpoint's service is cloned once, then reused.
+    for _ in 0..100 {
+        let mut svc = failover.clone();
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Request::new(Full::default()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(clones.load(Ordering::Relaxed) - made, 1);
+    // Polled ready and dropped without a call: its reservation is released, not kept idle.
+    let mut svc = failover.clone();
+    svc.ready().await.unwrap();
+    assert_eq!(permits.load(Ordering::Relaxed), 999);
+    drop(svc);
+    assert_eq!(permits.load(Ordering::Relaxed), 1_000);
+    let mut svc = failover.clone();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Request::new(Full::default()))
+        .await
+        .unwrap();
+    assert_eq!(permits.load(Ordering::Relaxed), 1_000);
+}
