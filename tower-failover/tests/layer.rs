@@ -377,13 +377,7 @@ async fn requests_reuse_the_endpoints_service_clones_and_release_what_they_reser
     // One request after the other, each through a fresh clone of the failover (as a retry
     // layer above makes them): the endpoint's service is cloned once, then reused.
     for _ in 0..100 {
-        let mut svc = failover.clone();
-        svc.ready()
-            .await
-            .unwrap()
-            .call(Request::new(Full::default()))
-            .await
-            .unwrap();
+        send_one(&failover).await;
     }
     assert_eq!(clones.load(Ordering::Relaxed) - made, 1);
     // Polled ready and dropped without a call: its reservation is released, not kept idle.
@@ -392,6 +386,12 @@ async fn requests_reuse_the_endpoints_service_clones_and_release_what_they_reser
     assert_eq!(permits.load(Ordering::Relaxed), 999);
     drop(svc);
     assert_eq!(permits.load(Ordering::Relaxed), 1_000);
+    send_one(&failover).await;
+    assert_eq!(permits.load(Ordering::Relaxed), 1_000);
+}
+
+/// One request through a fresh clone of `failover`.
+async fn send_one(failover: &Failover<Counted>) {
     let mut svc = failover.clone();
     svc.ready()
         .await
@@ -399,5 +399,4 @@ async fn requests_reuse_the_endpoints_service_clones_and_release_what_they_reser
         .call(Request::new(Full::default()))
         .await
         .unwrap();
-    assert_eq!(permits.load(Ordering::Relaxed), 1_000);
 }
