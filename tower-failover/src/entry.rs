@@ -15,7 +15,7 @@ use crate::{
     endpoint::{EndpointInfo, EndpointSnapshot, EndpointStatus, Target},
     observe::EndpointMetrics,
     outcomes::Outcomes,
-    shared::lock,
+    shared::{lock, try_lock},
 };
 
 /// Health bookkeeping that changes rarely, behind the entry's lock.
@@ -52,10 +52,11 @@ pub(crate) struct Entry<S> {
     /// prototype and dropping the clone: for hyper-util's client (304 bytes, five reference
     /// counts) that was a copy and ten atomic operations per request, and the client inline made
     /// every `Failover` clone, and the retry future holding one, 300 bytes larger. For a service
-    /// whose clone is one reference count (reqwest's client) the two lock operations cost a
-    /// little more than the clone did (BENCHMARKS.md has both). The lock is held for a push or a
-    /// pop. A clone polled ready but never called is dropped rather than kept, so a readiness
-    /// reservation it holds (a concurrency permit) is released.
+    /// whose clone is one reference count (reqwest's client) the two lock operations cost about
+    /// what the clone did (BENCHMARKS.md has both). The lock is held for a push or a pop, and
+    /// only tried: a request that finds it held by another thread does without. A clone polled
+    /// ready but never called is dropped rather than kept, so a readiness reservation it holds (a
+    /// concurrency permit) is released.
     idle: Mutex<Vec<Box<S>>>,
     pub(crate) status: AtomicU8,
     pub(crate) in_flight: AtomicUsize,
@@ -110,18 +111,23 @@ impl<S> Entry<S> {
     }
 
     /// A clone of the endpoint's service to poll ready and call: an idle one, or a new one.
+    ///
+    /// The pool is only tried, never waited for: a request that finds it locked by another
+    /// thread clones the prototype, as it would with no pool.
     pub(crate) fn take_service(&self) -> Box<S>
     where
         S: Clone,
     {
-        let idle = lock(&self.idle).pop();
+        let idle = try_lock(&self.idle).and_then(|mut idle| idle.pop());
         idle.unwrap_or_else(|| Box::new(self.service.clone()))
     }
 
-    /// Keeps a clone whose call has been made for a later request (see [`Entry::idle`]).
+    /// Keeps a clone whose call has been made for a later request (see [`Entry::idle`]); with
+    /// the pool full or locked by another thread, the clone is dropped.
     pub(crate) fn give_back(&self, service: Box<S>) {
-        let mut idle = lock(&self.idle);
-        if idle.len() < MAX_IDLE_SERVICES {
+        if let Some(mut idle) = try_lock(&self.idle)
+            && idle.len() < MAX_IDLE_SERVICES
+        {
             idle.push(service);
         }
     }
