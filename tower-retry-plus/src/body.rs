@@ -78,7 +78,7 @@ enum Boxed<B> {
 }
 
 /// Where an inline handle's data was: an empty `Bytes` told apart from an empty body's by its
-/// address, so that a handle that has sent its data knows it can no longer make a replay.
+/// address, so that a handle that has sent its data does not offer a replay it cannot make.
 static SENT: [u8; 1] = [0];
 
 /// The data of an inline handle that has sent its body.
