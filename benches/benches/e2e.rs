@@ -469,13 +469,13 @@ fn main() {
             let run = (client.run)(secs);
             let _ = write!(
                 line,
-                " {:.0} rps ({})",
+                " {:.0} rps ({} requests)",
                 run.rps(),
                 run.requests + run.errors
             );
             runs.push(run);
         }
-        eprintln!("{line} requests");
+        eprintln!("{line}");
     }
 
     let mut out = String::new();
