@@ -82,6 +82,41 @@ impl Timer {
     }
 }
 
+pin_project! {
+    /// The deadline's sleep, created on first use.
+    ///
+    /// Inline, unlike [`Timer`]: every request whose first attempt is pending (any real network
+    /// call) arms it, so a box would be an allocation and a free per request, against copying
+    /// 112 more bytes with the response future the few times it moves.
+    struct Deadline {
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Self { sleep: None }
+    }
+
+    /// Fires at `at` (replacing any earlier instant).
+    fn arm(self: Pin<&mut Self>, at: Instant) {
+        let mut sleep = self.project().sleep;
+        match sleep.as_mut().as_pin_mut() {
+            Some(armed) => armed.reset(at),
+            None => sleep.set(Some(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Whether it was armed and has fired.
+    fn fired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        self.project()
+            .sleep
+            .as_pin_mut()
+            .is_some_and(|sleep| sleep.poll(cx).is_ready())
+    }
+}
+
 /// What is kept of a request for its retries.
 pub(crate) struct Kept<B> {
     /// The request head as the caller made it.
@@ -357,7 +392,8 @@ pin_project! {
         state: State<S::Future, ResB>,
         // The per-attempt timeout, then the backoff sleep; they never overlap.
         timer: Timer,
-        deadline: Timer,
+        #[pin]
+        deadline: Deadline,
         service: S,
         attempts: Attempts<B, C>,
     }
@@ -404,7 +440,7 @@ where
         Self {
             state: State::Calling { future },
             timer,
-            deadline: Timer::default(),
+            deadline: Deadline::new(),
             service,
             attempts: Attempts {
                 config,
@@ -468,7 +504,10 @@ where
                             (class, Err(err.into()))
                         }
                         Poll::Pending => {
-                            match this.attempts.in_flight(this.timer, this.deadline, cx) {
+                            match this
+                                .attempts
+                                .in_flight(this.timer, this.deadline.as_mut(), cx)
+                            {
                                 InFlight::Running => return Poll::Pending,
                                 InFlight::DeadlinePassed => {
                                     this.state.set(State::Done);
@@ -482,9 +521,9 @@ where
                             }
                         }
                     };
-                    let next = this
-                        .attempts
-                        .failed(class, result, this.timer, this.deadline);
+                    let next =
+                        this.attempts
+                            .failed(class, result, this.timer, this.deadline.as_mut());
                     if let Some(polled) = this.state.as_mut().go(next, cx) {
                         return polled;
                     }
@@ -495,9 +534,12 @@ where
                     this.state.set(State::Waiting);
                 }
                 StateProj::Waiting => {
-                    let sent = this
-                        .attempts
-                        .send_next(this.service, this.timer, this.deadline, cx);
+                    let sent = this.attempts.send_next(
+                        this.service,
+                        this.timer,
+                        this.deadline.as_mut(),
+                        cx,
+                    );
                     match ready!(sent) {
                         Ok(future) => this.state.set(State::Calling { future }),
                         Err(output) => {
@@ -588,10 +630,10 @@ impl<B, C> Attempts<B, C> {
     fn in_flight(
         &mut self,
         timer: &mut Timer,
-        deadline: &mut Timer,
+        mut deadline: Pin<&mut Deadline>,
         cx: &mut Context<'_>,
     ) -> InFlight {
-        start_deadline(self, deadline);
+        start_deadline(self, deadline.as_mut());
         if deadline.fired(cx) {
             InFlight::DeadlinePassed
         } else if self.config.attempt_timeout.is_some() && timer.fired(cx) {
@@ -613,7 +655,7 @@ impl<B, C> Attempts<B, C> {
         class: Class,
         result: Result<Response<ResB>, BoxError>,
         timer: &mut Timer,
-        deadline: &mut Timer,
+        deadline: Pin<&mut Deadline>,
     ) -> Next<ResB> {
         if !self.span.is_disabled() {
             self.span.record("class", class.as_str());
@@ -644,7 +686,7 @@ impl<B, C> Attempts<B, C> {
         &mut self,
         service: &mut S,
         timer: &mut Timer,
-        deadline: &mut Timer,
+        deadline: Pin<&mut Deadline>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<S::Future, Answer<ResB>>>
     where
@@ -679,12 +721,12 @@ impl<B, C> Attempts<B, C> {
 /// needed.
 ///
 /// A request whose first attempt waits (any real network call) pays for one tokio timer: the
-/// boxed `Sleep`, a clock read, and its entry in the timer wheel, whose registration may wake
-/// the runtime's driver (a syscall) when it is the earliest timer — measured at ~860
-/// instructions and ~1 µs per request against a service that is pending once. It is the price
-/// of the default deadline (no request hangs forever), the same a `tower::timeout` layer pays;
+/// `Sleep` (the runtime handle it clones), a clock read, and its entry in the timer wheel,
+/// whose registration may wake the runtime's driver (a syscall) when it is the earliest timer
+/// — ~740 instructions per request in the end-to-end bench, about what a `tower::timeout`
+/// layer pays. It is the price of the default deadline (no request hangs forever);
 /// `no_deadline()` removes it.
-fn start_deadline<B, C>(attempts: &mut Attempts<B, C>, timer: &mut Timer) {
+fn start_deadline<B, C>(attempts: &mut Attempts<B, C>, timer: Pin<&mut Deadline>) {
     if attempts.deadline_at.is_none()
         && let Some(deadline) = attempts.config.deadline
     {
