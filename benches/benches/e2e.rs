@@ -9,11 +9,13 @@
 //! Each round runs every client once, in order: bare hyper, hyper under failover, under retry →
 //! failover, under the whole stack; then experiments to read those against — the bare client
 //! plus 1 µs of CPU per request (a known cost), the peers in the same places (`tower::retry` →
-//! failover, `tower::timeout`), our retry without its deadline; then bare reqwest (through
-//! tower-fault's `ReqwestService`) and reqwest under failover, retry → failover and the whole
-//! stack. A stacked client's ratio is taken against the bare client
-//! of the same round (so drift in the machine's load hits both alike), and the report gives the
-//! median of those per-round ratios with their range, next to each client's median round.
+//! failover, `tower::timeout`), our retry without its deadline, and the stack's jobs but
+//! failover done by ours and by the peers composed the same way (retry, breaker → retry;
+//! `tower::timeout` → `tower::retry`, tower-resilience's breaker → both); then bare reqwest
+//! (through tower-fault's `ReqwestService`) and reqwest under failover, retry → failover and
+//! the whole stack. A stacked client's ratio is taken against the bare client of the same round
+//! (so drift in the machine's load hits both alike), and the report gives the median of those
+//! per-round ratios with their range, next to each client's median round.
 //!
 //! Not a criterion bench (criterion times one routine; this is a load test), but `cargo bench`
 //! runs it like the others. Options: `--secs <f64>` per run (default 1.5), `--rounds <n>`
@@ -48,6 +50,7 @@ use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_breaker::{Breaker, CircuitBreaker, Window};
 use tower_failover::{Failover, FailoverLayer};
 use tower_fault::reqwest::ReqwestService;
+use tower_resilience::circuitbreaker::SlidingWindowType;
 use tower_retry_plus::{Retry, RetryLayer};
 
 #[global_allocator]
@@ -296,16 +299,20 @@ fn failover<S: Clone + Send + Sync + 'static>(base: &str, client: S) -> Failover
 /// The recommended client stack: one breaker for the upstream (time window, as the README's),
 /// outside retry (defaults: 30 s deadline, budget), outside failover.
 fn stack<S: Clone + Send + Sync + 'static>(base: &str, client: S) -> Stack<S> {
-    let breaker = Breaker::builder()
+    ServiceBuilder::new()
+        .layer(breaker().layer())
+        .layer(RetryLayer::default())
+        .service(failover(base, client))
+}
+
+/// The stack's breaker: one for the upstream, time window, as the README's.
+fn breaker() -> Breaker {
+    Breaker::builder()
         .name("e2e")
         .window(Window::time(Duration::from_secs(10)))
         .minimum_calls(100)
         .build()
-        .expect("breaker config");
-    ServiceBuilder::new()
-        .layer(breaker.layer())
-        .layer(RetryLayer::default())
-        .service(failover(base, client))
+        .expect("breaker config")
 }
 
 type Stack<S> = CircuitBreaker<Retry<Failover<S>>>;
@@ -351,6 +358,30 @@ fn main() {
         .layer(failover(&base, hyper_client::<Full<Bytes>>()));
     let tower_timeout = tower::timeout::TimeoutLayer::new(Duration::from_secs(30))
         .layer(hyper_client::<Full<Bytes>>());
+    // The same jobs without failover, ours and the peers composed: a deadline over all
+    // attempts and retries (tower's timeout outside tower's retry), then a breaker outside.
+    let hyper_retry_only = RetryLayer::default().layer(hyper_client());
+    let hyper_breaker_retry = ServiceBuilder::new()
+        .layer(breaker().layer())
+        .layer(RetryLayer::default())
+        .service(hyper_client());
+    let peers_timeout_retry = ServiceBuilder::new()
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)))
+        .layer(tower::retry::RetryLayer::new(Attempts(3)))
+        .service(hyper_client::<Full<Bytes>>());
+    let peers_breaker_timeout_retry = ServiceBuilder::new()
+        .layer(
+            tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+                .failure_rate_threshold(0.5)
+                .sliding_window_type(SlidingWindowType::TimeBased)
+                .sliding_window_duration(Duration::from_secs(10))
+                .minimum_number_of_calls(100)
+                .build()
+                .expect("tower-resilience breaker config"),
+        )
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)))
+        .layer(tower::retry::RetryLayer::new(Attempts(3)))
+        .service(hyper_client::<Full<Bytes>>());
     let hyper_retry_no_deadline = RetryLayer::builder()
         .no_deadline()
         .build()
@@ -416,6 +447,29 @@ fn main() {
             name: "retry without deadline → failover → hyper client",
             baseline: HYPER,
             run: Box::new(move |secs| load(rt, hyper_retry_no_deadline.clone(), url, secs)),
+        },
+        // The floor the peers set: the stack's jobs but failover, done by the peers and
+        // composed the same way (tower-resilience's breaker, tower's timeout as the deadline,
+        // tower's retry), next to ours without failover.
+        Contender {
+            name: "retry → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_retry_only.clone(), url, secs)),
+        },
+        Contender {
+            name: "tower::timeout → tower::retry → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, peers_timeout_retry.clone(), url, secs)),
+        },
+        Contender {
+            name: "breaker → retry → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, hyper_breaker_retry.clone(), url, secs)),
+        },
+        Contender {
+            name: "tower-resilience breaker → tower::timeout → tower::retry → hyper client",
+            baseline: HYPER,
+            run: Box::new(move |secs| load(rt, peers_breaker_timeout_retry.clone(), url, secs)),
         },
         Contender {
             name: REQWEST,
