@@ -332,7 +332,9 @@ mod tests {
         ] {
             let expected = Uri::from_parts({
                 let mut parts = uri.parse::<Uri>().unwrap().into_parts();
-                parts.path_and_query.get_or_insert(PathAndQuery::from_static("/"));
+                parts
+                    .path_and_query
+                    .get_or_insert(PathAndQuery::from_static("/"));
                 parts
             })
             .unwrap()
@@ -340,7 +342,9 @@ mod tests {
             assert_eq!(rewrite(&plain, uri), expected, "{uri}");
         }
         // Kept, not rebuilt: the authority is still the request's own bytes.
-        let mut req = Request::get("http://10.0.0.7:8080/orders").body(()).unwrap();
+        let mut req = Request::get("http://10.0.0.7:8080/orders")
+            .body(())
+            .unwrap();
         let before = req.uri().authority().unwrap().as_str().as_ptr();
         plain.rewrite(&mut req);
         assert_eq!(req.uri().authority().unwrap().as_str().as_ptr(), before);
