@@ -8,14 +8,22 @@
 //!         target/release/examples/breaker_probe $which 20000   # instructions of the calls only
 //! done
 //! ```
+//!
+//! `padded-bare`, `padded-recloser`, `padded-count` and `padded-time` run the same over an inner
+//! service whose future is as large as a real client's ([`PaddedFuture`]), which a tiny bare
+//! future does not show: every move of a future past 128 bytes is a `memcpy` call. They also
+//! put a second instance of each breaker type in the binary, as any program with two breaker
+//! services has: how much LLVM inlines into the closed path can depend on that.
+//!
+//! [`PaddedFuture`]: resilience_benches::fixtures::PaddedFuture
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use http::Request;
-use resilience_benches::breaker::{Recloser, ours, ours_count};
+use resilience_benches::breaker::{Recloser, ours, ours_count, ours_over};
 use resilience_benches::drive::call_now;
-use resilience_benches::fixtures::bare_unit;
+use resilience_benches::fixtures::{bare_unit, padded_unit};
 use tower::Service;
 use tower_breaker::Window;
 
@@ -37,8 +45,17 @@ fn main() {
         "recloser" => run_calls(&mut Recloser::new(), requests),
         "count" => run_calls(&mut ours_count(), requests),
         "time" => run_calls(&mut ours(Window::time(Duration::from_secs(60))), requests),
+        "padded-bare" => run_calls(&mut padded_unit(), requests),
+        "padded-recloser" => run_calls(&mut Recloser::over(padded_unit()), requests),
+        "padded-count" => run_calls(&mut ours_over(Window::count(100), padded_unit()), requests),
+        "padded-time" => run_calls(
+            &mut ours_over(Window::time(Duration::from_secs(60)), padded_unit()),
+            requests,
+        ),
         other => {
-            eprintln!("breaker_probe: unknown breaker {other:?} (bare, recloser, count, time)");
+            eprintln!(
+                "breaker_probe: unknown breaker {other:?} (bare, recloser, count, time, padded-…)"
+            );
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The requests, responses and bare services every group shares.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -70,4 +72,40 @@ pub fn bare_http_of<B>() -> BareHttpOf<B> {
 #[must_use]
 pub fn bare_unit() -> BareUnit {
     tower::service_fn(answer_unit as fn(_) -> _)
+}
+
+/// The bare unit service's answer in a future as large as a real client's (a hyper-util
+/// response future inside any layer is several hundred bytes): 128 bytes of state next to the
+/// answer. Past 128 bytes a future is copied with a `memcpy` call at every move, where a
+/// smaller one is copied in registers, so a layer's extra moves of the inner future show here
+/// and not around the tiny bare future.
+#[derive(Debug)]
+pub struct PaddedFuture {
+    answer: BareFuture<Response<()>>,
+    state: [u64; 16],
+}
+
+impl Future for PaddedFuture {
+    type Output = Result<Response<()>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        std::hint::black_box(&self.state);
+        Pin::new(&mut self.answer).poll(cx)
+    }
+}
+
+/// [`BareUnit`] answering through a [`PaddedFuture`].
+pub type PaddedUnit = ServiceFn<fn(Request<()>) -> PaddedFuture>;
+
+fn answer_padded(_req: Request<()>) -> PaddedFuture {
+    PaddedFuture {
+        answer: ready(Ok(Response::new(()))),
+        state: [0; 16],
+    }
+}
+
+/// The bare unit service with a real client's future size (see [`PaddedFuture`]).
+#[must_use]
+pub fn padded_unit() -> PaddedUnit {
+    tower::service_fn(answer_padded as fn(_) -> _)
 }

@@ -269,7 +269,11 @@ pub(crate) struct PermitGuard<C> {
 }
 
 impl<C> Guarded<C> {
-    #[inline]
+    // `always`, as `record` below and `Inner`'s `try_acquire` and `record`: with `inline`,
+    // LLVM kept these out of line as soon as a program had two breaker services of different
+    // inner types (any real program; the e2e bench), ~60 instructions more per call on the
+    // closed path than with one (`breaker_probe`).
+    #[inline(always)]
     fn acquire(self: &Arc<Self>) -> Result<PermitGuard<C>, BreakerError> {
         let raw = self.breaker.inner.try_acquire()?;
         Ok(PermitGuard {
@@ -300,7 +304,7 @@ impl<C> Guarded<C> {
 impl<C> PermitGuard<C> {
     /// Records the outcome (once: a second call records nothing). Takes `&mut self` so that the
     /// response future keeps the handle until it is dropped.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record<Res, Err>(&mut self, outcome: Result<&Res, &Err>)
     where
         C: tower_fault::Classify<Res, Err>,

@@ -259,7 +259,8 @@ impl Inner {
 
     // ----- admission -------------------------------------------------------------------------
 
-    #[inline]
+    // `always`: see `Guarded::acquire`.
+    #[inline(always)]
     pub(crate) fn try_acquire(&self) -> Result<RawPermit, BreakerError> {
         let word = self.state.load(Acquire);
         let (generation, state) = unpack(word);
@@ -378,8 +379,9 @@ impl Inner {
     /// Records a call's class. The steady closed state (a success of a call admitted while
     /// closed, no slow-call rule) is handled inline here with no clock read for the count window;
     /// everything else goes out of line to [`record_any`](Self::record_any), so the hot path
-    /// stays small enough to inline into the response future's `poll`.
-    #[inline]
+    /// stays small enough to inline into the response future's `poll` (`always`: see
+    /// `Guarded::acquire`).
+    #[inline(always)]
     pub(crate) fn record(&self, permit: RawPermit, class: Class) {
         if matches!(class, Class::Success)
             && permit.kind() == Kind::Tracked
