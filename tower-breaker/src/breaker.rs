@@ -270,9 +270,9 @@ pub(crate) struct PermitGuard<C> {
 
 impl<C> Guarded<C> {
     // `always`, as `record` below and `Inner`'s `try_acquire` and `record`: with `inline`,
-    // LLVM kept these out of line as soon as a program had two breaker services of different
-    // inner types (any real program; the e2e bench), ~60 instructions more per call on the
-    // closed path than with one (`breaker_probe`).
+    // LLVM kept these out of line as soon as a program had breaker services over two different
+    // inner types (the e2e bench has several), ~60 instructions more per call on the closed
+    // path than with one (`breaker_probe`'s `padded-*` runs add the second).
     #[inline(always)]
     fn acquire(self: &Arc<Self>) -> Result<PermitGuard<C>, BreakerError> {
         let raw = self.breaker.inner.try_acquire()?;
