@@ -299,10 +299,15 @@ fn failover<S: Clone + Send + Sync + 'static>(base: &str, client: S) -> Failover
 /// The recommended client stack: one breaker for the upstream (time window, as the README's),
 /// outside retry (defaults: 30 s deadline, budget), outside failover.
 fn stack<S: Clone + Send + Sync + 'static>(base: &str, client: S) -> Stack<S> {
+    breaker_retry(failover(base, client))
+}
+
+/// The stack's breaker and retry, over `inner`.
+fn breaker_retry<S>(inner: S) -> CircuitBreaker<Retry<S>> {
     ServiceBuilder::new()
         .layer(breaker().layer())
         .layer(RetryLayer::default())
-        .service(failover(base, client))
+        .service(inner)
 }
 
 /// The stack's breaker: one for the upstream, time window, as the README's.
@@ -361,10 +366,7 @@ fn main() {
     // The same jobs without failover, ours and the peers composed: a deadline over all
     // attempts and retries (tower's timeout outside tower's retry), then a breaker outside.
     let hyper_retry_only = RetryLayer::default().layer(hyper_client());
-    let hyper_breaker_retry = ServiceBuilder::new()
-        .layer(breaker().layer())
-        .layer(RetryLayer::default())
-        .service(hyper_client());
+    let hyper_breaker_retry = breaker_retry(hyper_client());
     let peers_timeout_retry = ServiceBuilder::new()
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)))
         .layer(tower::retry::RetryLayer::new(Attempts(3)))

@@ -12,8 +12,8 @@
 //! `padded-bare`, `padded-recloser`, `padded-count` and `padded-time` run the same over an inner
 //! service whose future is as large as a real client's ([`PaddedFuture`]), which a tiny bare
 //! future does not show: every move of a future past 128 bytes is a `memcpy` call. They also
-//! put a second instance of each breaker type in the binary, as any program with two breaker
-//! services has: how much LLVM inlines into the closed path can depend on that.
+//! put a second instance of each breaker type in the binary, as any program with breaker
+//! services over two inner types has: how much LLVM inlines into the closed path depends on it.
 //!
 //! [`PaddedFuture`]: resilience_benches::fixtures::PaddedFuture
 
