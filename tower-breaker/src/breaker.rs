@@ -3,6 +3,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use tower_fault::{Class, HttpClassifier};
+use tower_service::Service;
 
 use crate::{
     BreakerBuilder, BreakerLayer, State,
@@ -282,18 +283,26 @@ impl<C> Guarded<C> {
         })
     }
 
-    /// The one admission path of every service of the crate: with a permit, `call` goes to
-    /// the inner service under it (a panic in it is recorded as a failure); without, `call` is
-    /// never invoked and the response future answers the rejection (the error itself in client
-    /// mode, a `503` in server mode). The future is made here, in place.
+    /// The one admission path of every service of the crate: with a permit, `inner` is called
+    /// with `req` under it (a panic in the call is recorded as a failure); without, `inner` is
+    /// never called and the response future answers the rejection (the error itself in client
+    /// mode, a `503` in server mode).
+    ///
+    /// The service and the request are passed rather than a closure that calls one: 2–3
+    /// instructions fewer per call under callgrind (`breaker_probe`).
     #[inline]
-    pub(crate) fn admit<F, A>(self: &Arc<Self>, call: impl FnOnce() -> F) -> A
+    pub(crate) fn admit<S, Req, A>(self: &Arc<Self>, inner: &mut S, req: Req) -> A
     where
-        A: Admission<F, C>,
+        S: Service<Req>,
+        A: Admission<S::Future, C>,
     {
         match self.acquire() {
             Ok(mut permit) => {
-                let future = permit.call(call);
+                // A `call` that panics is recorded as a failure (see `OnPanic`) before the
+                // panic goes on. The permit stays where the response future will hold it.
+                let armed = OnPanic::arm(Some(&mut permit));
+                let future = inner.call(req);
+                armed.disarm();
                 A::called(future, Some(permit))
             }
             Err(rejected) => A::rejected(&self.breaker, rejected),
@@ -325,22 +334,6 @@ impl<C> Drop for PermitGuard<C> {
         if let Some(raw) = self.raw.take() {
             self.shared.breaker.inner.release(raw);
         }
-    }
-}
-
-impl<C> PermitGuard<C> {
-    /// Calls the inner service under this permit: a `call` that panics is recorded as a
-    /// failure (see [`OnPanic`]) before the panic goes on.
-    ///
-    /// By reference: the permit stays where the response future will hold it, rather than
-    /// moving twice more per call with the future (7 instructions on the closed path under
-    /// callgrind).
-    #[inline]
-    fn call<F>(&mut self, call: impl FnOnce() -> F) -> F {
-        let armed = OnPanic::arm(Some(self));
-        let future = call();
-        armed.disarm();
-        future
     }
 }
 

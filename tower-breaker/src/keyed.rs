@@ -650,7 +650,6 @@ impl<S, M, K, C> KeyedCircuitBreaker<S, M, K, C> {
         let Some(key) = self.make_key.make_key(&req) else {
             return A::called(self.inner.call(req), None);
         };
-        let inner = &mut self.inner;
-        self.registry.get(&key).admit(|| inner.call(req))
+        self.registry.get(&key).admit(&mut self.inner, req)
     }
 }

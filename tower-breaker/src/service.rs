@@ -86,8 +86,7 @@ impl<S, C> CircuitBreaker<S, C> {
         S: Service<Req>,
         A: Admission<S::Future, C>,
     {
-        let inner = &mut self.inner;
-        self.shared.admit(|| inner.call(req))
+        self.shared.admit(&mut self.inner, req)
     }
 }
 
