@@ -12,7 +12,7 @@ use crate::{
     snapshot::{Candidates, Snapshot},
 };
 
-/// Tiers up to this size are picked from in one pass over a stack buffer.
+/// Tiers up to this size with some endpoint not admitted are picked from a list on the stack.
 pub(crate) const INLINE_PICK: usize = 64;
 
 impl<S, C> Shared<S, C> {
@@ -43,8 +43,10 @@ impl<S, C> Shared<S, C> {
 
     /// The first and (if any) second choice among `cands` (indices into the snapshot).
     ///
-    /// One pass over the candidate range into a stack buffer (no allocation) for ranges of up
-    /// to [`INLINE_PICK`] endpoints; larger tiers count first and then walk to the chosen ones.
+    /// One counting pass over the candidate range, and no more in the steady state, where every
+    /// endpoint of the range is admitted (the `n`th admitted one is then the `n`th). Otherwise
+    /// ranges of up to [`INLINE_PICK`] endpoints are listed into a stack buffer (no allocation)
+    /// and larger ones walked again to the chosen ones.
     pub(crate) fn pick(
         &self,
         snap: &Snapshot<S>,
@@ -53,42 +55,52 @@ impl<S, C> Shared<S, C> {
     ) -> Option<(usize, Option<usize>)> {
         let slice = &snap.entries[cands.range.clone()];
         let base = cands.range.start;
-        let mut buf = [0u32; INLINE_PICK];
-        let (k, inline) = if slice.len() <= INLINE_PICK {
-            let mut k = 0;
-            for (i, e) in slice.iter().enumerate() {
-                if cands.admits(e) {
-                    buf[k] = i as u32;
-                    k += 1;
-                }
-            }
-            (k, true)
-        } else {
-            (slice.iter().filter(|e| cands.admits(e)).count(), false)
-        };
+        let mut k = slice.iter().filter(|e| cands.admits(e)).count();
         if k == 0 {
             return None;
         }
-        // The `n`th admitted endpoint. A large tier is walked a second time, and a status may
-        // have changed since it was counted: then the last admitted one before the walk ran out
-        // stands in (or none), never an endpoint that was not admitted.
-        let nth = |n: usize| -> Option<usize> {
-            if inline {
-                Some(base + buf[n] as usize)
-            } else {
-                let mut last = None;
-                for (seen, (i, _)) in slice
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| cands.admits(e))
-                    .enumerate()
-                {
-                    last = Some(base + i);
-                    if seen == n {
-                        break;
-                    }
+        // Made only when some endpoint is not admitted: the buffer is 256 bytes to zero.
+        let admitted = if k == slice.len() {
+            Admitted::All
+        } else if slice.len() <= INLINE_PICK {
+            let mut listed = [0u32; INLINE_PICK];
+            // Counted again as listed: a status may have changed since the count.
+            k = 0;
+            for (i, e) in slice.iter().enumerate() {
+                if cands.admits(e) {
+                    listed[k] = i as u32;
+                    k += 1;
                 }
-                last
+            }
+            if k == 0 {
+                return None;
+            }
+            Admitted::Listed(listed)
+        } else {
+            Admitted::Walk
+        };
+        // The `n`th admitted endpoint (`n < k`). A large range is walked a second time, and a
+        // status may have changed since it was counted: then the last admitted one before the
+        // walk ran out stands in (or none), never an endpoint that was not admitted.
+        let nth = |n: usize| -> Option<usize> {
+            match &admitted {
+                Admitted::All => Some(base + n),
+                Admitted::Listed(listed) => Some(base + listed[n] as usize),
+                Admitted::Walk => {
+                    let mut last = None;
+                    for (seen, (i, _)) in slice
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| cands.admits(e))
+                        .enumerate()
+                    {
+                        last = Some(base + i);
+                        if seen == n {
+                            break;
+                        }
+                    }
+                    last
+                }
             }
         };
         match self.balance {
@@ -173,6 +185,19 @@ fn spill_tier<S>(
         }
     }
     last
+}
+
+/// How [`Shared::pick`] finds the `n`th admitted endpoint of a range.
+///
+/// A value on the stack of one pick: the list's size is the point (boxing it would allocate).
+#[expect(clippy::large_enum_variant)]
+enum Admitted {
+    /// Every endpoint of the range: the `n`th is the `n`th.
+    All,
+    /// The indices of the admitted ones, in the first `k` places.
+    Listed([u32; INLINE_PICK]),
+    /// A range larger than the buffer: walked to the `n`th.
+    Walk,
 }
 
 /// The share of traffic a tier takes under spill (before normalisation).
